@@ -1,0 +1,436 @@
+//! Settings: built-in defaults, then an optional TOML file, then environment variables.
+//!
+//! Secrets never have a compiled-in default. On the embedded default a JWT secret is generated
+//! once and kept in the data directory with mode 0600; in production a missing secret is a
+//! startup error that names the variable to set.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Where the server runs; production tightens every default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+impl Environment {
+    fn parse(value: &str) -> anyhow::Result<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "development" | "dev" | "local" => Ok(Self::Development),
+            "production" | "prod" => Ok(Self::Production),
+            other => bail!("PLATFORM_ENV must be `development` or `production`, not `{other}`"),
+        }
+    }
+}
+
+/// A secret that never shows up in `Debug` output or logs.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Limits that keep one GraphQL request from costing the server more than it is worth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GraphqlLimits {
+    /// Deepest selection nesting accepted.
+    pub max_depth: usize,
+    /// Highest summed field complexity accepted.
+    pub max_complexity: usize,
+    /// Most fields carrying an alias in one document.
+    pub max_aliases: usize,
+    /// Most fields selected at the root of one operation.
+    pub max_root_fields: usize,
+    /// Most operations in one batched request.
+    pub max_batch: usize,
+}
+
+impl Default for GraphqlLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 15,
+            max_complexity: 5_000,
+            max_aliases: 30,
+            max_root_fields: 20,
+            max_batch: 10,
+        }
+    }
+}
+
+/// Everything the server needs to start. Build it with [`Settings::load`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub environment: Environment,
+    /// Address the HTTP server binds; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Directory for the SQLite database and generated secrets on the embedded default.
+    pub data_dir: PathBuf,
+    /// PostgreSQL or SQLite URL; `None` means SQLite at `{data_dir}/platform.db`.
+    pub database_url: Option<String>,
+    /// Redis URL; `None` keeps everything in-process.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis.
+    pub redis_namespace: String,
+    /// HS256 signing secret for access tokens.
+    pub jwt_secret: Option<Secret>,
+    /// Serve GraphiQL on `GET /graphql`; defaults to on outside production.
+    pub graphiql: Option<bool>,
+    /// Answer introspection queries; defaults to on outside production.
+    pub introspection: Option<bool>,
+    /// Origins allowed by CORS; `*` allows any. Empty: no cross-origin access.
+    pub cors_origins: Vec<String>,
+    /// Longest a request may take before it is answered with 408.
+    pub request_timeout_secs: u64,
+    /// Largest request body accepted (413 above it).
+    pub body_limit_bytes: usize,
+    /// `json` or `pretty`; defaults to JSON in production.
+    pub log_format: Option<String>,
+    pub graphql: GraphqlLimits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            environment: Environment::Development,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            redis_url: None,
+            redis_namespace: "platform".into(),
+            jwt_secret: None,
+            graphiql: None,
+            introspection: None,
+            cors_origins: Vec::new(),
+            request_timeout_secs: 30,
+            body_limit_bytes: 1024 * 1024,
+            log_format: None,
+            graphql: GraphqlLimits::default(),
+        }
+    }
+}
+
+/// Reads one environment variable; the indirection lets tests feed a map instead.
+pub trait EnvSource {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|value| !value.is_empty())
+    }
+}
+
+impl<const N: usize> EnvSource for [(&str, &str); N] {
+    fn get(&self, key: &str) -> Option<String> {
+        self.iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| (*value).to_string())
+            .filter(|value| !value.is_empty())
+    }
+}
+
+impl Settings {
+    /// Defaults, then `PLATFORM_CONFIG` (or `platform.toml` when present), then the environment.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::load_from(&ProcessEnv)
+    }
+
+    pub fn load_from(env: &impl EnvSource) -> anyhow::Result<Self> {
+        let explicit_file = env.get("PLATFORM_CONFIG").map(PathBuf::from);
+        let file = explicit_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("platform.toml"));
+        let mut settings = if file.exists() {
+            Self::from_file(&file)?
+        } else if let Some(missing) = explicit_file {
+            bail!(
+                "PLATFORM_CONFIG points to {}, which does not exist",
+                missing.display()
+            );
+        } else {
+            Self::default()
+        };
+        settings.apply_env(env)?;
+        Ok(settings)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("Failed to read configuration file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("Failed to parse configuration file {}", path.display()))
+    }
+
+    fn apply_env(&mut self, env: &impl EnvSource) -> anyhow::Result<()> {
+        if let Some(value) = env.get("PLATFORM_ENV") {
+            self.environment = Environment::parse(&value)?;
+        }
+        if let Some(value) = env.get("PLATFORM_BIND") {
+            self.bind = value
+                .parse()
+                .with_context(|| format!("PLATFORM_BIND must be host:port, not `{value}`"))?;
+        }
+        if let Some(value) = env.get("PLATFORM_DATA_DIR") {
+            self.data_dir = PathBuf::from(value);
+        }
+        if let Some(value) = env.get("DATABASE_URL") {
+            self.database_url = Some(value);
+        }
+        if let Some(value) = env.get("REDIS_URL") {
+            self.redis_url = Some(value);
+        }
+        if let Some(value) = env.get("PLATFORM_REDIS_NAMESPACE") {
+            self.redis_namespace = value;
+        }
+        if let Some(value) = env.get("PLATFORM_JWT_SECRET") {
+            self.jwt_secret = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_GRAPHIQL") {
+            self.graphiql = Some(parse_bool("PLATFORM_GRAPHIQL", &value)?);
+        }
+        if let Some(value) = env.get("PLATFORM_INTROSPECTION") {
+            self.introspection = Some(parse_bool("PLATFORM_INTROSPECTION", &value)?);
+        }
+        if let Some(value) = env.get("PLATFORM_CORS_ORIGINS") {
+            self.cors_origins = value
+                .split(',')
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(value) = env.get("PLATFORM_REQUEST_TIMEOUT_SECS") {
+            self.request_timeout_secs = value.parse().with_context(|| {
+                format!("PLATFORM_REQUEST_TIMEOUT_SECS must be a number of seconds, not `{value}`")
+            })?;
+        }
+        if let Some(value) = env.get("PLATFORM_LOG_FORMAT") {
+            self.log_format = Some(value);
+        }
+        Ok(())
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    pub fn graphiql_enabled(&self) -> bool {
+        self.graphiql.unwrap_or(!self.is_production())
+    }
+
+    pub fn introspection_enabled(&self) -> bool {
+        self.introspection.unwrap_or(!self.is_production())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn json_logs(&self) -> bool {
+        match self.log_format.as_deref() {
+            Some(format) => format.eq_ignore_ascii_case("json"),
+            None => self.is_production(),
+        }
+    }
+
+    /// The database URL, defaulting to SQLite under the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("platform.db").display()
+            ),
+        }
+    }
+
+    pub fn uses_embedded_database(&self) -> bool {
+        self.database_url().starts_with("sqlite:")
+    }
+
+    /// The JWT secret: configured, or (outside production) generated once into the data directory.
+    pub fn resolve_jwt_secret(&self) -> anyhow::Result<Secret> {
+        if let Some(secret) = &self.jwt_secret {
+            if secret.expose().len() < 32 {
+                bail!("PLATFORM_JWT_SECRET must be at least 32 characters long");
+            }
+            return Ok(secret.clone());
+        }
+        if self.is_production() {
+            bail!(
+                "PLATFORM_JWT_SECRET is not set: production requires a signing secret of at least 32 characters \
+                 (e.g. `openssl rand -base64 48`)"
+            );
+        }
+        load_or_create_secret_file(&self.data_dir.join("jwt_secret"))
+    }
+
+    /// Refuses settings that are unsafe in production, naming what to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.graphql.max_batch == 0 || self.graphql.max_depth == 0 {
+            bail!("graphql.max_batch and graphql.max_depth must be at least 1");
+        }
+        if self.is_production() {
+            self.resolve_jwt_secret()?;
+            if self.database_url.is_none() {
+                bail!(
+                    "DATABASE_URL is not set: production runs on PostgreSQL (postgres://user:password@host/db)"
+                );
+            }
+            if self.cors_origins.iter().any(|origin| origin == "*") {
+                bail!(
+                    "PLATFORM_CORS_ORIGINS=* is refused in production: list the front ends' origins"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => bail!("{name} must be true or false, not `{value}`"),
+    }
+}
+
+/// Reads a generated secret, or creates it with mode 0600 so only the server's user can read it.
+pub fn load_or_create_secret_file(path: &Path) -> anyhow::Result<Secret> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(Secret::new(existing));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("Failed to create data directory {}", dir.display()))?;
+    }
+    let secret = crate::auth::random_token(48);
+    write_private_file(path, &secret)
+        .with_context(|| format!("Failed to write generated secret to {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a new secret");
+    Ok(Secret::new(secret))
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_sqlite_on_localhost_8080() {
+        let settings = Settings::load_from(&[("PLATFORM_CONFIG", "")]).expect("defaults load");
+        assert_eq!(settings.bind.to_string(), "127.0.0.1:8080");
+        assert!(settings.uses_embedded_database());
+        assert!(settings.graphiql_enabled());
+        assert!(settings.introspection_enabled());
+    }
+
+    #[test]
+    fn production_without_a_secret_names_the_variable() {
+        let settings = Settings::load_from(&[
+            ("PLATFORM_ENV", "production"),
+            ("DATABASE_URL", "postgres://localhost/x"),
+        ])
+        .expect("loads");
+        let error = settings.validate().expect_err("must refuse");
+        assert!(error.to_string().contains("PLATFORM_JWT_SECRET"), "{error}");
+    }
+
+    #[test]
+    fn production_turns_graphiql_and_introspection_off_by_default() {
+        let settings = Settings::load_from(&[("PLATFORM_ENV", "production")]).expect("loads");
+        assert!(!settings.graphiql_enabled());
+        assert!(!settings.introspection_enabled());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let settings = Settings::load_from(&[("PLATFORM_JWT_SECRET", "short")]).expect("loads");
+        assert!(settings.resolve_jwt_secret().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (key, value) in [
+            ("PLATFORM_BIND", "nonsense"),
+            ("PLATFORM_ENV", "staging"),
+            ("PLATFORM_GRAPHIQL", "maybe"),
+        ] {
+            let error = Settings::load_from(&[(key, value)]).expect_err("must refuse");
+            assert!(error.to_string().contains(key), "{key}: {error}");
+        }
+    }
+
+    #[test]
+    fn generated_secret_is_private_and_stable() {
+        let dir = tempfile_dir();
+        let path = dir.join("jwt_secret");
+        let first = load_or_create_secret_file(&path).expect("created");
+        let second = load_or_create_secret_file(&path).expect("read back");
+        assert_eq!(first.expose(), second.expose());
+        assert!(first.expose().len() >= 48);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("platform-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+}

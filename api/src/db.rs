@@ -1,0 +1,89 @@
+//! Database connection and migrations, for SQLite (embedded default) and PostgreSQL alike.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+
+use crate::configuration::Settings;
+
+/// Connects to the configured database; SQLite gets WAL, foreign keys and a busy timeout.
+pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let url = settings.database_url();
+    if settings.database_url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!(
+                "Failed to create data directory {}",
+                settings.data_dir.display()
+            )
+        })?;
+    }
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|options| {
+            options
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+                .create_if_missing(true)
+        });
+    if url.starts_with("sqlite:") {
+        options.max_connections(8);
+    } else {
+        options.max_connections(32).min_connections(2);
+    }
+    let db = Database::connect(options).await.with_context(|| {
+        format!(
+            "Failed to connect to the database at {}: check DATABASE_URL and that the server is reachable",
+            redact(&url)
+        )
+    })?;
+    db.execute_unprepared("SELECT 1")
+        .await
+        .context("The database accepted the connection but does not answer queries")?;
+    Ok(db)
+}
+
+/// Brings the schema up to date.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None)
+        .await
+        .context("Failed to run database migrations")
+}
+
+/// A connection URL without its password, fit for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/platform"),
+            "postgres://app:***@db:5432/platform"
+        );
+        assert_eq!(
+            redact("sqlite://data/platform.db"),
+            "sqlite://data/platform.db"
+        );
+    }
+}

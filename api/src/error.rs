@@ -1,0 +1,203 @@
+//! The one error type of the API and its mapping to GraphQL `extensions.code`.
+//!
+//! Services return [`ApiError`]; resolvers use `?` and the client sees a GraphQL error whose
+//! `extensions.code` says what went wrong. Database and infrastructure failures become an opaque
+//! `INTERNAL` error: the cause chain goes to the log (with the request id), never to the client.
+//!
+//! `ApiError` deliberately does not implement `Display`: async-graphql converts any `Display`
+//! type into an error by its message alone, which would drop the code. Without it, `?` in a
+//! resolver can only go through our conversion below.
+
+use async_graphql::ErrorExtensions;
+use sea_orm::{DbErr, SqlErr};
+
+/// Everything that can go wrong in a request, as the client sees it.
+#[derive(Debug)]
+pub enum ApiError {
+    /// `UNAUTHENTICATED`: no credentials, or credentials that are invalid or expired.
+    Unauthenticated(String),
+    /// `FORBIDDEN`: authenticated, but not allowed. `reason` goes out as `extensions.reason`
+    /// (e.g. `COMPANY_SUSPENDED`) when a client needs to tell refusals apart.
+    Forbidden {
+        message: String,
+        reason: Option<&'static str>,
+    },
+    /// `NOT_FOUND`: the thing does not exist in the actor's company — exactly what another
+    /// company's id gets too.
+    NotFound(&'static str),
+    /// `VALIDATION`: input that breaks a rule; `extensions.field` names the input field.
+    Validation {
+        field: Option<String>,
+        message: String,
+    },
+    /// `CONFLICT`: the change collides with the current state (duplicate, stale version).
+    Conflict(String),
+    /// `RATE_LIMITED`: too many attempts; `extensions.retryAfter` says how many seconds to wait.
+    RateLimited { retry_after_secs: u64 },
+    /// `QUOTA_EXCEEDED`: the company's plan does not allow more.
+    QuotaExceeded(String),
+    /// `BAD_REQUEST`: the request itself is malformed (not JSON, no query, a batch too large).
+    BadRequest(String),
+    /// `INTERNAL`: a failure on our side; the message is opaque and the cause is logged.
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            message: message.into(),
+            reason: None,
+        }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::Unauthenticated(message.into())
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    /// The message the client reads.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unauthenticated(message)
+            | Self::Conflict(message)
+            | Self::QuotaExceeded(message)
+            | Self::BadRequest(message)
+            | Self::Forbidden { message, .. }
+            | Self::Validation { message, .. } => message.clone(),
+            Self::NotFound(what) => format!("{what} not found"),
+            Self::RateLimited { retry_after_secs } => {
+                format!("too many requests, retry in {retry_after_secs} s")
+            }
+            Self::Internal(_) => "internal error".into(),
+        }
+    }
+
+    /// The value of `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden { .. } => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Validation { .. } => "VALIDATION",
+            Self::Conflict(_) => "CONFLICT",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::QuotaExceeded(_) => "QUOTA_EXCEEDED",
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Turns a unique-constraint violation into `CONFLICT` with `message`; anything else is internal.
+    pub fn conflict_on_unique(error: DbErr, message: impl Into<String>) -> Self {
+        match error.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => Self::Conflict(message.into()),
+            _ => Self::internal(error),
+        }
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(error: DbErr) -> Self {
+        Self::internal(error)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+}
+
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        if let Self::Internal(cause) = self {
+            // The chain stays in our logs; the request id in the span ties it to the response.
+            tracing::error!(error = ?cause, "internal error");
+        }
+        async_graphql::Error::new(self.message()).extend_with(|_, extensions| {
+            extensions.set("code", self.code());
+            match self {
+                Self::Validation {
+                    field: Some(field), ..
+                } => extensions.set("field", field.as_str()),
+                Self::Forbidden {
+                    reason: Some(reason),
+                    ..
+                } => extensions.set("reason", *reason),
+                Self::RateLimited { retry_after_secs } => {
+                    extensions.set("retryAfter", *retry_after_secs)
+                }
+                _ => {}
+            }
+        })
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        error.extend()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(error: ApiError) -> String {
+        let graphql = error.extend();
+        let extensions = graphql.extensions.expect("extensions set");
+        extensions.get("code").expect("code set").to_string()
+    }
+
+    #[test]
+    fn every_variant_carries_its_code() {
+        let cases = [
+            (ApiError::unauthenticated("x"), "UNAUTHENTICATED"),
+            (ApiError::forbidden("x"), "FORBIDDEN"),
+            (ApiError::NotFound("order"), "NOT_FOUND"),
+            (ApiError::validation("email", "bad"), "VALIDATION"),
+            (ApiError::Conflict("x".into()), "CONFLICT"),
+            (
+                ApiError::RateLimited {
+                    retry_after_secs: 3,
+                },
+                "RATE_LIMITED",
+            ),
+            (ApiError::QuotaExceeded("x".into()), "QUOTA_EXCEEDED"),
+            (ApiError::BadRequest("x".into()), "BAD_REQUEST"),
+            (ApiError::internal(anyhow::anyhow!("boom")), "INTERNAL"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(code_of(error), format!("\"{code}\""));
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let error = ApiError::internal(anyhow::anyhow!("password=hunter2 in connection string"));
+        let graphql = error.extend();
+        assert_eq!(graphql.message, "internal error");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let graphql = ApiError::validation("input.email", "not an email").extend();
+        let extensions = graphql.extensions.expect("extensions");
+        assert_eq!(
+            extensions.get("field").expect("field").to_string(),
+            "\"input.email\""
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! Request guard: refuses costly documents before any resolver runs and gives every refusal
+//! an `extensions.code`, so clients can tell a malformed query from an expensive one.
+//!
+//! async-graphql already enforces depth and complexity during validation; this adds the caps it
+//! lacks (aliases, root fields) and codes its own errors, which come without one.
+
+use std::{collections::HashSet, sync::Arc};
+
+use async_graphql::{
+    ServerError, ServerResult, ValidationResult, Variables,
+    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation},
+    parser::types::{ExecutableDocument, Selection, SelectionSet},
+};
+
+use crate::configuration::GraphqlLimits;
+
+/// `extensions.code` of a document that could not be parsed.
+pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+/// `extensions.code` of a document that does not fit the schema.
+pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+/// `extensions.code` of a document refused for its cost (depth, complexity, aliases, root fields).
+pub const TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+
+pub struct RequestGuard {
+    limits: GraphqlLimits,
+    introspection: bool,
+}
+
+impl RequestGuard {
+    pub fn new(limits: GraphqlLimits, introspection: bool) -> Self {
+        Self {
+            limits,
+            introspection,
+        }
+    }
+}
+
+impl ExtensionFactory for RequestGuard {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(GuardExtension {
+            limits: self.limits.clone(),
+            introspection: self.introspection,
+        })
+    }
+}
+
+struct GuardExtension {
+    limits: GraphqlLimits,
+    introspection: bool,
+}
+
+#[async_trait::async_trait]
+impl Extension for GuardExtension {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await.map_err(|error| {
+            // The parser's own nesting guard fires before validation does; it is a cost refusal.
+            let code = if error.message.starts_with("The recursion depth") {
+                TOO_COMPLEX
+            } else {
+                PARSE_FAILED
+            };
+            with_code(error, code)
+        })?;
+        self.check_shape(&document)?;
+        Ok(document)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| {
+                    let code = match error.message.as_str() {
+                        "Query is too complex." | "Query is nested too deep." => TOO_COMPLEX,
+                        _ => VALIDATION_FAILED,
+                    };
+                    with_code(error, code)
+                })
+                .collect()
+        })
+    }
+}
+
+impl GuardExtension {
+    fn check_shape(&self, document: &ExecutableDocument) -> ServerResult<()> {
+        let aliases = count_aliases(document);
+        if aliases > self.limits.max_aliases {
+            return Err(too_complex(format!(
+                "the query uses {aliases} aliases; at most {} are allowed",
+                self.limits.max_aliases
+            )));
+        }
+        for (_, operation) in document.operations.iter() {
+            let mut root_fields = Vec::new();
+            collect_fields(
+                document,
+                &operation.node.selection_set.node,
+                &mut HashSet::new(),
+                &mut root_fields,
+            );
+            // async-graphql answers disabled introspection with nulls; an explicit refusal
+            // tells the client why.
+            if !self.introspection
+                && root_fields
+                    .iter()
+                    .any(|name| matches!(*name, "__schema" | "__type"))
+            {
+                return Err(with_code(
+                    ServerError::new("introspection is disabled on this server", None),
+                    "FORBIDDEN",
+                ));
+            }
+            let root_fields = root_fields.len();
+            if root_fields > self.limits.max_root_fields {
+                return Err(too_complex(format!(
+                    "the operation selects {root_fields} root fields; at most {} are allowed",
+                    self.limits.max_root_fields
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_complex(message: String) -> ServerError {
+    with_code(ServerError::new(message, None), TOO_COMPLEX)
+}
+
+/// Sets `extensions.code` unless the error already has one.
+pub fn with_code(mut error: ServerError, code: &'static str) -> ServerError {
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", code);
+    }
+    error
+}
+
+fn count_aliases(document: &ExecutableDocument) -> usize {
+    let in_operations: usize = document
+        .operations
+        .iter()
+        .map(|(_, operation)| aliases_in(&operation.node.selection_set.node))
+        .sum();
+    let in_fragments: usize = document
+        .fragments
+        .values()
+        .map(|fragment| aliases_in(&fragment.node.selection_set.node))
+        .sum();
+    in_operations + in_fragments
+}
+
+fn aliases_in(set: &SelectionSet) -> usize {
+    set.items
+        .iter()
+        .map(|selection| match &selection.node {
+            Selection::Field(field) => {
+                usize::from(field.node.alias.is_some()) + aliases_in(&field.node.selection_set.node)
+            }
+            Selection::InlineFragment(fragment) => aliases_in(&fragment.node.selection_set.node),
+            Selection::FragmentSpread(_) => 0,
+        })
+        .sum()
+}
+
+/// Names of the fields selected at one level, looking through fragments; `seen` stops
+/// fragment cycles, which validation rejects only after this runs.
+fn collect_fields<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    seen: &mut HashSet<&'a str>,
+    names: &mut Vec<&'a str>,
+) {
+    for selection in &set.items {
+        match &selection.node {
+            Selection::Field(field) => names.push(field.node.name.node.as_str()),
+            Selection::InlineFragment(fragment) => {
+                collect_fields(document, &fragment.node.selection_set.node, seen, names)
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                if let Some(fragment) = document.fragments.get(name)
+                    && seen.insert(name.as_str())
+                {
+                    collect_fields(document, &fragment.node.selection_set.node, seen, names);
+                }
+            }
+        }
+    }
+}

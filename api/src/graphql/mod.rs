@@ -1,0 +1,52 @@
+//! The GraphQL schema: one module per domain merged into the roots, the request guard and
+//! operation metrics, and the limits that apply to every request.
+
+mod guard;
+mod metrics;
+mod system;
+
+use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+
+pub use guard::{PARSE_FAILED, TOO_COMPLEX, VALIDATION_FAILED, with_code};
+
+use crate::{configuration::Settings, state::AppState};
+
+/// Everything a client can read.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(system::SystemQuery);
+
+pub type AppSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+
+fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
+    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+}
+
+/// The schema the server executes, configured from the settings.
+pub fn build_schema(settings: &Settings, state: AppState) -> AppSchema {
+    let limits = &settings.graphql;
+    let mut builder = builder()
+        .data(state)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        // The parser's own recursion guard must not pre-empt the (coded) depth limit.
+        .limit_recursive_depth(limits.max_depth.saturating_mul(2).max(32))
+        .limit_directives(20)
+        .extension(guard::RequestGuard::new(
+            limits.clone(),
+            settings.introspection_enabled(),
+        ))
+        .extension(metrics::OperationMetrics::default());
+    if !settings.introspection_enabled() {
+        builder = builder.disable_introspection();
+    }
+    if settings.is_production() {
+        builder = builder.disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// The SDL committed as `schema.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}

@@ -1,0 +1,48 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use sea_orm::ConnectionTrait;
+
+use super::HttpState;
+
+/// Alive: the process answers. Says nothing about its dependencies.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready: the database and, when configured, Redis answer.
+pub async fn readyz(State(state): State<HttpState>) -> Response {
+    let database = state.app.db.execute_unprepared("SELECT 1").await.is_ok();
+    let redis = match &state.app.redis {
+        None => None,
+        Some(connection) => {
+            let mut connection = connection.clone();
+            let pong: Result<String, _> = redis::cmd("PING").query_async(&mut connection).await;
+            Some(pong.is_ok())
+        }
+    };
+    let ready = database && redis.unwrap_or(true);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "database": database,
+        "redis": redis,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+pub async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,140 @@
+//! The HTTP surface: routes, and the layers every response passes through (request id and
+//! access log, metrics, security headers, CORS, compression, body limit, timeout, panics).
+
+mod graphql;
+mod health;
+mod observe;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::{
+    Json, Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
+    set_header::SetResponseHeaderLayer,
+    timeout::TimeoutLayer,
+};
+
+pub use graphql::RequestId;
+
+use crate::{configuration::Settings, graphql::AppSchema, state::AppState};
+
+/// Content-Security-Policy of API responses: they are JSON and load nothing.
+const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub app: AppState,
+    pub schema: AppSchema,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+pub fn router(state: HttpState) -> anyhow::Result<Router> {
+    let settings = state.app.settings.clone();
+    let router = Router::new()
+        .route(
+            "/graphql",
+            get(graphql::graphiql).post(graphql::graphql_post),
+        )
+        .route("/graphql/ws", get(graphql::graphql_ws))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout(),
+        ))
+        .layer(cors(&settings)?)
+        .layer(CatchPanicLayer::custom(panic_response));
+    let router = security_headers(&settings)
+        .into_iter()
+        .fold(router, |router, (name, value)| {
+            router.layer(SetResponseHeaderLayer::if_not_present(name, value))
+        });
+    Ok(router.layer(axum::middleware::from_fn(observe::observe)))
+}
+
+fn security_headers(settings: &Settings) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(API_CSP),
+        ),
+    ];
+    if settings.is_production() {
+        headers.push((
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        ));
+    }
+    headers
+}
+
+fn cors(settings: &Settings) -> anyhow::Result<CorsLayer> {
+    let allow_origin = if settings.cors_origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        let origins = settings
+            .cors_origins
+            .iter()
+            .map(|origin| {
+                HeaderValue::from_str(origin).with_context(|| {
+                    format!("PLATFORM_CORS_ORIGINS has an invalid origin `{origin}`")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(origins)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(3600)))
+}
+
+/// A JSON body in the GraphQL error shape, for failures outside GraphQL execution.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "internal error",
+    )
+}

@@ -1,0 +1,191 @@
+//! # Platform API
+//!
+//! A multi-tenant GraphQL backend: one server runs restaurants, bike shops and clinics, each
+//! company seeing only its own data.
+//!
+//! A tour, in the order a request meets the code:
+//! - [`configuration`]: defaults, `platform.toml`, then environment variables.
+//! - [`http`]: the axum router and the layers every response passes through.
+//! - [`graphql`]: the schema, its limits and one module per domain.
+//! - [`error`]: the one [`ApiError`](error::ApiError) and its `extensions.code`.
+//! - [`db`]: SQLite or PostgreSQL, migrated at start.
+//! - [`cli`]: `serve`, `migrate`, `print-schema`, `demo-seed`.
+//!
+//! [`Application`] ties them together: `build` binds the port (0 picks a free one, as the tests
+//! do), `run_until_stopped` serves until SIGTERM/SIGINT or [`ShutdownHandle::trigger`], letting
+//! requests in flight finish.
+
+pub mod auth;
+pub mod cli;
+pub mod configuration;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod state;
+pub mod telemetry;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
+
+use anyhow::Context;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{configuration::Settings, state::AppState};
+
+/// A built server, bound to its port and ready to run.
+pub struct Application {
+    port: u16,
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    shutdown: ShutdownHandle,
+}
+
+/// Stops a running [`Application`] gracefully, as SIGTERM does.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Application {
+    /// Connects to the database (and Redis when configured), migrates, and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        settings.validate()?;
+        // Resolved up front so a missing production secret stops the start, not the first login.
+        settings.resolve_jwt_secret()?;
+        let db = db::connect(&settings).await?;
+        db::migrate(&db).await?;
+        let redis = match &settings.redis_url {
+            Some(url) => Some(connect_redis(url).await?),
+            None => None,
+        };
+        let state = AppState {
+            db,
+            redis,
+            settings: Arc::new(settings),
+        };
+        let schema = graphql::build_schema(&state.settings, state.clone());
+        let router = http::router(http::HttpState {
+            app: state.clone(),
+            schema,
+            metrics: metrics_handle(),
+        })?;
+        let listener = TcpListener::bind(state.settings.bind)
+            .await
+            .with_context(|| format!("Failed to bind {}", state.settings.bind))?;
+        let port = listener
+            .local_addr()
+            .context("Failed to read bound address")?
+            .port();
+        let (sender, _) = watch::channel(false);
+        Ok(Self {
+            port,
+            listener,
+            router,
+            state,
+            shutdown: ShutdownHandle(Arc::new(sender)),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until a signal or the shutdown handle; requests in flight are finished first.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let mut stop = self.shutdown.0.subscribe();
+        let address = self.listener.local_addr()?;
+        tracing::info!(%address, "listening on http://{address}");
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = termination_signal() => {}
+                _ = stop.wait_for(|stopped| *stopped) => {}
+            }
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+        .await
+        .context("The HTTP server failed")?;
+        self.state
+            .db
+            .close()
+            .await
+            .context("Failed to close the database")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+    redis::aio::ConnectionManager::new(client)
+        .await
+        .context("Failed to connect to Redis: check REDIS_URL and that the server is reachable")
+}
+
+async fn termination_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// Two TLS backends are compiled in; rustls needs to be told which one to use process-wide.
+pub fn install_crypto_provider() {
+    // An error means a provider is installed already, which is what we want.
+    drop(rustls::crypto::aws_lc_rs::default_provider().install_default());
+}
+
+/// The process-wide Prometheus recorder; several applications in one process share it.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}

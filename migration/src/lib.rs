@@ -1,0 +1,16 @@
+//! The database schema, one migration per change. The same migrations run on SQLite and
+//! PostgreSQL; every tenant-owned table has `company_id NOT NULL`, a foreign key to `companies`
+//! and an index that starts with it.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_companies;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_create_companies::Migration)]
+    }
+}

@@ -1,0 +1,233 @@
+//! `spawn_app()` and the `TestApp` client every test talks through.
+
+use std::time::Duration;
+
+use api::{Application, ShutdownHandle, configuration::Settings};
+use migration::MigratorTrait;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+
+/// A running server with its own database, stopped (and its database dropped) on drop.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    shutdown: ShutdownHandle,
+    postgres: Option<PostgresDatabase>,
+    _data_dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the app with settings adjusted by `customize` (limits, production mode…).
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    api::install_crypto_provider();
+    if std::env::var_os("TEST_LOG").is_some() {
+        api::telemetry::init(false, "info,sqlx=warn");
+    }
+    let data_dir = tempfile::tempdir().expect("Failed to create a temporary data directory");
+    let postgres = match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(PostgresDatabase::create(&url).await),
+        _ => None,
+    };
+    let mut settings = Settings {
+        bind: "127.0.0.1:0".parse().expect("valid address"),
+        data_dir: data_dir.path().to_path_buf(),
+        database_url: postgres.as_ref().map(|database| database.url.clone()),
+        redis_url: std::env::var("TEST_REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty()),
+        redis_namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        jwt_secret: Some(api::configuration::Secret::new(api::auth::random_token(48))),
+        ..Settings::default()
+    };
+    customize(&mut settings);
+    let application = Application::build(settings)
+        .await
+        .expect("Failed to build the application");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    let shutdown = application.shutdown_handle();
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("Failed to build the HTTP client"),
+        shutdown,
+        postgres,
+        _data_dir: data_dir,
+    }
+}
+
+impl TestApp {
+    /// POSTs one GraphQL operation and returns the JSON body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.post_graphql(&json!({ "query": query, "variables": variables }))
+            .await
+            .json()
+            .await
+            .expect("GraphQL responses are JSON")
+    }
+
+    pub async fn post_graphql(&self, body: &Value) -> reqwest::Response {
+        self.post_raw(body.to_string(), "application/json").await
+    }
+
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}/graphql", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("Failed to reach the server")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.address, path))
+            .send()
+            .await
+            .expect("Failed to reach the server")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(database) = self.postgres.take() {
+            database.drop_blocking();
+        }
+    }
+}
+
+/// The `extensions.code` of the first error of a GraphQL response.
+pub fn first_error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error with a code, got {body}"))
+}
+
+/// A fresh PostgreSQL database cloned from a template that holds the migrated schema.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+/// Serialises template creation across test processes running at once.
+const TEMPLATE_LOCK: i64 = 7_245_001;
+
+impl PostgresDatabase {
+    async fn create(admin_url: &str) -> Self {
+        let admin = connect_single(admin_url).await;
+        let template = template_name();
+        admin
+            .execute_unprepared(&format!("SELECT pg_advisory_lock({TEMPLATE_LOCK})"))
+            .await
+            .expect("Failed to take the template lock");
+        let exists = admin
+            .query_one_raw(sea_orm::Statement::from_string(
+                admin.get_database_backend(),
+                format!("SELECT 1 FROM pg_database WHERE datname = '{template}'"),
+            ))
+            .await
+            .expect("Failed to look for the template database")
+            .is_some();
+        if !exists {
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{template}\""))
+                .await
+                .expect("Failed to create the template database");
+            let template_db = connect_single(&with_database(admin_url, &template)).await;
+            migration::Migrator::up(&template_db, None)
+                .await
+                .expect("Failed to migrate the template database");
+            template_db
+                .close()
+                .await
+                .expect("Failed to close the template");
+        }
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+            ))
+            .await
+            .expect("Failed to create the test database");
+        admin
+            .execute_unprepared(&format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK})"))
+            .await
+            .expect("Failed to release the template lock");
+        admin.close().await.ok();
+        Self {
+            url: with_database(admin_url, &name),
+            admin_url: admin_url.to_string(),
+            name,
+        }
+    }
+
+    /// Drop runs outside async code, so the database is dropped on a thread of its own.
+    fn drop_blocking(self) {
+        let handle = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("Failed to build a runtime");
+            runtime.block_on(async {
+                let admin = connect_single(&self.admin_url).await;
+                admin
+                    .execute_unprepared(&format!(
+                        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                        self.name
+                    ))
+                    .await
+                    .ok();
+                admin.close().await.ok();
+            });
+        });
+        handle.join().ok();
+    }
+}
+
+/// Named after the migrations, so adding one builds a new template.
+fn template_name() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for migration in migration::Migrator::migrations() {
+        migration.name().hash(&mut hasher);
+    }
+    format!("platform_template_{:016x}", hasher.finish())
+}
+
+async fn connect_single(url: &str) -> DatabaseConnection {
+    let mut options = ConnectOptions::new(url.to_string());
+    options
+        .max_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .unwrap_or_else(|error| panic!("TEST_DATABASE_URL is set but unreachable: {error}"))
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(slash) if slash > base.find("://").map_or(0, |scheme| scheme + 2) => &base[..slash],
+        _ => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: each starts the real server on port 0 with a fresh database and talks to
+//! it over HTTP. On SQLite by default; on PostgreSQL and Redis when `TEST_DATABASE_URL` and
+//! `TEST_REDIS_URL` are set (and then an unreachable server fails the test, never skips it).
+
+mod foundation;
+mod helpers;
+mod lifecycle;
