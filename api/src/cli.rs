@@ -26,6 +26,14 @@ enum Command {
     },
     /// Create demo companies to explore in GraphiQL.
     DemoSeed,
+    /// Create (or promote) a platform operator, who manages companies. The password is read
+    /// from PLATFORM_OPERATOR_PASSWORD or, when unset, from the first line of standard input.
+    CreateOperator {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 /// Parses the arguments and runs the chosen command.
@@ -42,12 +50,32 @@ pub async fn run() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Command::CreateOperator { email, name } => {
+            let password = operator_password()?;
+            let connection = db::connect(&load_settings()?).await?;
+            db::migrate(&connection).await?;
+            crate::services::identity::create_operator(&connection, &email, &name, password)
+                .await?;
+            println!("operator {email} is ready; log in with the operatorLogin mutation");
+            Ok(())
+        }
         Command::DemoSeed => {
             let connection = db::connect(&load_settings()?).await?;
             db::migrate(&connection).await?;
             crate::demo::seed(&connection).await
         }
     }
+}
+
+fn operator_password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("PLATFORM_OPERATOR_PASSWORD") {
+        return Ok(password);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("Failed to read the operator password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn load_settings() -> anyhow::Result<Settings> {

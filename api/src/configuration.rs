@@ -82,6 +82,39 @@ impl Default for GraphqlLimits {
     }
 }
 
+/// Rate limits: the seed figures of the product, all adjustable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Login attempts per account and per client address in one window.
+    pub login_attempts: u32,
+    pub login_window_secs: u64,
+    /// Sign-ups per client address in one window.
+    pub signups: u32,
+    pub signup_window_secs: u64,
+    /// Token refreshes per client address in one window.
+    pub refreshes: u32,
+    pub refresh_window_secs: u64,
+    /// GraphQL operations per actor in one window, unless the company sets its own.
+    pub api_calls: u32,
+    pub api_window_secs: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            login_attempts: 5,
+            login_window_secs: 15 * 60,
+            signups: 10,
+            signup_window_secs: 60 * 60,
+            refreshes: 60,
+            refresh_window_secs: 15 * 60,
+            api_calls: 100,
+            api_window_secs: 15 * 60,
+        }
+    }
+}
+
 /// Everything the server needs to start. Build it with [`Settings::load`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -112,6 +145,11 @@ pub struct Settings {
     /// `json` or `pretty`; defaults to JSON in production.
     pub log_format: Option<String>,
     pub graphql: GraphqlLimits,
+    /// Whether anyone may create a company with `signUp`.
+    pub signup_enabled: bool,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; nobody else's is.
+    pub trusted_proxies: Vec<String>,
+    pub rate_limits: RateLimitSettings,
 }
 
 impl Default for Settings {
@@ -131,6 +169,9 @@ impl Default for Settings {
             body_limit_bytes: 1024 * 1024,
             log_format: None,
             graphql: GraphqlLimits::default(),
+            signup_enabled: true,
+            trusted_proxies: Vec::new(),
+            rate_limits: RateLimitSettings::default(),
         }
     }
 }
@@ -221,22 +262,44 @@ impl Settings {
             self.introspection = Some(parse_bool("PLATFORM_INTROSPECTION", &value)?);
         }
         if let Some(value) = env.get("PLATFORM_CORS_ORIGINS") {
-            self.cors_origins = value
-                .split(',')
-                .map(str::trim)
-                .filter(|origin| !origin.is_empty())
-                .map(String::from)
-                .collect();
+            self.cors_origins = split_list(&value);
         }
         if let Some(value) = env.get("PLATFORM_REQUEST_TIMEOUT_SECS") {
             self.request_timeout_secs = value.parse().with_context(|| {
                 format!("PLATFORM_REQUEST_TIMEOUT_SECS must be a number of seconds, not `{value}`")
             })?;
         }
+        if let Some(value) = env.get("PLATFORM_SIGNUP_ENABLED") {
+            self.signup_enabled = parse_bool("PLATFORM_SIGNUP_ENABLED", &value)?;
+        }
+        if let Some(value) = env.get("PLATFORM_TRUSTED_PROXIES") {
+            self.trusted_proxies = split_list(&value);
+        }
+        if let Some(value) = env.get("PLATFORM_API_RATE_LIMIT") {
+            self.rate_limits.api_calls = value.parse().with_context(|| {
+                format!(
+                    "PLATFORM_API_RATE_LIMIT must be a number of calls per window, not `{value}`"
+                )
+            })?;
+        }
         if let Some(value) = env.get("PLATFORM_LOG_FORMAT") {
             self.log_format = Some(value);
         }
         Ok(())
+    }
+
+    /// The trusted proxy networks, parsed.
+    pub fn trusted_proxy_networks(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|cidr| {
+                cidr.parse::<ipnet::IpNet>()
+                    .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .with_context(|| {
+                        format!("PLATFORM_TRUSTED_PROXIES holds `{cidr}`, which is not an address or CIDR")
+                    })
+            })
+            .collect()
     }
 
     pub fn is_production(&self) -> bool {
@@ -296,6 +359,7 @@ impl Settings {
 
     /// Refuses settings that are unsafe in production, naming what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.trusted_proxy_networks()?;
         if self.graphql.max_batch == 0 || self.graphql.max_depth == 0 {
             bail!("graphql.max_batch and graphql.max_depth must be at least 1");
         }
@@ -314,6 +378,15 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {

@@ -50,6 +50,7 @@ pub async fn seed(db: &DatabaseConnection) -> anyhow::Result<()> {
             timezone: Set("America/Sao_Paulo".into()),
             currency: Set("BRL".into()),
             status: Set("ACTIVE".into()),
+            api_rate_limit: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         })

@@ -20,9 +20,13 @@ pub mod cli;
 pub mod configuration;
 pub mod db;
 pub mod demo;
+pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod rate_limit;
+pub mod rbac;
+pub mod services;
 pub mod state;
 pub mod telemetry;
 
@@ -36,7 +40,10 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{configuration::Settings, state::AppState};
+use crate::{
+    auth::jwt::JwtKeys, configuration::Settings, rate_limit::RateLimiter, rbac::Rbac,
+    state::AppState,
+};
 
 /// A built server, bound to its port and ready to run.
 pub struct Application {
@@ -63,23 +70,40 @@ impl Application {
         install_crypto_provider();
         settings.validate()?;
         // Resolved up front so a missing production secret stops the start, not the first login.
-        settings.resolve_jwt_secret()?;
+        let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
         let db = db::connect(&settings).await?;
         db::migrate(&db).await?;
-        let redis = match &settings.redis_url {
-            Some(url) => Some(connect_redis(url).await?),
-            None => None,
+        let mut rbac = Rbac::load(db.clone()).await?;
+        rbac.spawn_periodic_reload();
+        let (redis, limiter) = match &settings.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str())
+                    .context("REDIS_URL is not a valid Redis URL")?;
+                let connection = redis::aio::ConnectionManager::new(client.clone())
+                    .await
+                    .context("Failed to connect to Redis: check REDIS_URL and that the server is reachable")?;
+                rbac = rbac
+                    .with_redis(&client, connection.clone(), &settings.redis_namespace)
+                    .await?;
+                let limiter = RateLimiter::redis(connection.clone(), &settings.redis_namespace);
+                (Some(connection), limiter)
+            }
+            None => (None, RateLimiter::in_process()),
         };
         let state = AppState {
             db,
             redis,
             settings: Arc::new(settings),
+            jwt,
+            rbac,
+            limiter: Arc::new(limiter),
         };
         let schema = graphql::build_schema(&state.settings, state.clone());
         let router = http::router(http::HttpState {
             app: state.clone(),
             schema,
             metrics: metrics_handle(),
+            trusted_proxies: Arc::new(state.settings.trusted_proxy_networks()?),
         })?;
         let listener = TcpListener::bind(state.settings.bind)
             .await
@@ -137,13 +161,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-    redis::aio::ConnectionManager::new(client)
-        .await
-        .context("Failed to connect to Redis: check REDIS_URL and that the server is reachable")
 }
 
 async fn termination_signal() {

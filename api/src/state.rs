@@ -1,14 +1,17 @@
-//! What every request handler and resolver shares: the database, Redis and the settings.
+//! What every request handler and resolver shares.
 
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::configuration::Settings;
+use crate::{auth::jwt::JwtKeys, configuration::Settings, rate_limit::RateLimiter, rbac::Rbac};
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
     pub redis: Option<redis::aio::ConnectionManager>,
     pub settings: Arc<Settings>,
+    pub jwt: JwtKeys,
+    pub rbac: Rbac,
+    pub limiter: Arc<RateLimiter>,
 }

@@ -15,6 +15,8 @@ pub struct Model {
     pub timezone: String,
     pub currency: String,
     pub status: String,
+    /// API calls allowed per rate-limit window for each actor; `None` uses the server default.
+    pub api_rate_limit: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

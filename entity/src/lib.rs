@@ -1,4 +1,10 @@
 //! sea-orm entities, one module per table. Only `api::services` reads or writes the
 //! tenant-owned ones, through the scoped helpers there.
 
+pub mod api_key;
+pub mod casbin_rule;
 pub mod company;
+pub mod membership;
+pub mod refresh_token;
+pub mod role;
+pub mod user;

@@ -1,11 +1,15 @@
 //! The GraphQL schema: one module per domain merged into the roots, the request guard and
 //! operation metrics, and the limits that apply to every request.
 
+mod access;
+pub mod context;
 mod guard;
+mod identity;
 mod metrics;
+mod operator;
 mod system;
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
 pub use guard::{PARSE_FAILED, TOO_COMPLEX, VALIDATION_FAILED, with_code};
 
@@ -14,12 +18,30 @@ use crate::{configuration::Settings, state::AppState};
 /// Everything a client can read.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(system::SystemQuery);
+pub struct QueryRoot(
+    system::SystemQuery,
+    identity::IdentityQuery,
+    access::AccessQuery,
+    operator::OperatorQuery,
+);
 
-pub type AppSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+/// Everything a client can change.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(
+    identity::IdentityMutation,
+    access::AccessMutation,
+    operator::OperatorMutation,
+);
 
-fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
-    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
 }
 
 /// The schema the server executes, configured from the settings.

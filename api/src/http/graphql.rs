@@ -3,22 +3,66 @@
 //! The POST handler parses the body itself rather than through the async-graphql-axum
 //! extractor, so a malformed body gets a GraphQL-shaped error with a code instead of plain text.
 
-use async_graphql::{BatchRequest, BatchResponse, Response as GraphqlResponse, ServerError};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use async_graphql::{
+    BatchRequest, BatchResponse, ErrorExtensions, Response as GraphqlResponse, ServerError,
+};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{State, WebSocketUpgrade, rejection::BytesRejection},
+    extract::{ConnectInfo, State, WebSocketUpgrade, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
+use ipnet::IpNet;
 
 use super::{HttpState, error_response};
-use crate::graphql::with_code;
+use crate::{
+    auth::Viewer,
+    error::{ApiError, ApiResult},
+    graphql::{context::ClientIp, with_code},
+    rate_limit::Limit,
+    services::identity::{self, Credentials},
+};
 
 /// The id of the HTTP request, echoed in `X-Request-Id` and in every error's extensions.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(value).expect("ascii"),
+        );
+        headers
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
+        let stranger: IpAddr = "203.0.113.9".parse().expect("ip");
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let headers = forwarded("198.51.100.1, 10.0.0.7");
+
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted),
+            "198.51.100.1".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
+        assert_eq!(client_ip(proxy, &headers, &[]), proxy);
+        assert_eq!(client_ip(proxy, &forwarded("garbage"), &trusted), proxy);
+    }
+}
 
 /// GraphiQL loads its scripts from a CDN, so its page gets a policy that allows exactly that.
 const GRAPHIQL_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' https://unpkg.com; \
@@ -52,6 +96,7 @@ pub async fn graphiql(State(state): State<HttpState>) -> Response {
 pub async fn graphql_post(
     State(state): State<HttpState>,
     Extension(request_id): Extension<RequestId>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -80,9 +125,117 @@ pub async fn graphql_post(
         Ok(batch) => batch,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message),
     };
-    let batch = batch.data(request_id.clone());
+    let client = client_ip(peer.ip(), &headers, &state.trusted_proxies);
+    let operations = u32::try_from(batch.iter().count()).unwrap_or(u32::MAX);
+    let viewer = match admit(&state, &headers, operations).await {
+        Ok(viewer) => viewer,
+        Err(error) => return api_error_response(&error, &request_id),
+    };
+    if let Viewer::Member(actor) = &viewer {
+        tracing::Span::current().record("company_id", tracing::field::display(actor.company_id()));
+    }
+    let batch = batch
+        .data(request_id.clone())
+        .data(ClientIp(client))
+        .data(viewer);
     let response = state.schema.execute_batch(batch).await;
     Json(with_error_codes(response, &request_id)).into_response()
+}
+
+/// Authenticates the request and counts its operations against the actor's API limit.
+async fn admit(state: &HttpState, headers: &HeaderMap, operations: u32) -> ApiResult<Viewer> {
+    let viewer = identity::authenticate(&state.app, credentials(headers)?).await?;
+    if let Viewer::Member(actor) = &viewer {
+        let limits = &state.app.settings.rate_limits;
+        let limit = Limit::per(
+            actor.api_call_limit().unwrap_or(limits.api_calls),
+            Duration::from_secs(limits.api_window_secs),
+        );
+        let key = format!("api:{}", actor.subject());
+        for _ in 0..operations {
+            state.app.limiter.hit(&key, limit).await?;
+        }
+    }
+    Ok(viewer)
+}
+
+/// `Authorization: Bearer …` (a JWT or a `pk_` key) or `X-API-Key`.
+fn credentials(headers: &HeaderMap) -> ApiResult<Credentials> {
+    let header_text = |name| {
+        headers
+            .get(name)
+            .map(|value| {
+                value
+                    .to_str()
+                    .map(str::trim)
+                    .map_err(|_| ApiError::unauthenticated("malformed credentials header"))
+            })
+            .transpose()
+    };
+    if let Some(key) = header_text(header::HeaderName::from_static("x-api-key"))? {
+        return Ok(Credentials::ApiKey(key.to_string()));
+    }
+    match header_text(header::AUTHORIZATION)? {
+        None => Ok(Credentials::None),
+        Some(value) => {
+            let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+                Ok(Credentials::Bearer(token.trim().to_string()))
+            } else {
+                Err(ApiError::unauthenticated(
+                    "use `Authorization: Bearer <token>`",
+                ))
+            }
+        }
+    }
+}
+
+/// The client address: the peer, unless the peer is a trusted proxy, in which case the
+/// rightmost `X-Forwarded-For` entry that is not a trusted proxy itself.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|network| network.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+/// An error that stops the request before GraphQL runs, in the GraphQL error shape.
+fn api_error_response(error: &ApiError, request_id: &RequestId) -> Response {
+    let status = match error {
+        ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut graphql = error.extend();
+    graphql
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("requestId", request_id.0.as_str());
+    let body = serde_json::json!({ "errors": [{
+        "message": graphql.message,
+        "extensions": graphql.extensions,
+    }]});
+    let mut response = (status, Json(body)).into_response();
+    if let ApiError::RateLimited { retry_after_secs } = error
+        && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -36,6 +36,8 @@ pub struct HttpState {
     pub app: AppState,
     pub schema: AppSchema,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: std::sync::Arc<Vec<ipnet::IpNet>>,
 }
 
 pub fn router(state: HttpState) -> anyhow::Result<Router> {

@@ -1,0 +1,670 @@
+//! Who may do what in a company: roles and their permissions, members and their roles, and
+//! API keys. Policies are casbin rules written in the same transaction as the change; after
+//! the commit every instance reloads them (see [`crate::rbac`]).
+//!
+//! Two rules hold throughout: nobody grants (or takes away) a permission they do not hold
+//! themselves, and a company always keeps at least one ADMIN.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use entity::{api_key, casbin_rule, membership, refresh_token, role, user};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
+};
+use uuid::Uuid;
+
+use super::{authorize, identity, tenant};
+use crate::{
+    auth::{self, Actor, api_key_subject, password, secret_hash, user_subject},
+    domain::{Email, Locale},
+    error::{ApiError, ApiResult},
+    rbac::{ADMIN, Permission, is_valid_role_name},
+    state::AppState,
+};
+
+const POLICY: &str = "p";
+const GROUPING: &str = "g";
+
+/// A role and what it allows.
+pub struct RoleView {
+    pub name: String,
+    pub built_in: bool,
+    pub permissions: Vec<Permission>,
+}
+
+/// A member and the roles they hold.
+pub struct MemberView {
+    pub user: user::Model,
+    pub roles: Vec<String>,
+}
+
+/// A new API key: the stored row and the secret, shown this once.
+pub struct CreatedApiKey {
+    pub key: api_key::Model,
+    pub secret: String,
+}
+
+// ---- casbin rules, written inside the caller's transaction ----
+
+fn rule(company_id: Uuid, ptype: &str, values: [&str; 4]) -> casbin_rule::ActiveModel {
+    casbin_rule::ActiveModel {
+        company_id: Set(company_id),
+        ptype: Set(ptype.to_string()),
+        v0: Set(values[0].to_string()),
+        v1: Set(values[1].to_string()),
+        v2: Set(values[2].to_string()),
+        v3: Set(values[3].to_string()),
+        v4: Set(String::new()),
+        v5: Set(String::new()),
+        ..Default::default()
+    }
+}
+
+/// Stores a role and its permissions.
+pub(super) async fn insert_role(
+    txn: &DatabaseTransaction,
+    company_id: Uuid,
+    name: &str,
+    built_in: bool,
+    permissions: &[Permission],
+) -> ApiResult<()> {
+    let now = Utc::now();
+    role::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(company_id),
+        name: Set(name.to_string()),
+        built_in: Set(built_in),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await
+    .map_err(|error| {
+        ApiError::conflict_on_unique(error, format!("a role named {name} exists already"))
+    })?;
+    insert_permissions(txn, company_id, name, permissions).await
+}
+
+async fn insert_permissions(
+    txn: &DatabaseTransaction,
+    company_id: Uuid,
+    role: &str,
+    permissions: &[Permission],
+) -> ApiResult<()> {
+    if permissions.is_empty() {
+        return Ok(());
+    }
+    let domain = company_id.to_string();
+    let rules = permissions.iter().map(|permission| {
+        rule(
+            company_id,
+            POLICY,
+            [role, &domain, &permission.resource, &permission.action],
+        )
+    });
+    casbin_rule::Entity::insert_many(rules).exec(txn).await?;
+    Ok(())
+}
+
+/// `subject` holds `role` in the company (idempotent).
+pub(super) async fn grant(
+    txn: &DatabaseTransaction,
+    company_id: Uuid,
+    subject: &str,
+    role: &str,
+) -> ApiResult<()> {
+    let domain = company_id.to_string();
+    let exists = casbin_rule::Entity::find()
+        .filter(casbin_rule::Column::CompanyId.eq(company_id))
+        .filter(casbin_rule::Column::Ptype.eq(GROUPING))
+        .filter(casbin_rule::Column::V0.eq(subject))
+        .filter(casbin_rule::Column::V1.eq(role))
+        .count(txn)
+        .await?
+        > 0;
+    if !exists {
+        rule(company_id, GROUPING, [subject, role, &domain, ""])
+            .insert(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn add_member(
+    txn: &DatabaseTransaction,
+    company_id: Uuid,
+    user_id: Uuid,
+) -> ApiResult<()> {
+    let now = Utc::now();
+    membership::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(company_id),
+        user_id: Set(user_id),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await
+    .map_err(|error| ApiError::conflict_on_unique(error, "this person is a member already"))?;
+    Ok(())
+}
+
+// ---- checks ----
+
+fn role_name(field: &str, name: &str) -> ApiResult<String> {
+    let name = name.trim().to_string();
+    if is_valid_role_name(&name) {
+        Ok(name)
+    } else {
+        Err(ApiError::validation(
+            field,
+            "a role name is 2 to 32 upper-case letters, digits or underscores, starting with a letter",
+        ))
+    }
+}
+
+/// Parses requested permissions against the catalogue, without duplicates.
+pub fn parse_permissions(input: &[(String, String)]) -> ApiResult<Vec<Permission>> {
+    let mut permissions = input
+        .iter()
+        .enumerate()
+        .map(|(index, (resource, action))| {
+            Permission::parse(resource.trim(), action.trim())
+                .map_err(|message| ApiError::validation(format!("permissions.{index}"), message))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    permissions.sort();
+    permissions.dedup();
+    Ok(permissions)
+}
+
+/// Refuses unless the actor holds every one of `permissions` (expanding `*`).
+async fn require_all(state: &AppState, actor: &Actor, permissions: &[Permission]) -> ApiResult<()> {
+    for permission in permissions.iter().flat_map(Permission::expand) {
+        if authorize(state, actor, &permission.resource, &permission.action)
+            .await
+            .is_err()
+        {
+            return Err(ApiError::forbidden(format!(
+                "you cannot grant {permission}, which you do not hold"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Takes the company's write lock for membership changes, so two concurrent demotions cannot
+/// both see "another ADMIN remains" (the update locks the row on PostgreSQL and takes the write
+/// lock on SQLite).
+async fn lock_company(txn: &DatabaseTransaction, actor: &Actor) -> ApiResult<()> {
+    entity::company::Entity::update_many()
+        .col_expr(entity::company::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(entity::company::Column::Id.eq(actor.company_id()))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+async fn find_role(db: &impl ConnectionTrait, actor: &Actor, name: &str) -> ApiResult<role::Model> {
+    tenant::find::<role::Entity>(actor)
+        .filter(role::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .ok_or(ApiError::NotFound("role"))
+}
+
+async fn find_member(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    user_id: Uuid,
+) -> ApiResult<membership::Model> {
+    tenant::find::<membership::Entity>(actor)
+        .filter(membership::Column::UserId.eq(user_id))
+        .one(db)
+        .await?
+        .ok_or(ApiError::NotFound("member"))
+}
+
+fn grouping_rules(actor: &Actor) -> sea_orm::Select<casbin_rule::Entity> {
+    tenant::find::<casbin_rule::Entity>(actor).filter(casbin_rule::Column::Ptype.eq(GROUPING))
+}
+
+/// Users (not keys) holding ADMIN in the actor's company.
+async fn admin_count(txn: &DatabaseTransaction, actor: &Actor) -> ApiResult<u64> {
+    Ok(grouping_rules(actor)
+        .filter(casbin_rule::Column::V1.eq(ADMIN))
+        .filter(casbin_rule::Column::V0.starts_with("u:"))
+        .count(txn)
+        .await?)
+}
+
+// ---- roles ----
+
+pub async fn roles(state: &AppState, actor: &Actor) -> ApiResult<Vec<RoleView>> {
+    authorize(state, actor, "roles", "read").await?;
+    let roles = tenant::find::<role::Entity>(actor)
+        .order_by_asc(role::Column::Name)
+        .all(&state.db)
+        .await?;
+    let mut views = Vec::with_capacity(roles.len());
+    for role in roles {
+        views.push(RoleView {
+            permissions: state
+                .rbac
+                .permissions_of(&role.name, actor.company_id())
+                .await,
+            name: role.name,
+            built_in: role.built_in,
+        });
+    }
+    Ok(views)
+}
+
+pub async fn create_role(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    permissions: Vec<Permission>,
+) -> ApiResult<RoleView> {
+    authorize(state, actor, "roles", "manage").await?;
+    let name = role_name("name", name)?;
+    require_all(state, actor, &permissions).await?;
+    let txn = state.db.begin().await?;
+    insert_role(&txn, tenant::company_of(actor), &name, false, &permissions).await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    Ok(RoleView {
+        name,
+        built_in: false,
+        permissions,
+    })
+}
+
+pub async fn update_role(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    permissions: Vec<Permission>,
+) -> ApiResult<RoleView> {
+    authorize(state, actor, "roles", "manage").await?;
+    let txn = state.db.begin().await?;
+    let role = find_role(&txn, actor, name.trim()).await?;
+    if role.built_in {
+        return Err(ApiError::validation(
+            "name",
+            "built-in roles cannot be changed",
+        ));
+    }
+    let current = state
+        .rbac
+        .permissions_of(&role.name, actor.company_id())
+        .await;
+    require_all(state, actor, &current).await?;
+    require_all(state, actor, &permissions).await?;
+    tenant::delete::<casbin_rule::Entity>(actor)
+        .filter(casbin_rule::Column::Ptype.eq(POLICY))
+        .filter(casbin_rule::Column::V0.eq(&role.name))
+        .exec(&txn)
+        .await?;
+    insert_permissions(&txn, tenant::company_of(actor), &role.name, &permissions).await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    Ok(RoleView {
+        name: role.name,
+        built_in: false,
+        permissions,
+    })
+}
+
+/// Deletes a custom role nobody holds any more.
+pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResult<bool> {
+    authorize(state, actor, "roles", "manage").await?;
+    let txn = state.db.begin().await?;
+    let role = find_role(&txn, actor, name.trim()).await?;
+    if role.built_in {
+        return Err(ApiError::validation(
+            "name",
+            "built-in roles cannot be deleted",
+        ));
+    }
+    let holders = grouping_rules(actor)
+        .filter(casbin_rule::Column::V1.eq(&role.name))
+        .count(&txn)
+        .await?;
+    if holders > 0 {
+        return Err(ApiError::Conflict(format!(
+            "{holders} members or API keys hold {}; revoke it from them first",
+            role.name
+        )));
+    }
+    tenant::delete::<casbin_rule::Entity>(actor)
+        .filter(casbin_rule::Column::Ptype.eq(POLICY))
+        .filter(casbin_rule::Column::V0.eq(&role.name))
+        .exec(&txn)
+        .await?;
+    tenant::delete::<role::Entity>(actor)
+        .filter(role::Column::Id.eq(role.id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    Ok(true)
+}
+
+/// Refuses unless the actor holds every permission of `role` (so they may hand it out or take it).
+async fn require_role_grantable(state: &AppState, actor: &Actor, role: &str) -> ApiResult<()> {
+    let permissions = state.rbac.permissions_of(role, actor.company_id()).await;
+    require_all(state, actor, &permissions).await
+}
+
+// ---- members ----
+
+pub async fn members(state: &AppState, actor: &Actor) -> ApiResult<Vec<MemberView>> {
+    authorize(state, actor, "members", "read").await?;
+    let rows = tenant::find::<membership::Entity>(actor)
+        .find_also_related(user::Entity)
+        .all(&state.db)
+        .await?;
+    let grants = grouping_rules(actor).all(&state.db).await?;
+    let mut roles_by_subject: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for grant in grants {
+        roles_by_subject.entry(grant.v0).or_default().push(grant.v1);
+    }
+    let mut members: Vec<MemberView> = rows
+        .into_iter()
+        .filter_map(|(_, user)| user)
+        .map(|user| {
+            let mut roles = roles_by_subject
+                .remove(&user_subject(user.id))
+                .unwrap_or_default();
+            roles.sort();
+            MemberView { user, roles }
+        })
+        .collect();
+    members.sort_by(|a, b| a.user.email.cmp(&b.user.email));
+    Ok(members)
+}
+
+async fn member_view(state: &AppState, actor: &Actor, user_id: Uuid) -> ApiResult<MemberView> {
+    let user = user::Entity::find_by_id(user_id)
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound("member"))?;
+    let roles = state
+        .rbac
+        .roles_of(&user_subject(user_id), actor.company_id())
+        .await;
+    Ok(MemberView { user, roles })
+}
+
+pub struct Invitation {
+    pub email: Email,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub password: Option<String>,
+}
+
+/// Adds a person to the company with roles; creates their account when they have none.
+pub async fn invite_member(
+    state: &AppState,
+    actor: &Actor,
+    invitation: Invitation,
+) -> ApiResult<MemberView> {
+    authorize(state, actor, "members", "manage").await?;
+    if invitation.roles.is_empty() {
+        return Err(ApiError::validation(
+            "roles",
+            "give the member at least one role",
+        ));
+    }
+    let password_hash = match invitation.password {
+        Some(password) => {
+            password::validate("password", &password)?;
+            Some(password::hash(password).await?)
+        }
+        None => None,
+    };
+    let txn = state.db.begin().await?;
+    let mut roles = Vec::with_capacity(invitation.roles.len());
+    for (index, name) in invitation.roles.iter().enumerate() {
+        let role = find_role(&txn, actor, name.trim()).await.map_err(|_| {
+            ApiError::validation(format!("roles.{index}"), format!("no role named {name}"))
+        })?;
+        require_role_grantable(state, actor, &role.name).await?;
+        roles.push(role.name);
+    }
+    let existing = user::Entity::find()
+        .filter(user::Column::Email.eq(invitation.email.as_str()))
+        .one(&txn)
+        .await?;
+    let user = match existing {
+        Some(user) => user,
+        None => {
+            identity::insert_user(
+                &txn,
+                &invitation.email,
+                &invitation.name,
+                password_hash,
+                Locale::DEFAULT,
+            )
+            .await?
+        }
+    };
+    add_member(&txn, tenant::company_of(actor), user.id).await?;
+    for role in &roles {
+        grant(
+            &txn,
+            tenant::company_of(actor),
+            &user_subject(user.id),
+            role,
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    member_view(state, actor, user.id).await
+}
+
+pub async fn assign_role(
+    state: &AppState,
+    actor: &Actor,
+    user_id: Uuid,
+    role: &str,
+) -> ApiResult<MemberView> {
+    authorize(state, actor, "members", "manage").await?;
+    let txn = state.db.begin().await?;
+    find_member(&txn, actor, user_id).await?;
+    let role = find_role(&txn, actor, role.trim()).await?;
+    require_role_grantable(state, actor, &role.name).await?;
+    grant(
+        &txn,
+        tenant::company_of(actor),
+        &user_subject(user_id),
+        &role.name,
+    )
+    .await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    member_view(state, actor, user_id).await
+}
+
+pub async fn revoke_role(
+    state: &AppState,
+    actor: &Actor,
+    user_id: Uuid,
+    role: &str,
+) -> ApiResult<MemberView> {
+    authorize(state, actor, "members", "manage").await?;
+    let txn = state.db.begin().await?;
+    lock_company(&txn, actor).await?;
+    find_member(&txn, actor, user_id).await?;
+    let role = find_role(&txn, actor, role.trim()).await?;
+    require_role_grantable(state, actor, &role.name).await?;
+    let subject = user_subject(user_id);
+    let holds = grouping_rules(actor)
+        .filter(casbin_rule::Column::V0.eq(&subject))
+        .filter(casbin_rule::Column::V1.eq(&role.name))
+        .count(&txn)
+        .await?
+        > 0;
+    if holds && role.name == ADMIN && admin_count(&txn, actor).await? <= 1 {
+        return Err(ApiError::Conflict(
+            "the last ADMIN cannot be demoted".into(),
+        ));
+    }
+    tenant::delete::<casbin_rule::Entity>(actor)
+        .filter(casbin_rule::Column::Ptype.eq(GROUPING))
+        .filter(casbin_rule::Column::V0.eq(&subject))
+        .filter(casbin_rule::Column::V1.eq(&role.name))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    member_view(state, actor, user_id).await
+}
+
+/// Removes a member: their roles, their sessions in this company and the keys they made.
+pub async fn remove_member(state: &AppState, actor: &Actor, user_id: Uuid) -> ApiResult<bool> {
+    authorize(state, actor, "members", "manage").await?;
+    let txn = state.db.begin().await?;
+    lock_company(&txn, actor).await?;
+    let membership = find_member(&txn, actor, user_id).await?;
+    let subject = user_subject(user_id);
+    let held = state.rbac.roles_of(&subject, actor.company_id()).await;
+    for role in &held {
+        require_role_grantable(state, actor, role).await?;
+    }
+    if held.iter().any(|role| role == ADMIN) && admin_count(&txn, actor).await? <= 1 {
+        return Err(ApiError::Conflict(
+            "the last ADMIN cannot be removed".into(),
+        ));
+    }
+    let now = Utc::now();
+    let keys: Vec<Uuid> = tenant::find::<api_key::Entity>(actor)
+        .filter(api_key::Column::CreatedBy.eq(user_id))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|key| key.id)
+        .collect();
+    let key_subjects: Vec<String> = keys.iter().map(|id| api_key_subject(*id)).collect();
+    tenant::update::<api_key::Entity>(actor)
+        .col_expr(api_key::Column::RevokedAt, Expr::value(now))
+        .filter(api_key::Column::Id.is_in(keys))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    tenant::delete::<casbin_rule::Entity>(actor)
+        .filter(casbin_rule::Column::Ptype.eq(GROUPING))
+        .filter(casbin_rule::Column::V0.is_in(key_subjects.into_iter().chain([subject])))
+        .exec(&txn)
+        .await?;
+    tenant::update::<refresh_token::Entity>(actor)
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+        .filter(refresh_token::Column::UserId.eq(user_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    tenant::delete::<membership::Entity>(actor)
+        .filter(membership::Column::Id.eq(membership.id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    Ok(true)
+}
+
+// ---- API keys ----
+
+pub async fn api_keys(state: &AppState, actor: &Actor) -> ApiResult<Vec<api_key::Model>> {
+    authorize(state, actor, "api_keys", "read").await?;
+    Ok(tenant::find::<api_key::Entity>(actor)
+        .order_by_desc(api_key::Column::CreatedAt)
+        .all(&state.db)
+        .await?)
+}
+
+/// Creates a key holding `role`; its creator must hold every permission of the role.
+pub async fn create_api_key(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    role: &str,
+) -> ApiResult<CreatedApiKey> {
+    authorize(state, actor, "api_keys", "manage").await?;
+    let created_by = actor
+        .user_id()
+        .ok_or_else(|| ApiError::forbidden("API keys are created by people, not by other keys"))?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::validation(
+            "name",
+            "the name must have 1 to 100 characters",
+        ));
+    }
+    let txn = state.db.begin().await?;
+    let role = find_role(&txn, actor, role.trim())
+        .await
+        .map_err(|_| ApiError::validation("role", format!("no role named {}", role.trim())))?;
+    require_role_grantable(state, actor, &role.name).await?;
+    let secret = auth::new_api_key_secret();
+    let now = Utc::now();
+    let key = api_key::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(tenant::company_of(actor)),
+        name: Set(name.to_string()),
+        role: Set(role.name.clone()),
+        prefix: Set(secret.chars().take(10).collect()),
+        secret_hash: Set(secret_hash(&secret)),
+        created_by: Set(created_by),
+        last_used_at: Set(None),
+        revoked_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    grant(
+        &txn,
+        tenant::company_of(actor),
+        &api_key_subject(key.id),
+        &role.name,
+    )
+    .await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    Ok(CreatedApiKey { key, secret })
+}
+
+pub async fn revoke_api_key(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+) -> ApiResult<api_key::Model> {
+    authorize(state, actor, "api_keys", "manage").await?;
+    let txn = state.db.begin().await?;
+    let key = tenant::find::<api_key::Entity>(actor)
+        .filter(api_key::Column::Id.eq(id))
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("API key"))?;
+    let now: DateTime<Utc> = Utc::now();
+    let revoked = api_key::ActiveModel {
+        id: Set(key.id),
+        revoked_at: Set(Some(key.revoked_at.unwrap_or(now))),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .update(&txn)
+    .await?;
+    tenant::delete::<casbin_rule::Entity>(actor)
+        .filter(casbin_rule::Column::Ptype.eq(GROUPING))
+        .filter(casbin_rule::Column::V0.eq(api_key_subject(key.id)))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    Ok(revoked)
+}

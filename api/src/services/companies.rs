@@ -1,0 +1,191 @@
+//! Companies: the actor's own, changes by its admins, and the platform operator's list,
+//! creation and suspension of companies.
+
+use chrono::Utc;
+use entity::company;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::{access, authorize, identity};
+use crate::{
+    auth::{Actor, password, user_subject},
+    domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
+    error::{ApiError, ApiResult},
+    rbac::{ADMIN, built_in_roles},
+    state::AppState,
+};
+
+pub struct NewCompany {
+    pub name: String,
+    pub slug: Slug,
+    pub business_type: BusinessType,
+    pub locale: Locale,
+    pub timezone: Timezone,
+    pub currency: Currency,
+}
+
+/// What an admin may change; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct CompanyChanges {
+    pub name: Option<String>,
+    pub locale: Option<Locale>,
+    pub timezone: Option<Timezone>,
+    pub currency: Option<Currency>,
+}
+
+fn valid_name(field: &str, name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::validation(
+            field,
+            "the name must have 1 to 200 characters",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// Creates a company with its built-in roles and makes `admin` its first ADMIN.
+pub async fn create_with_admin(
+    txn: &DatabaseTransaction,
+    new: NewCompany,
+    admin: Uuid,
+) -> ApiResult<company::Model> {
+    let now = Utc::now();
+    let company = company::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(valid_name("input.companyName", &new.name)?),
+        slug: Set(new.slug.as_str().to_string()),
+        business_type: Set(new.business_type.as_str().to_string()),
+        locale: Set(new.locale.as_str().to_string()),
+        timezone: Set(new.timezone.as_str().to_string()),
+        currency: Set(new.currency.as_str().to_string()),
+        status: Set(CompanyStatus::Active.as_str().to_string()),
+        api_rate_limit: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await
+    .map_err(|error| match ApiError::conflict_on_unique(error, "") {
+        ApiError::Conflict(_) => {
+            ApiError::validation("input.companySlug", "this slug is taken; choose another")
+        }
+        other => other,
+    })?;
+    for role in built_in_roles(new.business_type.as_str()) {
+        access::insert_role(txn, company.id, role.name, true, &role.permissions).await?;
+    }
+    access::add_member(txn, company.id, admin).await?;
+    access::grant(txn, company.id, &user_subject(admin), ADMIN).await?;
+    Ok(company)
+}
+
+/// The actor's company.
+pub async fn current(state: &AppState, actor: &Actor) -> ApiResult<company::Model> {
+    company::Entity::find_by_id(actor.company_id())
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound("company"))
+}
+
+/// Changes the actor's company (`settings:manage`).
+pub async fn update(
+    state: &AppState,
+    actor: &Actor,
+    changes: CompanyChanges,
+) -> ApiResult<company::Model> {
+    authorize(state, actor, "settings", "manage").await?;
+    let mut model = company::ActiveModel {
+        id: Set(actor.company_id()),
+        updated_at: Set(Utc::now()),
+        ..Default::default()
+    };
+    if let Some(name) = changes.name {
+        model.name = Set(valid_name("input.name", &name)?);
+    }
+    if let Some(locale) = changes.locale {
+        model.locale = Set(locale.as_str().to_string());
+    }
+    if let Some(timezone) = changes.timezone {
+        model.timezone = Set(timezone.as_str().to_string());
+    }
+    if let Some(currency) = changes.currency {
+        model.currency = Set(currency.as_str().to_string());
+    }
+    let txn = state.db.begin().await?;
+    let updated = model.update(&txn).await?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
+/// Every company, for the platform operator, newest first.
+pub async fn list_all(
+    state: &AppState,
+    limit: u64,
+    offset: u64,
+) -> ApiResult<(Vec<company::Model>, u64)> {
+    let query = company::Entity::find().order_by_desc(company::Column::CreatedAt);
+    let total = query.clone().count(&state.db).await?;
+    let companies = query.limit(limit).offset(offset).all(&state.db).await?;
+    Ok((companies, total))
+}
+
+/// The operator creates a company and its first ADMIN (an existing user, or a new one).
+pub async fn create_for_operator(
+    state: &AppState,
+    new: NewCompany,
+    admin_email: Email,
+    admin_name: &str,
+    admin_password: Option<String>,
+) -> ApiResult<company::Model> {
+    let password_hash = match admin_password {
+        Some(password) => {
+            password::validate("input.adminPassword", &password)?;
+            Some(password::hash(password).await?)
+        }
+        None => None,
+    };
+    let txn = state.db.begin().await?;
+    let existing = entity::user::Entity::find()
+        .filter(entity::user::Column::Email.eq(admin_email.as_str()))
+        .one(&txn)
+        .await?;
+    let admin = match existing {
+        Some(user) => user,
+        None => {
+            identity::insert_user(&txn, &admin_email, admin_name, password_hash, new.locale).await?
+        }
+    };
+    let company = create_with_admin(&txn, new, admin.id).await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    tracing::info!(company_id = %company.id, "operator created a company");
+    Ok(company)
+}
+
+/// Suspends or reactivates a company; a suspended company's tokens and keys stop at once.
+pub async fn set_status(
+    state: &AppState,
+    company_id: Uuid,
+    status: CompanyStatus,
+) -> ApiResult<company::Model> {
+    let txn = state.db.begin().await?;
+    let existing = company::Entity::find_by_id(company_id)
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("company"))?;
+    let updated = company::ActiveModel {
+        id: Set(existing.id),
+        status: Set(status.as_str().to_string()),
+        updated_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .update(&txn)
+    .await?;
+    txn.commit().await?;
+    tracing::info!(%company_id, status = status.as_str(), "company status changed");
+    Ok(updated)
+}

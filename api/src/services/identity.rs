@@ -1,0 +1,645 @@
+//! Identity: sign-up, login, refresh-token rotation, logout, switching company, password
+//! changes, and turning credentials into a [`Viewer`].
+//!
+//! Users are global; what a user may do lives in a company. Lookups here start from a
+//! credential (an email, a token hash), before any actor exists — they are the only reads that
+//! are not scoped to one company, and they return at most the credential holder's own rows.
+
+use std::{net::IpAddr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use entity::{api_key, company, membership, refresh_token, user};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait, TransactionTrait,
+    sea_query::Expr,
+};
+use uuid::Uuid;
+
+use super::{companies, tenant};
+use crate::{
+    auth::{
+        self, API_KEY_PREFIX, Actor, Principal, Viewer, api_key_subject, jwt, password,
+        secret_hash, user_subject,
+    },
+    domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
+    error::{ApiError, ApiResult},
+    rate_limit::Limit,
+    state::AppState,
+};
+
+pub const REFRESH_TTL_DAYS: i64 = 30;
+/// `lastUsedAt` of an API key is written at most this often, not on every request.
+const API_KEY_TOUCH_INTERVAL_SECS: i64 = 60;
+
+/// Tokens for a user acting in a company.
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+    pub user: user::Model,
+    pub company: company::Model,
+}
+
+/// A platform operator's access token (operators get no refresh token: they log in again).
+pub struct OperatorSession {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub user: user::Model,
+}
+
+/// What `signUp` needs, parsed.
+pub struct NewSignUp {
+    pub company_name: String,
+    pub company_slug: Slug,
+    pub business_type: BusinessType,
+    pub name: String,
+    pub email: Email,
+    pub password: String,
+    pub locale: Locale,
+    pub timezone: Timezone,
+    pub currency: Currency,
+}
+
+/// The credentials a request presented.
+pub enum Credentials {
+    None,
+    Bearer(String),
+    ApiKey(String),
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::unauthenticated("invalid email or password")
+}
+
+fn suspended() -> ApiError {
+    ApiError::Forbidden {
+        message: "the company is suspended".into(),
+        reason: Some("COMPANY_SUSPENDED"),
+    }
+}
+
+fn limit(max: u32, window_secs: u64) -> Limit {
+    Limit::per(max, Duration::from_secs(window_secs))
+}
+
+/// Creates a company with its first ADMIN and logs them in.
+#[tracing::instrument(skip_all, fields(company_slug = %input.company_slug.as_str()))]
+pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiResult<Session> {
+    if !state.settings.signup_enabled {
+        return Err(ApiError::forbidden("sign-up is disabled on this server"));
+    }
+    let limits = &state.settings.rate_limits;
+    state
+        .limiter
+        .hit(
+            &format!("signup:ip:{client}"),
+            limit(limits.signups, limits.signup_window_secs),
+        )
+        .await?;
+    password::validate("input.password", &input.password)?;
+    let password_hash = password::hash(input.password.clone()).await?;
+
+    let txn = state.db.begin().await?;
+    if user::Entity::find()
+        .filter(user::Column::Email.eq(input.email.as_str()))
+        .one(&txn)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::Conflict(
+            "an account with this email exists already: log in, then create the company".into(),
+        ));
+    }
+    let user = insert_user(
+        &txn,
+        &input.email,
+        &input.name,
+        Some(password_hash),
+        input.locale,
+    )
+    .await?;
+    let company = companies::create_with_admin(
+        &txn,
+        companies::NewCompany {
+            name: input.company_name,
+            slug: input.company_slug,
+            business_type: input.business_type,
+            locale: input.locale,
+            timezone: input.timezone,
+            currency: input.currency,
+        },
+        user.id,
+    )
+    .await?;
+    let session = issue_session(state, &txn, user, company, None).await?;
+    txn.commit().await?;
+    state.rbac.policy_changed().await;
+    tracing::info!(company_id = %session.company.id, "company signed up");
+    Ok(session)
+}
+
+/// Inserts a user; the email must be free (unique constraint → `CONFLICT`).
+pub async fn insert_user(
+    txn: &DatabaseTransaction,
+    email: &Email,
+    name: &str,
+    password_hash: Option<String>,
+    locale: Locale,
+) -> ApiResult<user::Model> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::validation(
+            "name",
+            "the name must have 1 to 200 characters",
+        ));
+    }
+    let now = Utc::now();
+    user::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.as_str().to_string()),
+        name: Set(name.to_string()),
+        password_hash: Set(password_hash),
+        locale: Set(locale.as_str().to_string()),
+        is_operator: Set(false),
+        password_changed_at: Set(now),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await
+    .map_err(|error| {
+        ApiError::conflict_on_unique(error, "an account with this email exists already")
+    })
+}
+
+/// A user by id (the actor's own account).
+pub async fn user_by_id(state: &AppState, id: Uuid) -> ApiResult<user::Model> {
+    user::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound("user"))
+}
+
+/// Logs a member in; `company_slug` chooses among several companies.
+#[tracing::instrument(skip_all)]
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: String,
+    company_slug: Option<&str>,
+    client: IpAddr,
+) -> ApiResult<Session> {
+    let user = verify_password(state, email, password, client).await?;
+    let companies = member_companies(state, user.id).await?;
+    let company = match company_slug {
+        Some(slug) => companies
+            .into_iter()
+            .find(|company| company.slug.eq_ignore_ascii_case(slug.trim()))
+            .ok_or_else(|| {
+                ApiError::validation("input.companySlug", "you are not a member of that company")
+            })?,
+        None => match <[company::Model; 1]>::try_from(companies) {
+            Ok([only]) => only,
+            Err(companies) if companies.is_empty() => return Err(invalid_credentials()),
+            Err(companies) => {
+                let slugs: Vec<&str> = companies.iter().map(|c| c.slug.as_str()).collect();
+                return Err(ApiError::validation(
+                    "input.companySlug",
+                    format!(
+                        "you belong to several companies; choose one with companySlug: {}",
+                        slugs.join(", ")
+                    ),
+                ));
+            }
+        },
+    };
+    if company.status != CompanyStatus::Active.as_str() {
+        return Err(suspended());
+    }
+    let txn = state.db.begin().await?;
+    let session = issue_session(state, &txn, user, company, None).await?;
+    txn.commit().await?;
+    Ok(session)
+}
+
+/// Logs a platform operator in (outside every company).
+pub async fn operator_login(
+    state: &AppState,
+    email: &str,
+    password: String,
+    client: IpAddr,
+) -> ApiResult<OperatorSession> {
+    let user = verify_password(state, email, password, client).await?;
+    if !user.is_operator {
+        return Err(invalid_credentials());
+    }
+    Ok(OperatorSession {
+        access_token: state.jwt.issue(user.id, None)?,
+        expires_in: jwt::ACCESS_TTL_SECS,
+        user,
+    })
+}
+
+/// Counts the attempt against the account and the client address, then checks the password.
+/// Every attempt counts, so aliasing or batching a login N times costs N attempts.
+async fn verify_password(
+    state: &AppState,
+    email: &str,
+    password: String,
+    client: IpAddr,
+) -> ApiResult<user::Model> {
+    let limits = &state.settings.rate_limits;
+    let per_window = limit(limits.login_attempts, limits.login_window_secs);
+    let email = Email::parse(email).map_err(|_| invalid_credentials());
+    let account_key = match &email {
+        Ok(email) => format!("login:account:{email}"),
+        Err(_) => "login:account:-".to_string(),
+    };
+    state.limiter.hit(&account_key, per_window).await?;
+    state
+        .limiter
+        .hit(&format!("login:ip:{client}"), per_window)
+        .await?;
+    let email = email?;
+    let user = user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .one(&state.db)
+        .await?;
+    let stored = user.as_ref().and_then(|user| user.password_hash.clone());
+    if password::verify(password, stored).await? {
+        user.ok_or_else(invalid_credentials)
+    } else {
+        tracing::info!("failed login");
+        Err(invalid_credentials())
+    }
+}
+
+/// The companies a user belongs to, by slug.
+async fn member_companies(state: &AppState, user_id: Uuid) -> ApiResult<Vec<company::Model>> {
+    let rows = membership::Entity::find()
+        .filter(membership::Column::UserId.eq(user_id))
+        .find_also_related(company::Entity)
+        .all(&state.db)
+        .await?;
+    let mut companies: Vec<company::Model> = rows
+        .into_iter()
+        .filter_map(|(_, company)| company)
+        .collect();
+    companies.sort_by(|a, b| a.slug.cmp(&b.slug));
+    Ok(companies)
+}
+
+/// Signs an access token and stores a new refresh token (in `family`, or a new family).
+async fn issue_session(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    user: user::Model,
+    company: company::Model,
+    family: Option<Uuid>,
+) -> ApiResult<Session> {
+    let refresh_token = auth::random_token(32);
+    let now = Utc::now();
+    refresh_token::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(company.id),
+        user_id: Set(user.id),
+        family_id: Set(family.unwrap_or_else(Uuid::now_v7)),
+        token_hash: Set(secret_hash(&refresh_token)),
+        expires_at: Set(now + chrono::Duration::days(REFRESH_TTL_DAYS)),
+        used_at: Set(None),
+        revoked_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    Ok(Session {
+        access_token: state.jwt.issue(user.id, Some(company.id))?,
+        refresh_token,
+        expires_in: jwt::ACCESS_TTL_SECS,
+        user,
+        company,
+    })
+}
+
+fn invalid_refresh() -> ApiError {
+    ApiError::unauthenticated("the refresh token is invalid, expired or revoked")
+}
+
+/// Rotates a refresh token. The token is consumed by a conditional update, so of two
+/// concurrent uses exactly one wins. Presenting a token that was already rotated is treated as
+/// theft (RFC 9700): the whole family is revoked, including the newest token.
+#[tracing::instrument(skip_all)]
+pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult<Session> {
+    let limits = &state.settings.rate_limits;
+    state
+        .limiter
+        .hit(
+            &format!("refresh:ip:{client}"),
+            limit(limits.refreshes, limits.refresh_window_secs),
+        )
+        .await?;
+    let hash = secret_hash(token);
+    let now = Utc::now();
+    let txn = state.db.begin().await?;
+    let consumed = refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+        .col_expr(refresh_token::Column::UpdatedAt, Expr::value(now))
+        .filter(refresh_token::Column::TokenHash.eq(&hash))
+        .filter(refresh_token::Column::UsedAt.is_null())
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .filter(refresh_token::Column::ExpiresAt.gt(now))
+        .exec(&txn)
+        .await?;
+    let Some(row) = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(&hash))
+        .one(&txn)
+        .await?
+    else {
+        return Err(invalid_refresh());
+    };
+    if consumed.rows_affected != 1 {
+        if row.used_at.is_some() && row.revoked_at.is_none() {
+            revoke_family(&txn, row.family_id, now).await?;
+            txn.commit().await?;
+            tracing::warn!(user_id = %row.user_id, family_id = %row.family_id,
+                "refresh token reused: family revoked");
+        }
+        return Err(invalid_refresh());
+    }
+    let (user, company) = membership_of(&txn, row.user_id, row.company_id)
+        .await?
+        .ok_or_else(invalid_refresh)?;
+    if company.status != CompanyStatus::Active.as_str() {
+        return Err(suspended());
+    }
+    let session = issue_session(state, &txn, user, company, Some(row.family_id)).await?;
+    txn.commit().await?;
+    Ok(session)
+}
+
+async fn revoke_family(
+    txn: &DatabaseTransaction,
+    family_id: Uuid,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+        .col_expr(refresh_token::Column::UpdatedAt, Expr::value(now))
+        .filter(refresh_token::Column::FamilyId.eq(family_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes the family of `token`; unknown tokens are accepted silently (logging out twice is fine).
+pub async fn logout(state: &AppState, token: &str) -> ApiResult<bool> {
+    let txn = state.db.begin().await?;
+    if let Some(row) = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(secret_hash(token)))
+        .one(&txn)
+        .await?
+    {
+        revoke_family(&txn, row.family_id, Utc::now()).await?;
+    }
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// New tokens for the same user in another company they belong to.
+pub async fn switch_company(
+    state: &AppState,
+    actor: &Actor,
+    company_id: Uuid,
+) -> ApiResult<Session> {
+    let user_id = actor
+        .user_id()
+        .ok_or_else(|| ApiError::forbidden("API keys belong to one company and cannot switch"))?;
+    let txn = state.db.begin().await?;
+    let (user, company) = membership_of(&txn, user_id, company_id)
+        .await?
+        .ok_or(ApiError::NotFound("company"))?;
+    if company.status != CompanyStatus::Active.as_str() {
+        return Err(suspended());
+    }
+    let session = issue_session(state, &txn, user, company, None).await?;
+    txn.commit().await?;
+    Ok(session)
+}
+
+/// Changes the actor's password; every refresh token of the user is revoked and access tokens
+/// issued before the change stop working.
+pub async fn change_password(
+    state: &AppState,
+    actor: &Actor,
+    current: String,
+    new: String,
+) -> ApiResult<bool> {
+    let user_id = actor
+        .user_id()
+        .ok_or_else(|| ApiError::forbidden("API keys have no password"))?;
+    password::validate("newPassword", &new)?;
+    let user = user::Entity::find_by_id(user_id)
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    if !password::verify(current, user.password_hash.clone()).await? {
+        return Err(ApiError::validation(
+            "currentPassword",
+            "the current password is wrong",
+        ));
+    }
+    let hash = password::hash(new).await?;
+    let now = Utc::now();
+    let txn = state.db.begin().await?;
+    user::ActiveModel {
+        id: Set(user.id),
+        password_hash: Set(Some(hash)),
+        password_changed_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .update(&txn)
+    .await?;
+    refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+        .filter(refresh_token::Column::UserId.eq(user.id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// The user and company of a membership, if it exists.
+async fn membership_of(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    company_id: Uuid,
+) -> ApiResult<Option<(user::Model, company::Model)>> {
+    let found = membership::Entity::find()
+        .filter(membership::Column::UserId.eq(user_id))
+        .filter(membership::Column::CompanyId.eq(company_id))
+        .find_also_related(company::Entity)
+        .one(db)
+        .await?;
+    let Some((_, Some(company))) = found else {
+        return Ok(None);
+    };
+    let user = user::Entity::find_by_id(user_id).one(db).await?;
+    Ok(user.map(|user| (user, company)))
+}
+
+/// Turns the request's credentials into the viewer it runs as. Invalid credentials are an
+/// error, not an anonymous request: a client with a bad token must learn it.
+pub async fn authenticate(state: &AppState, credentials: Credentials) -> ApiResult<Viewer> {
+    match credentials {
+        Credentials::None => Ok(Viewer::Anonymous),
+        Credentials::ApiKey(secret) => authenticate_api_key(state, &secret).await,
+        Credentials::Bearer(token) if token.starts_with(API_KEY_PREFIX) => {
+            authenticate_api_key(state, &token).await
+        }
+        Credentials::Bearer(token) => authenticate_access_token(state, &token).await,
+    }
+}
+
+async fn authenticate_access_token(state: &AppState, token: &str) -> ApiResult<Viewer> {
+    let unauthenticated = || ApiError::unauthenticated("the access token is invalid or expired");
+    let claims = state.jwt.verify(token).ok_or_else(unauthenticated)?;
+    let Some(company_id) = claims.cid else {
+        let operator = user::Entity::find_by_id(claims.sub)
+            .one(&state.db)
+            .await?
+            .filter(|user| user.is_operator)
+            .ok_or_else(unauthenticated)?;
+        return Ok(Viewer::Operator {
+            user_id: operator.id,
+        });
+    };
+    let found: Option<(String, Option<i32>, DateTime<Utc>)> = membership::Entity::find()
+        .select_only()
+        .column(company::Column::Status)
+        .column(company::Column::ApiRateLimit)
+        .column(user::Column::PasswordChangedAt)
+        .join(JoinType::InnerJoin, membership::Relation::Company.def())
+        .join(JoinType::InnerJoin, membership::Relation::User.def())
+        .filter(membership::Column::UserId.eq(claims.sub))
+        .filter(membership::Column::CompanyId.eq(company_id))
+        .into_tuple()
+        .one(&state.db)
+        .await?;
+    let (status, api_rate_limit, password_changed_at) = found.ok_or_else(unauthenticated)?;
+    if claims.iat < password_changed_at.timestamp() {
+        return Err(unauthenticated());
+    }
+    if status != CompanyStatus::Active.as_str() {
+        return Err(suspended());
+    }
+    let roles = state
+        .rbac
+        .roles_of(&user_subject(claims.sub), company_id)
+        .await;
+    Ok(Viewer::Member(Actor::new(
+        company_id,
+        Principal::User(claims.sub),
+        roles,
+        api_rate_limit.and_then(|limit| u32::try_from(limit).ok()),
+    )))
+}
+
+async fn authenticate_api_key(state: &AppState, secret: &str) -> ApiResult<Viewer> {
+    let unauthenticated = || ApiError::unauthenticated("the API key is invalid or revoked");
+    let found = api_key::Entity::find()
+        .filter(api_key::Column::SecretHash.eq(secret_hash(secret)))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .find_also_related(company::Entity)
+        .one(&state.db)
+        .await?;
+    let Some((key, Some(company))) = found else {
+        return Err(unauthenticated());
+    };
+    if company.status != CompanyStatus::Active.as_str() {
+        return Err(suspended());
+    }
+    let roles = state
+        .rbac
+        .roles_of(&api_key_subject(key.id), key.company_id)
+        .await;
+    let actor = Actor::new(
+        key.company_id,
+        Principal::ApiKey {
+            id: key.id,
+            created_by: key.created_by,
+        },
+        roles,
+        company
+            .api_rate_limit
+            .and_then(|limit| u32::try_from(limit).ok()),
+    );
+    let now = Utc::now();
+    let stale = key
+        .last_used_at
+        .is_none_or(|at| (now - at).num_seconds() >= API_KEY_TOUCH_INTERVAL_SECS);
+    if stale {
+        // Bookkeeping only: a failure must not refuse the request.
+        if let Err(error) = tenant::update::<api_key::Entity>(&actor)
+            .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
+            .filter(api_key::Column::Id.eq(key.id))
+            .exec(&state.db)
+            .await
+        {
+            tracing::warn!(%error, "failed to record API key use");
+        }
+    }
+    Ok(Viewer::Member(actor))
+}
+
+/// `platform create-operator`: a user outside every company who manages companies.
+pub async fn create_operator(
+    db: &sea_orm::DatabaseConnection,
+    email: &str,
+    name: &str,
+    password: String,
+) -> anyhow::Result<()> {
+    let email = Email::parse(email).map_err(anyhow::Error::msg)?;
+    password::validate("password", &password).map_err(|error| anyhow::anyhow!(error.message()))?;
+    let hash = password::hash(password)
+        .await
+        .map_err(|error| anyhow::anyhow!(error.message()))?;
+    let txn = db.begin().await?;
+    let existing = user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .one(&txn)
+        .await?;
+    let now = Utc::now();
+    match existing {
+        Some(user) => {
+            user::ActiveModel {
+                id: Set(user.id),
+                is_operator: Set(true),
+                password_hash: Set(Some(hash)),
+                password_changed_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            }
+            .update(&txn)
+            .await?;
+        }
+        None => {
+            let user = insert_user(&txn, &email, name, Some(hash), Locale::DEFAULT)
+                .await
+                .map_err(|error| anyhow::anyhow!(error.message()))?;
+            user::ActiveModel {
+                id: Set(user.id),
+                is_operator: Set(true),
+                ..Default::default()
+            }
+            .update(&txn)
+            .await?;
+        }
+    }
+    txn.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Services: one module per domain. Every call that touches tenant data takes the [`Actor`];
+//! every mutation runs in one transaction.
+
+pub mod access;
+pub mod companies;
+pub mod identity;
+pub mod tenant;
+
+use crate::{
+    auth::{Actor, Principal, user_subject},
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+/// Refuses with `FORBIDDEN` unless the actor may perform `action` on `resource`. An API key
+/// needs the permission through its role and its creator must still hold it too, so a key never
+/// carries more than the person who made it.
+pub async fn authorize(
+    state: &AppState,
+    actor: &Actor,
+    resource: &str,
+    action: &str,
+) -> ApiResult<()> {
+    let allowed = state.rbac.allows(actor, resource, action).await
+        && match actor.principal() {
+            Principal::User(_) => true,
+            Principal::ApiKey { created_by, .. } => {
+                state
+                    .rbac
+                    .subject_allows(
+                        &user_subject(*created_by),
+                        actor.company_id(),
+                        resource,
+                        action,
+                    )
+                    .await
+            }
+        };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "missing permission {resource}:{action}"
+        )))
+    }
+}

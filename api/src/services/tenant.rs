@@ -1,0 +1,48 @@
+//! The one path to tenant-owned rows: every select, update and delete built here carries
+//! `company_id = actor.company_id()`, and inserts take the company from the actor. Services
+//! never call `Entity::find()` on a tenant-owned entity directly.
+//!
+//! Without an [`Actor`] there is no way to call these, so a request without one reads nothing.
+
+use entity::{api_key, casbin_rule, membership, refresh_token, role};
+use sea_orm::{ColumnTrait, DeleteMany, EntityTrait, QueryFilter, Select, UpdateMany};
+use uuid::Uuid;
+
+use crate::auth::Actor;
+
+/// A table whose rows belong to one company.
+pub trait TenantEntity: EntityTrait {
+    fn company_column() -> Self::Column;
+}
+
+macro_rules! tenant_entities {
+    ($($module:ident),* $(,)?) => {
+        $(impl TenantEntity for $module::Entity {
+            fn company_column() -> Self::Column {
+                $module::Column::CompanyId
+            }
+        })*
+    };
+}
+
+tenant_entities!(membership, role, casbin_rule, refresh_token, api_key);
+
+/// Rows of the actor's company.
+pub fn find<E: TenantEntity>(actor: &Actor) -> Select<E> {
+    E::find().filter(E::company_column().eq(actor.company_id()))
+}
+
+/// An update limited to the actor's company.
+pub fn update<E: TenantEntity>(actor: &Actor) -> UpdateMany<E> {
+    E::update_many().filter(E::company_column().eq(actor.company_id()))
+}
+
+/// A delete limited to the actor's company.
+pub fn delete<E: TenantEntity>(actor: &Actor) -> DeleteMany<E> {
+    E::delete_many().filter(E::company_column().eq(actor.company_id()))
+}
+
+/// The company new rows of the actor belong to.
+pub fn company_of(actor: &Actor) -> Uuid {
+    actor.company_id()
+}
