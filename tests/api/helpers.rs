@@ -11,10 +11,30 @@ use serde_json::{Value, json};
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    pub db: DatabaseConnection,
+    /// The settings it runs with, to start a second instance sharing its database and Redis.
+    pub settings: Settings,
     shutdown: ShutdownHandle,
     postgres: Option<PostgresDatabase>,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
+
+/// A company created through `signUp`, with its first ADMIN's credentials.
+pub struct Tenant {
+    pub company_id: String,
+    pub admin_id: String,
+    pub admin_email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub const SIGN_UP: &str = "mutation SignUp($input: SignUpInput!) { signUp(input: $input) {
+    accessToken refreshToken expiresIn user { id email name } company { id slug businessType } } }";
+
+pub const LOGIN: &str = "mutation Login($input: LoginInput!) { login(input: $input) {
+    accessToken refreshToken user { id } company { id slug } } }";
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
@@ -42,11 +62,31 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
         jwt_secret: Some(api::configuration::Secret::new(api::auth::random_token(48))),
         ..Settings::default()
     };
+    // Tests make many calls from one address; the limits themselves have dedicated tests.
+    settings.rate_limits.api_calls = 100_000;
+    settings.rate_limits.login_attempts = 1_000;
+    settings.rate_limits.signups = 1_000;
     customize(&mut settings);
-    let application = Application::build(settings)
+    start(settings, postgres, Some(data_dir)).await
+}
+
+/// A second server sharing `app`'s database, Redis and secret, as in a multi-instance deployment.
+pub async fn spawn_second_instance(app: &TestApp) -> TestApp {
+    let mut settings = app.settings.clone();
+    settings.bind = "127.0.0.1:0".parse().expect("valid address");
+    start(settings, None, None).await
+}
+
+async fn start(
+    settings: Settings,
+    postgres: Option<PostgresDatabase>,
+    data_dir: Option<tempfile::TempDir>,
+) -> TestApp {
+    let application = Application::build(settings.clone())
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let db = application.state().db.clone();
     let shutdown = application.shutdown_handle();
     tokio::spawn(application.run_until_stopped());
     TestApp {
@@ -55,6 +95,8 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("Failed to build the HTTP client"),
+        db,
+        settings,
         shutdown,
         postgres,
         _data_dir: data_dir,
@@ -73,6 +115,72 @@ impl TestApp {
 
     pub async fn post_graphql(&self, body: &Value) -> reqwest::Response {
         self.post_raw(body.to_string(), "application/json").await
+    }
+
+    /// POSTs one GraphQL operation with `Authorization: Bearer {token}`.
+    pub async fn graphql_as(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.client
+            .post(format!("{}/graphql", self.address))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("Failed to reach the server")
+            .json()
+            .await
+            .expect("GraphQL responses are JSON")
+    }
+
+    /// Signs up a company of `business_type` with an ADMIN `admin@{slug}.test`.
+    pub async fn sign_up(&self, slug: &str, business_type: &str) -> Tenant {
+        let email = format!("admin@{slug}.test");
+        let body = self
+            .graphql(
+                SIGN_UP,
+                json!({ "input": {
+                    "companyName": format!("Company {slug}"), "companySlug": slug,
+                    "businessType": business_type, "name": "Admin", "email": email,
+                    "password": PASSWORD } }),
+            )
+            .await;
+        let payload = &body["data"]["signUp"];
+        assert!(payload.is_object(), "signUp failed: {body}");
+        Tenant {
+            company_id: text(&payload["company"]["id"]),
+            admin_id: text(&payload["user"]["id"]),
+            admin_email: email,
+            access_token: text(&payload["accessToken"]),
+            refresh_token: text(&payload["refreshToken"]),
+        }
+    }
+
+    /// Invites `email` with `roles` and the test password; returns the new member's user id.
+    pub async fn invite(&self, admin_token: &str, email: &str, roles: &[&str]) -> String {
+        let body = self
+            .graphql_as(
+                admin_token,
+                "mutation Invite($email: String!, $roles: [String!]!, $password: String) {
+                    inviteMember(email: $email, name: \"Member\", roles: $roles, password: $password) {
+                        user { id } roles } }",
+                json!({ "email": email, "roles": roles, "password": PASSWORD }),
+            )
+            .await;
+        let id = &body["data"]["inviteMember"]["user"]["id"];
+        assert!(id.is_string(), "inviteMember failed: {body}");
+        text(id)
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn login(&self, email: &str, company_slug: Option<&str>) -> String {
+        let body = self
+            .graphql(
+                LOGIN,
+                json!({ "input": { "email": email, "password": PASSWORD, "companySlug": company_slug } }),
+            )
+            .await;
+        let token = &body["data"]["login"]["accessToken"];
+        assert!(token.is_string(), "login failed: {body}");
+        text(token)
     }
 
     pub async fn post_raw(
@@ -105,6 +213,13 @@ impl Drop for TestApp {
             database.drop_blocking();
         }
     }
+}
+
+pub fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {value}"))
+        .to_string()
 }
 
 /// The `extensions.code` of the first error of a GraphQL response.

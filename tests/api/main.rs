@@ -2,6 +2,9 @@
 //! it over HTTP. On SQLite by default; on PostgreSQL and Redis when `TEST_DATABASE_URL` and
 //! `TEST_REDIS_URL` are set (and then an unreachable server fails the test, never skips it).
 
+mod access;
 mod foundation;
 mod helpers;
+mod identity;
 mod lifecycle;
+mod tenancy;

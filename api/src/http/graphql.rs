@@ -34,36 +34,6 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn forwarded(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_str(value).expect("ascii"),
-        );
-        headers
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
-        let stranger: IpAddr = "203.0.113.9".parse().expect("ip");
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
-        let headers = forwarded("198.51.100.1, 10.0.0.7");
-
-        assert_eq!(
-            client_ip(proxy, &headers, &trusted),
-            "198.51.100.1".parse::<IpAddr>().expect("ip")
-        );
-        assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
-        assert_eq!(client_ip(proxy, &headers, &[]), proxy);
-        assert_eq!(client_ip(proxy, &forwarded("garbage"), &trusted), proxy);
-    }
-}
-
 /// GraphiQL loads its scripts from a CDN, so its page gets a policy that allows exactly that.
 const GRAPHIQL_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' https://unpkg.com; \
      style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' data: https://graphql.org; \
@@ -306,4 +276,34 @@ pub async fn graphql_ws(
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| GraphQLWebSocket::new(stream, schema, protocol).serve())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(value).expect("ascii"),
+        );
+        headers
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
+        let stranger: IpAddr = "203.0.113.9".parse().expect("ip");
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+        let headers = forwarded("198.51.100.1, 10.0.0.7");
+
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted),
+            "198.51.100.1".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
+        assert_eq!(client_ip(proxy, &headers, &[]), proxy);
+        assert_eq!(client_ip(proxy, &forwarded("garbage"), &trusted), proxy);
+    }
 }
