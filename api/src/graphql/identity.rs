@@ -114,11 +114,41 @@ pub struct SignUpInput {
     currency: Option<String>,
 }
 
+/// Maps a domain parse error onto the input field it came from.
+pub(super) fn field(name: &'static str) -> impl Fn(String) -> ApiError {
+    move |message| ApiError::validation(name, message)
+}
+
+/// A new company's locale, time zone and currency, each defaulted when not given.
+pub(super) fn company_defaults(
+    locale: Option<&str>,
+    timezone: Option<&str>,
+    currency: Option<&str>,
+) -> Result<(Locale, Timezone, Currency), ApiError> {
+    Ok((
+        locale
+            .map(Locale::parse)
+            .transpose()
+            .map_err(field("input.locale"))?
+            .unwrap_or(Locale::DEFAULT),
+        Timezone::parse(timezone.unwrap_or(Timezone::DEFAULT)).map_err(field("input.timezone"))?,
+        currency
+            .map(Currency::parse)
+            .transpose()
+            .map_err(field("input.currency"))?
+            .unwrap_or(Currency::BRL),
+    ))
+}
+
 impl TryFrom<SignUpInput> for NewSignUp {
     type Error = ApiError;
 
     fn try_from(input: SignUpInput) -> Result<Self, ApiError> {
-        let field = |name: &'static str| move |message: String| ApiError::validation(name, message);
+        let (locale, timezone, currency) = company_defaults(
+            input.locale.as_deref(),
+            input.timezone.as_deref(),
+            input.currency.as_deref(),
+        )?;
         Ok(Self {
             company_name: input.company_name,
             company_slug: Slug::parse(&input.company_slug).map_err(field("input.companySlug"))?,
@@ -126,22 +156,9 @@ impl TryFrom<SignUpInput> for NewSignUp {
             name: input.name,
             email: Email::parse(&input.email).map_err(field("input.email"))?,
             password: input.password,
-            locale: input
-                .locale
-                .as_deref()
-                .map(Locale::parse)
-                .transpose()
-                .map_err(field("input.locale"))?
-                .unwrap_or(Locale::DEFAULT),
-            timezone: Timezone::parse(input.timezone.as_deref().unwrap_or(Timezone::DEFAULT))
-                .map_err(field("input.timezone"))?,
-            currency: input
-                .currency
-                .as_deref()
-                .map(Currency::parse)
-                .transpose()
-                .map_err(field("input.currency"))?
-                .unwrap_or(Currency::BRL),
+            locale,
+            timezone,
+            currency,
         })
     }
 }
@@ -167,7 +184,6 @@ impl TryFrom<UpdateCompanyInput> for CompanyChanges {
     type Error = ApiError;
 
     fn try_from(input: UpdateCompanyInput) -> Result<Self, ApiError> {
-        let field = |name: &'static str| move |message: String| ApiError::validation(name, message);
         Ok(Self {
             name: input.name,
             locale: input

@@ -5,11 +5,10 @@ use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 
 use super::{
     context::{client_ip, operator, parse_id, state},
-    identity::{Company, User},
+    identity::{Company, User, company_defaults, field},
 };
 use crate::{
-    domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
-    error::ApiError,
+    domain::{BusinessType, CompanyStatus, Email, Slug},
     services::{
         companies::{self, NewCompany},
         identity,
@@ -96,27 +95,18 @@ impl OperatorMutation {
         input: CreateCompanyInput,
     ) -> Result<Company> {
         operator(ctx)?;
-        let field = |name: &'static str| move |message: String| ApiError::validation(name, message);
+        let (locale, timezone, currency) = company_defaults(
+            input.locale.as_deref(),
+            input.timezone.as_deref(),
+            input.currency.as_deref(),
+        )?;
         let new = NewCompany {
             name: input.name,
             slug: Slug::parse(&input.slug).map_err(field("input.slug"))?,
             business_type: input.business_type,
-            locale: input
-                .locale
-                .as_deref()
-                .map(Locale::parse)
-                .transpose()
-                .map_err(field("input.locale"))?
-                .unwrap_or(Locale::DEFAULT),
-            timezone: Timezone::parse(input.timezone.as_deref().unwrap_or(Timezone::DEFAULT))
-                .map_err(field("input.timezone"))?,
-            currency: input
-                .currency
-                .as_deref()
-                .map(Currency::parse)
-                .transpose()
-                .map_err(field("input.currency"))?
-                .unwrap_or(Currency::BRL),
+            locale,
+            timezone,
+            currency,
         };
         let admin_email = Email::parse(&input.admin_email).map_err(field("input.adminEmail"))?;
         let company = companies::create_for_operator(

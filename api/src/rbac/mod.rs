@@ -23,25 +23,6 @@ pub use catalog::{
 
 use crate::auth::Actor;
 
-/// casbin's model: a subject holds a role in a domain; policies grant (resource, action) in a
-/// domain, `*` standing for every resource or action (the ADMIN role).
-const MODEL: &str = r#"
-[request_definition]
-r = sub, dom, obj, act
-
-[policy_definition]
-p = sub, dom, obj, act
-
-[role_definition]
-g = _, _, _
-
-[policy_effect]
-e = some(where (p.eft == allow))
-
-[matchers]
-m = g(r.sub, p.sub, r.dom) && r.dom == p.dom && (p.obj == "*" || r.obj == p.obj) && (p.act == "*" || r.act == p.act)
-"#;
-
 /// How often every instance reloads policies even without a notice.
 const PERIODIC_RELOAD: Duration = Duration::from_secs(30);
 
@@ -183,7 +164,7 @@ impl Rbac {
 }
 
 async fn build_enforcer(db: &DatabaseConnection) -> anyhow::Result<Enforcer> {
-    let model = DefaultModel::from_str(MODEL)
+    let model = DefaultModel::from_str(adapter::MODEL)
         .await
         .context("Failed to parse the casbin model")?;
     let mut enforcer = Enforcer::new(model, adapter::SeaOrmAdapter::new(db.clone()))

@@ -651,14 +651,20 @@ pub async fn revoke_api_key(
         .await?
         .ok_or(ApiError::NotFound("API key"))?;
     let now: DateTime<Utc> = Utc::now();
-    let revoked = api_key::ActiveModel {
-        id: Set(key.id),
-        revoked_at: Set(Some(key.revoked_at.unwrap_or(now))),
-        updated_at: Set(now),
-        ..Default::default()
-    }
-    .update(&txn)
-    .await?;
+    tenant::update::<api_key::Entity>(actor)
+        .col_expr(
+            api_key::Column::RevokedAt,
+            Expr::value(key.revoked_at.unwrap_or(now)),
+        )
+        .col_expr(api_key::Column::UpdatedAt, Expr::value(now))
+        .filter(api_key::Column::Id.eq(key.id))
+        .exec(&txn)
+        .await?;
+    let revoked = api_key::Model {
+        revoked_at: Some(key.revoked_at.unwrap_or(now)),
+        updated_at: now,
+        ..key
+    };
     tenant::delete::<casbin_rule::Entity>(actor)
         .filter(casbin_rule::Column::Ptype.eq(GROUPING))
         .filter(casbin_rule::Column::V0.eq(api_key_subject(key.id)))

@@ -72,10 +72,15 @@ fn invalid_credentials() -> ApiError {
     ApiError::unauthenticated("invalid email or password")
 }
 
-fn suspended() -> ApiError {
-    ApiError::Forbidden {
-        message: "the company is suspended".into(),
-        reason: Some("COMPANY_SUSPENDED"),
+/// A suspended company's members and keys can do nothing (`FORBIDDEN`, `COMPANY_SUSPENDED`).
+fn ensure_active(status: &str) -> ApiResult<()> {
+    if status == CompanyStatus::Active.as_str() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            message: "the company is suspended".into(),
+            reason: Some("COMPANY_SUSPENDED"),
+        })
     }
 }
 
@@ -214,9 +219,7 @@ pub async fn login(
             }
         },
     };
-    if company.status != CompanyStatus::Active.as_str() {
-        return Err(suspended());
-    }
+    ensure_active(&company.status)?;
     let txn = state.db.begin().await?;
     let session = issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
@@ -371,9 +374,7 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult
     let (user, company) = membership_of(&txn, row.user_id, row.company_id)
         .await?
         .ok_or_else(invalid_refresh)?;
-    if company.status != CompanyStatus::Active.as_str() {
-        return Err(suspended());
-    }
+    ensure_active(&company.status)?;
     let session = issue_session(state, &txn, user, company, Some(row.family_id)).await?;
     txn.commit().await?;
     Ok(session)
@@ -421,9 +422,7 @@ pub async fn switch_company(
     let (user, company) = membership_of(&txn, user_id, company_id)
         .await?
         .ok_or(ApiError::NotFound("company"))?;
-    if company.status != CompanyStatus::Active.as_str() {
-        return Err(suspended());
-    }
+    ensure_active(&company.status)?;
     let session = issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
     Ok(session)
@@ -534,9 +533,7 @@ async fn authenticate_access_token(state: &AppState, token: &str) -> ApiResult<V
     if claims.iat < password_changed_at.timestamp() {
         return Err(unauthenticated());
     }
-    if status != CompanyStatus::Active.as_str() {
-        return Err(suspended());
-    }
+    ensure_active(&status)?;
     let roles = state
         .rbac
         .roles_of(&user_subject(claims.sub), company_id)
@@ -560,9 +557,7 @@ async fn authenticate_api_key(state: &AppState, secret: &str) -> ApiResult<Viewe
     let Some((key, Some(company))) = found else {
         return Err(unauthenticated());
     };
-    if company.status != CompanyStatus::Active.as_str() {
-        return Err(suspended());
-    }
+    ensure_active(&company.status)?;
     let roles = state
         .rbac
         .roles_of(&api_key_subject(key.id), key.company_id)
