@@ -494,3 +494,89 @@ async fn an_operator_manages_companies_and_suspension_stops_tokens_and_keys_at_o
     }
     assert!(after["data"]["me"].is_object(), "{after}");
 }
+
+#[tokio::test]
+async fn admins_update_their_company_and_staff_cannot() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("settings-co", "PET_STORE").await;
+    app.invite(&tenant.access_token, "staff@settings-co.test", &["STAFF"])
+        .await;
+    let staff = app.login("staff@settings-co.test", None).await;
+    let update = "mutation U($input: UpdateCompanyInput!) { updateCompany(input: $input) {
+        name locale timezone currency } }";
+
+    let by_admin = app
+        .graphql_as(
+            &tenant.access_token,
+            update,
+            json!({ "input": { "name": "Pet Paradise", "locale": "en-US",
+                "timezone": "Europe/Lisbon", "currency": "EUR" } }),
+        )
+        .await;
+    let bad_currency = app
+        .graphql_as(
+            &tenant.access_token,
+            update,
+            json!({ "input": { "currency": "EURO" } }),
+        )
+        .await;
+    let by_staff = app
+        .graphql_as(&staff, update, json!({ "input": { "name": "Hijacked" } }))
+        .await;
+
+    assert_eq!(
+        by_admin["data"]["updateCompany"],
+        json!({ "name": "Pet Paradise", "locale": "en-US", "timezone": "Europe/Lisbon", "currency": "EUR" }),
+        "{by_admin}"
+    );
+    assert_eq!(
+        bad_currency["errors"][0]["extensions"]["field"],
+        "input.currency"
+    );
+    assert_eq!(first_error_code(&by_staff), "FORBIDDEN");
+    let company = app.graphql_as(&tenant.access_token, ME, json!({})).await;
+    assert_eq!(company["data"]["company"]["slug"], "settings-co");
+}
+
+#[tokio::test]
+async fn a_company_can_have_its_own_api_limit() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("limited-co", "GENERIC").await;
+    let other = app.sign_up("unlimited-co", "GENERIC").await;
+    api::services::identity::create_operator(&app.db, "ops@platform.test", "Ops", PASSWORD.into())
+        .await
+        .expect("operator created");
+    let login = app
+        .graphql(
+            "mutation { operatorLogin(email: \"ops@platform.test\", password: \"correct horse battery staple\") { accessToken } }",
+            json!({}),
+        )
+        .await;
+    let operator = text(&login["data"]["operatorLogin"]["accessToken"]);
+
+    let set = app
+        .graphql_as(
+            &operator,
+            "mutation L($id: ID!) { operatorSetApiRateLimit(id: $id, apiCallsPerWindow: 2) { apiRateLimit } }",
+            json!({ "id": tenant.company_id }),
+        )
+        .await;
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let body = app.graphql_as(&tenant.access_token, ME, json!({})).await;
+        outcomes.push(
+            body["errors"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("OK")
+                .to_string(),
+        );
+    }
+    let other_company = app.graphql_as(&other.access_token, ME, json!({})).await;
+
+    assert_eq!(
+        set["data"]["operatorSetApiRateLimit"]["apiRateLimit"], 2,
+        "{set}"
+    );
+    assert_eq!(outcomes, ["OK", "OK", "RATE_LIMITED"]);
+    assert!(other_company["data"]["me"].is_object(), "{other_company}");
+}

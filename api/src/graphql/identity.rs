@@ -52,6 +52,10 @@ impl Company {
     async fn status(&self) -> &str {
         &self.0.status
     }
+    /// API calls each actor may make per rate-limit window; null means the server default.
+    async fn api_rate_limit(&self) -> Option<i32> {
+        self.0.api_rate_limit
+    }
 }
 
 /// A person. One user may belong to several companies, with different roles in each.

@@ -129,6 +129,21 @@ impl OperatorMutation {
         ))
     }
 
+    /// Sets how many API calls each actor of the company may make per rate-limit window;
+    /// null returns to the server default (operators only).
+    async fn operator_set_api_rate_limit(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        api_calls_per_window: Option<u32>,
+    ) -> Result<Company> {
+        operator(ctx)?;
+        let id = parse_id("id", &id)?;
+        Ok(Company(
+            companies::set_api_rate_limit(state(ctx)?, id, api_calls_per_window).await?,
+        ))
+    }
+
     /// Lifts a suspension (operators only).
     async fn operator_reactivate_company(&self, ctx: &Context<'_>, id: ID) -> Result<Company> {
         operator(ctx)?;

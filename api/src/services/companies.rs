@@ -166,6 +166,39 @@ pub async fn create_for_operator(
     Ok(company)
 }
 
+/// Sets the company's own limit on API calls per actor and window (`None`: the server default).
+pub async fn set_api_rate_limit(
+    state: &AppState,
+    company_id: Uuid,
+    calls_per_window: Option<u32>,
+) -> ApiResult<company::Model> {
+    let limit = calls_per_window
+        .map(|calls| {
+            i32::try_from(calls)
+                .ok()
+                .filter(|calls| *calls > 0)
+                .ok_or_else(|| {
+                    ApiError::validation("apiCallsPerWindow", "give a positive number of calls")
+                })
+        })
+        .transpose()?;
+    let txn = state.db.begin().await?;
+    let existing = company::Entity::find_by_id(company_id)
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("company"))?;
+    let updated = company::ActiveModel {
+        id: Set(existing.id),
+        api_rate_limit: Set(limit),
+        updated_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .update(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
 /// Suspends or reactivates a company; a suspended company's tokens and keys stop at once.
 pub async fn set_status(
     state: &AppState,
