@@ -71,8 +71,9 @@ impl Application {
         settings.validate()?;
         // Resolved up front so a missing production secret stops the start, not the first login.
         let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
-        let db = db::connect(&settings).await?;
+        let mut db = db::connect(&settings).await?;
         db::migrate(&db).await?;
+        let statements = db::instrument(&mut db);
         let mut rbac = Rbac::load(db.clone()).await?;
         rbac.spawn_periodic_reload();
         let (redis, limiter) = match &settings.redis_url {
@@ -97,6 +98,7 @@ impl Application {
             jwt,
             rbac,
             limiter: Arc::new(limiter),
+            statements,
         };
         let schema = graphql::build_schema(&state.settings, state.clone());
         let router = http::router(http::HttpState {

@@ -1,6 +1,6 @@
 //! What every request handler and resolver shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::AtomicU64};
 
 use sea_orm::DatabaseConnection;
 
@@ -14,4 +14,6 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub rbac: Rbac,
     pub limiter: Arc<RateLimiter>,
+    /// SQL statements run since start.
+    pub statements: Arc<AtomicU64>,
 }

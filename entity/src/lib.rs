@@ -4,7 +4,15 @@
 pub mod api_key;
 pub mod casbin_rule;
 pub mod company;
+pub mod customer;
 pub mod membership;
+pub mod order;
+pub mod order_counter;
+pub mod order_item;
+pub mod order_status_history;
+pub mod outbox;
+pub mod product;
 pub mod refresh_token;
 pub mod role;
 pub mod user;
+pub mod workflow;

@@ -1,6 +1,12 @@
 //! `spawn_app()` and the `TestApp` client every test talks through.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use api::{Application, ShutdownHandle, configuration::Settings};
 use migration::MigratorTrait;
@@ -12,6 +18,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub db: DatabaseConnection,
+    /// SQL statements the server has run, for tests that count them.
+    pub statements: Arc<AtomicU64>,
     /// The settings it runs with, to start a second instance sharing its database and Redis.
     pub settings: Settings,
     shutdown: ShutdownHandle,
@@ -87,6 +95,7 @@ async fn start(
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", application.port());
     let db = application.state().db.clone();
+    let statements = application.state().statements.clone();
     let shutdown = application.shutdown_handle();
     tokio::spawn(application.run_until_stopped());
     TestApp {
@@ -96,6 +105,7 @@ async fn start(
             .build()
             .expect("Failed to build the HTTP client"),
         db,
+        statements,
         settings,
         shutdown,
         postgres,
@@ -168,6 +178,76 @@ impl TestApp {
         let id = &body["data"]["inviteMember"]["user"]["id"];
         assert!(id.is_string(), "inviteMember failed: {body}");
         text(id)
+    }
+
+    pub fn statement_count(&self) -> u64 {
+        self.statements.load(Ordering::SeqCst)
+    }
+
+    /// Creates a customer and returns its id.
+    pub async fn create_customer(&self, token: &str, name: &str) -> String {
+        let body = self
+            .graphql_as(
+                token,
+                "mutation C($name: String!) { createCustomer(input: { name: $name }) { id } }",
+                json!({ "name": name }),
+            )
+            .await;
+        text(&body["data"]["createCustomer"]["id"])
+    }
+
+    /// Creates a product priced `price_minor`, tracking `stock` when given; returns its id.
+    pub async fn create_product(
+        &self,
+        token: &str,
+        sku: &str,
+        price_minor: i64,
+        stock: Option<i32>,
+    ) -> String {
+        let body = self
+            .graphql_as(
+                token,
+                "mutation P($input: CreateProductInput!) { createProduct(input: $input) { id } }",
+                json!({ "input": { "sku": sku, "name": format!("Product {sku}"), "kind": "PRODUCT",
+                    "priceMinor": price_minor, "trackStock": stock.is_some(), "stock": stock } }),
+            )
+            .await;
+        assert!(
+            body["data"]["createProduct"]["id"].is_string(),
+            "createProduct: {body}"
+        );
+        text(&body["data"]["createProduct"]["id"])
+    }
+
+    /// Calls `createOrder` and returns the whole response.
+    pub async fn create_order(&self, token: &str, customer: &str, items: &[(&str, i32)]) -> Value {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(product, quantity)| json!({ "productId": product, "quantity": quantity }))
+            .collect();
+        self.graphql_as(
+            token,
+            "mutation O($input: CreateOrderInput!) { createOrder(input: $input) {
+                id number status version total { amountMinor currency formatted } } }",
+            json!({ "input": { "customerId": customer, "items": items } }),
+        )
+        .await
+    }
+
+    /// Calls `transitionOrder` and returns the whole response.
+    pub async fn transition(
+        &self,
+        token: &str,
+        order: &str,
+        to: &str,
+        expected_version: Option<i64>,
+    ) -> Value {
+        self.graphql_as(
+            token,
+            "mutation T($input: TransitionOrderInput!) { transitionOrder(input: $input) { status version } }",
+            json!({ "input": { "orderId": order, "to": to, "expectedVersion": expected_version } }),
+        )
+        .await
     }
 
     /// Logs in and returns the access token.

@@ -3,8 +3,11 @@
 //! `TEST_REDIS_URL` are set (and then an unreachable server fails the test, never skips it).
 
 mod access;
+mod catalog;
 mod foundation;
 mod helpers;
 mod identity;
 mod lifecycle;
+mod orders;
 mod tenancy;
+mod workflows;

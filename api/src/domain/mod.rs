@@ -1,7 +1,11 @@
 //! Pure domain types that parse their input: no I/O, each with its own tests.
 
 mod company;
+pub mod document;
 mod email;
+pub mod money;
+pub mod phone;
+pub mod workflow;
 
 pub use company::{BusinessType, CompanyStatus, Currency, Locale, Slug, Timezone};
 pub use email::Email;

@@ -2,12 +2,18 @@
 //! operation metrics, and the limits that apply to every request.
 
 mod access;
+mod catalog;
+mod commerce;
 pub mod context;
+mod customers;
 mod guard;
 mod identity;
+pub mod loaders;
 mod metrics;
 mod operator;
+mod orders;
 mod system;
+mod workflows;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
@@ -23,6 +29,10 @@ pub struct QueryRoot(
     identity::IdentityQuery,
     access::AccessQuery,
     operator::OperatorQuery,
+    customers::CustomerQuery,
+    catalog::CatalogQuery,
+    workflows::WorkflowQuery,
+    orders::OrderQuery,
 );
 
 /// Everything a client can change.
@@ -32,6 +42,10 @@ pub struct MutationRoot(
     identity::IdentityMutation,
     access::AccessMutation,
     operator::OperatorMutation,
+    customers::CustomerMutation,
+    catalog::CatalogMutation,
+    workflows::WorkflowMutation,
+    orders::OrderMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;

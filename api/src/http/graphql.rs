@@ -25,7 +25,7 @@ use super::{HttpState, error_response};
 use crate::{
     auth::Viewer,
     error::{ApiError, ApiResult},
-    graphql::{context::ClientIp, with_code},
+    graphql::{context::ClientIp, loaders::loaders, with_code},
     rate_limit::Limit,
     services::identity::{self, Credentials},
 };
@@ -101,13 +101,12 @@ pub async fn graphql_post(
         Ok(viewer) => viewer,
         Err(error) => return api_error_response(&error, &request_id),
     };
+    let mut batch = batch.data(request_id.clone()).data(ClientIp(client));
     if let Viewer::Member(actor) = &viewer {
         tracing::Span::current().record("company_id", tracing::field::display(actor.company_id()));
+        batch = batch.data(loaders(state.app.db.clone(), actor.clone()));
     }
-    let batch = batch
-        .data(request_id.clone())
-        .data(ClientIp(client))
-        .data(viewer);
+    let batch = batch.data(viewer);
     let response = state.schema.execute_batch(batch).await;
     Json(with_error_codes(response, &request_id)).into_response()
 }

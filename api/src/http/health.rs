@@ -40,9 +40,14 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<HttpState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let statements = state
+        .app
+        .statements
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let body = format!(
+        "{}# HELP db_statements_total SQL statements run by this instance.\n\
+         # TYPE db_statements_total counter\ndb_statements_total {statements}\n",
+        state.metrics.render()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

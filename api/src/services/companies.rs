@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{access, authorize, identity};
+use super::{access, authorize, identity, workflows};
 use crate::{
     auth::{Actor, password, user_subject},
     domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
@@ -78,6 +78,7 @@ pub async fn create_with_admin(
     for role in built_in_roles(new.business_type.as_str()) {
         access::insert_role(txn, company.id, role.name, true, &role.permissions).await?;
     }
+    workflows::install_templates(txn, company.id, new.business_type.as_str()).await?;
     access::add_member(txn, company.id, admin).await?;
     access::grant(txn, company.id, &user_subject(admin), ADMIN).await?;
     Ok(company)

@@ -2,9 +2,14 @@
 //! every mutation runs in one transaction.
 
 pub mod access;
+pub mod catalog;
 pub mod companies;
+pub mod customers;
 pub mod identity;
+pub mod orders;
+pub mod outbox;
 pub mod tenant;
+pub mod workflows;
 
 use crate::{
     auth::{Actor, Principal, user_subject},

@@ -4,7 +4,10 @@
 //!
 //! Without an [`Actor`] there is no way to call these, so a request without one reads nothing.
 
-use entity::{api_key, casbin_rule, membership, refresh_token, role};
+use entity::{
+    api_key, casbin_rule, customer, membership, order, order_item, order_status_history, outbox,
+    product, refresh_token, role, workflow,
+};
 use sea_orm::{ColumnTrait, DeleteMany, EntityTrait, QueryFilter, Select, UpdateMany};
 use uuid::Uuid;
 
@@ -25,7 +28,20 @@ macro_rules! tenant_entities {
     };
 }
 
-tenant_entities!(membership, role, casbin_rule, refresh_token, api_key);
+tenant_entities!(
+    membership,
+    role,
+    casbin_rule,
+    refresh_token,
+    api_key,
+    customer,
+    product,
+    workflow,
+    order,
+    order_item,
+    order_status_history,
+    outbox,
+);
 
 /// Rows of the actor's company.
 pub fn find<E: TenantEntity>(actor: &Actor) -> Select<E> {

@@ -1,0 +1,97 @@
+//! Shared GraphQL pieces of the commerce domains: money, pages and the per-request loaders.
+
+use async_graphql::{Context, Object, SimpleObject};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use uuid::Uuid;
+
+use super::loaders::{CompanyKey, Loaders};
+use crate::{
+    domain::{Currency, money::Money as DomainMoney},
+    error::{ApiError, ApiResult},
+};
+
+pub const DEFAULT_PAGE: i32 = 50;
+pub const MAX_PAGE: i32 = 100;
+
+/// The request's loaders; present for every member request.
+pub fn loaders<'a>(ctx: &Context<'a>) -> ApiResult<&'a Loaders> {
+    ctx.data::<Loaders>()
+        .map_err(|_| ApiError::unauthenticated("log in first"))
+}
+
+/// `first` clamped to 1..=100.
+pub fn page_size(first: Option<i32>) -> u64 {
+    u64::try_from(first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)).unwrap_or(50)
+}
+
+/// Opaque cursors: URL-safe base64 of a small text, so clients cannot rely on their shape.
+pub fn encode_cursor(raw: &str) -> String {
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+pub fn decode_cursor(field: &str, cursor: &str) -> ApiResult<String> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::validation(field, "this cursor did not come from this API"))
+}
+
+/// A cursor over lists ordered by id.
+pub fn id_cursor(id: Uuid) -> String {
+    encode_cursor(&id.to_string())
+}
+
+pub fn parse_id_cursor(field: &str, cursor: Option<&str>) -> ApiResult<Option<Uuid>> {
+    cursor
+        .map(|cursor| {
+            let raw = decode_cursor(field, cursor)?;
+            Uuid::parse_str(&raw)
+                .map_err(|_| ApiError::validation(field, "this cursor did not come from this API"))
+        })
+        .transpose()
+}
+
+/// Money in integer minor units of an ISO 4217 currency (BRL 12.34 = 1234).
+pub struct Money(pub DomainMoney);
+
+impl Money {
+    pub fn of(minor: i64, currency: &str) -> ApiResult<Self> {
+        let currency = Currency::parse(currency)
+            .map_err(|message| ApiError::internal(anyhow::anyhow!("stored currency: {message}")))?;
+        Ok(Self(DomainMoney::new(minor, currency)))
+    }
+}
+
+#[Object]
+impl Money {
+    /// The amount in minor units (cents for BRL). A 64-bit integer; amounts stay far below 2^53.
+    async fn amount_minor(&self) -> i64 {
+        self.0.minor()
+    }
+    /// ISO 4217 code.
+    async fn currency(&self) -> String {
+        self.0.currency().to_string()
+    }
+    /// In the company's locale, e.g. `R$ 12,34`.
+    async fn formatted(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let locale = match loaders(ctx)?
+            .load_one(CompanyKey)
+            .await
+            .map_err(ApiError::from)?
+        {
+            Some(company) => company.locale,
+            None => "pt-BR".to_string(),
+        };
+        Ok(self.0.format(&locale))
+    }
+}
+
+/// Where a page of a connection stands.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}

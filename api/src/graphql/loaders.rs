@@ -1,0 +1,211 @@
+//! Per-request DataLoaders. One loader is built for each request with the request's actor
+//! inside, so every batch query is scoped to that actor's company and no cache outlives the
+//! request or crosses tenants.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use entity::{company, customer, order_item, order_status_history, product, user, workflow};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use uuid::Uuid;
+
+use crate::{
+    auth::Actor,
+    error::ApiError,
+    services::{tenant, workflows::WorkflowVersion},
+};
+
+/// Batches lookups of one request; keyed by the newtypes below.
+pub struct TenantLoader {
+    db: DatabaseConnection,
+    actor: Actor,
+}
+
+pub type Loaders = Arc<DataLoader<TenantLoader>>;
+
+pub fn loaders(db: DatabaseConnection, actor: Actor) -> Loaders {
+    Arc::new(DataLoader::new(TenantLoader { db, actor }, tokio::spawn))
+}
+
+/// A failed batch, shared by every resolver that waited on it.
+#[derive(Clone, Debug)]
+pub struct LoadError(Arc<String>);
+
+impl From<DbErr> for LoadError {
+    fn from(error: DbErr) -> Self {
+        Self(Arc::new(error.to_string()))
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(error: LoadError) -> Self {
+        ApiError::internal(anyhow::anyhow!("batch load failed: {}", error.0))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CustomerKey(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProductKey(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ItemsOfOrder(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HistoryOfOrder(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WorkflowKey(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserKey(pub Uuid);
+/// The actor's own company (for its locale and currency).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CompanyKey;
+
+fn ids<K, F: Fn(&K) -> Uuid>(keys: &[K], id: F) -> Vec<Uuid> {
+    keys.iter().map(id).collect()
+}
+
+impl Loader<CustomerKey> for TenantLoader {
+    type Value = customer::Model;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[CustomerKey],
+    ) -> Result<HashMap<CustomerKey, Self::Value>, Self::Error> {
+        Ok(tenant::find::<customer::Entity>(&self.actor)
+            .filter(customer::Column::Id.is_in(ids(keys, |key| key.0)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (CustomerKey(row.id), row))
+            .collect())
+    }
+}
+
+impl Loader<ProductKey> for TenantLoader {
+    type Value = product::Model;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[ProductKey],
+    ) -> Result<HashMap<ProductKey, Self::Value>, Self::Error> {
+        Ok(tenant::find::<product::Entity>(&self.actor)
+            .filter(product::Column::Id.is_in(ids(keys, |key| key.0)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| (ProductKey(row.id), row))
+            .collect())
+    }
+}
+
+impl Loader<ItemsOfOrder> for TenantLoader {
+    type Value = Vec<order_item::Model>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[ItemsOfOrder],
+    ) -> Result<HashMap<ItemsOfOrder, Self::Value>, Self::Error> {
+        let mut grouped: HashMap<ItemsOfOrder, Self::Value> =
+            keys.iter().map(|key| (*key, Vec::new())).collect();
+        let rows = tenant::find::<order_item::Entity>(&self.actor)
+            .filter(order_item::Column::OrderId.is_in(ids(keys, |key| key.0)))
+            .order_by_asc(order_item::Column::Position)
+            .all(&self.db)
+            .await?;
+        for row in rows {
+            grouped
+                .entry(ItemsOfOrder(row.order_id))
+                .or_default()
+                .push(row);
+        }
+        Ok(grouped)
+    }
+}
+
+impl Loader<HistoryOfOrder> for TenantLoader {
+    type Value = Vec<order_status_history::Model>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[HistoryOfOrder],
+    ) -> Result<HashMap<HistoryOfOrder, Self::Value>, Self::Error> {
+        let mut grouped: HashMap<HistoryOfOrder, Self::Value> =
+            keys.iter().map(|key| (*key, Vec::new())).collect();
+        let rows = tenant::find::<order_status_history::Entity>(&self.actor)
+            .filter(order_status_history::Column::OrderId.is_in(ids(keys, |key| key.0)))
+            .order_by_asc(order_status_history::Column::CreatedAt)
+            .order_by_asc(order_status_history::Column::Id)
+            .all(&self.db)
+            .await?;
+        for row in rows {
+            grouped
+                .entry(HistoryOfOrder(row.order_id))
+                .or_default()
+                .push(row);
+        }
+        Ok(grouped)
+    }
+}
+
+impl Loader<WorkflowKey> for TenantLoader {
+    type Value = WorkflowVersion;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[WorkflowKey],
+    ) -> Result<HashMap<WorkflowKey, Self::Value>, Self::Error> {
+        tenant::find::<workflow::Entity>(&self.actor)
+            .filter(workflow::Column::Id.is_in(ids(keys, |key| key.0)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let id = row.id;
+                WorkflowVersion::from_row(row)
+                    .map(|version| (WorkflowKey(id), version))
+                    .map_err(|error| LoadError(Arc::new(error.message())))
+            })
+            .collect()
+    }
+}
+
+/// Users are global identities; only those that are members of the actor's company load,
+/// so history from a person who has since left shows no name rather than crossing tenants.
+impl Loader<UserKey> for TenantLoader {
+    type Value = user::Model;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[UserKey]) -> Result<HashMap<UserKey, Self::Value>, Self::Error> {
+        let members = tenant::find::<entity::membership::Entity>(&self.actor)
+            .filter(entity::membership::Column::UserId.is_in(ids(keys, |key| key.0)))
+            .find_also_related(user::Entity)
+            .all(&self.db)
+            .await?;
+        Ok(members
+            .into_iter()
+            .filter_map(|(_, user)| user)
+            .map(|user| (UserKey(user.id), user))
+            .collect())
+    }
+}
+
+impl Loader<CompanyKey> for TenantLoader {
+    type Value = company::Model;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        _: &[CompanyKey],
+    ) -> Result<HashMap<CompanyKey, Self::Value>, Self::Error> {
+        Ok(company::Entity::find_by_id(self.actor.company_id())
+            .one(&self.db)
+            .await?
+            .map(|company| (CompanyKey, company))
+            .into_iter()
+            .collect())
+    }
+}

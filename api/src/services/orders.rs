@@ -1,0 +1,598 @@
+//! Orders: created with prices copied from the catalog and stock reserved, moved along their
+//! workflow version by people holding the transition's roles, listed with filters.
+//!
+//! Both mutations write before they read: on SQLite a transaction that reads first cannot
+//! later take the write lock when another writer got in between, so claiming the row (or the
+//! order counter) first makes concurrent requests queue instead of fail. On PostgreSQL the same
+//! statement takes the row lock.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use entity::{customer, order, order_counter, order_item, order_status_history, product};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, TransactionTrait,
+    sea_query::{Expr, ExprTrait, Func},
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{
+    authorize,
+    outbox::{self, Event},
+    tenant,
+    workflows::{self, WorkflowVersion},
+};
+use crate::{
+    auth::{Actor, Principal},
+    domain::{Currency, money::Money, workflow::Transition},
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_QUANTITY: i32 = 10_000;
+
+pub struct NewOrder {
+    pub customer_id: Uuid,
+    pub items: Vec<(Uuid, i32)>,
+    pub notes: Option<String>,
+}
+
+pub struct TransitionRequest {
+    pub order_id: Uuid,
+    pub to: String,
+    pub comment: Option<String>,
+    pub expected_version: Option<i32>,
+}
+
+/// How a page of orders is sorted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderSort {
+    NewestFirst,
+    OldestFirst,
+    TotalDesc,
+    TotalAsc,
+}
+
+#[derive(Default, Clone)]
+pub struct OrderFilter {
+    pub statuses: Vec<String>,
+    pub customer_id: Option<Uuid>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+    pub search: Option<String>,
+}
+
+/// Where a page starts: just after this order in the sort order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub number: i64,
+    pub total_minor: i64,
+}
+
+pub struct OrderPage {
+    pub orders: Vec<order::Model>,
+    pub has_next_page: bool,
+}
+
+fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::validation(field, message)
+}
+
+/// Hands out the company's next order number; the update locks the counter until commit.
+async fn next_number(txn: &DatabaseTransaction, actor: &Actor) -> ApiResult<i64> {
+    order_counter::Entity::insert(order_counter::ActiveModel {
+        company_id: Set(tenant::company_of(actor)),
+        last_number: Set(0),
+    })
+    .on_conflict_do_nothing_on([order_counter::Column::CompanyId])
+    .exec(txn)
+    .await?;
+    order_counter::Entity::update_many()
+        .col_expr(
+            order_counter::Column::LastNumber,
+            Expr::col(order_counter::Column::LastNumber).add(1),
+        )
+        .filter(order_counter::Column::CompanyId.eq(actor.company_id()))
+        .exec(txn)
+        .await?;
+    let number: Option<i64> = order_counter::Entity::find_by_id(actor.company_id())
+        .select_only()
+        .column(order_counter::Column::LastNumber)
+        .into_tuple()
+        .one(txn)
+        .await?;
+    number.ok_or_else(|| ApiError::internal(anyhow::anyhow!("order counter vanished")))
+}
+
+#[tracing::instrument(skip_all, fields(company_id = %actor.company_id()))]
+pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult<order::Model> {
+    authorize(state, actor, "orders", "create").await?;
+    if new.items.is_empty() {
+        return Err(validation(
+            "input.items",
+            "an order needs at least one item",
+        ));
+    }
+    if new.items.len() > MAX_ITEMS {
+        return Err(validation(
+            "input.items",
+            format!("an order has at most {MAX_ITEMS} items"),
+        ));
+    }
+    for (index, (_, quantity)) in new.items.iter().enumerate() {
+        if !(1..=MAX_QUANTITY).contains(quantity) {
+            return Err(validation(
+                format!("input.items.{index}.quantity"),
+                format!("a quantity is 1 to {MAX_QUANTITY}"),
+            ));
+        }
+    }
+
+    let txn = state.db.begin().await?;
+    let number = next_number(&txn, actor).await?;
+    tenant::find::<customer::Entity>(actor)
+        .filter(customer::Column::Id.eq(new.customer_id))
+        .filter(customer::Column::ArchivedAt.is_null())
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("customer"))?;
+    let product_ids: Vec<Uuid> = new.items.iter().map(|(id, _)| *id).collect();
+    let products: BTreeMap<Uuid, product::Model> = tenant::find::<product::Entity>(actor)
+        .filter(product::Column::Id.is_in(product_ids))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|product| (product.id, product))
+        .collect();
+    let workflow = workflows::active(&txn, actor, workflows::ORDER).await?;
+    let initial = workflow
+        .definition
+        .initial()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("active workflow has no initial state")))?
+        .key
+        .clone();
+
+    let currency_code: Option<String> = entity::company::Entity::find_by_id(actor.company_id())
+        .select_only()
+        .column(entity::company::Column::Currency)
+        .into_tuple()
+        .one(&txn)
+        .await?;
+    let currency = Currency::parse(&currency_code.unwrap_or_default()).map_err(|message| {
+        ApiError::internal(anyhow::anyhow!("company currency is invalid: {message}"))
+    })?;
+
+    let mut lines = Vec::with_capacity(new.items.len());
+    let mut reserved: BTreeMap<Uuid, i32> = BTreeMap::new();
+    for (index, (product_id, quantity)) in new.items.iter().enumerate() {
+        let product = products
+            .get(product_id)
+            .ok_or(ApiError::NotFound("product"))?;
+        if !product.active {
+            return Err(validation(
+                format!("input.items.{index}.productId"),
+                format!("{} is not for sale", product.name),
+            ));
+        }
+        let unit = Money::new(product.price_minor, currency);
+        let line = unit
+            .checked_mul(i64::from(*quantity))
+            .map_err(|message| validation(format!("input.items.{index}.quantity"), message))?;
+        if product.track_stock {
+            *reserved.entry(product.id).or_default() += quantity;
+        }
+        lines.push((product, *quantity, unit, line));
+    }
+    let total = Money::sum(lines.iter().map(|(_, _, _, line)| *line), currency)
+        .map_err(|message| validation("input.items", message))?;
+    for (product_id, quantity) in &reserved {
+        reserve_stock(&txn, actor, &products[product_id], *quantity).await?;
+    }
+
+    let now = Utc::now();
+    let order = order::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(tenant::company_of(actor)),
+        number: Set(number),
+        customer_id: Set(new.customer_id),
+        workflow_id: Set(workflow.row.id),
+        status: Set(initial.clone()),
+        version: Set(1),
+        subtotal_minor: Set(total.minor()),
+        total_minor: Set(total.minor()),
+        currency: Set(currency.as_str().to_string()),
+        notes: Set(new
+            .notes
+            .map(|notes| notes.trim().to_string())
+            .filter(|notes| !notes.is_empty())),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    let items = lines
+        .iter()
+        .enumerate()
+        .map(
+            |(position, (product, quantity, unit, line))| order_item::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                company_id: Set(tenant::company_of(actor)),
+                order_id: Set(order.id),
+                product_id: Set(product.id),
+                position: Set(i32::try_from(position).unwrap_or(i32::MAX)),
+                quantity: Set(*quantity),
+                unit_price_minor: Set(unit.minor()),
+                line_total_minor: Set(line.minor()),
+                created_at: Set(now),
+                updated_at: Set(now),
+            },
+        );
+    order_item::Entity::insert_many(items).exec(&txn).await?;
+    record_history(&txn, actor, order.id, None, &initial, None).await?;
+    outbox::record(
+        &txn,
+        actor,
+        Event {
+            event_type: "order.created",
+            aggregate_type: "order",
+            aggregate_id: order.id,
+            payload: json!({
+                "orderId": order.id, "number": order.number, "status": order.status,
+                "version": order.version, "customerId": order.customer_id,
+                "totalMinor": order.total_minor, "currency": order.currency,
+            }),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    tracing::info!(order_id = %order.id, number = order.number, "order created");
+    Ok(order)
+}
+
+/// Takes `quantity` from tracked stock, only if that much is left.
+async fn reserve_stock(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    product: &product::Model,
+    quantity: i32,
+) -> ApiResult<()> {
+    let taken = tenant::update::<product::Entity>(actor)
+        .col_expr(
+            product::Column::Stock,
+            Expr::col(product::Column::Stock).sub(quantity),
+        )
+        .col_expr(product::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(product::Column::Id.eq(product.id))
+        .filter(product::Column::Stock.gte(quantity))
+        .exec(txn)
+        .await?;
+    if taken.rows_affected == 0 {
+        let left: Option<Option<i32>> = tenant::find::<product::Entity>(actor)
+            .select_only()
+            .column(product::Column::Stock)
+            .filter(product::Column::Id.eq(product.id))
+            .into_tuple()
+            .one(txn)
+            .await?;
+        return Err(validation(
+            "input.items",
+            format!(
+                "not enough stock of {} ({}): {} left, {quantity} wanted",
+                product.name,
+                product.sku,
+                left.flatten().unwrap_or(0)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Gives back the tracked stock an order reserved.
+async fn release_stock(txn: &DatabaseTransaction, actor: &Actor, order_id: Uuid) -> ApiResult<()> {
+    let items = tenant::find::<order_item::Entity>(actor)
+        .filter(order_item::Column::OrderId.eq(order_id))
+        .all(txn)
+        .await?;
+    for item in items {
+        tenant::update::<product::Entity>(actor)
+            .col_expr(
+                product::Column::Stock,
+                Expr::col(product::Column::Stock).add(item.quantity),
+            )
+            .col_expr(product::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(product::Column::Id.eq(item.product_id))
+            .filter(product::Column::TrackStock.eq(true))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn record_history(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    order_id: Uuid,
+    from: Option<&str>,
+    to: &str,
+    comment: Option<String>,
+) -> ApiResult<()> {
+    let (user, key) = match actor.principal() {
+        Principal::User(id) => (Some(*id), None),
+        Principal::ApiKey { id, .. } => (None, Some(*id)),
+    };
+    let now = Utc::now();
+    order_status_history::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(tenant::company_of(actor)),
+        order_id: Set(order_id),
+        from_status: Set(from.map(String::from)),
+        to_status: Set(to.to_string()),
+        actor_user_id: Set(user),
+        actor_api_key_id: Set(key),
+        comment: Set(comment
+            .map(|comment| comment.trim().to_string())
+            .filter(|c| !c.is_empty())),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+/// Whether the actor holds one of the roles a transition allows.
+pub fn may_take(actor: &Actor, transition: &Transition) -> bool {
+    transition
+        .roles
+        .iter()
+        .any(|role| actor.roles().iter().any(|held| held == role))
+}
+
+/// Whether an order counts as paid for a `requiresPayment` transition. Payments arrive with
+/// the payments feature; until then no order is paid, so such transitions are refused.
+async fn is_paid(
+    _db: &impl ConnectionTrait,
+    _actor: &Actor,
+    _order: &order::Model,
+) -> ApiResult<bool> {
+    Ok(false)
+}
+
+/// Moves an order along its workflow version.
+#[tracing::instrument(skip_all, fields(company_id = %actor.company_id(), order_id = %request.order_id))]
+pub async fn transition(
+    state: &AppState,
+    actor: &Actor,
+    request: TransitionRequest,
+) -> ApiResult<order::Model> {
+    authorize(state, actor, "orders", "transition").await?;
+    let txn = state.db.begin().await?;
+    // Claim the row first (see the module comment); the version check makes a stale request lose.
+    let mut claim = tenant::update::<order::Entity>(actor)
+        .col_expr(
+            order::Column::Version,
+            Expr::col(order::Column::Version).add(1),
+        )
+        .col_expr(order::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(order::Column::Id.eq(request.order_id));
+    if let Some(expected) = request.expected_version {
+        claim = claim.filter(order::Column::Version.eq(expected));
+    }
+    let claimed = claim.exec(&txn).await?.rows_affected == 1;
+    let order = tenant::find::<order::Entity>(actor)
+        .filter(order::Column::Id.eq(request.order_id))
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("order"))?;
+    if !claimed {
+        return Err(ApiError::Conflict(format!(
+            "the order changed meanwhile: it is now {} at version {}",
+            order.status, order.version
+        )));
+    }
+    let workflow = workflow_of(&txn, actor, &order).await?;
+    let from = order.status.clone();
+    let to = request.to.trim().to_string();
+    let current = workflow.definition.state(&from).ok_or_else(|| {
+        ApiError::internal(anyhow::anyhow!(
+            "order {} is in unknown state {from}",
+            order.id
+        ))
+    })?;
+    if current.terminal {
+        return Err(validation(
+            "input.to",
+            format!("{from} is a final state: the order cannot move any more"),
+        ));
+    }
+    let step = workflow.definition.transition(&from, &to).ok_or_else(|| {
+        let allowed: Vec<&str> = workflow
+            .definition
+            .transitions_from(&from)
+            .map(|transition| transition.to.as_str())
+            .collect();
+        validation(
+            "input.to",
+            format!(
+                "no transition from {from} to {to}; from {from} the order can go to: {}",
+                allowed.join(", ")
+            ),
+        )
+    })?;
+    if !may_take(actor, step) {
+        return Err(ApiError::forbidden(format!(
+            "moving from {from} to {to} needs one of the roles {}",
+            step.roles.join(", ")
+        )));
+    }
+    if step.requires_payment && !is_paid(&txn, actor, &order).await? {
+        return Err(validation(
+            "input.to",
+            format!("moving to {to} requires the order to be paid"),
+        ));
+    }
+    let releases = workflow
+        .definition
+        .state(&to)
+        .is_some_and(|state| state.releases_stock)
+        && !current.releases_stock;
+    tenant::update::<order::Entity>(actor)
+        .col_expr(order::Column::Status, Expr::value(to.clone()))
+        .filter(order::Column::Id.eq(order.id))
+        .exec(&txn)
+        .await?;
+    if releases {
+        release_stock(&txn, actor, order.id).await?;
+    }
+    record_history(&txn, actor, order.id, Some(&from), &to, request.comment).await?;
+    outbox::record(
+        &txn,
+        actor,
+        Event {
+            event_type: "order.status_changed",
+            aggregate_type: "order",
+            aggregate_id: order.id,
+            payload: json!({
+                "orderId": order.id, "number": order.number, "from": from, "to": to,
+                "version": order.version, "actor": actor.subject(),
+            }),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    tracing::info!(%from, %to, "order moved");
+    Ok(order::Model {
+        status: to,
+        ..order
+    })
+}
+
+async fn workflow_of(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    order: &order::Model,
+) -> ApiResult<WorkflowVersion> {
+    let row = tenant::find::<entity::workflow::Entity>(actor)
+        .filter(entity::workflow::Column::Id.eq(order.workflow_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("order {} lost its workflow", order.id))
+        })?;
+    WorkflowVersion::from_row(row)
+}
+
+pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Option<order::Model>> {
+    authorize(state, actor, "orders", "read").await?;
+    Ok(tenant::find::<order::Entity>(actor)
+        .filter(order::Column::Id.eq(id))
+        .one(&state.db)
+        .await?)
+}
+
+fn filtered(actor: &Actor, filter: &OrderFilter) -> Select<order::Entity> {
+    let mut query = tenant::find::<order::Entity>(actor);
+    if !filter.statuses.is_empty() {
+        query = query.filter(order::Column::Status.is_in(filter.statuses.clone()));
+    }
+    if let Some(customer_id) = filter.customer_id {
+        query = query.filter(order::Column::CustomerId.eq(customer_id));
+    }
+    if let Some(from) = filter.created_from {
+        query = query.filter(order::Column::CreatedAt.gte(from));
+    }
+    if let Some(to) = filter.created_to {
+        query = query.filter(order::Column::CreatedAt.lt(to));
+    }
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let pattern = format!("%{}%", search.to_lowercase().replace(['%', '_'], ""));
+        let customers = tenant::find::<customer::Entity>(actor)
+            .select_only()
+            .column(customer::Column::Id)
+            .filter(Func::lower(Expr::col(customer::Column::Name)).like(pattern.clone()))
+            .into_query();
+        let mut any = Condition::any()
+            .add(order::Column::CustomerId.in_subquery(customers))
+            .add(Func::lower(Expr::col(order::Column::Notes)).like(pattern));
+        if let Ok(number) = search.trim_start_matches('#').parse::<i64>() {
+            any = any.add(order::Column::Number.eq(number));
+        }
+        query = query.filter(any);
+    }
+    query
+}
+
+/// One page of orders, `first` long, starting after `after` in `sort` order.
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    filter: &OrderFilter,
+    sort: OrderSort,
+    first: u64,
+    after: Option<Position>,
+) -> ApiResult<OrderPage> {
+    authorize(state, actor, "orders", "read").await?;
+    let mut query = filtered(actor, filter);
+    if let Some(after) = after {
+        let (number, total) = (order::Column::Number, order::Column::TotalMinor);
+        query = query.filter(match sort {
+            OrderSort::NewestFirst => Condition::all().add(number.lt(after.number)),
+            OrderSort::OldestFirst => Condition::all().add(number.gt(after.number)),
+            OrderSort::TotalDesc => Condition::any().add(total.lt(after.total_minor)).add(
+                Condition::all()
+                    .add(total.eq(after.total_minor))
+                    .add(number.lt(after.number)),
+            ),
+            OrderSort::TotalAsc => Condition::any().add(total.gt(after.total_minor)).add(
+                Condition::all()
+                    .add(total.eq(after.total_minor))
+                    .add(number.gt(after.number)),
+            ),
+        });
+    }
+    query = match sort {
+        OrderSort::NewestFirst => query.order_by_desc(order::Column::Number),
+        OrderSort::OldestFirst => query.order_by_asc(order::Column::Number),
+        OrderSort::TotalDesc => query
+            .order_by_desc(order::Column::TotalMinor)
+            .order_by_desc(order::Column::Number),
+        OrderSort::TotalAsc => query
+            .order_by_asc(order::Column::TotalMinor)
+            .order_by_asc(order::Column::Number),
+    };
+    let mut orders = query.limit(first + 1).all(&state.db).await?;
+    let has_next_page = orders.len() as u64 > first;
+    orders.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    Ok(OrderPage {
+        orders,
+        has_next_page,
+    })
+}
+
+/// How many orders match the filter (for `totalCount`, computed only when asked for).
+pub async fn count(state: &AppState, actor: &Actor, filter: &OrderFilter) -> ApiResult<u64> {
+    authorize(state, actor, "orders", "read").await?;
+    Ok(filtered(actor, filter).count(&state.db).await?)
+}
+
+/// The transitions from the order's state that this actor may take.
+pub fn available_transitions<'a>(
+    actor: &'a Actor,
+    workflow: &'a WorkflowVersion,
+    status: &'a str,
+) -> impl Iterator<Item = &'a Transition> + 'a {
+    workflow
+        .definition
+        .transitions_from(status)
+        .filter(move |transition| may_take(actor, transition))
+}
