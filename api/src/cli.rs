@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::{Application, configuration::Settings, db, telemetry};
+use crate::{Application, configuration::Settings, db, state::AppState, telemetry};
 
 #[derive(Parser)]
 #[command(name = "platform", version, about = "Multi-tenant GraphQL backend")]
@@ -24,8 +24,12 @@ enum Command {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
-    /// Create demo companies to explore in GraphiQL.
-    DemoSeed,
+    /// Create demo companies (restaurant, bike shop, clinic) with members, catalog and orders.
+    DemoSeed {
+        /// Also add this many orders to the demo restaurant (batched, for load tests).
+        #[arg(long, default_value_t = 0)]
+        bulk_orders: u64,
+    },
     /// Create (or promote) a platform operator, who manages companies. The password is read
     /// from PLATFORM_OPERATOR_PASSWORD or, when unset, from the first line of standard input.
     CreateOperator {
@@ -59,10 +63,9 @@ pub async fn run() -> anyhow::Result<()> {
             println!("operator {email} is ready; log in with the operatorLogin mutation");
             Ok(())
         }
-        Command::DemoSeed => {
-            let connection = db::connect(&load_settings()?).await?;
-            db::migrate(&connection).await?;
-            crate::demo::seed(&connection).await
+        Command::DemoSeed { bulk_orders } => {
+            let state = AppState::connect(load_settings()?).await?;
+            crate::demo::seed(&state, bulk_orders).await
         }
     }
 }

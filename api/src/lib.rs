@@ -40,10 +40,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{
-    auth::jwt::JwtKeys, configuration::Settings, rate_limit::RateLimiter, rbac::Rbac,
-    state::AppState,
-};
+use crate::{configuration::Settings, state::AppState};
 
 /// A built server, bound to its port and ready to run.
 pub struct Application {
@@ -67,39 +64,8 @@ impl ShutdownHandle {
 impl Application {
     /// Connects to the database (and Redis when configured), migrates, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        install_crypto_provider();
-        settings.validate()?;
-        // Resolved up front so a missing production secret stops the start, not the first login.
-        let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
-        let mut db = db::connect(&settings).await?;
-        db::migrate(&db).await?;
-        let statements = db::instrument(&mut db);
-        let mut rbac = Rbac::load(db.clone()).await?;
-        rbac.spawn_periodic_reload();
-        let (redis, limiter) = match &settings.redis_url {
-            Some(url) => {
-                let client = redis::Client::open(url.as_str())
-                    .context("REDIS_URL is not a valid Redis URL")?;
-                let connection = redis::aio::ConnectionManager::new(client.clone())
-                    .await
-                    .context("Failed to connect to Redis: check REDIS_URL and that the server is reachable")?;
-                rbac = rbac
-                    .with_redis(&client, connection.clone(), &settings.redis_namespace)
-                    .await?;
-                let limiter = RateLimiter::redis(connection.clone(), &settings.redis_namespace);
-                (Some(connection), limiter)
-            }
-            None => (None, RateLimiter::in_process()),
-        };
-        let state = AppState {
-            db,
-            redis,
-            settings: Arc::new(settings),
-            jwt,
-            rbac,
-            limiter: Arc::new(limiter),
-            statements,
-        };
+        let state = AppState::connect(settings).await?;
+        state.rbac.spawn_periodic_reload();
         let schema = graphql::build_schema(&state.settings, state.clone());
         let router = http::router(http::HttpState {
             app: state.clone(),

@@ -2,9 +2,10 @@
 
 use std::sync::{Arc, atomic::AtomicU64};
 
+use anyhow::Context;
 use sea_orm::DatabaseConnection;
 
-use crate::{auth::jwt::JwtKeys, configuration::Settings, rate_limit::RateLimiter, rbac::Rbac};
+use crate::{auth::jwt::JwtKeys, configuration::Settings, db, rate_limit::RateLimiter, rbac::Rbac};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,4 +17,45 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// SQL statements run since start.
     pub statements: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// Validates the settings, connects to the database (migrating it) and, when configured, to
+    /// Redis. The server and the CLI commands that act through services both start here.
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
+        settings.validate()?;
+        // Resolved up front so a missing production secret stops the start, not the first login.
+        let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
+        let mut db = db::connect(&settings).await?;
+        db::migrate(&db).await?;
+        let statements = db::instrument(&mut db);
+        let mut rbac = Rbac::load(db.clone()).await?;
+        let (redis, limiter) = match &settings.redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url.as_str())
+                    .context("REDIS_URL is not a valid Redis URL")?;
+                let connection = redis::aio::ConnectionManager::new(client.clone())
+                    .await
+                    .context(
+                        "Failed to connect to Redis: check REDIS_URL and that the server is reachable",
+                    )?;
+                rbac = rbac
+                    .with_redis(&client, connection.clone(), &settings.redis_namespace)
+                    .await?;
+                let limiter = RateLimiter::redis(connection.clone(), &settings.redis_namespace);
+                (Some(connection), limiter)
+            }
+            None => (None, RateLimiter::in_process()),
+        };
+        Ok(Self {
+            db,
+            redis,
+            settings: Arc::new(settings),
+            jwt,
+            rbac,
+            limiter: Arc::new(limiter),
+            statements,
+        })
+    }
 }

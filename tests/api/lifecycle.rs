@@ -132,3 +132,75 @@ async fn sigterm_lets_a_request_in_flight_finish() {
         "no new connections after shutdown"
     );
 }
+
+#[tokio::test]
+async fn demo_seed_fills_three_companies_once_and_their_admins_can_log_in() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let seed = || {
+        platform()
+            .arg("demo-seed")
+            .env("PLATFORM_DATA_DIR", data.path())
+            .env("PLATFORM_DEMO_PASSWORD", "demo password 123")
+            .output()
+            .expect("the binary runs")
+    };
+
+    let first = seed();
+    let second = seed();
+    let (mut child, port) = serve(data.path());
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/graphql");
+    let login: serde_json::Value = client
+        .post(&url)
+        .json(&serde_json::json!({ "query": "mutation { login(input: { email: \"admin@demo-bike-shop.example\", password: \"demo password 123\" }) { accessToken } }" }))
+        .send()
+        .await
+        .expect("reachable")
+        .json()
+        .await
+        .expect("json");
+    let token = login["data"]["login"]["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let orders: serde_json::Value = client
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "query": "{ orders { totalCount edges { node { status } } } members { roles } }" }))
+        .send()
+        .await
+        .expect("reachable")
+        .json()
+        .await
+        .expect("json");
+    child.kill().ok();
+    child.wait().ok();
+
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let printed = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        printed.contains("mechanic@demo-bike-shop.example"),
+        "{printed}"
+    );
+    assert!(String::from_utf8_lossy(&second.stdout).contains("exists already"));
+    assert_eq!(orders["data"]["orders"]["totalCount"], 6, "{orders}");
+    let statuses: std::collections::BTreeSet<&str> = orders["data"]["orders"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .filter_map(|edge| edge["node"]["status"].as_str())
+        .collect();
+    assert!(
+        statuses.len() >= 5,
+        "orders spread over the flow: {statuses:?}"
+    );
+    assert_eq!(
+        orders["data"]["members"].as_array().map(Vec::len),
+        Some(4),
+        "one per built-in role: {orders}"
+    );
+}
