@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Load benchmark of the front-end order list: "first 50 orders of the company, with customer,
+# items with product names, and history", at concurrency 32, on SQLite and on PostgreSQL.
+#
+#   bench/orders-load.sh                 # both databases, 100,000 orders, 20 s each
+#   ORDERS=20000 DURATION=10s bench/orders-load.sh sqlite
+#
+# Installs oha (cargo install oha --locked) when missing. Prints requests/s, p50 and p99.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORDERS="${ORDERS:-100000}"
+DURATION="${DURATION:-20s}"
+CONCURRENCY="${CONCURRENCY:-32}"
+PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=(sqlite postgres); fi
+PASSWORD="bench password $$"
+
+command -v oha >/dev/null || cargo install oha --locked
+command -v jq >/dev/null || { echo "jq is needed (apt-get install -y jq)" >&2; exit 1; }
+cargo build --release --quiet --bin platform
+BIN=target/release/platform
+
+QUERY='query Page { orders(first: 50) { edges { node { number status total { amountMinor }
+  customer { name } items { quantity product { name } } history { from to at } } } } }'
+
+run() {
+  local name=$1 database_url=$2
+  local data port pid token
+  data=$(mktemp -d)
+  port=$((20000 + RANDOM % 20000))
+  local env=(PLATFORM_DATA_DIR="$data" PLATFORM_BIND="127.0.0.1:$port" PLATFORM_LOG_FORMAT=json
+             RUST_LOG=warn PLATFORM_DEMO_PASSWORD="$PASSWORD" PLATFORM_API_RATE_LIMIT=1000000000)
+  [ -n "$database_url" ] && env+=(DATABASE_URL="$database_url")
+
+  echo "== $name: seeding $ORDERS orders"
+  local started=$SECONDS
+  env "${env[@]}" "$BIN" demo-seed --bulk-orders "$ORDERS" >/dev/null
+  echo "   seeded in $((SECONDS - started)) s"
+
+  env "${env[@]}" "$BIN" serve >"$data/server.log" 2>&1 &
+  pid=$!
+  trap 'kill $pid 2>/dev/null || true' RETURN
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+
+  token=$(curl -fs "http://127.0.0.1:$port/graphql" -H 'content-type: application/json' \
+    -d "{\"query\":\"mutation { login(input: { email: \\\"admin@demo-restaurant.example\\\", password: \\\"$PASSWORD\\\" }) { accessToken } }\"}" \
+    | jq -r .data.login.accessToken)
+  local body
+  body=$(jq -nc --arg q "$QUERY" '{query: $q}')
+  # Sanity: the query answers 50 orders.
+  curl -fs "http://127.0.0.1:$port/graphql" -H 'content-type: application/json' -H "authorization: Bearer $token" \
+    -d "$body" | jq -e '.data.orders.edges | length == 50' >/dev/null
+
+  oha --no-tui -z "$DURATION" -c "$CONCURRENCY" -m POST -H 'content-type: application/json' \
+    -H "authorization: Bearer $token" -d "$body" --output-format json \
+    "http://127.0.0.1:$port/graphql" > "$data/oha.json"
+  jq -r --arg name "$name" '"\($name): \(.summary.requestsPerSec | floor) req/s, p50 \(.latencyPercentiles.p50 * 1000 | . * 10 | floor / 10) ms, p99 \(.latencyPercentiles.p99 * 1000 | . * 10 | floor / 10) ms, success \(.summary.successRate * 100)%"' "$data/oha.json"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  if [ -n "$database_url" ]; then
+    psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS \"${database_url##*/}\" WITH (FORCE)" >/dev/null
+  fi
+  rm -rf "$data"
+}
+
+for target in "${TARGETS[@]}"; do
+  case "$target" in
+    sqlite) run sqlite "" ;;
+    postgres)
+      db="platform_bench_$$"
+      psql "$PG_ADMIN_URL" -qc "CREATE DATABASE \"$db\"" >/dev/null
+      run postgres "${PG_ADMIN_URL%/*}/$db"
+      ;;
+    *) echo "unknown target $target (sqlite or postgres)" >&2; exit 2 ;;
+  esac
+done
