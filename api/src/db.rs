@@ -20,6 +20,15 @@ use crate::configuration::Settings;
 /// Connects to the configured database; SQLite gets WAL, foreign keys and a busy timeout.
 pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
     let url = settings.database_url();
+    connect_with(settings, if url.starts_with("sqlite:") { 8 } else { 32 }).await
+}
+
+/// Like [`connect`], with a pool of at most `max_connections`.
+pub async fn connect_with(
+    settings: &Settings,
+    max_connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
+    let url = settings.database_url();
     if settings.database_url.is_none() {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
@@ -41,11 +50,9 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
                 .busy_timeout(Duration::from_secs(10))
                 .create_if_missing(true)
         });
-    if url.starts_with("sqlite:") {
-        options.max_connections(8);
-    } else {
-        options.max_connections(32).min_connections(2);
-    }
+    options
+        .max_connections(max_connections)
+        .min_connections(1.min(max_connections));
     let db = Database::connect(options).await.with_context(|| {
         format!(
             "Failed to connect to the database at {}: check DATABASE_URL and that the server is reachable",

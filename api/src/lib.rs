@@ -22,10 +22,12 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod rate_limit;
 pub mod rbac;
+pub mod realtime;
 pub mod services;
 pub mod state;
 pub mod telemetry;
@@ -67,11 +69,14 @@ impl Application {
         let state = AppState::connect(settings).await?;
         state.rbac.spawn_periodic_reload();
         let schema = graphql::build_schema(&state.settings, state.clone());
+        let (socketio, io) = realtime::socketio::layer(&state);
+        tokio::spawn(realtime::socketio::forward(io, state.clone()));
         let router = http::router(http::HttpState {
             app: state.clone(),
             schema,
             metrics: metrics_handle(),
             trusted_proxies: Arc::new(state.settings.trusted_proxy_networks()?),
+            socketio,
         })?;
         let listener = TcpListener::bind(state.settings.bind)
             .await
@@ -105,6 +110,12 @@ impl Application {
     /// Serves until a signal or the shutdown handle; requests in flight are finished first.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let mut stop = self.shutdown.0.subscribe();
+        let relay = tokio::spawn(events::relay::run(
+            self.state.background_db.clone(),
+            self.state.bus.clone(),
+            self.state.relay_wake.clone(),
+            self.shutdown.0.subscribe(),
+        ));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "listening on http://{address}");
         axum::serve(
@@ -121,11 +132,21 @@ impl Application {
         })
         .await
         .context("The HTTP server failed")?;
+        // The server has stopped; let the relay finish its batch, then close.
+        self.shutdown.trigger();
+        if relay.await.is_err() {
+            tracing::warn!("the outbox relay ended abnormally");
+        }
         self.state
             .db
             .close()
             .await
             .context("Failed to close the database")?;
+        self.state
+            .background_db
+            .close()
+            .await
+            .context("Failed to close the background database pool")?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -4,12 +4,18 @@ use std::sync::{Arc, atomic::AtomicU64};
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+
+use crate::events::EventBus;
 
 use crate::{auth::jwt::JwtKeys, configuration::Settings, db, rate_limit::RateLimiter, rbac::Rbac};
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// A separate small pool for background workers (the outbox relay), so they neither wait
+    /// behind request traffic nor show up in its statement count.
+    pub background_db: DatabaseConnection,
     pub redis: Option<redis::aio::ConnectionManager>,
     pub settings: Arc<Settings>,
     pub jwt: JwtKeys,
@@ -17,6 +23,17 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// SQL statements run since start.
     pub statements: Arc<AtomicU64>,
+    /// Committed events, after the relay publishes them.
+    pub bus: EventBus,
+    /// Wakes the relay right after a commit that wrote events.
+    pub relay_wake: Arc<Notify>,
+}
+
+impl AppState {
+    /// Call after committing a transaction that wrote outbox events.
+    pub fn events_committed(&self) {
+        self.relay_wake.notify_one();
+    }
 }
 
 impl AppState {
@@ -30,8 +47,9 @@ impl AppState {
         let mut db = db::connect(&settings).await?;
         db::migrate(&db).await?;
         let statements = db::instrument(&mut db);
+        let background_db = db::connect_with(&settings, 2).await?;
         let mut rbac = Rbac::load(db.clone()).await?;
-        let (redis, limiter) = match &settings.redis_url {
+        let (redis, limiter, bus) = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
                     .context("REDIS_URL is not a valid Redis URL")?;
@@ -44,18 +62,23 @@ impl AppState {
                     .with_redis(&client, connection.clone(), &settings.redis_namespace)
                     .await?;
                 let limiter = RateLimiter::redis(connection.clone(), &settings.redis_namespace);
-                (Some(connection), limiter)
+                let bus =
+                    EventBus::redis(&client, connection.clone(), &settings.redis_namespace).await?;
+                (Some(connection), limiter, bus)
             }
-            None => (None, RateLimiter::in_process()),
+            None => (None, RateLimiter::in_process(), EventBus::in_process()),
         };
         Ok(Self {
             db,
+            background_db,
             redis,
             settings: Arc::new(settings),
             jwt,
             rbac,
             limiter: Arc::new(limiter),
             statements,
+            bus,
+            relay_wake: Arc::new(Notify::new()),
         })
     }
 }

@@ -22,6 +22,8 @@ pub struct Model {
     pub payload: String,
     pub occurred_at: DateTimeUtc,
     pub relayed_at: Option<DateTimeUtc>,
+    /// Publication order, set by the relay; the cursor of the `events` query.
+    pub position: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

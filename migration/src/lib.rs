@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_companies;
 mod m20261122_000002_create_identity;
 mod m20261122_000003_create_orders;
+mod m20261122_000004_outbox_position;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_companies::Migration),
             Box::new(m20261122_000002_create_identity::Migration),
             Box::new(m20261122_000003_create_orders::Migration),
+            Box::new(m20261122_000004_outbox_position::Migration),
         ]
     }
 }

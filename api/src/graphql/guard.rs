@@ -9,7 +9,7 @@ use std::{collections::HashSet, sync::Arc};
 use async_graphql::{
     ServerError, ServerResult, ValidationResult, Variables,
     extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation},
-    parser::types::{ExecutableDocument, Selection, SelectionSet},
+    parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet},
 };
 
 use crate::configuration::GraphqlLimits;
@@ -68,6 +68,12 @@ impl Extension for GuardExtension {
             with_code(error, code)
         })?;
         self.check_shape(&document)?;
+        if ctx
+            .data_opt::<crate::realtime::websocket::OverWebSocket>()
+            .is_some()
+        {
+            only_subscriptions(&document)?;
+        }
         Ok(document)
     }
 
@@ -129,6 +135,25 @@ impl GuardExtension {
             }
         }
         Ok(())
+    }
+}
+
+/// Queries and mutations go through `POST /graphql`, where rate limits and batching rules apply.
+fn only_subscriptions(document: &ExecutableDocument) -> ServerResult<()> {
+    let all_subscriptions = document
+        .operations
+        .iter()
+        .all(|(_, operation)| operation.node.ty == OperationType::Subscription);
+    if all_subscriptions {
+        Ok(())
+    } else {
+        Err(with_code(
+            ServerError::new(
+                "only subscriptions run over the WebSocket; send queries and mutations to POST /graphql",
+                None,
+            ),
+            "BAD_REQUEST",
+        ))
     }
 }
 

@@ -6,6 +6,7 @@ mod catalog;
 mod commerce;
 pub mod context;
 mod customers;
+mod events;
 mod guard;
 mod identity;
 pub mod loaders;
@@ -15,7 +16,7 @@ mod orders;
 mod system;
 mod workflows;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 pub use guard::{PARSE_FAILED, TOO_COMPLEX, VALIDATION_FAILED, with_code};
 
@@ -33,6 +34,7 @@ pub struct QueryRoot(
     catalog::CatalogQuery,
     workflows::WorkflowQuery,
     orders::OrderQuery,
+    events::EventQuery,
 );
 
 /// Everything a client can change.
@@ -48,13 +50,13 @@ pub struct MutationRoot(
     orders::OrderMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, events::SubscriptionRoot>;
 
-fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, events::SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        events::SubscriptionRoot,
     )
 }
 

@@ -11,7 +11,6 @@ use std::{
 use async_graphql::{
     BatchRequest, BatchResponse, ErrorExtensions, Response as GraphqlResponse, ServerError,
 };
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Extension, Json,
     body::Bytes,
@@ -27,6 +26,7 @@ use crate::{
     error::{ApiError, ApiResult},
     graphql::{context::ClientIp, loaders::loaders, with_code},
     rate_limit::Limit,
+    realtime::websocket,
     services::identity::{self, Credentials},
 };
 
@@ -268,13 +268,20 @@ fn code_and_request_id(error: ServerError, request_id: &RequestId) -> ServerErro
 
 pub async fn graphql_ws(
     State(state): State<HttpState>,
-    protocol: GraphQLProtocol,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let protocol = match websocket::protocol(&headers) {
+        Ok(protocol) => protocol,
+        Err(response) => return response,
+    };
+    let client = client_ip(peer.ip(), &headers, &state.trusted_proxies);
     let schema = state.schema.clone();
+    let app = state.app.clone();
     upgrade
-        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| GraphQLWebSocket::new(stream, schema, protocol).serve())
+        .protocols(websocket::subprotocols())
+        .on_upgrade(move |socket| websocket::serve(socket, schema, app, protocol, client))
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct HttpState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: std::sync::Arc<Vec<ipnet::IpNet>>,
+    /// Serves `/socket.io` before the routes.
+    pub socketio: socketioxide::layer::SocketIoLayer,
 }
 
 pub fn router(state: HttpState) -> anyhow::Result<Router> {
@@ -52,7 +54,8 @@ pub fn router(state: HttpState) -> anyhow::Result<Router> {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(state.socketio.clone())
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(

@@ -5,6 +5,7 @@ pub mod access;
 pub mod catalog;
 pub mod companies;
 pub mod customers;
+pub mod events;
 pub mod identity;
 pub mod orders;
 pub mod outbox;

@@ -250,6 +250,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
     )
     .await?;
     txn.commit().await?;
+    state.events_committed();
     tracing::info!(order_id = %order.id, number = order.number, "order created");
     Ok(order)
 }
@@ -465,6 +466,7 @@ pub async fn transition(
     )
     .await?;
     txn.commit().await?;
+    state.events_committed();
     tracing::info!(%from, %to, "order moved");
     Ok(order::Model {
         status: to,

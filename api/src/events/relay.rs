@@ -1,0 +1,147 @@
+//! The outbox relay: publishes committed events in order and marks them relayed. A crash
+//! between publishing and marking means the batch is published again on restart — delivery is
+//! at least once, never lost.
+//!
+//! On PostgreSQL several instances run a relay; a transaction-scoped advisory lock lets one of
+//! them relay at a time (so positions follow a single order), and the rows are claimed with
+//! `FOR UPDATE SKIP LOCKED`. On SQLite the claim is the first statement of the transaction,
+//! which takes the database's write lock.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use entity::outbox;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Statement, TransactionTrait,
+    sea_query::{Expr, LockBehavior, LockType},
+};
+use tokio::sync::{Notify, watch};
+
+use super::{BusEvent, EventBus};
+
+const BATCH: u64 = 200;
+/// How often the relay looks for events without being woken (events of a crashed instance).
+const POLL: Duration = Duration::from_millis(500);
+const RELAY_LOCK: i64 = 7_245_002;
+
+/// Runs until `stop` turns true; `wake` is notified after every commit that wrote events.
+pub async fn run(
+    db: sea_orm::DatabaseConnection,
+    bus: EventBus,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        loop {
+            match relay_batch(&db, &bus).await {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(error = ?error, "outbox relay failed; retrying");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+/// Publishes one batch; returns how many events it published.
+pub async fn relay_batch(db: &sea_orm::DatabaseConnection, bus: &EventBus) -> anyhow::Result<usize> {
+    let txn = db.begin().await?;
+    let Some(rows) = claim(&txn).await? else {
+        return Ok(0);
+    };
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let last: Option<Option<i64>> = outbox::Entity::find()
+        .select_only()
+        .column_as(outbox::Column::Position.max(), "last")
+        .into_tuple()
+        .one(&txn)
+        .await?;
+    let mut position = last.flatten().unwrap_or(0);
+    let now = Utc::now();
+    let count = rows.len();
+    for row in rows {
+        position += 1;
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::Position, Expr::value(position))
+            .col_expr(outbox::Column::RelayedAt, Expr::value(now))
+            .filter(outbox::Column::Id.eq(row.id))
+            .exec(&txn)
+            .await?;
+        let payload = serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null);
+        bus.publish(BusEvent {
+            event_id: row.event_id,
+            position,
+            company_id: row.company_id,
+            event_type: row.event_type,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            sequence: row.sequence,
+            occurred_at: row.occurred_at,
+            payload,
+        })
+        .await?;
+    }
+    txn.commit().await?;
+    metrics::counter!("outbox_events_relayed_total").increment(count as u64);
+    Ok(count)
+}
+
+/// The next unrelayed events in commit order, claimed for this transaction; `None` when another
+/// instance is relaying right now.
+async fn claim(txn: &DatabaseTransaction) -> anyhow::Result<Option<Vec<outbox::Model>>> {
+    let unrelayed = outbox::Entity::find()
+        .filter(outbox::Column::RelayedAt.is_null())
+        .order_by_asc(outbox::Column::Id)
+        .limit(BATCH);
+    match txn.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let locked = txn
+                .query_one_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    format!("SELECT pg_try_advisory_xact_lock({RELAY_LOCK}) AS locked"),
+                ))
+                .await?
+                .map(|row| row.try_get::<bool>("", "locked"))
+                .transpose()?
+                .unwrap_or(false);
+            if !locked {
+                return Ok(None);
+            }
+            Ok(Some(
+                unrelayed
+                    .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                    .all(txn)
+                    .await?,
+            ))
+        }
+        _ => {
+            // Writing first takes SQLite's write lock, so no other relay reads the same rows.
+            let claimed_at = Utc::now();
+            let ids = unrelayed.select_only().column(outbox::Column::Id).into_query();
+            outbox::Entity::update_many()
+                .col_expr(outbox::Column::RelayedAt, Expr::value(claimed_at))
+                .filter(outbox::Column::RelayedAt.is_null())
+                .filter(outbox::Column::Id.in_subquery(ids))
+                .exec(txn)
+                .await?;
+            Ok(Some(
+                outbox::Entity::find()
+                    .filter(outbox::Column::RelayedAt.eq(claimed_at))
+                    .filter(outbox::Column::Position.is_null())
+                    .order_by_asc(outbox::Column::Id)
+                    .all(txn)
+                    .await?,
+            ))
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Domain events: the `events` catch-up query and the real-time subscriptions.
+//!
+//! A subscriber receives only its company's events: every stream filters on the actor's
+//! company before anything else, whatever ids the client names.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Json, Object, Result, SimpleObject, Subscription};
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::{
+    commerce::{PageInfo, decode_cursor, encode_cursor, page_size},
+    context::{actor, parse_id, state},
+};
+use crate::{
+    auth::Actor,
+    error::ApiError,
+    events::BusEvent,
+    services::{authorize, events},
+};
+
+/// Something that happened in the company, e.g. `order.status_changed`.
+#[derive(SimpleObject, Clone)]
+pub struct DomainEvent {
+    id: ID,
+    #[graphql(name = "type")]
+    event_type: String,
+    /// The order (or other entity) the event is about.
+    aggregate_id: ID,
+    /// 1, 2, 3… per aggregate: events of one entity arrive in this order.
+    sequence: i64,
+    occurred_at: DateTime<Utc>,
+    /// Event data; carries `schemaVersion`.
+    payload: Json<serde_json::Value>,
+}
+
+impl From<&BusEvent> for DomainEvent {
+    fn from(event: &BusEvent) -> Self {
+        Self {
+            id: ID(event.event_id.to_string()),
+            event_type: event.event_type.clone(),
+            aggregate_id: ID(event.aggregate_id.to_string()),
+            sequence: event.sequence,
+            occurred_at: event.occurred_at,
+            payload: Json(event.payload.clone()),
+        }
+    }
+}
+
+impl From<entity::outbox::Model> for DomainEvent {
+    fn from(row: entity::outbox::Model) -> Self {
+        Self {
+            id: ID(row.event_id.to_string()),
+            event_type: row.event_type,
+            aggregate_id: ID(row.aggregate_id.to_string()),
+            sequence: row.sequence,
+            occurred_at: row.occurred_at,
+            payload: Json(serde_json::from_str(&row.payload).unwrap_or_default()),
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct EventEdge {
+    cursor: String,
+    node: DomainEvent,
+}
+
+#[derive(SimpleObject)]
+pub struct EventConnection {
+    edges: Vec<EventEdge>,
+    page_info: PageInfo,
+}
+
+fn position_cursor(position: i64) -> String {
+    encode_cursor(&format!("event:{position}"))
+}
+
+fn parse_position(cursor: &str) -> Result<i64, ApiError> {
+    decode_cursor("after", cursor)?
+        .strip_prefix("event:")
+        .and_then(|position| position.parse().ok())
+        .ok_or_else(|| ApiError::validation("after", "this cursor did not come from this API"))
+}
+
+#[derive(Default)]
+pub struct EventQuery;
+
+#[Object]
+impl EventQuery {
+    /// The company's events in publication order (`events:read`). Keep the last `cursor` and
+    /// pass it as `after` to receive only what happened since: nothing is ever skipped.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        types: Option<Vec<String>>,
+        first: Option<i32>,
+    ) -> Result<EventConnection> {
+        let after = after.as_deref().map(parse_position).transpose()?;
+        let page = events::list(
+            state(ctx)?,
+            actor(ctx)?,
+            after,
+            &types.unwrap_or_default(),
+            page_size(first),
+        )
+        .await?;
+        let edges: Vec<EventEdge> = page
+            .events
+            .into_iter()
+            .map(|row| EventEdge {
+                cursor: position_cursor(row.position.unwrap_or_default()),
+                node: row.into(),
+            })
+            .collect();
+        Ok(EventConnection {
+            page_info: PageInfo {
+                has_next_page: page.has_next_page,
+                has_previous_page: after.is_some(),
+                start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+                end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+            },
+            edges,
+        })
+    }
+}
+
+/// The company's events as they are published, filtered by `keep`.
+fn company_stream<F>(
+    ctx: &Context<'_>,
+    actor: &Actor,
+    keep: F,
+) -> Result<impl Stream<Item = DomainEvent> + use<F>, ApiError>
+where
+    F: Fn(&BusEvent) -> bool + Send + 'static,
+{
+    let company_id = actor.company_id();
+    let receiver = state(ctx)?.bus.subscribe();
+    Ok(BroadcastStream::new(receiver).filter_map(move |received| {
+        let event = match received {
+            Ok(event) => Some(event),
+            Err(lagged) => {
+                tracing::warn!(%lagged, "a subscriber fell behind; it can catch up with `events`");
+                None
+            }
+        };
+        let kept = event
+            .filter(|event: &Arc<BusEvent>| event.company_id == company_id && keep(event))
+            .map(|event| DomainEvent::from(event.as_ref()));
+        async move { kept }
+    }))
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Events of the company's orders (`orders:read`), or of one order.
+    async fn order_events(
+        &self,
+        ctx: &Context<'_>,
+        order_id: Option<ID>,
+    ) -> Result<impl Stream<Item = DomainEvent> + use<>> {
+        let actor = actor(ctx)?;
+        authorize(state(ctx)?, actor, "orders", "read").await?;
+        let order_id = order_id.as_ref().map(|id| parse_id("orderId", id)).transpose()?;
+        Ok(company_stream(ctx, actor, move |event| {
+            event.aggregate_type == "order"
+                && order_id.is_none_or(|order_id| event.aggregate_id == order_id)
+        })?)
+    }
+
+    /// Every event of the company (`events:read`), optionally of some types only.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        types: Option<Vec<String>>,
+    ) -> Result<impl Stream<Item = DomainEvent> + use<>> {
+        let actor = actor(ctx)?;
+        authorize(state(ctx)?, actor, "events", "read").await?;
+        let types = types.unwrap_or_default();
+        Ok(company_stream(ctx, actor, move |event| {
+            types.is_empty() || types.contains(&event.event_type)
+        })?)
+    }
+
+    /// Notifications addressed to the logged-in person.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = Json<serde_json::Value>> + use<>> {
+        let actor = actor(ctx)?;
+        let user_id = actor
+            .user_id()
+            .ok_or_else(|| ApiError::forbidden("API keys receive no personal notifications"))?
+            .to_string();
+        let stream = company_stream(ctx, actor, move |event| {
+            event.event_type == "notification.created"
+                && event.payload.get("userId").and_then(|id| id.as_str()) == Some(user_id.as_str())
+        })?;
+        Ok(stream.map(|event| event.payload))
+    }
+}

@@ -1,0 +1,40 @@
+//! Reading the company's published events, for integrators catching up after a disconnect.
+
+use entity::outbox;
+use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::{authorize, tenant};
+use crate::{auth::Actor, error::ApiResult, state::AppState};
+
+pub struct EventPage {
+    pub events: Vec<outbox::Model>,
+    pub has_next_page: bool,
+}
+
+/// Published events after position `after`, oldest first, optionally of some types only.
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    after: Option<i64>,
+    types: &[String],
+    first: u64,
+) -> ApiResult<EventPage> {
+    authorize(state, actor, "events", "read").await?;
+    let mut query = tenant::find::<outbox::Entity>(actor)
+        .filter(outbox::Column::Position.is_not_null())
+        .filter(outbox::Column::Position.gt(after.unwrap_or(0)));
+    if !types.is_empty() {
+        query = query.filter(outbox::Column::EventType.is_in(types.to_vec()));
+    }
+    let mut events = query
+        .order_by_asc(outbox::Column::Position)
+        .limit(first + 1)
+        .all(&state.db)
+        .await?;
+    let has_next_page = events.len() as u64 > first;
+    events.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    Ok(EventPage {
+        events,
+        has_next_page,
+    })
+}
