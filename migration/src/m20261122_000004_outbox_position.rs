@@ -20,7 +20,13 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, "outbox_company_position_idx", Outbox::Table, &[Outbox::CompanyId, Outbox::Position]).await?;
+        index(
+            manager,
+            "outbox_company_position_idx",
+            Outbox::Table,
+            &[Outbox::CompanyId, Outbox::Position],
+        )
+        .await?;
         manager
             .create_index(
                 Index::create()
@@ -35,13 +41,28 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name("outbox_position_key").table(Outbox::Table).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("outbox_position_key")
+                    .table(Outbox::Table)
+                    .to_owned(),
+            )
             .await?;
         manager
-            .drop_index(Index::drop().name("outbox_company_position_idx").table(Outbox::Table).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("outbox_company_position_idx")
+                    .table(Outbox::Table)
+                    .to_owned(),
+            )
             .await?;
         manager
-            .alter_table(Table::alter().table(Outbox::Table).drop_column(Outbox::Position).to_owned())
+            .alter_table(
+                Table::alter()
+                    .table(Outbox::Table)
+                    .drop_column(Outbox::Position)
+                    .to_owned(),
+            )
             .await
     }
 }

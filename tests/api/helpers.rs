@@ -180,6 +180,23 @@ impl TestApp {
         text(id)
     }
 
+    /// Stops this server as a restart would and starts a new one on the same database.
+    pub async fn restart(mut self) -> TestApp {
+        let postgres = self.postgres.take();
+        let data_dir = self._data_dir.take();
+        let mut settings = self.settings.clone();
+        settings.bind = "127.0.0.1:0".parse().expect("valid address");
+        self.shutdown.trigger();
+        drop(self);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        start(settings, postgres, data_dir).await
+    }
+
+    /// `ws://…` of this server.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{}", self.address.replacen("http://", "ws://", 1), path)
+    }
+
     pub fn statement_count(&self) -> u64 {
         self.statements.load(Ordering::SeqCst)
     }

@@ -40,13 +40,17 @@ fn production_refuses_to_start_without_a_secret() {
 fn migrate_creates_the_embedded_database() {
     let data = tempfile::tempdir().expect("temp dir");
 
-    let status = platform()
+    let output = platform()
         .arg("migrate")
         .env("PLATFORM_DATA_DIR", data.path())
-        .status()
+        .output()
         .expect("the binary runs");
 
-    assert!(status.success());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(data.path().join("platform.db").exists());
 }
 

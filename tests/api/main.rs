@@ -9,5 +9,6 @@ mod helpers;
 mod identity;
 mod lifecycle;
 mod orders;
+mod realtime;
 mod tenancy;
 mod workflows;

@@ -52,7 +52,10 @@ pub async fn run(
 }
 
 /// Publishes one batch; returns how many events it published.
-pub async fn relay_batch(db: &sea_orm::DatabaseConnection, bus: &EventBus) -> anyhow::Result<usize> {
+pub async fn relay_batch(
+    db: &sea_orm::DatabaseConnection,
+    bus: &EventBus,
+) -> anyhow::Result<usize> {
     let txn = db.begin().await?;
     let Some(rows) = claim(&txn).await? else {
         return Ok(0);
@@ -127,7 +130,10 @@ async fn claim(txn: &DatabaseTransaction) -> anyhow::Result<Option<Vec<outbox::M
         _ => {
             // Writing first takes SQLite's write lock, so no other relay reads the same rows.
             let claimed_at = Utc::now();
-            let ids = unrelayed.select_only().column(outbox::Column::Id).into_query();
+            let ids = unrelayed
+                .select_only()
+                .column(outbox::Column::Id)
+                .into_query();
             outbox::Entity::update_many()
                 .col_expr(outbox::Column::RelayedAt, Expr::value(claimed_at))
                 .filter(outbox::Column::RelayedAt.is_null())

@@ -166,7 +166,10 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = DomainEvent> + use<>> {
         let actor = actor(ctx)?;
         authorize(state(ctx)?, actor, "orders", "read").await?;
-        let order_id = order_id.as_ref().map(|id| parse_id("orderId", id)).transpose()?;
+        let order_id = order_id
+            .as_ref()
+            .map(|id| parse_id("orderId", id))
+            .transpose()?;
         Ok(company_stream(ctx, actor, move |event| {
             event.aggregate_type == "order"
                 && order_id.is_none_or(|order_id| event.aggregate_id == order_id)

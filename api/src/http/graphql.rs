@@ -272,9 +272,8 @@ pub async fn graphql_ws(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let protocol = match websocket::protocol(&headers) {
-        Ok(protocol) => protocol,
-        Err(response) => return response,
+    let Some(protocol) = websocket::protocol(&headers) else {
+        return websocket::unsupported_protocol();
     };
     let client = client_ip(peer.ip(), &headers, &state.trusted_proxies);
     let schema = state.schema.clone();

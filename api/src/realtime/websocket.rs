@@ -37,7 +37,8 @@ pub const CLOSE_FORBIDDEN: u16 = 4403;
 #[derive(Clone, Copy)]
 pub struct OverWebSocket;
 
-pub fn protocol(headers: &HeaderMap) -> Result<WebSocketProtocols, Response> {
+/// The sub-protocol the client asked for, if it is one we speak.
+pub fn protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
     headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|value| value.to_str().ok())
@@ -46,13 +47,15 @@ pub fn protocol(headers: &HeaderMap) -> Result<WebSocketProtocols, Response> {
                 .split(',')
                 .find_map(|protocol| WebSocketProtocols::from_str(protocol.trim()).ok())
         })
-        .ok_or_else(|| {
-            (
-                StatusCode::BAD_REQUEST,
-                "use the graphql-transport-ws sub-protocol",
-            )
-                .into_response()
-        })
+}
+
+/// The answer to an upgrade without a sub-protocol we speak.
+pub fn unsupported_protocol() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "use the graphql-transport-ws sub-protocol",
+    )
+        .into_response()
 }
 
 pub fn subprotocols() -> [&'static str; 2] {
@@ -80,12 +83,18 @@ async fn authenticate(
             (token.clone(), Credentials::Bearer(token))
         }
         None => {
-            return Err((CLOSE_UNAUTHENTICATED, "send Authorization in connection_init".into()));
+            return Err((
+                CLOSE_UNAUTHENTICATED,
+                "send Authorization in connection_init".into(),
+            ));
         }
     };
     match identity::authenticate(state, credentials.1).await {
         Ok(viewer @ Viewer::Member(_)) => Ok((viewer, credentials.0)),
-        Ok(_) => Err((CLOSE_FORBIDDEN, "subscriptions are for company members".into())),
+        Ok(_) => Err((
+            CLOSE_FORBIDDEN,
+            "subscriptions are for company members".into(),
+        )),
         Err(ApiError::Unauthenticated(message)) => Err((CLOSE_UNAUTHENTICATED, message)),
         Err(error) => Err((CLOSE_FORBIDDEN, error.message())),
     }
