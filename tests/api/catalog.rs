@@ -165,3 +165,24 @@ async fn kitchen_staff_cannot_change_the_catalog() {
     assert_eq!(first_error_code(&body), "FORBIDDEN");
     assert!(readable["data"]["products"].is_array(), "{readable}");
 }
+
+#[tokio::test]
+async fn the_currency_cannot_change_under_existing_prices() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("priced", "GENERIC").await;
+    app.create_product(&tenant.access_token, "P", 100, None)
+        .await;
+
+    let body = app
+        .graphql_as(
+            &tenant.access_token,
+            "mutation { updateCompany(input: { currency: \"USD\" }) { currency } }",
+            json!({}),
+        )
+        .await;
+
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"], "input.currency",
+        "{body}"
+    );
+}

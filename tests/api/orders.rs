@@ -442,3 +442,97 @@ async fn orders_filter_search_and_page_without_gaps() {
     assert_eq!(pages, [7, 6, 5, 4, 3, 2, 1]);
     assert_eq!(numbers(&too_many).len(), 7, "first is capped, not refused");
 }
+
+#[tokio::test]
+async fn kitchen_sees_orders_but_not_customer_contacts_or_members() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "privacy", "RESTAURANT").await;
+    app.graphql_as(
+        &shop.token,
+        "mutation U($id: ID!) { updateCustomer(id: $id, input: { email: \"maria@x.test\", phone: \"+5511912345678\" }) { id } }",
+        json!({ "id": shop.customer }),
+    )
+    .await;
+    let (order, _) = new_order(&app, &shop).await;
+    app.invite(&shop.token, "cook@privacy.test", &["KITCHEN"])
+        .await;
+    let cook = app.login("cook@privacy.test", None).await;
+    let query =
+        "query O($id: ID!) { order(id: $id) { customer { name } history { actor { email } } } }";
+    let contacts = "query O($id: ID!) { order(id: $id) { customer { email phone } } }";
+
+    let as_cook = app.graphql_as(&cook, query, json!({ "id": order })).await;
+    let cook_contacts = app
+        .graphql_as(&cook, contacts, json!({ "id": order }))
+        .await;
+    let admin_contacts = app
+        .graphql_as(&shop.token, contacts, json!({ "id": order }))
+        .await;
+
+    assert_eq!(
+        as_cook["data"]["order"]["customer"]["name"], "Maria",
+        "{as_cook}"
+    );
+    assert_eq!(as_cook["data"]["order"]["history"][0]["actor"], Value::Null);
+    assert_eq!(
+        first_error_code(&cook_contacts),
+        "FORBIDDEN",
+        "{cook_contacts}"
+    );
+    assert_eq!(
+        admin_contacts["data"]["order"]["customer"]["email"],
+        "maria@x.test"
+    );
+}
+
+#[tokio::test]
+async fn an_api_key_loses_its_role_when_its_creator_does() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "key-roles", "RESTAURANT").await;
+    app.graphql_as(
+        &shop.token,
+        "mutation { createRole(name: \"INTEGRATOR\", permissions: [{ resource: \"api_keys\", action: \"manage\" }]) { name } }",
+        json!({}),
+    )
+    .await;
+    let member = app
+        .invite(
+            &shop.token,
+            "int@key-roles.test",
+            &["INTEGRATOR", "KITCHEN"],
+        )
+        .await;
+    let integrator = app.login("int@key-roles.test", None).await;
+    let key = app
+        .graphql_as(
+            &integrator,
+            "mutation { createApiKey(name: \"kds\", role: \"KITCHEN\") { secret } }",
+            json!({}),
+        )
+        .await;
+    let key = text(&key["data"]["createApiKey"]["secret"]);
+    let (first, _) = new_order(&app, &shop).await;
+    let (second, _) = new_order(&app, &shop).await;
+    app.transition(&shop.token, &first, "CONFIRMED", None).await;
+    app.transition(&shop.token, &second, "CONFIRMED", None)
+        .await;
+
+    let while_held = app.transition(&key, &first, "PREPARING", None).await;
+    app.graphql_as(
+        &shop.token,
+        "mutation R($id: ID!) { revokeRole(userId: $id, role: \"KITCHEN\") { roles } }",
+        json!({ "id": member }),
+    )
+    .await;
+    let after_revoke = app.transition(&key, &second, "PREPARING", None).await;
+
+    assert_eq!(
+        while_held["data"]["transitionOrder"]["status"], "PREPARING",
+        "{while_held}"
+    );
+    assert_eq!(
+        first_error_code(&after_revoke),
+        "FORBIDDEN",
+        "{after_revoke}"
+    );
+}

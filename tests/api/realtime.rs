@@ -78,6 +78,18 @@ async fn subscribe(app: &TestApp, token: &str, query: &str, variables: Value) ->
     socket
 }
 
+/// The next status change of an order, skipping its creation (which may still be on its way).
+async fn next_status_change(socket: &mut Socket, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = next_event(socket, left).await?;
+        if event["orderEvents"]["type"] == "order.status_changed" {
+            return Some(event);
+        }
+    }
+}
+
 /// The next `next` payload's data, skipping pings.
 async fn next_event(socket: &mut Socket, within: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + within;
@@ -136,11 +148,11 @@ async fn a_subscriber_receives_its_company_events_within_a_second_and_never_anot
 
     let started = std::time::Instant::now();
     app.transition(&a.token, &a_order, "CONFIRMED", None).await;
-    let received = next_event(&mut a_socket, Duration::from_secs(1)).await;
+    let received = next_status_change(&mut a_socket, Duration::from_secs(1)).await;
     let latency = started.elapsed();
     app.transition(&b.token, &b_order, "CONFIRMED", None).await;
     let leaked = next_event(&mut b_socket, Duration::from_millis(700)).await;
-    let a_sees_b = next_event(&mut a_socket, Duration::from_millis(300)).await;
+    let a_sees_b = next_status_change(&mut a_socket, Duration::from_millis(300)).await;
 
     let event =
         received.expect("A's subscriber got the event within a second")["orderEvents"].clone();
@@ -365,7 +377,13 @@ async fn socketio_clients_get_their_company_order_updates_only() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     app.transition(&a.token, &a_order, "CONFIRMED", None).await;
-    let a_update = socketio_packet(&mut a_socket, Duration::from_secs(1)).await;
+    // The order's creation may still be on its way; wait for the confirmation.
+    let a_update = loop {
+        let packet = socketio_packet(&mut a_socket, Duration::from_secs(2)).await;
+        if packet.is_null() || packet[1][1]["status"] == "CONFIRMED" {
+            break packet;
+        }
+    };
     let b_update = socketio_packet(&mut b_socket, Duration::from_millis(700)).await;
 
     assert_eq!(a_connected[0], "connect", "{a_connected}");
@@ -409,8 +427,13 @@ async fn two_instances_deliver_each_others_events() {
     second
         .transition(&shop.token, &order_id, "CONFIRMED", None)
         .await;
-    let over_graphql = next_event(&mut subscription, Duration::from_secs(2)).await;
-    let over_socketio = socketio_packet(&mut socket, Duration::from_secs(2)).await;
+    let over_graphql = next_status_change(&mut subscription, Duration::from_secs(2)).await;
+    let over_socketio = loop {
+        let packet = socketio_packet(&mut socket, Duration::from_secs(2)).await;
+        if packet.is_null() || packet[1][1]["status"] == "CONFIRMED" {
+            break packet;
+        }
+    };
 
     assert_eq!(
         over_graphql.expect("delivered")["orderEvents"]["payload"]["to"],

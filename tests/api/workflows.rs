@@ -224,3 +224,32 @@ async fn of_two_conflicting_transitions_exactly_one_wins_every_time() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_role_that_workflows_use_cannot_be_deleted() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("role-in-use", "GENERIC").await;
+    app.graphql_as(
+        &tenant.access_token,
+        "mutation { createRole(name: \"RUNNER\", permissions: []) { name } }",
+        json!({}),
+    )
+    .await;
+    let mut custom = ping_pong();
+    custom["input"]["transitions"][0]["roles"] = json!(["RUNNER"]);
+    let created = app.graphql_as(&tenant.access_token, CREATE, custom).await;
+    assert!(
+        created["data"]["createWorkflow"]["id"].is_string(),
+        "{created}"
+    );
+
+    let deleted = app
+        .graphql_as(
+            &tenant.access_token,
+            "mutation { deleteRole(name: \"RUNNER\") }",
+            json!({}),
+        )
+        .await;
+
+    assert_eq!(first_error_code(&deleted), "CONFLICT", "{deleted}");
+}

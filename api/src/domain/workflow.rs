@@ -123,7 +123,8 @@ impl Definition {
     ///    known;
     /// 5. every state is reachable from the initial state (first unreachable
     ///    state in definition order is reported);
-    /// 6. every non-terminal state has at least one outgoing transition.
+    /// 6. every non-terminal state has at least one outgoing transition;
+    /// 7. only terminal states release stock.
     pub fn validate(&self, known_roles: &[&str]) -> Result<(), Invalid> {
         if self.states.is_empty() {
             return Err(Invalid::new(
@@ -189,6 +190,22 @@ impl Definition {
                 "exactly one state must be initial, but none is",
             ));
         };
+        // Stock comes back once, when an order ends; a state the order could leave again would
+        // give it back twice.
+        if let Some((i, state)) = self
+            .states
+            .iter()
+            .enumerate()
+            .find(|(_, state)| state.releases_stock && !state.terminal)
+        {
+            return Err(Invalid::new(
+                format!("input.states.{i}.releasesStock"),
+                format!(
+                    "state `{}` releases stock, so it must be terminal",
+                    state.key
+                ),
+            ));
+        }
         if self.states[initial].terminal {
             return Err(Invalid::new(
                 format!("input.states.{initial}.terminal"),

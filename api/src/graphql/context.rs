@@ -56,3 +56,9 @@ pub fn parse_id(field: &str, id: &ID) -> ApiResult<Uuid> {
     Uuid::parse_str(id.as_str())
         .map_err(|_| ApiError::validation(field, format!("`{}` is not a valid id", id.as_str())))
 }
+
+/// Refuses unless the request's actor holds `resource:action`; for fields reachable from
+/// other objects (an order's customer) whose contents need their own permission.
+pub async fn require(ctx: &Context<'_>, resource: &str, action: &str) -> ApiResult<()> {
+    crate::services::authorize(state(ctx)?, actor(ctx)?, resource, action).await
+}

@@ -6,7 +6,7 @@ use entity::customer;
 
 use super::{
     commerce::{id_cursor, page_size, parse_id_cursor},
-    context::{actor, parse_id, state},
+    context::{actor, parse_id, require, state},
     identity::field,
 };
 use crate::{
@@ -15,7 +15,8 @@ use crate::{
     services::customers::{self, CustomerDetails},
 };
 
-/// Someone a company sells to.
+/// Someone a company sells to. Contact details need `customers:read`, also when the customer
+/// is reached through an order.
 pub struct Customer(pub customer::Model);
 
 #[Object]
@@ -26,26 +27,32 @@ impl Customer {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    async fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        require(ctx, "customers", "read").await?;
+        Ok(self.0.email.as_deref())
     }
     /// E.164, e.g. `+5511987654321`.
-    async fn phone(&self) -> Option<&str> {
-        self.0.phone.as_deref()
+    async fn phone(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        require(ctx, "customers", "read").await?;
+        Ok(self.0.phone.as_deref())
     }
     /// CPF or CNPJ, formatted (`123.456.789-09`).
-    async fn document(&self) -> Option<String> {
-        self.0
+    async fn document(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        require(ctx, "customers", "read").await?;
+        Ok(self
+            .0
             .document
             .as_deref()
             .and_then(|digits| TaxDocument::parse(digits).ok())
-            .map(|document| document.formatted())
+            .map(|document| document.formatted()))
     }
-    async fn address(&self) -> Option<&str> {
-        self.0.address.as_deref()
+    async fn address(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        require(ctx, "customers", "read").await?;
+        Ok(self.0.address.as_deref())
     }
-    async fn notes(&self) -> Option<&str> {
-        self.0.notes.as_deref()
+    async fn notes(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        require(ctx, "customers", "read").await?;
+        Ok(self.0.notes.as_deref())
     }
     /// Archived customers stay on their orders but leave lists and new orders.
     async fn archived(&self) -> bool {

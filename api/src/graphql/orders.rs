@@ -9,7 +9,7 @@ use entity::{order, order_item, order_status_history};
 use super::{
     catalog::Product,
     commerce::{Money, PageInfo, decode_cursor, encode_cursor, loaders, page_size},
-    context::{actor, parse_id, state},
+    context::{actor, parse_id, require, state},
     customers::Customer,
     identity::User,
     loaders::{CustomerKey, HistoryOfOrder, ItemsOfOrder, ProductKey, UserKey, WorkflowKey},
@@ -150,11 +150,15 @@ impl StatusChange {
     async fn to(&self) -> &str {
         &self.0.to_status
     }
-    /// The person who made the change; null for an API key or someone no longer a member.
+    /// The person who made the change; null for an API key, someone no longer a member, or a
+    /// viewer without `members:read`.
     async fn actor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
         let Some(user_id) = self.0.actor_user_id else {
             return Ok(None);
         };
+        if require(ctx, "members", "read").await.is_err() {
+            return Ok(None);
+        }
         let user = loaders(ctx)?
             .load_one(UserKey(user_id))
             .await

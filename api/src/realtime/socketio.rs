@@ -55,6 +55,12 @@ async fn authenticate(
     let token = handshake.token.trim().to_string();
     match identity::authenticate(&state, Credentials::Bearer(token)).await {
         Ok(Viewer::Member(actor)) => {
+            // Joined before the client is told it is connected, so no event can slip between.
+            let mut rooms = vec![company_room(actor.company_id())];
+            if let Some(user_id) = actor.user_id() {
+                rooms.push(user_room(user_id));
+            }
+            socket.join(rooms);
             socket.extensions.insert(actor);
             Ok(())
         }
@@ -64,12 +70,7 @@ async fn authenticate(
 }
 
 async fn on_connect(socket: SocketRef, Extension(actor): Extension<Actor>) {
-    let mut rooms = vec![company_room(actor.company_id())];
-    if let Some(user_id) = actor.user_id() {
-        rooms.push(user_room(user_id));
-    }
-    socket.join(rooms);
-    tracing::debug!(company_id = %actor.company_id(), "socket.io client connected");
+    tracing::debug!(company_id = %actor.company_id(), socket = %socket.id, "socket.io client connected");
 }
 
 /// The layer to mount on the router, and the handle that emits.

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use entity::{api_key, casbin_rule, membership, refresh_token, role, user};
+use entity::{api_key, casbin_rule, membership, refresh_token, role, user, workflow};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{authorize, identity, tenant};
 use crate::{
     auth::{self, Actor, api_key_subject, password, secret_hash, user_subject},
-    domain::{Email, Locale},
+    domain::{Email, Locale, workflow::Definition},
     error::{ApiError, ApiResult},
     rbac::{ADMIN, Permission, is_valid_role_name},
     state::AppState,
@@ -108,7 +108,7 @@ async fn insert_permissions(
     Ok(())
 }
 
-/// `subject` holds `role` in the company (idempotent).
+/// `subject` holds `role` in the company (idempotent: the unique index absorbs a repeat).
 pub(super) async fn grant(
     txn: &DatabaseTransaction,
     company_id: Uuid,
@@ -116,19 +116,10 @@ pub(super) async fn grant(
     role: &str,
 ) -> ApiResult<()> {
     let domain = company_id.to_string();
-    let exists = casbin_rule::Entity::find()
-        .filter(casbin_rule::Column::CompanyId.eq(company_id))
-        .filter(casbin_rule::Column::Ptype.eq(GROUPING))
-        .filter(casbin_rule::Column::V0.eq(subject))
-        .filter(casbin_rule::Column::V1.eq(role))
-        .count(txn)
-        .await?
-        > 0;
-    if !exists {
-        rule(company_id, GROUPING, [subject, role, &domain, ""])
-            .insert(txn)
-            .await?;
-    }
+    casbin_rule::Entity::insert(rule(company_id, GROUPING, [subject, role, &domain, ""]))
+        .on_conflict_do_nothing()
+        .exec(txn)
+        .await?;
     Ok(())
 }
 
@@ -192,18 +183,6 @@ async fn require_all(state: &AppState, actor: &Actor, permissions: &[Permission]
             )));
         }
     }
-    Ok(())
-}
-
-/// Takes the company's write lock for membership changes, so two concurrent demotions cannot
-/// both see "another ADMIN remains" (the update locks the row on PostgreSQL and takes the write
-/// lock on SQLite).
-async fn lock_company(txn: &DatabaseTransaction, actor: &Actor) -> ApiResult<()> {
-    entity::company::Entity::update_many()
-        .col_expr(entity::company::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(entity::company::Column::Id.eq(actor.company_id()))
-        .exec(txn)
-        .await?;
     Ok(())
 }
 
@@ -290,6 +269,7 @@ pub async fn update_role(
 ) -> ApiResult<RoleView> {
     authorize(state, actor, "roles", "manage").await?;
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     let role = find_role(&txn, actor, name.trim()).await?;
     if role.built_in {
         return Err(ApiError::validation(
@@ -322,6 +302,7 @@ pub async fn update_role(
 pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResult<bool> {
     authorize(state, actor, "roles", "manage").await?;
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     let role = find_role(&txn, actor, name.trim()).await?;
     if role.built_in {
         return Err(ApiError::validation(
@@ -337,6 +318,20 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResu
         return Err(ApiError::Conflict(format!(
             "{holders} members or API keys hold {}; revoke it from them first",
             role.name
+        )));
+    }
+    let workflows = tenant::find::<workflow::Entity>(actor).all(&txn).await?;
+    if let Some(user) = workflows.iter().find(|workflow| {
+        serde_json::from_str::<Definition>(&workflow.definition).is_ok_and(|definition| {
+            definition
+                .transitions
+                .iter()
+                .any(|transition| transition.roles.contains(&role.name))
+        })
+    }) {
+        return Err(ApiError::Conflict(format!(
+            "workflow {} (version {}) lets {} make transitions; change it first",
+            user.name, user.version, role.name
         )));
     }
     tenant::delete::<casbin_rule::Entity>(actor)
@@ -427,6 +422,7 @@ pub async fn invite_member(
         None => None,
     };
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     let mut roles = Vec::with_capacity(invitation.roles.len());
     for (index, name) in invitation.roles.iter().enumerate() {
         let role = find_role(&txn, actor, name.trim()).await.map_err(|_| {
@@ -475,6 +471,7 @@ pub async fn assign_role(
 ) -> ApiResult<MemberView> {
     authorize(state, actor, "members", "manage").await?;
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     find_member(&txn, actor, user_id).await?;
     let role = find_role(&txn, actor, role.trim()).await?;
     require_role_grantable(state, actor, &role.name).await?;
@@ -498,7 +495,7 @@ pub async fn revoke_role(
 ) -> ApiResult<MemberView> {
     authorize(state, actor, "members", "manage").await?;
     let txn = state.db.begin().await?;
-    lock_company(&txn, actor).await?;
+    tenant::lock_company(&txn, actor).await?;
     find_member(&txn, actor, user_id).await?;
     let role = find_role(&txn, actor, role.trim()).await?;
     require_role_grantable(state, actor, &role.name).await?;
@@ -529,10 +526,16 @@ pub async fn revoke_role(
 pub async fn remove_member(state: &AppState, actor: &Actor, user_id: Uuid) -> ApiResult<bool> {
     authorize(state, actor, "members", "manage").await?;
     let txn = state.db.begin().await?;
-    lock_company(&txn, actor).await?;
+    tenant::lock_company(&txn, actor).await?;
     let membership = find_member(&txn, actor, user_id).await?;
     let subject = user_subject(user_id);
-    let held = state.rbac.roles_of(&subject, actor.company_id()).await;
+    let held: Vec<String> = grouping_rules(actor)
+        .filter(casbin_rule::Column::V0.eq(&subject))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|grant| grant.v1)
+        .collect();
     for role in &held {
         require_role_grantable(state, actor, role).await?;
     }
@@ -605,6 +608,7 @@ pub async fn create_api_key(
         ));
     }
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     let role = find_role(&txn, actor, role.trim())
         .await
         .map_err(|_| ApiError::validation("role", format!("no role named {}", role.trim())))?;
@@ -645,6 +649,7 @@ pub async fn revoke_api_key(
 ) -> ApiResult<api_key::Model> {
     authorize(state, actor, "api_keys", "manage").await?;
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     let key = tenant::find::<api_key::Entity>(actor)
         .filter(api_key::Column::Id.eq(id))
         .one(&txn)

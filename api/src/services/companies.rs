@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{access, authorize, identity, workflows};
+use super::{access, authorize, identity, tenant, workflows};
 use crate::{
     auth::{Actor, password, user_subject},
     domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
@@ -113,10 +113,25 @@ pub async fn update(
     if let Some(timezone) = changes.timezone {
         model.timezone = Set(timezone.as_str().to_string());
     }
+    let txn = state.db.begin().await?;
     if let Some(currency) = changes.currency {
+        let current = current(state, actor).await?;
+        if current.currency != currency.as_str() {
+            let priced = tenant::find::<entity::product::Entity>(actor)
+                .count(&txn)
+                .await?
+                + tenant::find::<entity::order::Entity>(actor)
+                    .count(&txn)
+                    .await?;
+            if priced > 0 {
+                return Err(ApiError::validation(
+                    "input.currency",
+                    "the currency cannot change once products or orders are priced in it",
+                ));
+            }
+        }
         model.currency = Set(currency.as_str().to_string());
     }
-    let txn = state.db.begin().await?;
     let updated = model.update(&txn).await?;
     txn.commit().await?;
     Ok(updated)

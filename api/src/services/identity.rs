@@ -84,6 +84,21 @@ fn ensure_active(status: &str) -> ApiResult<()> {
     }
 }
 
+/// The rate-limit key of a client address: IPv6 clients usually hold a whole /64, so they are
+/// counted per /64 rather than per address.
+fn client_key(client: IpAddr) -> String {
+    match client {
+        IpAddr::V4(address) => address.to_string(),
+        IpAddr::V6(address) => {
+            let segments = address.segments();
+            format!(
+                "{:x}:{:x}:{:x}:{:x}::/64",
+                segments[0], segments[1], segments[2], segments[3]
+            )
+        }
+    }
+}
+
 fn limit(max: u32, window_secs: u64) -> Limit {
     Limit::per(max, Duration::from_secs(window_secs))
 }
@@ -98,7 +113,7 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
     state
         .limiter
         .hit(
-            &format!("signup:ip:{client}"),
+            &format!("signup:ip:{}", client_key(client)),
             limit(limits.signups, limits.signup_window_secs),
         )
         .await?;
@@ -262,7 +277,7 @@ async fn verify_password(
     state.limiter.hit(&account_key, per_window).await?;
     state
         .limiter
-        .hit(&format!("login:ip:{client}"), per_window)
+        .hit(&format!("login:ip:{}", client_key(client)), per_window)
         .await?;
     let email = email?;
     let user = user::Entity::find()
@@ -339,7 +354,7 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult
     state
         .limiter
         .hit(
-            &format!("refresh:ip:{client}"),
+            &format!("refresh:ip:{}", client_key(client)),
             limit(limits.refreshes, limits.refresh_window_secs),
         )
         .await?;
@@ -440,6 +455,14 @@ pub async fn change_password(
         .user_id()
         .ok_or_else(|| ApiError::forbidden("API keys have no password"))?;
     password::validate("newPassword", &new)?;
+    let limits = &state.settings.rate_limits;
+    state
+        .limiter
+        .hit(
+            &format!("password:user:{user_id}"),
+            limit(limits.login_attempts, limits.login_window_secs),
+        )
+        .await?;
     let user = user::Entity::find_by_id(user_id)
         .one(&state.db)
         .await?
@@ -511,7 +534,7 @@ async fn authenticate_access_token(state: &AppState, token: &str) -> ApiResult<V
         let operator = user::Entity::find_by_id(claims.sub)
             .one(&state.db)
             .await?
-            .filter(|user| user.is_operator)
+            .filter(|user| user.is_operator && claims.iat >= user.password_changed_at.timestamp())
             .ok_or_else(unauthenticated)?;
         return Ok(Viewer::Operator {
             user_id: operator.id,
@@ -558,10 +581,18 @@ async fn authenticate_api_key(state: &AppState, secret: &str) -> ApiResult<Viewe
         return Err(unauthenticated());
     };
     ensure_active(&company.status)?;
-    let roles = state
+    // A key acts with its role only while its creator still holds that role too.
+    let creator_roles = state
+        .rbac
+        .roles_of(&user_subject(key.created_by), key.company_id)
+        .await;
+    let roles: Vec<String> = state
         .rbac
         .roles_of(&api_key_subject(key.id), key.company_id)
-        .await;
+        .await
+        .into_iter()
+        .filter(|role| creator_roles.contains(role))
+        .collect();
     let actor = Actor::new(
         key.company_id,
         Principal::ApiKey {

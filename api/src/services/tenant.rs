@@ -4,11 +4,15 @@
 //!
 //! Without an [`Actor`] there is no way to call these, so a request without one reads nothing.
 
+use chrono::Utc;
 use entity::{
-    api_key, casbin_rule, customer, membership, order, order_item, order_status_history, outbox,
-    product, refresh_token, role, workflow,
+    api_key, casbin_rule, company, customer, membership, order, order_item, order_status_history,
+    outbox, product, refresh_token, role, workflow,
 };
-use sea_orm::{ColumnTrait, DeleteMany, EntityTrait, QueryFilter, Select, UpdateMany};
+use sea_orm::{
+    ColumnTrait, DatabaseTransaction, DbErr, DeleteMany, EntityTrait, QueryFilter, Select,
+    UpdateMany, sea_query::Expr,
+};
 use uuid::Uuid;
 
 use crate::auth::Actor;
@@ -56,6 +60,18 @@ pub fn update<E: TenantEntity>(actor: &Actor) -> UpdateMany<E> {
 /// A delete limited to the actor's company.
 pub fn delete<E: TenantEntity>(actor: &Actor) -> DeleteMany<E> {
     E::delete_many().filter(E::company_column().eq(actor.company_id()))
+}
+
+/// Serialises changes to one company's access rules and workflows: the update takes the
+/// company row's lock on PostgreSQL and the write lock on SQLite, as the transaction's first
+/// statement, so two concurrent changes cannot both act on what they read before the other.
+pub async fn lock_company(txn: &DatabaseTransaction, actor: &Actor) -> Result<(), DbErr> {
+    company::Entity::update_many()
+        .col_expr(company::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(company::Column::Id.eq(actor.company_id()))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 /// The company new rows of the actor belong to.

@@ -206,6 +206,7 @@ pub async fn create(
     let entity_type = valid_entity_type(&new.entity_type)?;
     let name = valid_name(&new.name)?;
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     validate(&txn, actor, &new.definition).await?;
     let has_active = tenant::find::<workflow::Entity>(actor)
         .filter(workflow::Column::EntityType.eq(&entity_type))
@@ -266,6 +267,7 @@ pub async fn update(
     authorize(state, actor, "workflows", "manage").await?;
     let name = valid_name(&new.name)?;
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     let source = find(&txn, actor, id)
         .await?
         .ok_or(ApiError::NotFound("workflow"))?;
@@ -312,6 +314,7 @@ pub async fn update(
 pub async fn activate(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<WorkflowVersion> {
     authorize(state, actor, "workflows", "manage").await?;
     let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
     let row = find(&txn, actor, id)
         .await?
         .ok_or(ApiError::NotFound("workflow"))?;
