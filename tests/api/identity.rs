@@ -3,7 +3,9 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use crate::helpers::{LOGIN, PASSWORD, TestApp, first_error_code, spawn_app, spawn_app_with, text};
+use crate::helpers::{
+    LOGIN, PASSWORD, TestApp, first_error_code, forge, spawn_app, spawn_app_with, text,
+};
 
 const ME: &str = "{ me { id email } company { id slug status } }";
 const REFRESH: &str = "mutation Refresh($token: String!) { refreshToken(refreshToken: $token) {
@@ -97,18 +99,6 @@ async fn a_wrong_password_and_an_unknown_account_look_the_same() {
         wrong["errors"][0]["message"],
         unknown["errors"][0]["message"]
     );
-}
-
-fn forge(secret: &str, header: Value, claims: Value) -> String {
-    use hmac::{Hmac, Mac};
-    let head = URL_SAFE_NO_PAD.encode(header.to_string());
-    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
-    mac.update(format!("{head}.{body}").as_bytes());
-    format!(
-        "{head}.{body}.{}",
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-    )
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
-use crate::helpers::{TestApp, spawn_app, spawn_second_instance, text};
+use crate::helpers::{TestApp, forge, spawn_app, spawn_second_instance, text};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -446,4 +446,24 @@ async fn two_instances_deliver_each_others_events() {
             .is_none(),
         "delivered exactly once"
     );
+}
+
+#[tokio::test]
+async fn a_subscription_ends_when_its_token_expires() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("expiring", "GENERIC").await;
+    let secret = app.settings.jwt_secret.clone().expect("tests set a secret");
+    let now = chrono::Utc::now().timestamp();
+    let short_lived = forge(
+        secret.expose(),
+        json!({ "alg": "HS256", "typ": "JWT" }),
+        json!({ "sub": tenant.admin_id, "cid": tenant.company_id, "iss": "platform",
+            "aud": "platform-api", "iat": now, "exp": now + 2, "jti": uuid::Uuid::new_v4(), "typ": "access" }),
+    );
+    let mut socket = subscribe(&app, &short_lived, ORDER_EVENTS, json!({})).await;
+
+    // Expiry (2 s) plus the JWT leeway (5 s) plus one re-check period (5 s).
+    let outcome = receive(&mut socket, Duration::from_secs(14)).await;
+
+    assert!(matches!(outcome, Received::Closed(4401)), "{outcome:?}");
 }
