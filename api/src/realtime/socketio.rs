@@ -94,6 +94,7 @@ fn emission(event: &BusEvent) -> Option<(String, &'static str, serde_json::Value
                 "previousStatus": payload.get("from"),
                 "version": payload.get("version"),
                 "event": event.event_type,
+                "occurredAt": event.occurred_at,
             }),
         )),
         "notification.created" => {
