@@ -69,11 +69,15 @@ impl Application {
         let state = AppState::connect(settings).await?;
         state.rbac.spawn_periodic_reload();
         let schema = graphql::build_schema(&state.settings, state.clone());
+        let ws_schema = graphql::build_ws_schema(&state.settings, state.clone());
         let (socketio, io) = realtime::socketio::layer(&state);
         tokio::spawn(realtime::socketio::forward(io, state.clone()));
         let router = http::router(http::HttpState {
             app: state.clone(),
             schema,
+            ws_schema,
+            guard: graphql::guard(&state.settings),
+            operations: graphql::OperationMetrics::default(),
             metrics: metrics_handle(),
             trusted_proxies: Arc::new(state.settings.trusted_proxy_networks()?),
             socketio,

@@ -3,11 +3,16 @@
 //!
 //! async-graphql already enforces depth and complexity during validation; this adds the caps it
 //! lacks (aliases, root fields) and codes its own errors, which come without one.
+//!
+//! `POST /graphql` runs [`Guard::prepare`] in the handler and hands async-graphql the parsed
+//! document: an async-graphql extension would wrap every field resolution of every request,
+//! which costs more than the rest of a typical query. The WebSocket schema, which only runs
+//! subscriptions, uses the [`RequestGuard`] extension.
 
 use std::{collections::HashSet, sync::Arc};
 
 use async_graphql::{
-    ServerError, ServerResult, ValidationResult, Variables,
+    Request, ServerError, ServerResult, ValidationResult, Variables,
     extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation},
     parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet},
 };
@@ -21,33 +26,52 @@ pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// `extensions.code` of a document refused for its cost (depth, complexity, aliases, root fields).
 pub const TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
 
-pub struct RequestGuard {
+/// The checks every document passes before it runs.
+#[derive(Clone)]
+pub struct Guard {
     limits: GraphqlLimits,
     introspection: bool,
 }
 
-impl RequestGuard {
+impl Guard {
     pub fn new(limits: GraphqlLimits, introspection: bool) -> Self {
         Self {
             limits,
             introspection,
         }
     }
-}
 
-impl ExtensionFactory for RequestGuard {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(GuardExtension {
-            limits: self.limits.clone(),
-            introspection: self.introspection,
-        })
+    /// Parses the request's query, checks its shape and keeps the parsed document on the
+    /// request, so async-graphql does not parse it again.
+    pub fn prepare(&self, request: &mut Request) -> ServerResult<()> {
+        let document = async_graphql::parser::parse_query(&request.query)
+            .map_err(|error| with_code(ServerError::from(error), PARSE_FAILED))?;
+        self.check_shape(&document)?;
+        request.set_parsed_query(document);
+        Ok(())
     }
 }
 
-struct GuardExtension {
-    limits: GraphqlLimits,
-    introspection: bool,
+/// Gives async-graphql's own request-level errors (validation, limits) their code.
+pub fn code_request_error(error: ServerError) -> ServerError {
+    let code = match error.message.as_str() {
+        "Query is too complex." | "Query is nested too deep." => TOO_COMPLEX,
+        message if message.starts_with("The recursion depth") => TOO_COMPLEX,
+        _ => VALIDATION_FAILED,
+    };
+    with_code(error, code)
 }
+
+/// The guard as an extension, for the WebSocket schema.
+pub struct RequestGuard(pub Guard);
+
+impl ExtensionFactory for RequestGuard {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(GuardExtension(self.0.clone()))
+    }
+}
+
+struct GuardExtension(Guard);
 
 #[async_trait::async_trait]
 impl Extension for GuardExtension {
@@ -67,7 +91,7 @@ impl Extension for GuardExtension {
             };
             with_code(error, code)
         })?;
-        self.check_shape(&document)?;
+        self.0.check_shape(&document)?;
         if ctx
             .data_opt::<crate::realtime::websocket::OverWebSocket>()
             .is_some()
@@ -82,22 +106,13 @@ impl Extension for GuardExtension {
         ctx: &ExtensionContext<'_>,
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
-        next.run(ctx).await.map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|error| {
-                    let code = match error.message.as_str() {
-                        "Query is too complex." | "Query is nested too deep." => TOO_COMPLEX,
-                        _ => VALIDATION_FAILED,
-                    };
-                    with_code(error, code)
-                })
-                .collect()
-        })
+        next.run(ctx)
+            .await
+            .map_err(|errors| errors.into_iter().map(code_request_error).collect())
     }
 }
 
-impl GuardExtension {
+impl Guard {
     fn check_shape(&self, document: &ExecutableDocument) -> ServerResult<()> {
         let aliases = count_aliases(document);
         if aliases > self.limits.max_aliases {

@@ -6,34 +6,17 @@
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
-    time::Instant,
-};
-
-use async_graphql::{
-    Response,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute},
+    time::Duration,
 };
 
 const MAX_OPERATION_NAMES: usize = 200;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct OperationMetrics {
     names: Arc<Mutex<HashSet<String>>>,
 }
 
-impl ExtensionFactory for OperationMetrics {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationMetricsExtension {
-            names: self.names.clone(),
-        })
-    }
-}
-
-struct OperationMetricsExtension {
-    names: Arc<Mutex<HashSet<String>>>,
-}
-
-impl OperationMetricsExtension {
+impl OperationMetrics {
     fn label(&self, operation_name: Option<&str>) -> String {
         let Some(name) = operation_name else {
             return "anonymous".into();
@@ -48,24 +31,10 @@ impl OperationMetricsExtension {
             "other".into()
         }
     }
-}
 
-#[async_trait::async_trait]
-impl Extension for OperationMetricsExtension {
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let started = Instant::now();
-        let response = next.run(ctx, operation_name).await;
+    pub fn record(&self, operation_name: Option<&str>, succeeded: bool, elapsed: Duration) {
         let operation = self.label(operation_name);
-        let outcome = if response.errors.is_empty() {
-            "ok"
-        } else {
-            "error"
-        };
+        let outcome = if succeeded { "ok" } else { "error" };
         metrics::counter!(
             "graphql_operations_total",
             "operation" => operation.clone(),
@@ -73,7 +42,6 @@ impl Extension for OperationMetricsExtension {
         )
         .increment(1);
         metrics::histogram!("graphql_operation_duration_seconds", "operation" => operation)
-            .record(started.elapsed().as_secs_f64());
-        response
+            .record(elapsed.as_secs_f64());
     }
 }

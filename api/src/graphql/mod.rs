@@ -18,7 +18,10 @@ mod workflows;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
-pub use guard::{PARSE_FAILED, TOO_COMPLEX, VALIDATION_FAILED, with_code};
+pub use guard::{
+    Guard, PARSE_FAILED, TOO_COMPLEX, VALIDATION_FAILED, code_request_error, with_code,
+};
+pub use metrics::OperationMetrics;
 
 use crate::{configuration::Settings, state::AppState};
 
@@ -60,28 +63,42 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, events::SubscriptionRoot>
     )
 }
 
-/// The schema the server executes, configured from the settings.
+/// The schema `POST /graphql` executes. It has no extensions on purpose: the handler runs the
+/// [`Guard`] and records metrics, so no per-field hook slows resolution down.
 pub fn build_schema(settings: &Settings, state: AppState) -> AppSchema {
+    configure(builder().data(state), settings).finish()
+}
+
+/// The schema the WebSocket runs subscriptions on, with the guard as an extension.
+pub fn build_ws_schema(settings: &Settings, state: AppState) -> AppSchema {
+    configure(builder().data(state), settings)
+        .extension(guard::RequestGuard(guard(settings)))
+        .finish()
+}
+
+/// The document checks of these settings.
+pub fn guard(settings: &Settings) -> Guard {
+    Guard::new(settings.graphql.clone(), settings.introspection_enabled())
+}
+
+fn configure(
+    builder: SchemaBuilder<QueryRoot, MutationRoot, events::SubscriptionRoot>,
+    settings: &Settings,
+) -> SchemaBuilder<QueryRoot, MutationRoot, events::SubscriptionRoot> {
     let limits = &settings.graphql;
-    let mut builder = builder()
-        .data(state)
+    let mut builder = builder
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         // The parser's own recursion guard must not pre-empt the (coded) depth limit.
         .limit_recursive_depth(limits.max_depth.saturating_mul(2).max(32))
-        .limit_directives(20)
-        .extension(guard::RequestGuard::new(
-            limits.clone(),
-            settings.introspection_enabled(),
-        ))
-        .extension(metrics::OperationMetrics::default());
+        .limit_directives(20);
     if !settings.introspection_enabled() {
         builder = builder.disable_introspection();
     }
     if settings.is_production() {
         builder = builder.disable_suggestions();
     }
-    builder.finish()
+    builder
 }
 
 /// The SDL committed as `schema.graphql`.

@@ -5,11 +5,12 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_graphql::{
-    BatchRequest, BatchResponse, ErrorExtensions, Response as GraphqlResponse, ServerError,
+    BatchRequest, BatchResponse, ErrorExtensions, Request, Response as GraphqlResponse,
+    ServerError, parser::types::DocumentOperations,
 };
 use axum::{
     Extension, Json,
@@ -24,7 +25,12 @@ use super::{HttpState, error_response};
 use crate::{
     auth::Viewer,
     error::{ApiError, ApiResult},
-    graphql::{context::ClientIp, loaders::loaders, with_code},
+    graphql::{
+        code_request_error,
+        context::ClientIp,
+        loaders::{Loaders, loaders},
+        with_code,
+    },
     rate_limit::Limit,
     realtime::websocket,
     services::identity::{self, Credentials},
@@ -101,14 +107,82 @@ pub async fn graphql_post(
         Ok(viewer) => viewer,
         Err(error) => return api_error_response(&error, &request_id),
     };
-    let mut batch = batch.data(request_id.clone()).data(ClientIp(client));
-    if let Viewer::Member(actor) = &viewer {
-        tracing::Span::current().record("company_id", tracing::field::display(actor.company_id()));
-        batch = batch.data(loaders(state.app.db.clone(), actor.clone()));
-    }
-    let batch = batch.data(viewer);
-    let response = state.schema.execute_batch(batch).await;
+    let loaders = match &viewer {
+        Viewer::Member(actor) => {
+            tracing::Span::current()
+                .record("company_id", tracing::field::display(actor.company_id()));
+            Some(loaders(state.app.db.clone(), actor.clone()))
+        }
+        _ => None,
+    };
+    let context = RequestContext {
+        request_id: request_id.clone(),
+        client: ClientIp(client),
+        viewer,
+        loaders,
+    };
+    let response = match batch {
+        BatchRequest::Single(request) => {
+            BatchResponse::Single(execute(&state, request, &context).await)
+        }
+        BatchRequest::Batch(requests) => BatchResponse::Batch(
+            futures_util::future::join_all(
+                requests
+                    .into_iter()
+                    .map(|request| execute(&state, request, &context)),
+            )
+            .await,
+        ),
+    };
     Json(with_error_codes(response, &request_id)).into_response()
+}
+
+/// What every operation of one HTTP request shares.
+struct RequestContext {
+    request_id: RequestId,
+    client: ClientIp,
+    viewer: Viewer,
+    loaders: Option<Loaders>,
+}
+
+/// Guards, runs and measures one operation.
+async fn execute(
+    state: &HttpState,
+    mut request: Request,
+    context: &RequestContext,
+) -> GraphqlResponse {
+    if let Err(error) = state.guard.prepare(&mut request) {
+        return GraphqlResponse::from_errors(vec![error]);
+    }
+    let operation = operation_name(&mut request);
+    let mut request = request
+        .data(context.request_id.clone())
+        .data(context.client)
+        .data(context.viewer.clone());
+    if let Some(loaders) = &context.loaders {
+        request = request.data(loaders.clone());
+    }
+    let started = Instant::now();
+    let response = state.schema.execute(request).await;
+    state.operations.record(
+        operation.as_deref(),
+        response.errors.is_empty(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// The name of the operation a (parsed) request runs, for metrics.
+fn operation_name(request: &mut Request) -> Option<String> {
+    if let Some(name) = &request.operation_name {
+        return Some(name.clone());
+    }
+    match &request.parsed_query().ok()?.operations {
+        DocumentOperations::Single(_) => None,
+        DocumentOperations::Multiple(operations) => {
+            operations.keys().next().map(|name| name.to_string())
+        }
+    }
 }
 
 /// Authenticates the request and counts its operations against the actor's API limit.
@@ -241,7 +315,7 @@ fn parse_batch(body: &[u8], max_batch: usize) -> Result<BatchRequest, String> {
 }
 
 /// Every error leaves with a code and the request id. Errors async-graphql raises on its own
-/// carry no code: request-level ones are the client's malformed request, field-level ones are
+/// carry no code: request-level ones failed validation or a limit, field-level ones are
 /// arguments that failed to parse.
 fn with_error_codes(mut response: BatchResponse, request_id: &RequestId) -> BatchResponse {
     let responses: Vec<&mut GraphqlResponse> = match &mut response {
@@ -259,12 +333,11 @@ fn with_error_codes(mut response: BatchResponse, request_id: &RequestId) -> Batc
 }
 
 fn code_and_request_id(error: ServerError, request_id: &RequestId) -> ServerError {
-    let code = if error.path.is_empty() {
-        "BAD_REQUEST"
+    let mut error = if error.path.is_empty() {
+        code_request_error(error)
     } else {
-        "VALIDATION"
+        with_code(error, "VALIDATION")
     };
-    let mut error = with_code(error, code);
     if let Some(extensions) = error.extensions.as_mut() {
         extensions.set("requestId", request_id.0.as_str());
     }
@@ -281,7 +354,7 @@ pub async fn graphql_ws(
         return websocket::unsupported_protocol();
     };
     let client = client_ip(peer.ip(), &headers, &state.trusted_proxies);
-    let schema = state.schema.clone();
+    let schema = state.ws_schema.clone();
     let app = state.app.clone();
     upgrade
         .protocols(websocket::subprotocols())

@@ -34,7 +34,12 @@ const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'non
 #[derive(Clone)]
 pub struct HttpState {
     pub app: AppState,
+    /// Runs `POST /graphql`.
     pub schema: AppSchema,
+    /// Runs subscriptions on `/graphql/ws`.
+    pub ws_schema: AppSchema,
+    pub guard: crate::graphql::Guard,
+    pub operations: crate::graphql::OperationMetrics,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: std::sync::Arc<Vec<ipnet::IpNet>>,
