@@ -293,10 +293,7 @@ async fn an_api_key_never_carries_more_than_its_creator() {
 
 #[tokio::test]
 async fn a_role_revoked_on_one_instance_is_refused_on_another() {
-    let shared = std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty())
-        && std::env::var("TEST_REDIS_URL").is_ok_and(|url| !url.is_empty());
-    if !shared {
-        // Instances share policy changes through Redis; on the embedded default there is one.
+    if !crate::helpers::shared_infrastructure() {
         return;
     }
     let first = spawn_app().await;

@@ -457,3 +457,10 @@ pub fn forge(secret: &str, header: Value, claims: Value) -> String {
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     )
 }
+
+/// Whether the tests run against shared PostgreSQL and Redis, where several instances can work
+/// as one; on the embedded default a single instance runs everything.
+pub fn shared_infrastructure() -> bool {
+    let set = |name| std::env::var(name).is_ok_and(|url: String| !url.is_empty());
+    set("TEST_DATABASE_URL") && set("TEST_REDIS_URL")
+}

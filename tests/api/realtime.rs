@@ -403,10 +403,7 @@ async fn socketio_clients_get_their_company_order_updates_only() {
 
 #[tokio::test]
 async fn two_instances_deliver_each_others_events() {
-    let shared = std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty())
-        && std::env::var("TEST_REDIS_URL").is_ok_and(|url| !url.is_empty());
-    if !shared {
-        // Several instances share events through Redis; the embedded default runs one.
+    if !crate::helpers::shared_infrastructure() {
         return;
     }
     let first = spawn_app().await;

@@ -95,3 +95,19 @@ pub struct PageInfo {
     pub start_cursor: Option<String>,
     pub end_cursor: Option<String>,
 }
+
+impl PageInfo {
+    /// A page whose edges have these cursors; it has a previous page when it started `after` one.
+    pub fn of<'a>(
+        mut cursors: impl DoubleEndedIterator<Item = &'a String> + Clone,
+        has_next_page: bool,
+        started_after: bool,
+    ) -> Self {
+        Self {
+            has_next_page,
+            has_previous_page: started_after,
+            start_cursor: cursors.clone().next().cloned(),
+            end_cursor: cursors.next_back().cloned(),
+        }
+    }
+}

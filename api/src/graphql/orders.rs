@@ -332,12 +332,11 @@ impl OrderQuery {
             })
             .collect();
         Ok(OrderConnection {
-            page_info: PageInfo {
-                has_next_page: page.has_next_page,
-                has_previous_page: after.is_some(),
-                start_cursor: edges.first().map(|edge| edge.cursor.clone()),
-                end_cursor: edges.last().map(|edge| edge.cursor.clone()),
-            },
+            page_info: PageInfo::of(
+                edges.iter().map(|edge| &edge.cursor),
+                page.has_next_page,
+                after.is_some(),
+            ),
             edges,
             filter,
         })

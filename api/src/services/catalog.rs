@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{authorize, tenant};
+use super::{authorize, tenant, valid_name};
 use crate::{
     auth::Actor,
     error::{ApiError, ApiResult},
@@ -65,17 +65,6 @@ fn valid_sku(sku: &str) -> ApiResult<String> {
     }
 }
 
-fn valid_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::validation(
-            "input.name",
-            "the name must have 1 to 200 characters",
-        ));
-    }
-    Ok(name.to_string())
-}
-
 fn valid_price(price_minor: i64) -> ApiResult<i64> {
     if price_minor < 0 {
         return Err(ApiError::validation(
@@ -129,7 +118,7 @@ pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Option<
 pub async fn create(state: &AppState, actor: &Actor, new: NewProduct) -> ApiResult<product::Model> {
     authorize(state, actor, "catalog", "create").await?;
     let sku = valid_sku(&new.sku)?;
-    let name = valid_name(&new.name)?;
+    let name = valid_name("input.name", &new.name, 200)?;
     let price_minor = valid_price(new.price_minor)?;
     let stock = match (new.track_stock, new.stock) {
         (true, stock) => Some(valid_stock(stock.unwrap_or(0))?),
@@ -191,7 +180,10 @@ pub async fn update(
         .col_expr(product::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(product::Column::Id.eq(id));
     if let Some(name) = changes.name {
-        update = update.col_expr(product::Column::Name, Expr::value(valid_name(&name)?));
+        update = update.col_expr(
+            product::Column::Name,
+            Expr::value(valid_name("input.name", &name, 200)?),
+        );
     }
     if let Some(price) = changes.price_minor {
         update = update.col_expr(

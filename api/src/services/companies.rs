@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{access, authorize, identity, tenant, workflows};
+use super::{access, authorize, identity, tenant, valid_name, workflows};
 use crate::{
     auth::{Actor, password, user_subject},
     domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
@@ -36,17 +36,6 @@ pub struct CompanyChanges {
     pub currency: Option<Currency>,
 }
 
-fn valid_name(field: &str, name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::validation(
-            field,
-            "the name must have 1 to 200 characters",
-        ));
-    }
-    Ok(name.to_string())
-}
-
 /// Creates a company with its built-in roles and makes `admin` its first ADMIN.
 pub async fn create_with_admin(
     txn: &DatabaseTransaction,
@@ -56,7 +45,7 @@ pub async fn create_with_admin(
     let now = Utc::now();
     let company = company::ActiveModel {
         id: Set(Uuid::now_v7()),
-        name: Set(valid_name("input.companyName", &new.name)?),
+        name: Set(valid_name("input.companyName", &new.name, 200)?),
         slug: Set(new.slug.as_str().to_string()),
         business_type: Set(new.business_type.as_str().to_string()),
         locale: Set(new.locale.as_str().to_string()),
@@ -105,7 +94,7 @@ pub async fn update(
         ..Default::default()
     };
     if let Some(name) = changes.name {
-        model.name = Set(valid_name("input.name", &name)?);
+        model.name = Set(valid_name("input.name", &name, 200)?);
     }
     if let Some(locale) = changes.locale {
         model.locale = Set(locale.as_str().to_string());

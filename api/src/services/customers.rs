@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{authorize, tenant};
+use super::{authorize, tenant, valid_name};
 use crate::{
     auth::Actor,
     domain::{Email, document::TaxDocument, phone::Phone},
@@ -25,17 +25,6 @@ pub struct CustomerDetails {
     pub document: Option<TaxDocument>,
     pub address: Option<String>,
     pub notes: Option<String>,
-}
-
-fn valid_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::validation(
-            "input.name",
-            "the name must have 1 to 200 characters",
-        ));
-    }
-    Ok(name.to_string())
 }
 
 /// One page of customers, oldest first, after the customer `after` (exclusive).
@@ -75,7 +64,11 @@ pub async fn create(
     details: CustomerDetails,
 ) -> ApiResult<customer::Model> {
     authorize(state, actor, "customers", "create").await?;
-    let name = valid_name(details.name.as_deref().unwrap_or_default())?;
+    let name = valid_name(
+        "input.name",
+        details.name.as_deref().unwrap_or_default(),
+        200,
+    )?;
     let now = Utc::now();
     let txn = state.db.begin().await?;
     let created = customer::ActiveModel {
@@ -110,7 +103,10 @@ pub async fn update(
         .col_expr(customer::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(customer::Column::Id.eq(id));
     if let Some(name) = details.name {
-        update = update.col_expr(customer::Column::Name, Expr::value(valid_name(&name)?));
+        update = update.col_expr(
+            customer::Column::Name,
+            Expr::value(valid_name("input.name", &name, 200)?),
+        );
     }
     if let Some(email) = details.email {
         update = update.col_expr(customer::Column::Email, Expr::value(email.as_str()));

@@ -167,18 +167,12 @@ pub async fn insert_user(
     password_hash: Option<String>,
     locale: Locale,
 ) -> ApiResult<user::Model> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::validation(
-            "name",
-            "the name must have 1 to 200 characters",
-        ));
-    }
+    let name = super::valid_name("name", name, 200)?;
     let now = Utc::now();
     user::ActiveModel {
         id: Set(Uuid::now_v7()),
         email: Set(email.as_str().to_string()),
-        name: Set(name.to_string()),
+        name: Set(name),
         password_hash: Set(password_hash),
         locale: Set(locale.as_str().to_string()),
         is_operator: Set(false),

@@ -18,6 +18,18 @@ use crate::{
     state::AppState,
 };
 
+/// A display name: trimmed, 1 to `max` characters; `field` names the input in the error.
+pub fn valid_name(field: &str, name: &str, max: usize) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > max {
+        return Err(ApiError::validation(
+            field,
+            format!("the name must have 1 to {max} characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
 /// Refuses with `FORBIDDEN` unless the actor may perform `action` on `resource`. An API key
 /// needs the permission through its role and its creator must still hold it too, so a key never
 /// carries more than the person who made it.

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{authorize, tenant};
+use super::{authorize, tenant, valid_name};
 use crate::{
     auth::Actor,
     domain::workflow::{Definition, order_template},
@@ -64,17 +64,6 @@ fn valid_entity_type(entity_type: &str) -> ApiResult<String> {
             "an entity type is 2 to 32 upper-case letters or underscores, e.g. ORDER",
         ))
     }
-}
-
-fn valid_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation(
-            "input.name",
-            "the name must have 1 to 100 characters",
-        ));
-    }
-    Ok(name.to_string())
 }
 
 /// Checks a definition against the company's roles.
@@ -204,7 +193,7 @@ pub async fn create(
 ) -> ApiResult<WorkflowVersion> {
     authorize(state, actor, "workflows", "manage").await?;
     let entity_type = valid_entity_type(&new.entity_type)?;
-    let name = valid_name(&new.name)?;
+    let name = valid_name("input.name", &new.name, 100)?;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
     validate(&txn, actor, &new.definition).await?;
@@ -265,7 +254,7 @@ pub async fn update(
     new: NewWorkflow,
 ) -> ApiResult<WorkflowVersion> {
     authorize(state, actor, "workflows", "manage").await?;
-    let name = valid_name(&new.name)?;
+    let name = valid_name("input.name", &new.name, 100)?;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
     let source = find(&txn, actor, id)
