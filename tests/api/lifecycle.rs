@@ -8,7 +8,7 @@ use std::{
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn platform() -> Command {
+pub fn platform() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_platform"));
     command
         .env_clear()
@@ -56,8 +56,14 @@ fn migrate_creates_the_embedded_database() {
 
 /// Starts `platform serve` on a free port and returns it with the port it listens on.
 fn serve(data: &std::path::Path) -> (Child, u16) {
-    let mut child = platform()
-        .env("PLATFORM_DATA_DIR", data)
+    let mut command = platform();
+    command.env("PLATFORM_DATA_DIR", data);
+    serve_with(command)
+}
+
+/// Starts `command` (a `platform()` with its settings) serving on a free port.
+pub fn serve_with(mut command: Command) -> (Child, u16) {
+    let mut child = command
         .env("PLATFORM_BIND", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

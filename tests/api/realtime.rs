@@ -464,3 +464,87 @@ async fn a_subscription_ends_when_its_token_expires() {
 
     assert!(matches!(outcome, Received::Closed(4401)), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn an_event_left_unrelayed_by_a_killed_instance_is_delivered_after_restart() {
+    if !crate::helpers::shared_infrastructure() {
+        return;
+    }
+    use sea_orm::{ConnectionTrait, Statement};
+    let app = spawn_app().await;
+    let shop = shop(&app, "killed-instance").await;
+    let order_id = order(&app, &shop).await;
+    let database_url = app.settings.database_url.clone().expect("PostgreSQL");
+    // Holding the relays' lock keeps every instance from publishing until the test lets go.
+    let mut options = sea_orm::ConnectOptions::new(database_url.clone());
+    options.max_connections(1).sqlx_logging(false);
+    let holder = sea_orm::Database::connect(options).await.expect("connects");
+    holder
+        .execute_unprepared("SELECT pg_advisory_lock(7245002)")
+        .await
+        .expect("locked");
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut command = crate::lifecycle::platform();
+    command
+        .env("PLATFORM_DATA_DIR", data.path())
+        .env("DATABASE_URL", &database_url)
+        .env("REDIS_URL", app.settings.redis_url.clone().expect("Redis"))
+        .env("PLATFORM_REDIS_NAMESPACE", &app.settings.redis_namespace)
+        .env(
+            "PLATFORM_JWT_SECRET",
+            app.settings.jwt_secret.clone().expect("secret").expose(),
+        )
+        .env("PLATFORM_API_RATE_LIMIT", "100000");
+    let (mut instance, port) = crate::lifecycle::serve_with(command);
+
+    let moved: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/graphql"))
+        .bearer_auth(&shop.token)
+        .json(&json!({ "query": "mutation T($id: ID!) { transitionOrder(input: { orderId: $id, to: \"CONFIRMED\" }) { status } }",
+            "variables": { "id": order_id } }))
+        .send()
+        .await
+        .expect("reachable")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        moved["data"]["transitionOrder"]["status"], "CONFIRMED",
+        "{moved}"
+    );
+    instance.kill().expect("SIGKILL");
+    instance.wait().expect("reaped");
+    let unrelayed = app
+        .db
+        .query_one_raw(Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*) AS n FROM outbox WHERE event_type = 'order.status_changed' AND relayed_at IS NULL",
+        ))
+        .await
+        .expect("query")
+        .and_then(|row| row.try_get::<i64>("", "n").ok());
+    assert_eq!(
+        unrelayed,
+        Some(1),
+        "the killed instance left its event unrelayed"
+    );
+
+    let restarted = spawn_second_instance(&app).await;
+    let mut subscription = subscribe(
+        &restarted,
+        &shop.token,
+        ORDER_EVENTS,
+        json!({ "orderId": order_id }),
+    )
+    .await;
+    holder
+        .execute_unprepared("SELECT pg_advisory_unlock(7245002)")
+        .await
+        .expect("unlocked");
+    let delivered = next_status_change(&mut subscription, Duration::from_secs(3)).await;
+
+    assert_eq!(
+        delivered.expect("delivered after the restart")["orderEvents"]["payload"]["to"],
+        "CONFIRMED"
+    );
+}
