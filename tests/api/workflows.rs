@@ -253,3 +253,41 @@ async fn a_role_that_workflows_use_cannot_be_deleted() {
 
     assert_eq!(first_error_code(&deleted), "CONFLICT", "{deleted}");
 }
+
+#[tokio::test]
+async fn a_transition_that_requires_payment_is_refused_while_the_order_is_unpaid() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("pay-first", "GENERIC").await;
+    let token = tenant.access_token.clone();
+    let mut custom = ping_pong();
+    custom["input"]["transitions"][0]["requiresPayment"] = json!(true);
+    let created = app.graphql_as(&token, CREATE, custom).await;
+    let workflow = text(&created["data"]["createWorkflow"]["id"]);
+    app.graphql_as(
+        &token,
+        "mutation A($id: ID!) { activateWorkflow(id: $id) { active } }",
+        json!({ "id": workflow }),
+    )
+    .await;
+    let customer = app.create_customer(&token, "Ana").await;
+    let product = app.create_product(&token, "P", 100, None).await;
+    let order = app.create_order(&token, &customer, &[(&product, 1)]).await;
+    let order = text(&order["data"]["createOrder"]["id"]);
+
+    let needs_payment = app.transition(&token, &order, "B", None).await;
+    let free = app.transition(&token, &order, "C", None).await;
+
+    assert_eq!(
+        first_error_code(&needs_payment),
+        "VALIDATION",
+        "{needs_payment}"
+    );
+    assert!(
+        needs_payment["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("paid"),
+        "{needs_payment}"
+    );
+    assert_eq!(free["data"]["transitionOrder"]["status"], "C", "{free}");
+}

@@ -463,18 +463,30 @@ pub async fn invite_member(
     member_view(state, actor, user.id).await
 }
 
-pub async fn assign_role(
+/// Opens the transaction of a role change for a member: the actor may manage members, the
+/// company is locked, the member and role exist, and the actor holds every permission of the role.
+async fn begin_role_change(
     state: &AppState,
     actor: &Actor,
     user_id: Uuid,
     role: &str,
-) -> ApiResult<MemberView> {
+) -> ApiResult<(DatabaseTransaction, role::Model)> {
     authorize(state, actor, "members", "manage").await?;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
     find_member(&txn, actor, user_id).await?;
     let role = find_role(&txn, actor, role.trim()).await?;
     require_role_grantable(state, actor, &role.name).await?;
+    Ok((txn, role))
+}
+
+pub async fn assign_role(
+    state: &AppState,
+    actor: &Actor,
+    user_id: Uuid,
+    role: &str,
+) -> ApiResult<MemberView> {
+    let (txn, role) = begin_role_change(state, actor, user_id, role).await?;
     grant(
         &txn,
         tenant::company_of(actor),
@@ -493,12 +505,7 @@ pub async fn revoke_role(
     user_id: Uuid,
     role: &str,
 ) -> ApiResult<MemberView> {
-    authorize(state, actor, "members", "manage").await?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    find_member(&txn, actor, user_id).await?;
-    let role = find_role(&txn, actor, role.trim()).await?;
-    require_role_grantable(state, actor, &role.name).await?;
+    let (txn, role) = begin_role_change(state, actor, user_id, role).await?;
     let subject = user_subject(user_id);
     let holds = grouping_rules(actor)
         .filter(casbin_rule::Column::V0.eq(&subject))
