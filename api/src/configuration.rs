@@ -115,6 +115,62 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// Outgoing webhooks: retries, timeouts and the address guard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WebhookSettings {
+    /// Delay before each attempt, the first included; after the last failure the delivery is
+    /// dead-lettered. `PLATFORM_WEBHOOK_RETRY_SCHEDULE=0s,5s,5m,30m,2h,5h,10h,10h`.
+    #[serde(with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    /// Networks (CIDRs) endpoints may resolve to although they are not public, for local
+    /// development and tests; nothing else is exempt from the guard.
+    pub allowed_networks: Vec<String>,
+    /// Connect and response deadline of one attempt.
+    pub timeout_secs: u64,
+    /// An endpoint failing without a single success for this long is disabled.
+    pub disable_after_secs: u64,
+    /// How long the secret replaced by `rotateWebhookSecret` keeps signing.
+    pub rotation_grace_secs: u64,
+    /// Attempts in flight per instance, and per endpoint per instance.
+    pub max_in_flight: usize,
+    pub max_in_flight_per_endpoint: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            retry_schedule: [0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            allowed_networks: Vec::new(),
+            timeout_secs: 10,
+            disable_after_secs: 5 * 24 * 3600,
+            rotation_grace_secs: 24 * 3600,
+            max_in_flight: 256,
+            max_in_flight_per_endpoint: 16,
+        }
+    }
+}
+
+impl WebhookSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    /// How long a claimed delivery stays claimed: the attempt's deadline plus time to record
+    /// it. A worker that dies mid-attempt loses its claim after this, and the delivery goes out
+    /// again with the same `webhook-id`.
+    pub fn lease(&self) -> Duration {
+        self.timeout() + Duration::from_secs(5)
+    }
+
+    pub fn allowed_networks(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        parse_networks("PLATFORM_WEBHOOK_ALLOWED_NETWORKS", &self.allowed_networks)
+    }
+}
+
 /// Everything the server needs to start. Build it with [`Settings::load`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -150,6 +206,11 @@ pub struct Settings {
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; nobody else's is.
     pub trusted_proxies: Vec<String>,
     pub rate_limits: RateLimitSettings,
+    /// AES-256-GCM key (base64 of 32 bytes) for secrets stored in the database.
+    pub encryption_key: Option<Secret>,
+    pub webhooks: WebhookSettings,
+    /// Base URL of Stripe's API; a local server in tests.
+    pub stripe_api_base: String,
 }
 
 impl Default for Settings {
@@ -172,6 +233,9 @@ impl Default for Settings {
             signup_enabled: true,
             trusted_proxies: Vec::new(),
             rate_limits: RateLimitSettings::default(),
+            encryption_key: None,
+            webhooks: WebhookSettings::default(),
+            stripe_api_base: "https://api.stripe.com".into(),
         }
     }
 }
@@ -282,6 +346,36 @@ impl Settings {
                 )
             })?;
         }
+        if let Some(value) = env.get("PLATFORM_ENCRYPTION_KEY") {
+            self.encryption_key = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_WEBHOOK_RETRY_SCHEDULE") {
+            self.webhooks.retry_schedule = split_list(&value)
+                .iter()
+                .map(|item| parse_duration(item))
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("PLATFORM_WEBHOOK_RETRY_SCHEDULE must list delays like `0s,5s,5m,2h`, not `{value}`"))?;
+        }
+        if let Some(value) = env.get("PLATFORM_WEBHOOK_ALLOWED_NETWORKS") {
+            self.webhooks.allowed_networks = split_list(&value);
+        }
+        if let Some(value) = env.get("PLATFORM_WEBHOOK_TIMEOUT_SECS") {
+            self.webhooks.timeout_secs = value.parse().with_context(|| {
+                format!("PLATFORM_WEBHOOK_TIMEOUT_SECS must be a number of seconds, not `{value}`")
+            })?;
+        }
+        if let Some(value) = env.get("PLATFORM_WEBHOOK_DISABLE_AFTER") {
+            self.webhooks.disable_after_secs = parse_duration(&value)
+                .with_context(|| {
+                    format!(
+                        "PLATFORM_WEBHOOK_DISABLE_AFTER must be a duration like `5d`, not `{value}`"
+                    )
+                })?
+                .as_secs();
+        }
+        if let Some(value) = env.get("PLATFORM_STRIPE_API_BASE") {
+            self.stripe_api_base = value.trim_end_matches('/').to_string();
+        }
         if let Some(value) = env.get("PLATFORM_LOG_FORMAT") {
             self.log_format = Some(value);
         }
@@ -290,16 +384,7 @@ impl Settings {
 
     /// The trusted proxy networks, parsed.
     pub fn trusted_proxy_networks(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
-        self.trusted_proxies
-            .iter()
-            .map(|cidr| {
-                cidr.parse::<ipnet::IpNet>()
-                    .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .with_context(|| {
-                        format!("PLATFORM_TRUSTED_PROXIES holds `{cidr}`, which is not an address or CIDR")
-                    })
-            })
-            .collect()
+        parse_networks("PLATFORM_TRUSTED_PROXIES", &self.trusted_proxies)
     }
 
     pub fn is_production(&self) -> bool {
@@ -354,17 +439,44 @@ impl Settings {
                  (e.g. `openssl rand -base64 48`)"
             );
         }
-        load_or_create_secret_file(&self.data_dir.join("jwt_secret"))
+        load_or_create_secret_file(&self.data_dir.join("jwt_secret"), || {
+            crate::auth::random_token(48)
+        })
+    }
+
+    /// The key that encrypts stored secrets: configured, or (outside production) generated
+    /// once into the data directory. Losing it makes stored webhook and provider secrets
+    /// unreadable, so production must set it explicitly and back it up.
+    pub fn resolve_encryption_key(&self) -> anyhow::Result<crate::crypto::SecretBox> {
+        if let Some(key) = &self.encryption_key {
+            return crate::crypto::SecretBox::from_base64(key.expose());
+        }
+        if self.is_production() {
+            bail!(
+                "PLATFORM_ENCRYPTION_KEY is not set: production requires a 32-byte key, base64-encoded \
+                 (e.g. `openssl rand -base64 32`)"
+            );
+        }
+        let key = load_or_create_secret_file(
+            &self.data_dir.join("encryption_key"),
+            crate::crypto::SecretBox::generate_key,
+        )?;
+        crate::crypto::SecretBox::from_base64(key.expose())
     }
 
     /// Refuses settings that are unsafe in production, naming what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.trusted_proxy_networks()?;
+        self.webhooks.allowed_networks()?;
+        if self.webhooks.retry_schedule.is_empty() {
+            bail!("PLATFORM_WEBHOOK_RETRY_SCHEDULE needs at least one delay");
+        }
         if self.graphql.max_batch == 0 || self.graphql.max_depth == 0 {
             bail!("graphql.max_batch and graphql.max_depth must be at least 1");
         }
         if self.is_production() {
             self.resolve_jwt_secret()?;
+            self.resolve_encryption_key()?;
             if self.database_url.is_none() {
                 bail!(
                     "DATABASE_URL is not set: production runs on PostgreSQL (postgres://user:password@host/db)"
@@ -389,6 +501,55 @@ fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
+fn parse_networks(variable: &str, items: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    items
+        .iter()
+        .map(|cidr| {
+            cidr.parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .with_context(|| {
+                    format!("{variable} holds `{cidr}`, which is not an address or CIDR")
+                })
+        })
+        .collect()
+}
+
+/// `250ms`, `5s`, `5m`, `2h` or `5d`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .with_context(|| format!("`{text}` has no unit (ms, s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("`{text}` does not start with a number"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => bail!("`{other}` is not a unit: use ms, s, m, h or d"),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
+mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|item| super::parse_duration(item).map_err(D::Error::custom))
+            .collect()
+    }
+}
+
 fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -398,7 +559,10 @@ fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
 }
 
 /// Reads a generated secret, or creates it with mode 0600 so only the server's user can read it.
-pub fn load_or_create_secret_file(path: &Path) -> anyhow::Result<Secret> {
+pub fn load_or_create_secret_file(
+    path: &Path,
+    generate: impl FnOnce() -> String,
+) -> anyhow::Result<Secret> {
     if let Ok(existing) = std::fs::read_to_string(path) {
         let existing = existing.trim();
         if !existing.is_empty() {
@@ -409,7 +573,7 @@ pub fn load_or_create_secret_file(path: &Path) -> anyhow::Result<Secret> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("Failed to create data directory {}", dir.display()))?;
     }
-    let secret = crate::auth::random_token(48);
+    let secret = generate();
     write_private_file(path, &secret)
         .with_context(|| format!("Failed to write generated secret to {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated a new secret");
@@ -482,11 +646,31 @@ mod tests {
     }
 
     #[test]
+    fn allowed_webhook_networks_must_be_cidrs() {
+        let settings = Settings::load_from(&[(
+            "PLATFORM_WEBHOOK_ALLOWED_NETWORKS",
+            "127.0.0.0/8, localhost",
+        )])
+        .expect("loads");
+        let error = settings.validate().expect_err("must refuse");
+        assert!(error.to_string().contains("`localhost`"), "{error}");
+        let settings =
+            Settings::load_from(&[("PLATFORM_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8, ::1")])
+                .expect("loads");
+        assert_eq!(
+            settings.webhooks.allowed_networks().expect("valid").len(),
+            2
+        );
+    }
+
+    #[test]
     fn generated_secret_is_private_and_stable() {
         let dir = tempfile_dir();
         let path = dir.join("jwt_secret");
-        let first = load_or_create_secret_file(&path).expect("created");
-        let second = load_or_create_secret_file(&path).expect("read back");
+        let first =
+            load_or_create_secret_file(&path, || crate::auth::random_token(48)).expect("created");
+        let second = load_or_create_secret_file(&path, || unreachable!("already exists"))
+            .expect("read back");
         assert_eq!(first.expose(), second.expose());
         assert!(first.expose().len() >= 48);
         #[cfg(unix)]
@@ -499,6 +683,43 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn retry_schedules_parse_with_units() {
+        let settings =
+            Settings::load_from(&[("PLATFORM_WEBHOOK_RETRY_SCHEDULE", "0s, 1s,250ms,5m,2h,1d")])
+                .expect("loads");
+        assert_eq!(
+            settings.webhooks.retry_schedule,
+            [0, 1000, 250, 300_000, 7_200_000, 86_400_000].map(Duration::from_millis)
+        );
+        assert_eq!(Settings::default().webhooks.retry_schedule.len(), 8);
+        for bad in ["5", "5x", "s", "-1s"] {
+            let error = Settings::load_from(&[("PLATFORM_WEBHOOK_RETRY_SCHEDULE", bad)])
+                .expect_err("must refuse");
+            assert!(
+                error
+                    .to_string()
+                    .contains("PLATFORM_WEBHOOK_RETRY_SCHEDULE"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn production_requires_an_encryption_key() {
+        let settings = Settings::load_from(&[
+            ("PLATFORM_ENV", "production"),
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("PLATFORM_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ])
+        .expect("loads");
+        let error = settings.validate().expect_err("must refuse");
+        assert!(
+            error.to_string().contains("PLATFORM_ENCRYPTION_KEY"),
+            "{error}"
+        );
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod cli;
 pub mod configuration;
+pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
@@ -31,6 +32,7 @@ pub mod realtime;
 pub mod services;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::{
     net::SocketAddr,
@@ -118,6 +120,11 @@ impl Application {
             self.state.background_db.clone(),
             self.state.bus.clone(),
             self.state.relay_wake.clone(),
+            self.state.deliveries_wake.clone(),
+            self.shutdown.0.subscribe(),
+        ));
+        let webhook_worker = tokio::spawn(webhooks::worker::run(
+            self.state.webhook_worker(),
             self.shutdown.0.subscribe(),
         ));
         let address = self.listener.local_addr()?;
@@ -141,6 +148,9 @@ impl Application {
         if relay.await.is_err() {
             tracing::warn!("the outbox relay ended abnormally");
         }
+        if webhook_worker.await.is_err() {
+            tracing::warn!("the webhook worker ended abnormally");
+        }
         self.state
             .db
             .close()
@@ -151,6 +161,11 @@ impl Application {
             .close()
             .await
             .context("Failed to close the background database pool")?;
+        self.state
+            .worker_db
+            .close()
+            .await
+            .context("Failed to close the webhook worker's database pool")?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
-use crate::events::EventBus;
+use crate::{crypto::SecretBox, events::EventBus, webhooks::sender::Sender};
 
 use crate::{auth::jwt::JwtKeys, configuration::Settings, db, rate_limit::RateLimiter, rbac::Rbac};
 
@@ -27,12 +27,32 @@ pub struct AppState {
     pub bus: EventBus,
     /// Wakes the relay right after a commit that wrote events.
     pub relay_wake: Arc<Notify>,
+    /// Encrypts the secrets kept in the database.
+    pub secrets: SecretBox,
+    /// Sends webhooks through the address guard; also checks endpoint URLs.
+    pub webhook_sender: Sender,
+    /// Wakes the webhook worker when deliveries were created.
+    pub deliveries_wake: Arc<Notify>,
+    /// The webhook worker's own pool: its attempts must not queue behind requests.
+    pub worker_db: DatabaseConnection,
 }
 
 impl AppState {
     /// Call after committing a transaction that wrote outbox events.
     pub fn events_committed(&self) {
         self.relay_wake.notify_one();
+    }
+
+    /// The webhook worker of this instance.
+    pub fn webhook_worker(&self) -> crate::webhooks::worker::Worker {
+        crate::webhooks::worker::Worker {
+            db: self.worker_db.clone(),
+            sender: self.webhook_sender.clone(),
+            secrets: self.secrets.clone(),
+            settings: self.settings.webhooks.clone(),
+            wake: self.deliveries_wake.clone(),
+            relay_wake: self.relay_wake.clone(),
+        }
     }
 }
 
@@ -44,10 +64,13 @@ impl AppState {
         settings.validate()?;
         // Resolved up front so a missing production secret stops the start, not the first login.
         let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
+        let secrets = settings.resolve_encryption_key()?;
+        let webhook_sender = Sender::new(&settings)?;
         let mut db = db::connect(&settings).await?;
         db::migrate(&db).await?;
         let statements = db::instrument(&mut db);
         let background_db = db::connect_with(&settings, 2).await?;
+        let worker_db = db::connect_with(&settings, 4).await?;
         let mut rbac = Rbac::load(db.clone()).await?;
         let (redis, limiter, bus) = match &settings.redis_url {
             Some(url) => {
@@ -79,6 +102,10 @@ impl AppState {
             statements,
             bus,
             relay_wake: Arc::new(Notify::new()),
+            secrets,
+            webhook_sender,
+            deliveries_wake: Arc::new(Notify::new()),
+            worker_db,
         })
     }
 }

@@ -8,6 +8,7 @@ mod m20261122_000001_create_companies;
 mod m20261122_000002_create_identity;
 mod m20261122_000003_create_orders;
 mod m20261122_000004_outbox_position;
+mod m20261122_000005_create_webhooks;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_identity::Migration),
             Box::new(m20261122_000003_create_orders::Migration),
             Box::new(m20261122_000004_outbox_position::Migration),
+            Box::new(m20261122_000005_create_webhooks::Migration),
         ]
     }
 }

@@ -68,8 +68,13 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
             .filter(|url| !url.is_empty()),
         redis_namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),
         jwt_secret: Some(api::configuration::Secret::new(api::auth::random_token(48))),
+        encryption_key: Some(api::configuration::Secret::new(
+            api::crypto::SecretBox::generate_key(),
+        )),
         ..Settings::default()
     };
+    // Webhook receivers in tests listen on loopback; the guard itself has dedicated tests.
+    settings.webhooks.allowed_networks = vec!["127.0.0.0/8".into()];
     // Tests make many calls from one address; the limits themselves have dedicated tests.
     settings.rate_limits.api_calls = 100_000;
     settings.rate_limits.login_attempts = 1_000;
@@ -190,6 +195,12 @@ impl TestApp {
         drop(self);
         tokio::time::sleep(Duration::from_millis(200)).await;
         start(settings, postgres, data_dir).await
+    }
+
+    /// Stops the server (and its background workers) but keeps its database, for tests that
+    /// run the binary against it.
+    pub fn stop(&self) {
+        self.shutdown.trigger();
     }
 
     /// `ws://…` of this server.

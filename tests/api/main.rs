@@ -11,4 +11,5 @@ mod lifecycle;
 mod orders;
 mod realtime;
 mod tenancy;
+mod webhooks;
 mod workflows;

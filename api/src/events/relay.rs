@@ -25,18 +25,27 @@ const BATCH: u64 = 200;
 const POLL: Duration = Duration::from_millis(500);
 const RELAY_LOCK: i64 = 7_245_002;
 
-/// Runs until `stop` turns true; `wake` is notified after every commit that wrote events.
+/// Runs until `stop` turns true; `wake` is notified after every commit that wrote events, and
+/// the relay notifies `deliveries` when it created webhook deliveries.
 pub async fn run(
     db: sea_orm::DatabaseConnection,
     bus: EventBus,
     wake: Arc<Notify>,
+    deliveries: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         loop {
             match relay_batch(&db, &bus).await {
-                Ok(0) => break,
-                Ok(_) => continue,
+                Ok(Relayed { events: 0, .. }) => break,
+                Ok(Relayed {
+                    deliveries: created,
+                    ..
+                }) => {
+                    if created > 0 {
+                        deliveries.notify_one();
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(error = ?error, "outbox relay failed; retrying");
                     break;
@@ -51,18 +60,30 @@ pub async fn run(
     }
 }
 
-/// Publishes one batch; returns how many events it published.
+/// What one batch did.
+pub struct Relayed {
+    pub events: usize,
+    /// Webhook deliveries created for the batch's events.
+    pub deliveries: u64,
+}
+
+/// Publishes one batch and creates its webhook deliveries, in one transaction.
 pub async fn relay_batch(
     db: &sea_orm::DatabaseConnection,
     bus: &EventBus,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Relayed> {
+    let nothing = Relayed {
+        events: 0,
+        deliveries: 0,
+    };
     let txn = db.begin().await?;
     let Some(rows) = claim(&txn).await? else {
-        return Ok(0);
+        return Ok(nothing);
     };
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(nothing);
     }
+    let deliveries = crate::webhooks::enqueue(&txn, &rows).await?;
     let last: Option<Option<i64>> = outbox::Entity::find()
         .select_only()
         .column_as(outbox::Column::Position.max(), "last")
@@ -96,7 +117,10 @@ pub async fn relay_batch(
     }
     txn.commit().await?;
     metrics::counter!("outbox_events_relayed_total").increment(count as u64);
-    Ok(count)
+    Ok(Relayed {
+        events: count,
+        deliveries,
+    })
 }
 
 /// The next unrelayed events in commit order, claimed for this transaction; `None` when another

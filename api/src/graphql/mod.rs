@@ -14,6 +14,7 @@ mod metrics;
 mod operator;
 mod orders;
 mod system;
+mod webhooks;
 mod workflows;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
@@ -38,6 +39,7 @@ pub struct QueryRoot(
     workflows::WorkflowQuery,
     orders::OrderQuery,
     events::EventQuery,
+    webhooks::WebhookQuery,
 );
 
 /// Everything a client can change.
@@ -51,6 +53,7 @@ pub struct MutationRoot(
     catalog::CatalogMutation,
     workflows::WorkflowMutation,
     orders::OrderMutation,
+    webhooks::WebhookMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, events::SubscriptionRoot>;

@@ -3,6 +3,7 @@
 
 mod graphql;
 mod health;
+mod incoming;
 mod observe;
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use axum::{
     extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde_json::json;
 use tower_http::{
@@ -58,6 +59,10 @@ pub fn router(state: HttpState) -> anyhow::Result<Router> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route(
+            "/webhooks/in/{provider}/{company_id}",
+            post(incoming::receive).layer(DefaultBodyLimit::max(incoming::BODY_LIMIT)),
+        )
         .fallback(not_found)
         .with_state(state.clone())
         .layer(state.socketio.clone())

@@ -9,7 +9,9 @@ pub mod events;
 pub mod identity;
 pub mod orders;
 pub mod outbox;
+pub mod payments;
 pub mod tenant;
+pub mod webhooks;
 pub mod workflows;
 
 use crate::{

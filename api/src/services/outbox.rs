@@ -4,7 +4,8 @@
 use chrono::Utc;
 use entity::outbox;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, QuerySelect,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -25,7 +26,18 @@ pub struct Event {
 
 /// Appends `event` with the next sequence number of its aggregate.
 pub async fn record(txn: &DatabaseTransaction, actor: &Actor, event: Event) -> ApiResult<()> {
-    let last: Option<Option<i64>> = tenant::find::<outbox::Entity>(actor)
+    Ok(append(txn, tenant::company_of(actor), event).await?)
+}
+
+/// Appends an event of `company_id` on behalf of the system (a background worker), which
+/// has no actor; request code goes through [`record`].
+pub async fn append(
+    txn: &DatabaseTransaction,
+    company_id: Uuid,
+    event: Event,
+) -> Result<(), DbErr> {
+    let last: Option<Option<i64>> = outbox::Entity::find()
+        .filter(outbox::Column::CompanyId.eq(company_id))
         .select_only()
         .column_as(outbox::Column::Sequence.max(), "last")
         .filter(outbox::Column::AggregateId.eq(event.aggregate_id))
@@ -38,7 +50,7 @@ pub async fn record(txn: &DatabaseTransaction, actor: &Actor, event: Event) -> A
     }
     outbox::ActiveModel {
         event_id: Set(Uuid::now_v7()),
-        company_id: Set(tenant::company_of(actor)),
+        company_id: Set(company_id),
         event_type: Set(event.event_type.to_string()),
         aggregate_type: Set(event.aggregate_type.to_string()),
         aggregate_id: Set(event.aggregate_id),
@@ -51,4 +63,32 @@ pub async fn record(txn: &DatabaseTransaction, actor: &Actor, event: Event) -> A
     .insert(txn)
     .await?;
     Ok(())
+}
+
+/// A notification to one person, delivered by the `notifications` subscription and the
+/// user's Socket.IO room once committed.
+pub async fn notify(
+    txn: &DatabaseTransaction,
+    company_id: Uuid,
+    user_id: Uuid,
+    kind: &str,
+    message: &str,
+    details: Value,
+) -> Result<(), DbErr> {
+    append(
+        txn,
+        company_id,
+        Event {
+            event_type: "notification.created",
+            aggregate_type: "user",
+            aggregate_id: user_id,
+            payload: serde_json::json!({
+                "userId": user_id,
+                "kind": kind,
+                "message": message,
+                "details": details,
+            }),
+        },
+    )
+    .await
 }

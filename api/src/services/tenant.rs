@@ -6,8 +6,9 @@
 
 use chrono::Utc;
 use entity::{
-    api_key, casbin_rule, company, customer, membership, order, order_item, order_status_history,
-    outbox, product, refresh_token, role, workflow,
+    api_key, casbin_rule, company, customer, incoming_webhook, membership, order, order_item,
+    order_status_history, outbox, product, provider_secret, refresh_token, role, webhook_attempt,
+    webhook_delivery, webhook_endpoint, workflow,
 };
 use sea_orm::{
     ColumnTrait, DatabaseTransaction, DbErr, DeleteMany, EntityTrait, QueryFilter, Select,
@@ -45,6 +46,11 @@ tenant_entities!(
     order_item,
     order_status_history,
     outbox,
+    webhook_endpoint,
+    webhook_delivery,
+    webhook_attempt,
+    provider_secret,
+    incoming_webhook,
 );
 
 /// Rows of the actor's company.

@@ -1,0 +1,219 @@
+//! Webhooks in both directions.
+//!
+//! Outgoing: the outbox relay turns each committed event into one delivery per subscribed
+//! endpoint ([`enqueue`]), in the transaction that marks the event relayed; the [`worker`]
+//! claims due deliveries and sends them signed ([`signature`]) through the address guard
+//! ([`sender`]), retrying on the configured schedule.
+//!
+//! Incoming: [`incoming`] verifies what providers post to `/webhooks/in/{provider}/{company}`
+//! and stores each event once.
+
+pub mod address;
+pub mod incoming;
+pub mod sender;
+pub mod signature;
+pub mod worker;
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use entity::{outbox, webhook_delivery, webhook_endpoint};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Every event type an endpoint can subscribe to.
+pub const EVENT_TYPES: &[&str] = &[
+    "order.created",
+    "order.status_changed",
+    "payment.created",
+    "payment.paid",
+    "payment.failed",
+    "payment.refunded",
+    "webhook.endpoint_disabled",
+    "webhook.test",
+];
+
+/// Whether a subscription pattern (`order.created`, `order.*` or `*`) covers `event_type`.
+pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => event_type.starts_with(prefix) && EVENT_TYPES.contains(&event_type),
+        None => pattern == event_type,
+    }
+}
+
+/// A pattern is valid when it names at least one event type.
+pub fn valid_pattern(pattern: &str) -> bool {
+    let family_or_all = match pattern.strip_suffix('*') {
+        Some(prefix) => prefix.is_empty() || prefix.ends_with('.'),
+        None => true,
+    };
+    family_or_all && EVENT_TYPES.iter().any(|event| pattern_matches(pattern, event))
+}
+
+/// The body every endpoint receives: the event in an envelope that names it.
+pub fn envelope(
+    event_id: Uuid,
+    event_type: &str,
+    company_id: Uuid,
+    occurred_at: chrono::DateTime<Utc>,
+    data: Value,
+) -> String {
+    json!({
+        "id": event_id,
+        "type": event_type,
+        "timestamp": occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "companyId": company_id,
+        "data": data,
+    })
+    .to_string()
+}
+
+/// Creates the deliveries of freshly relayed events; returns how many. Runs in the relay's
+/// transaction, so an event is marked relayed only together with its deliveries, and a
+/// republished event adds none twice (one delivery per endpoint and event).
+pub async fn enqueue(db: &impl ConnectionTrait, events: &[outbox::Model]) -> anyhow::Result<u64> {
+    let mut companies: Vec<Uuid> = events.iter().map(|event| event.company_id).collect();
+    companies.sort_unstable();
+    companies.dedup();
+    let endpoints = webhook_endpoint::Entity::find()
+        .filter(webhook_endpoint::Column::CompanyId.is_in(companies))
+        .filter(webhook_endpoint::Column::Enabled.eq(true))
+        .all(db)
+        .await?;
+    if endpoints.is_empty() {
+        return Ok(0);
+    }
+    let mut by_company: HashMap<Uuid, Vec<(Uuid, Vec<String>)>> = HashMap::new();
+    for endpoint in endpoints {
+        let patterns: Vec<String> = serde_json::from_str(&endpoint.events).unwrap_or_default();
+        by_company
+            .entry(endpoint.company_id)
+            .or_default()
+            .push((endpoint.id, patterns));
+    }
+    let now = Utc::now();
+    let mut deliveries = Vec::new();
+    for event in events {
+        let Some(endpoints) = by_company.get(&event.company_id) else {
+            continue;
+        };
+        let subscribed = endpoints.iter().filter(|(_, patterns)| {
+            patterns
+                .iter()
+                .any(|pattern| pattern_matches(pattern, &event.event_type))
+        });
+        for (endpoint_id, _) in subscribed {
+            let data = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
+            deliveries.push(new_delivery(
+                event.company_id,
+                *endpoint_id,
+                event.event_id,
+                &event.event_type,
+                envelope(
+                    event.event_id,
+                    &event.event_type,
+                    event.company_id,
+                    event.occurred_at,
+                    data,
+                ),
+                now,
+            ));
+        }
+    }
+    let count = deliveries.len() as u64;
+    if count > 0 {
+        webhook_delivery::Entity::insert_many(deliveries)
+            .on_conflict_do_nothing_on([
+                webhook_delivery::Column::EndpointId,
+                webhook_delivery::Column::EventId,
+            ])
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(count)
+}
+
+/// A delivery due now.
+pub fn new_delivery(
+    company_id: Uuid,
+    endpoint_id: Uuid,
+    event_id: Uuid,
+    event_type: &str,
+    payload: String,
+    now: chrono::DateTime<Utc>,
+) -> webhook_delivery::ActiveModel {
+    webhook_delivery::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(company_id),
+        endpoint_id: Set(endpoint_id),
+        event_id: Set(event_id),
+        event_type: Set(event_type.to_string()),
+        payload: Set(payload),
+        status: Set(DeliveryStatus::Pending.as_str().to_string()),
+        attempt_count: Set(0),
+        next_attempt_at: Set(now),
+        leased_until: Set(None),
+        last_status_code: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        delivered_at: Set(None),
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    Delivered,
+    /// Every attempt of the schedule failed; `redeliverWebhook` starts it over.
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Delivered => "DELIVERED",
+            Self::Dead => "DEAD",
+        }
+    }
+}
+
+/// The `webhook-id` header of a delivery: stable across its retries and redeliveries.
+pub fn message_id(delivery_id: Uuid) -> String {
+    format!("msg_{}", delivery_id.simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_cover_exact_types_families_and_everything() {
+        assert!(pattern_matches("order.created", "order.created"));
+        assert!(!pattern_matches("order.created", "order.status_changed"));
+        assert!(pattern_matches("order.*", "order.status_changed"));
+        assert!(!pattern_matches("order.*", "payment.paid"));
+        assert!(pattern_matches("*", "payment.paid"));
+    }
+
+    #[test]
+    fn only_patterns_naming_real_events_are_valid() {
+        for valid in ["*", "order.*", "payment.paid", "webhook.test"] {
+            assert!(valid_pattern(valid), "{valid}");
+        }
+        for invalid in [
+            "orders.created",
+            "order*",
+            "ord.*",
+            "",
+            "order.created.*",
+            "**",
+        ] {
+            assert!(!valid_pattern(invalid), "{invalid}");
+        }
+    }
+}

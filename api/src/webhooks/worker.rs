@@ -1,0 +1,519 @@
+//! The delivery worker: claims due deliveries, sends each signed, records every attempt.
+//!
+//! Claiming sets a lease (`leased_until`) with a conditional update, so a delivery goes to one
+//! worker at a time; on PostgreSQL the candidates are read `FOR UPDATE SKIP LOCKED`, so several
+//! instances share the work without waiting on each other. A worker that dies mid-attempt
+//! leaves its lease to expire, and the delivery goes out again with the same `webhook-id` —
+//! at least once, never lost.
+//!
+//! Each attempt runs in its own task under a deadline, with a cap on attempts in flight per
+//! endpoint, so a slow or dead endpoint holds a few slots and never the others' deliveries.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, LockBehavior, LockType, Query},
+};
+use serde_json::json;
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinSet,
+};
+use uuid::Uuid;
+
+use super::{
+    DeliveryStatus, message_id,
+    sender::{Outcome, Sender, signed_headers},
+    signature::{SigningSecret, signature_header},
+};
+use crate::{
+    configuration::WebhookSettings,
+    crypto::{Purpose, SecretBox},
+    services::outbox,
+};
+
+/// How often the worker looks for due deliveries without being woken (retries coming due,
+/// deliveries of other instances' events, expired leases).
+const POLL: Duration = Duration::from_millis(500);
+
+/// What the worker needs; cheap to clone into each attempt's task.
+#[derive(Clone)]
+pub struct Worker {
+    pub db: DatabaseConnection,
+    pub sender: Sender,
+    pub secrets: SecretBox,
+    pub settings: WebhookSettings,
+    /// Notified when deliveries were created.
+    pub wake: Arc<Notify>,
+    /// Notified when the worker wrote outbox events (an endpoint was disabled).
+    pub relay_wake: Arc<Notify>,
+}
+
+/// Runs until `stop` turns true, then lets attempts in flight finish within their deadline.
+pub async fn run(worker: Worker, mut stop: watch::Receiver<bool>) {
+    let mut in_flight: HashMap<Uuid, usize> = HashMap::new();
+    let mut tasks: JoinSet<Uuid> = JoinSet::new();
+    loop {
+        while tasks.len() < worker.settings.max_in_flight {
+            let free = worker.settings.max_in_flight - tasks.len();
+            match claim(&worker, free, &in_flight).await {
+                Ok(claimed) if claimed.is_empty() => break,
+                Ok(claimed) => {
+                    for delivery in claimed {
+                        *in_flight.entry(delivery.endpoint_id).or_default() += 1;
+                        tasks.spawn(attempt(worker.clone(), delivery));
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = ?error, "claiming webhook deliveries failed; retrying");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = worker.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(endpoint_id) = finished {
+                    release(&mut in_flight, endpoint_id);
+                }
+            }
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(worker.settings.lease(), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("webhook attempts still running at shutdown; their leases will expire");
+    }
+}
+
+fn release(in_flight: &mut HashMap<Uuid, usize>, endpoint_id: Uuid) {
+    if let Some(count) = in_flight.get_mut(&endpoint_id) {
+        *count -= 1;
+        if *count == 0 {
+            in_flight.remove(&endpoint_id);
+        }
+    }
+}
+
+/// Due now and not leased by anyone.
+fn due(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
+        .add(webhook_delivery::Column::NextAttemptAt.lte(now))
+        .add(
+            Condition::any()
+                .add(webhook_delivery::Column::LeasedUntil.is_null())
+                .add(webhook_delivery::Column::LeasedUntil.lt(now)),
+        )
+}
+
+/// Leases up to `free` due deliveries, at most the per-endpoint cap for each endpoint.
+async fn claim(
+    worker: &Worker,
+    free: usize,
+    in_flight: &HashMap<Uuid, usize>,
+) -> anyhow::Result<Vec<webhook_delivery::Model>> {
+    let now = Utc::now();
+    let per_endpoint = worker.settings.max_in_flight_per_endpoint;
+    let saturated: Vec<Uuid> = in_flight
+        .iter()
+        .filter(|(_, count)| **count >= per_endpoint)
+        .map(|(endpoint, _)| *endpoint)
+        .collect();
+    let enabled_endpoints = Query::select()
+        .column(webhook_endpoint::Column::Id)
+        .from(webhook_endpoint::Entity)
+        .and_where(webhook_endpoint::Column::Enabled.eq(true))
+        .to_owned();
+    let mut candidates = webhook_delivery::Entity::find()
+        .select_only()
+        .column(webhook_delivery::Column::Id)
+        .column(webhook_delivery::Column::EndpointId)
+        .filter(due(now))
+        .filter(webhook_delivery::Column::EndpointId.in_subquery(enabled_endpoints))
+        .order_by_asc(webhook_delivery::Column::NextAttemptAt)
+        .limit((free * 4) as u64);
+    if !saturated.is_empty() {
+        candidates = candidates.filter(webhook_delivery::Column::EndpointId.is_not_in(saturated));
+    }
+    let lease_until =
+        now + chrono::Duration::from_std(worker.settings.lease()).unwrap_or(chrono::Duration::MAX);
+    let lease = |ids: Vec<Uuid>| {
+        webhook_delivery::Entity::update_many()
+            .col_expr(
+                webhook_delivery::Column::LeasedUntil,
+                Expr::value(lease_until),
+            )
+            .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
+            .filter(webhook_delivery::Column::Id.is_in(ids))
+            .filter(due(now))
+    };
+    match worker.db.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let txn = worker.db.begin().await?;
+            let rows: Vec<(Uuid, Uuid)> = candidates
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            let chosen = choose(rows, free, in_flight, per_endpoint);
+            if chosen.is_empty() {
+                return Ok(Vec::new());
+            }
+            let claimed = lease(chosen).exec_with_returning(&txn).await?;
+            txn.commit().await?;
+            Ok(claimed)
+        }
+        // SQLite has one writer: the conditional update alone decides who gets a delivery.
+        _ => {
+            let rows: Vec<(Uuid, Uuid)> = candidates.into_tuple().all(&worker.db).await?;
+            let chosen = choose(rows, free, in_flight, per_endpoint);
+            if chosen.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(lease(chosen).exec_with_returning(&worker.db).await?)
+        }
+    }
+}
+
+/// Picks deliveries in due order, keeping each endpoint under its cap.
+fn choose(
+    candidates: Vec<(Uuid, Uuid)>,
+    free: usize,
+    in_flight: &HashMap<Uuid, usize>,
+    per_endpoint: usize,
+) -> Vec<Uuid> {
+    let mut taken: HashMap<Uuid, usize> = HashMap::new();
+    candidates
+        .into_iter()
+        .filter(|(_, endpoint)| {
+            let count = taken.entry(*endpoint).or_default();
+            let busy = in_flight.get(endpoint).copied().unwrap_or(0) + *count;
+            if busy < per_endpoint {
+                *count += 1;
+                true
+            } else {
+                false
+            }
+        })
+        .map(|(id, _)| id)
+        .take(free)
+        .collect()
+}
+
+/// Sends one delivery and records the attempt; returns the endpoint to free its slot.
+async fn attempt(worker: Worker, delivery: webhook_delivery::Model) -> Uuid {
+    let endpoint_id = delivery.endpoint_id;
+    let endpoint = match webhook_endpoint::Entity::find_by_id(endpoint_id)
+        .one(&worker.db)
+        .await
+    {
+        Ok(Some(endpoint)) => endpoint,
+        // Deleted since the claim; its deliveries went with it.
+        Ok(None) => return endpoint_id,
+        Err(error) => {
+            tracing::warn!(error = ?error, delivery = %delivery.id, "could not load the endpoint; the lease will expire");
+            return endpoint_id;
+        }
+    };
+    let outcome = match signing_secrets(&worker.secrets, &endpoint) {
+        Ok(secrets) => {
+            let id = message_id(delivery.id);
+            let timestamp = Utc::now().timestamp();
+            let keys: Vec<&SigningSecret> = secrets.iter().collect();
+            let signature = signature_header(&keys, &id, timestamp, delivery.payload.as_bytes());
+            worker
+                .sender
+                .post(
+                    &endpoint.url,
+                    signed_headers(&id, timestamp, &signature),
+                    delivery.payload.clone(),
+                )
+                .await
+        }
+        Err(error) => {
+            tracing::error!(error = ?error, endpoint = %endpoint.id, "cannot read a webhook signing secret");
+            Outcome {
+                error: Some("the endpoint's signing secret cannot be read".into()),
+                ..Outcome::default()
+            }
+        }
+    };
+    metrics::counter!(
+        "webhook_attempts_total",
+        "outcome" => if outcome.succeeded() { "delivered" } else { "failed" }
+    )
+    .increment(1);
+    metrics::histogram!("webhook_attempt_seconds").record(outcome.latency.as_secs_f64());
+    // Recording is retried: giving up would leave the lease to expire and send it once more.
+    for _ in 0..3 {
+        match record(&worker, &delivery, &endpoint, &outcome).await {
+            Ok(disabled) => {
+                if disabled {
+                    worker.relay_wake.notify_one();
+                }
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(error = ?error, delivery = %delivery.id, "recording a webhook attempt failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    endpoint_id
+}
+
+/// The current secret, and the previous one while its grace period lasts.
+pub fn signing_secrets(
+    secrets: &SecretBox,
+    endpoint: &webhook_endpoint::Model,
+) -> anyhow::Result<Vec<SigningSecret>> {
+    let open = |sealed: &str| -> anyhow::Result<SigningSecret> {
+        let text = secrets.open(endpoint.company_id, Purpose::WebhookSigning, sealed)?;
+        SigningSecret::parse(&text).map_err(anyhow::Error::msg)
+    };
+    let mut keys = vec![open(&endpoint.secret_ciphertext)?];
+    if let (Some(previous), Some(expires)) = (
+        &endpoint.previous_secret_ciphertext,
+        endpoint.previous_secret_expires_at,
+    ) && expires > Utc::now()
+    {
+        keys.push(open(previous)?);
+    }
+    Ok(keys)
+}
+
+/// Writes the attempt and moves the delivery on; returns whether the endpoint got disabled.
+async fn record(
+    worker: &Worker,
+    delivery: &webhook_delivery::Model,
+    endpoint: &webhook_endpoint::Model,
+    outcome: &Outcome,
+) -> anyhow::Result<bool> {
+    let now = Utc::now();
+    let txn = worker.db.begin().await?;
+    webhook_attempt::ActiveModel {
+        company_id: Set(delivery.company_id),
+        delivery_id: Set(delivery.id),
+        attempted_at: Set(now),
+        status_code: Set(outcome.status.map(i32::from)),
+        latency_ms: Set(i32::try_from(outcome.latency.as_millis()).unwrap_or(i32::MAX)),
+        response_body: Set(outcome.body.clone()),
+        error: Set(outcome.error.clone()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let attempts = delivery.attempt_count + 1;
+    let mut update = webhook_delivery::Entity::update_many()
+        .col_expr(
+            webhook_delivery::Column::AttemptCount,
+            Expr::value(attempts),
+        )
+        .col_expr(
+            webhook_delivery::Column::LeasedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            webhook_delivery::Column::LastStatusCode,
+            Expr::value(outcome.status.map(i32::from)),
+        )
+        .col_expr(
+            webhook_delivery::Column::LastError,
+            Expr::value(outcome.error.clone()),
+        )
+        .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
+        .filter(webhook_delivery::Column::Id.eq(delivery.id));
+    let mut disabled = false;
+    if outcome.succeeded() {
+        update = update
+            .col_expr(
+                webhook_delivery::Column::Status,
+                Expr::value(DeliveryStatus::Delivered.as_str()),
+            )
+            .col_expr(webhook_delivery::Column::DeliveredAt, Expr::value(now));
+        if endpoint.failing_since.is_some() {
+            webhook_endpoint::Entity::update_many()
+                .col_expr(
+                    webhook_endpoint::Column::FailingSince,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .filter(webhook_endpoint::Column::Id.eq(endpoint.id))
+                .exec(&txn)
+                .await?;
+        }
+    } else {
+        update = match next_attempt(&worker.settings, attempts, outcome, now) {
+            Some(at) => update.col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(at)),
+            None => update.col_expr(
+                webhook_delivery::Column::Status,
+                Expr::value(DeliveryStatus::Dead.as_str()),
+            ),
+        };
+        disabled = note_failure(&txn, worker, endpoint, now).await?;
+    }
+    update.exec(&txn).await?;
+    txn.commit().await?;
+    Ok(disabled)
+}
+
+/// When the next attempt is due after `attempts` failed ones, or `None` when the schedule is
+/// spent. A `Retry-After` later than the schedule's delay is honoured.
+pub fn next_attempt(
+    settings: &WebhookSettings,
+    attempts: i32,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let scheduled = *settings
+        .retry_schedule
+        .get(usize::try_from(attempts).ok()?)?;
+    let wait = outcome
+        .retry_after
+        .map_or(scheduled, |asked| asked.max(scheduled));
+    Some(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX))
+}
+
+/// Starts or continues the endpoint's run of failures; disables it once the run is longer
+/// than allowed, raising `webhook.endpoint_disabled` and a notification to its creator.
+async fn note_failure(
+    txn: &sea_orm::DatabaseTransaction,
+    worker: &Worker,
+    endpoint: &webhook_endpoint::Model,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let Some(since) = endpoint.failing_since else {
+        webhook_endpoint::Entity::update_many()
+            .col_expr(webhook_endpoint::Column::FailingSince, Expr::value(now))
+            .filter(webhook_endpoint::Column::Id.eq(endpoint.id))
+            .filter(webhook_endpoint::Column::FailingSince.is_null())
+            .exec(txn)
+            .await?;
+        return Ok(false);
+    };
+    let limit = chrono::Duration::seconds(
+        i64::try_from(worker.settings.disable_after_secs).unwrap_or(i64::MAX),
+    );
+    if now - since < limit {
+        return Ok(false);
+    }
+    let reason = format!(
+        "every attempt failed since {}",
+        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let changed = webhook_endpoint::Entity::update_many()
+        .col_expr(webhook_endpoint::Column::Enabled, Expr::value(false))
+        .col_expr(
+            webhook_endpoint::Column::DisabledReason,
+            Expr::value(reason.clone()),
+        )
+        .col_expr(webhook_endpoint::Column::UpdatedAt, Expr::value(now))
+        .filter(webhook_endpoint::Column::Id.eq(endpoint.id))
+        .filter(webhook_endpoint::Column::Enabled.eq(true))
+        .exec(txn)
+        .await?;
+    if changed.rows_affected == 0 {
+        return Ok(false);
+    }
+    tracing::warn!(endpoint = %endpoint.id, company = %endpoint.company_id, %reason, "webhook endpoint disabled");
+    let details = json!({
+        "endpointId": endpoint.id,
+        "url": endpoint.url,
+        "reason": reason,
+        "failingSince": since,
+    });
+    outbox::append(
+        txn,
+        endpoint.company_id,
+        outbox::Event {
+            event_type: "webhook.endpoint_disabled",
+            aggregate_type: "webhook_endpoint",
+            aggregate_id: endpoint.id,
+            payload: details.clone(),
+        },
+    )
+    .await?;
+    if let Some(user) = endpoint.created_by {
+        outbox::notify(
+            txn,
+            endpoint.company_id,
+            user,
+            "webhook.endpoint_disabled",
+            &format!("Webhook endpoint {} was disabled: {reason}", endpoint.url),
+            details,
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_gives_each_retry_its_delay_then_ends() {
+        let settings = WebhookSettings::default();
+        let now = Utc::now();
+        let failed = Outcome::default();
+        assert_eq!(
+            next_attempt(&settings, 1, &failed, now),
+            Some(now + chrono::Duration::seconds(5))
+        );
+        assert_eq!(
+            next_attempt(&settings, 2, &failed, now),
+            Some(now + chrono::Duration::minutes(5))
+        );
+        assert_eq!(
+            next_attempt(&settings, 7, &failed, now),
+            Some(now + chrono::Duration::hours(10))
+        );
+        assert_eq!(next_attempt(&settings, 8, &failed, now), None);
+    }
+
+    #[test]
+    fn a_later_retry_after_is_honoured_an_earlier_one_is_not() {
+        let settings = WebhookSettings::default();
+        let now = Utc::now();
+        let later = Outcome {
+            retry_after: Some(Duration::from_secs(60)),
+            ..Outcome::default()
+        };
+        let earlier = Outcome {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Outcome::default()
+        };
+        assert_eq!(
+            next_attempt(&settings, 1, &later, now),
+            Some(now + chrono::Duration::seconds(60))
+        );
+        assert_eq!(
+            next_attempt(&settings, 1, &earlier, now),
+            Some(now + chrono::Duration::seconds(5))
+        );
+    }
+
+    #[test]
+    fn busy_endpoints_get_no_more_than_their_cap() {
+        let slow = Uuid::new_v4();
+        let other = Uuid::new_v4();
+        let mut candidates: Vec<(Uuid, Uuid)> = (0..10).map(|_| (Uuid::new_v4(), slow)).collect();
+        candidates.push((Uuid::new_v4(), other));
+        let in_flight = HashMap::from([(slow, 1)]);
+        let chosen = choose(candidates.clone(), 100, &in_flight, 3);
+        assert_eq!(
+            chosen.len(),
+            3,
+            "two more for the slow endpoint, one for the other"
+        );
+        assert!(chosen.contains(&candidates[10].0));
+    }
+}
