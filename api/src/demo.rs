@@ -26,7 +26,7 @@ use crate::{
         customers::{self, CustomerDetails},
         identity,
         orders::{self, NewOrder, TransitionRequest},
-        workflows,
+        payments, workflows,
     },
     state::AppState,
 };
@@ -217,6 +217,23 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         customer_ids.push(created.id);
     }
 
+    payments::update_settings(
+        state,
+        &actor,
+        payments::SettingsChanges {
+            pix_key: Some(format!("pix@{}.example", demo.slug)),
+            pix_merchant_name: Some(demo.name.chars().take(25).collect()),
+            pix_merchant_city: Some("Sao Paulo".into()),
+            boleto_bank_code: Some("341".into()),
+            boleto_agency: Some("1234".into()),
+            boleto_account: Some("5678901".into()),
+            boleto_wallet: Some("9".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(message)?;
+
     let workflow = workflows::active(&state.db, &actor, workflows::ORDER)
         .await
         .map_err(message)?;
@@ -237,7 +254,15 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         )
         .await
         .map_err(message)?;
-        for to in path.iter().skip(1).take(*steps) {
+        for (from, to) in path.iter().zip(path.iter().skip(1)).take(*steps) {
+            if workflow
+                .definition
+                .transitions
+                .iter()
+                .any(|step| &step.from == from && &step.to == to && step.requires_payment)
+            {
+                pay_in_cash(state, &actor, created.id).await?;
+            }
             orders::transition(
                 state,
                 &actor,
@@ -404,5 +429,25 @@ async fn bulk(state: &AppState, company_id: Uuid, count: u64) -> anyhow::Result<
         txn.commit().await?;
         done += size;
     }
+    Ok(())
+}
+
+/// Settles an order at the counter, as staff would before a step that requires payment.
+async fn pay_in_cash(state: &AppState, actor: &Actor, order_id: Uuid) -> anyhow::Result<()> {
+    let payment = payments::create(
+        state,
+        actor,
+        payments::NewPayment {
+            order_id,
+            method: crate::domain::payment::Method::Cash,
+            amount_minor: None,
+            idempotency_key: format!("demo-{order_id}"),
+        },
+    )
+    .await
+    .map_err(message)?;
+    payments::mark_paid(state, actor, payment.id, Some("paid at the counter".into()))
+        .await
+        .map_err(message)?;
     Ok(())
 }

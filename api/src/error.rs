@@ -36,6 +36,9 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     /// `QUOTA_EXCEEDED`: the company's plan does not allow more.
     QuotaExceeded(String),
+    /// `PAYMENT_PROVIDER_ERROR`: the payment provider refused or failed; `extensions.retryable`
+    /// says whether the same request (same idempotency key) may succeed later.
+    Provider { message: String, retryable: bool },
     /// `BAD_REQUEST`: the request itself is malformed (not JSON, no query, a batch too large).
     BadRequest(String),
     /// `INTERNAL`: a failure on our side; the message is opaque and the cause is logged.
@@ -73,7 +76,8 @@ impl ApiError {
             | Self::QuotaExceeded(message)
             | Self::BadRequest(message)
             | Self::Forbidden { message, .. }
-            | Self::Validation { message, .. } => message.clone(),
+            | Self::Validation { message, .. }
+            | Self::Provider { message, .. } => message.clone(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::RateLimited { retry_after_secs } => {
                 format!("too many requests, retry in {retry_after_secs} s")
@@ -92,6 +96,7 @@ impl ApiError {
             Self::Conflict(_) => "CONFLICT",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::QuotaExceeded(_) => "QUOTA_EXCEEDED",
+            Self::Provider { .. } => "PAYMENT_PROVIDER_ERROR",
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::Internal(_) => "INTERNAL",
         }
@@ -137,6 +142,7 @@ impl ErrorExtensions for ApiError {
                 Self::RateLimited { retry_after_secs } => {
                     extensions.set("retryAfter", *retry_after_secs)
                 }
+                Self::Provider { retryable, .. } => extensions.set("retryable", *retryable),
                 _ => {}
             }
         })

@@ -26,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod payments;
 pub mod rate_limit;
 pub mod rbac;
 pub mod realtime;

@@ -6,7 +6,12 @@ use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
-use crate::{crypto::SecretBox, events::EventBus, webhooks::sender::Sender};
+use crate::{
+    crypto::SecretBox,
+    events::EventBus,
+    payments::stripe::{PaymentProvider, StripeClient},
+    webhooks::sender::Sender,
+};
 
 use crate::{auth::jwt::JwtKeys, configuration::Settings, db, rate_limit::RateLimiter, rbac::Rbac};
 
@@ -35,6 +40,8 @@ pub struct AppState {
     pub deliveries_wake: Arc<Notify>,
     /// The webhook worker's own pool: its attempts must not queue behind requests.
     pub worker_db: DatabaseConnection,
+    /// Card payments (Stripe, at `PLATFORM_STRIPE_API_BASE`).
+    pub payment_provider: Arc<dyn PaymentProvider>,
 }
 
 impl AppState {
@@ -66,6 +73,13 @@ impl AppState {
         let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
         let secrets = settings.resolve_encryption_key()?;
         let webhook_sender = Sender::new(&settings)?;
+        let payment_provider = Arc::new(
+            StripeClient::new(
+                &settings.stripe_api_base,
+                std::time::Duration::from_secs(20),
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
         let mut db = db::connect(&settings).await?;
         db::migrate(&db).await?;
         let statements = db::instrument(&mut db);
@@ -106,6 +120,7 @@ impl AppState {
             webhook_sender,
             deliveries_wake: Arc::new(Notify::new()),
             worker_db,
+            payment_provider,
         })
     }
 }

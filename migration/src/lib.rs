@@ -9,6 +9,7 @@ mod m20261122_000002_create_identity;
 mod m20261122_000003_create_orders;
 mod m20261122_000004_outbox_position;
 mod m20261122_000005_create_webhooks;
+mod m20261122_000006_create_payments;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_orders::Migration),
             Box::new(m20261122_000004_outbox_position::Migration),
             Box::new(m20261122_000005_create_webhooks::Migration),
+            Box::new(m20261122_000006_create_payments::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@ mod helpers;
 mod identity;
 mod lifecycle;
 mod orders;
+mod payments;
 mod realtime;
 mod tenancy;
 mod webhooks;

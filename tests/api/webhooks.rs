@@ -721,7 +721,7 @@ async fn a_delivery_cut_off_by_kill_9_is_sent_again_with_the_same_webhook_id() {
 const STRIPE_EVENT: &str =
     r#"{"id":"evt_1QAbc","type":"payment_intent.succeeded","data":{"object":{"id":"pi_123"}}}"#;
 
-fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
+pub fn stripe_signature(secret: &str, timestamp: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
     mac.update(format!("{timestamp}.{body}").as_bytes());
     format!(

@@ -439,9 +439,11 @@ fn bike_shop() -> Definition {
                 "Mark ready for pickup",
                 MECHANIC,
             ),
-            // Payment at pickup belongs here once payments can be recorded; until then a
-            // `requiresPayment` step could never be taken.
-            transition("READY_FOR_PICKUP", "COMPLETED", "Complete", STAFF),
+            // The bike leaves the shop only once the repair is paid.
+            Transition {
+                requires_payment: true,
+                ..transition("READY_FOR_PICKUP", "COMPLETED", "Complete", STAFF)
+            },
         ]
         .into_iter()
         .chain(cancellations(
@@ -665,13 +667,21 @@ mod tests {
     }
 
     #[test]
-    fn no_template_requires_payment_before_payments_exist() {
+    fn only_the_bike_shop_pickup_requires_payment() {
         for business_type in BUSINESS_TYPES {
             let (_, definition) = order_template(business_type);
-            assert!(
-                definition.transitions.iter().all(|t| !t.requires_payment),
-                "{business_type}"
-            );
+            let paid_steps: Vec<(&str, &str)> = definition
+                .transitions
+                .iter()
+                .filter(|t| t.requires_payment)
+                .map(|t| (t.from.as_str(), t.to.as_str()))
+                .collect();
+            let expected: &[(&str, &str)] = if business_type == "BIKE_SHOP" {
+                &[("READY_FOR_PICKUP", "COMPLETED")]
+            } else {
+                &[]
+            };
+            assert_eq!(paid_steps, expected, "{business_type}");
         }
     }
 

@@ -5,7 +5,9 @@
 use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use entity::{company, customer, order_item, order_status_history, product, user, workflow};
+use entity::{
+    company, customer, order_item, order_status_history, payment, product, user, workflow,
+};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
@@ -51,6 +53,8 @@ pub struct ProductKey(pub Uuid);
 pub struct ItemsOfOrder(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HistoryOfOrder(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PaymentsOfOrder(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkflowKey(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,56 +103,38 @@ impl Loader<ProductKey> for TenantLoader {
     }
 }
 
-impl Loader<ItemsOfOrder> for TenantLoader {
-    type Value = Vec<order_item::Model>;
-    type Error = LoadError;
+/// The rows of a table that belong to each order, in `order` order, one query per batch.
+macro_rules! rows_of_orders {
+    ($key:ident, $module:ident, $($order:expr),+) => {
+        impl Loader<$key> for TenantLoader {
+            type Value = Vec<$module::Model>;
+            type Error = LoadError;
 
-    async fn load(
-        &self,
-        keys: &[ItemsOfOrder],
-    ) -> Result<HashMap<ItemsOfOrder, Self::Value>, Self::Error> {
-        let mut grouped: HashMap<ItemsOfOrder, Self::Value> =
-            keys.iter().map(|key| (*key, Vec::new())).collect();
-        let rows = tenant::find::<order_item::Entity>(&self.actor)
-            .filter(order_item::Column::OrderId.is_in(ids(keys, |key| key.0)))
-            .order_by_asc(order_item::Column::Position)
-            .all(&self.db)
-            .await?;
-        for row in rows {
-            grouped
-                .entry(ItemsOfOrder(row.order_id))
-                .or_default()
-                .push(row);
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Self::Value>, Self::Error> {
+                let mut grouped: HashMap<$key, Self::Value> =
+                    keys.iter().map(|key| (*key, Vec::new())).collect();
+                let rows = tenant::find::<$module::Entity>(&self.actor)
+                    .filter($module::Column::OrderId.is_in(ids(keys, |key| key.0)))
+                    $(.order_by_asc($order))+
+                    .all(&self.db)
+                    .await?;
+                for row in rows {
+                    grouped.entry($key(row.order_id)).or_default().push(row);
+                }
+                Ok(grouped)
+            }
         }
-        Ok(grouped)
-    }
+    };
 }
 
-impl Loader<HistoryOfOrder> for TenantLoader {
-    type Value = Vec<order_status_history::Model>;
-    type Error = LoadError;
-
-    async fn load(
-        &self,
-        keys: &[HistoryOfOrder],
-    ) -> Result<HashMap<HistoryOfOrder, Self::Value>, Self::Error> {
-        let mut grouped: HashMap<HistoryOfOrder, Self::Value> =
-            keys.iter().map(|key| (*key, Vec::new())).collect();
-        let rows = tenant::find::<order_status_history::Entity>(&self.actor)
-            .filter(order_status_history::Column::OrderId.is_in(ids(keys, |key| key.0)))
-            .order_by_asc(order_status_history::Column::CreatedAt)
-            .order_by_asc(order_status_history::Column::Id)
-            .all(&self.db)
-            .await?;
-        for row in rows {
-            grouped
-                .entry(HistoryOfOrder(row.order_id))
-                .or_default()
-                .push(row);
-        }
-        Ok(grouped)
-    }
-}
+rows_of_orders!(ItemsOfOrder, order_item, order_item::Column::Position);
+rows_of_orders!(
+    HistoryOfOrder,
+    order_status_history,
+    order_status_history::Column::CreatedAt,
+    order_status_history::Column::Id
+);
+rows_of_orders!(PaymentsOfOrder, payment, payment::Column::Id);
 
 impl Loader<WorkflowKey> for TenantLoader {
     type Value = WorkflowVersion;

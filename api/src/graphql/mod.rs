@@ -13,6 +13,7 @@ pub mod loaders;
 mod metrics;
 mod operator;
 mod orders;
+mod payments;
 mod system;
 mod webhooks;
 mod workflows;
@@ -40,6 +41,7 @@ pub struct QueryRoot(
     orders::OrderQuery,
     events::EventQuery,
     webhooks::WebhookQuery,
+    payments::PaymentQuery,
 );
 
 /// Everything a client can change.
@@ -54,6 +56,7 @@ pub struct MutationRoot(
     workflows::WorkflowMutation,
     orders::OrderMutation,
     webhooks::WebhookMutation,
+    payments::PaymentMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, events::SubscriptionRoot>;

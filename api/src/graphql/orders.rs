@@ -12,10 +12,15 @@ use super::{
     context::{actor, parse_id, require, state},
     customers::Customer,
     identity::User,
-    loaders::{CustomerKey, HistoryOfOrder, ItemsOfOrder, ProductKey, UserKey, WorkflowKey},
+    loaders::{
+        CustomerKey, HistoryOfOrder, ItemsOfOrder, PaymentsOfOrder, ProductKey, UserKey,
+        WorkflowKey,
+    },
+    payments::{OrderBalance, OrderPaymentStatus, Payment},
     workflows::{Workflow, WorkflowTransition},
 };
 use crate::{
+    domain::payment::{Status, balance},
     error::ApiError,
     services::orders::{
         self, NewOrder, OrderFilter as Filter, OrderSort, Position, TransitionRequest,
@@ -24,6 +29,36 @@ use crate::{
 
 /// An order of a customer, moving through its workflow.
 pub struct Order(pub order::Model);
+
+impl Order {
+    async fn payment_rows(&self, ctx: &Context<'_>) -> Result<Vec<entity::payment::Model>> {
+        Ok(loaders(ctx)?
+            .load_one(PaymentsOfOrder(self.0.id))
+            .await
+            .map_err(ApiError::from)?
+            .unwrap_or_default())
+    }
+
+    async fn balance(&self, ctx: &Context<'_>) -> Result<OrderBalance> {
+        let payments = self.payment_rows(ctx).await?;
+        let balance = balance(
+            self.0.total_minor,
+            payments.iter().map(|payment| {
+                (
+                    Status::parse(&payment.status).unwrap_or(Status::Pending),
+                    payment.amount_minor,
+                    payment.refunded_minor,
+                )
+            }),
+        );
+        Ok(OrderBalance {
+            status: balance.status,
+            paid: balance.paid,
+            due: balance.due,
+            currency: self.0.currency.clone(),
+        })
+    }
+}
 
 #[Object]
 impl Order {
@@ -85,6 +120,28 @@ impl Order {
             .map_err(ApiError::from)?
             .unwrap_or_default();
         Ok(history.into_iter().map(StatusChange).collect())
+    }
+    /// The order's payments, oldest first (`payments:read`).
+    async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
+        require(ctx, "payments", "read").await?;
+        Ok(self
+            .payment_rows(ctx)
+            .await?
+            .into_iter()
+            .map(Payment)
+            .collect())
+    }
+    /// What the payments add up to: unpaid, partially paid, paid, overpaid or refunded.
+    async fn payment_status(&self, ctx: &Context<'_>) -> Result<OrderPaymentStatus> {
+        Ok(self.balance(ctx).await?.status())
+    }
+    /// Collected minus refunded.
+    async fn amount_paid(&self, ctx: &Context<'_>) -> Result<Money> {
+        self.balance(ctx).await?.paid()
+    }
+    /// What the customer still owes; zero once paid or overpaid.
+    async fn amount_due(&self, ctx: &Context<'_>) -> Result<Money> {
+        self.balance(ctx).await?.due()
     }
     /// The workflow version the order started with.
     async fn workflow(&self, ctx: &Context<'_>) -> Result<Workflow> {

@@ -354,16 +354,6 @@ pub fn may_take(actor: &Actor, transition: &Transition) -> bool {
         .any(|role| actor.roles().iter().any(|held| held == role))
 }
 
-/// Whether an order counts as paid for a `requiresPayment` transition. Payments arrive with
-/// the payments feature; until then no order is paid, so such transitions are refused.
-async fn is_paid(
-    _db: &impl ConnectionTrait,
-    _actor: &Actor,
-    _order: &order::Model,
-) -> ApiResult<bool> {
-    Ok(false)
-}
-
 /// Moves an order along its workflow version.
 #[tracing::instrument(skip_all, fields(company_id = %actor.company_id(), order_id = %request.order_id))]
 pub async fn transition(
@@ -431,7 +421,11 @@ pub async fn transition(
             step.roles.join(", ")
         )));
     }
-    if step.requires_payment && !is_paid(&txn, actor, &order).await? {
+    if step.requires_payment
+        && !super::payments::balance_of(&txn, actor.company_id(), &order)
+            .await?
+            .settled()
+    {
         return Err(validation(
             "input.to",
             format!("moving to {to} requires the order to be paid"),

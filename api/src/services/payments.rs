@@ -1,24 +1,1300 @@
-//! Payments.
+//! Payments of orders: creation by idempotency key, PIX / boleto / card / cash, capture,
+//! cancellation, staff confirmation, refunds, the ledger, and the Stripe events that move
+//! card payments.
+//!
+//! Every mutation runs in one transaction whose first statement takes the company's write
+//! lock, so two requests with one idempotency key (or two refunds of one payment) are decided
+//! one after the other. Calls to Stripe happen outside any transaction: the payment is written
+//! first with `processing_until` set (a retry meanwhile gets `CONFLICT`), the provider is
+//! called with an idempotency key derived from the payment, and the outcome is written after.
+//! A crash in between leaves `processing_until` to expire; the next retry with the same key
+//! calls Stripe again with the same provider key and gets the same PaymentIntent.
 
-use sea_orm::DatabaseTransaction;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use entity::{financial_transaction, order, payment, payment_settings, refund};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::{authorize, outbox, tenant};
 use crate::{
+    auth::Actor,
+    crypto::Purpose,
+    domain::{
+        boleto,
+        payment::{Balance, Method, Status, balance},
+        pix,
+    },
+    error::{ApiError, ApiResult},
+    payments::stripe::{IntentRequest, IntentStatus, ProviderError, RefundRequest, RefundStatus},
     state::AppState,
     webhooks::incoming::{Provider, Verified},
 };
 
-/// Applies a verified provider event to the company's payments; returns what it did.
+/// How long a call to the payment provider may hold an idempotency key before a retry may
+/// take over.
+const PROCESSING_WINDOW: Duration = Duration::seconds(60);
+/// Days a boleto stays payable.
+const BOLETO_DAYS: i64 = 3;
+/// Largest single amount accepted (R$ 100 million): anything above is a typo.
+const MAX_AMOUNT: i64 = 10_000_000_000;
+
+/// What `createPayment` asks for.
+pub struct NewPayment {
+    pub order_id: Uuid,
+    pub method: Method,
+    pub amount_minor: Option<i64>,
+    pub idempotency_key: String,
+}
+
+/// What `refundPayment` asks for.
+pub struct NewRefund {
+    pub payment_id: Uuid,
+    pub amount_minor: Option<i64>,
+    pub reason: Option<String>,
+    pub idempotency_key: String,
+}
+
+/// Filters of the `payments` query.
+#[derive(Default)]
+pub struct PaymentFilter {
+    pub status: Option<Status>,
+    pub method: Option<Method>,
+    pub order_id: Option<Uuid>,
+}
+
+fn status_of(payment: &payment::Model) -> Status {
+    Status::parse(&payment.status).unwrap_or(Status::Pending)
+}
+
+fn method_of(payment: &payment::Model) -> Method {
+    Method::parse(&payment.method).unwrap_or(Method::Cash)
+}
+
+fn request_hash(parts: &[&str]) -> String {
+    hex::encode(Sha256::digest(parts.join("\u{1f}").as_bytes()))
+}
+
+fn valid_key(key: &str) -> ApiResult<String> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "input.idempotencyKey",
+            "an idempotency key has 1 to 255 printable characters",
+        ));
+    }
+    Ok(key.to_string())
+}
+
+fn valid_amount(amount: i64) -> ApiResult<i64> {
+    if amount <= 0 || amount > MAX_AMOUNT {
+        return Err(ApiError::validation(
+            "input.amountMinor",
+            format!("the amount must be between 1 and {MAX_AMOUNT} minor units"),
+        ));
+    }
+    Ok(amount)
+}
+
+fn provider_error(error: ProviderError) -> ApiError {
+    ApiError::Provider {
+        message: format!("the payment provider refused: {}", error.message()),
+        retryable: error.is_retryable(),
+    }
+}
+
+/// The balance of `order` from its payments.
+pub async fn balance_of(
+    db: &impl ConnectionTrait,
+    company_id: Uuid,
+    order: &order::Model,
+) -> ApiResult<Balance> {
+    let payments = tenant::find_in::<payment::Entity>(company_id)
+        .filter(payment::Column::OrderId.eq(order.id))
+        .all(db)
+        .await?;
+    Ok(balance(
+        order.total_minor,
+        payments.iter().map(|payment| {
+            (
+                status_of(payment),
+                payment.amount_minor,
+                payment.refunded_minor,
+            )
+        }),
+    ))
+}
+
+async fn order_of(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    order_id: Uuid,
+) -> ApiResult<order::Model> {
+    tenant::find::<order::Entity>(actor)
+        .filter(order::Column::Id.eq(order_id))
+        .one(db)
+        .await?
+        .ok_or(ApiError::NotFound("order"))
+}
+
+async fn payment_of(
+    txn: &DatabaseTransaction,
+    company_id: Uuid,
+    id: Uuid,
+) -> ApiResult<payment::Model> {
+    tenant::find_in::<payment::Entity>(company_id)
+        .filter(payment::Column::Id.eq(id))
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound("payment"))
+}
+
+/// The event every payment change writes to the outbox.
+fn payment_event(
+    event_type: &'static str,
+    payment: &payment::Model,
+    extra: Value,
+) -> outbox::Event {
+    let mut payload = json!({
+        "paymentId": payment.id,
+        "orderId": payment.order_id,
+        "method": payment.method,
+        "status": payment.status,
+        "amountMinor": payment.amount_minor,
+        "refundedMinor": payment.refunded_minor,
+        "currency": payment.currency,
+    });
+    if let (Value::Object(fields), Value::Object(more)) = (&mut payload, extra) {
+        fields.extend(more);
+    }
+    outbox::Event {
+        event_type,
+        aggregate_type: "payment",
+        aggregate_id: payment.id,
+        payload,
+    }
+}
+
+async fn ledger(
+    txn: &DatabaseTransaction,
+    payment: &payment::Model,
+    kind: &str,
+    amount: i64,
+    refund_id: Option<Uuid>,
+    description: &str,
+) -> ApiResult<()> {
+    financial_transaction::ActiveModel {
+        company_id: Set(payment.company_id),
+        payment_id: Set(Some(payment.id)),
+        refund_id: Set(refund_id),
+        kind: Set(kind.to_string()),
+        method: Set(payment.method.clone()),
+        amount_minor: Set(amount),
+        currency: Set(payment.currency.clone()),
+        description: Set(Some(description.to_string())),
+        occurred_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+/// Moves `payment` to `next` (validated by the state machine) and saves it.
+async fn move_to(
+    txn: &DatabaseTransaction,
+    payment: payment::Model,
+    next: Status,
+    change: impl FnOnce(&mut payment::ActiveModel),
+) -> ApiResult<payment::Model> {
+    status_of(&payment)
+        .transition(next)
+        .map_err(|message| ApiError::validation("status", message))?;
+    let mut active: payment::ActiveModel = payment.into();
+    active.status = Set(next.as_str().to_string());
+    active.updated_at = Set(Utc::now());
+    change(&mut active);
+    Ok(active.update(txn).await?)
+}
+
+/// Marks a payment paid: the status, the ledger's charge and `payment.paid`.
+async fn settle(
+    txn: &DatabaseTransaction,
+    payment: payment::Model,
+    note: Option<String>,
+) -> ApiResult<payment::Model> {
+    let now = Utc::now();
+    let paid = move_to(txn, payment, Status::Paid, |active| {
+        active.paid_at = Set(Some(now));
+        if note.is_some() {
+            active.note = Set(note);
+        }
+    })
+    .await?;
+    ledger(
+        txn,
+        &paid,
+        "CHARGE",
+        paid.amount_minor,
+        None,
+        "payment received",
+    )
+    .await?;
+    outbox::append(
+        txn,
+        paid.company_id,
+        payment_event("payment.paid", &paid, json!({})),
+    )
+    .await?;
+    Ok(paid)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+/// What `updatePaymentSettings` changes; `None` leaves a field, `Some("")` clears it.
+#[derive(Default)]
+pub struct SettingsChanges {
+    pub pix_key: Option<String>,
+    pub pix_merchant_name: Option<String>,
+    pub pix_merchant_city: Option<String>,
+    pub boleto_bank_code: Option<String>,
+    pub boleto_agency: Option<String>,
+    pub boleto_account: Option<String>,
+    pub boleto_wallet: Option<String>,
+    pub stripe_secret_key: Option<String>,
+    pub stripe_webhook_secret: Option<String>,
+}
+
+/// The settings, with secrets reduced to whether they are set.
+pub struct SettingsView {
+    pub settings: Option<payment_settings::Model>,
+    pub stripe_webhook_secret_set: bool,
+}
+
+pub async fn settings(state: &AppState, actor: &Actor) -> ApiResult<SettingsView> {
+    authorize(state, actor, "settings", "manage").await?;
+    let settings = tenant::find::<payment_settings::Entity>(actor)
+        .one(&state.db)
+        .await?;
+    let stripe_webhook_secret_set = tenant::find::<entity::provider_secret::Entity>(actor)
+        .filter(entity::provider_secret::Column::Provider.eq(Provider::Stripe.as_str()))
+        .count(&state.db)
+        .await?
+        > 0;
+    Ok(SettingsView {
+        settings,
+        stripe_webhook_secret_set,
+    })
+}
+
+fn digits(field: &str, value: &str, max: usize) -> ApiResult<Option<String>> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > max || !value.chars().all(|c| c.is_ascii_digit()) {
+        return Err(ApiError::validation(
+            field,
+            format!("use up to {max} digits"),
+        ));
+    }
+    Ok(Some(value.to_string()))
+}
+
+fn limited(field: &str, value: &str, max: usize) -> ApiResult<Option<String>> {
+    let value = value.trim();
+    if value.chars().count() > max {
+        return Err(ApiError::validation(
+            field,
+            format!("use at most {max} characters"),
+        ));
+    }
+    Ok((!value.is_empty()).then(|| value.to_string()))
+}
+
+pub async fn update_settings(
+    state: &AppState,
+    actor: &Actor,
+    changes: SettingsChanges,
+) -> ApiResult<SettingsView> {
+    authorize(state, actor, "settings", "manage").await?;
+    let company_id = tenant::company_of(actor);
+    let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
+    let existing = tenant::find::<payment_settings::Entity>(actor)
+        .one(&txn)
+        .await?;
+    let is_new = existing.is_none();
+    let mut active = match existing {
+        Some(row) => row.into(),
+        None => payment_settings::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            company_id: Set(company_id),
+            ..Default::default()
+        },
+    };
+    if let Some(key) = changes.pix_key {
+        active.pix_key = Set(match key.trim() {
+            "" => None,
+            key => Some(
+                pix::validate_key(key)
+                    .map_err(|message| ApiError::validation("input.pixKey", message))?,
+            ),
+        });
+    }
+    if let Some(name) = changes.pix_merchant_name {
+        active.pix_merchant_name = Set(limited("input.pixMerchantName", &name, 25)?);
+    }
+    if let Some(city) = changes.pix_merchant_city {
+        active.pix_merchant_city = Set(limited("input.pixMerchantCity", &city, 15)?);
+    }
+    if let Some(bank) = changes.boleto_bank_code {
+        let bank = digits("input.boletoBankCode", &bank, 3)?;
+        if bank.as_ref().is_some_and(|bank| bank.len() != 3) {
+            return Err(ApiError::validation(
+                "input.boletoBankCode",
+                "a bank code has 3 digits",
+            ));
+        }
+        active.boleto_bank_code = Set(bank);
+    }
+    if let Some(agency) = changes.boleto_agency {
+        active.boleto_agency = Set(digits("input.boletoAgency", &agency, 4)?);
+    }
+    if let Some(account) = changes.boleto_account {
+        active.boleto_account = Set(digits("input.boletoAccount", &account, 8)?);
+    }
+    if let Some(wallet) = changes.boleto_wallet {
+        active.boleto_wallet = Set(digits("input.boletoWallet", &wallet, 2)?);
+    }
+    if let Some(key) = changes.stripe_secret_key {
+        active.stripe_secret_key_ciphertext = Set(match key.trim() {
+            "" => None,
+            key if key.starts_with("sk_") || key.starts_with("rk_") => Some(state.secrets.seal(
+                company_id,
+                Purpose::PaymentCredential,
+                key,
+            )),
+            _ => {
+                return Err(ApiError::validation(
+                    "input.stripeSecretKey",
+                    "a Stripe secret key starts with sk_ (or rk_ for a restricted key)",
+                ));
+            }
+        });
+    }
+    active.updated_at = Set(Utc::now());
+    if is_new {
+        active.insert(&txn).await?;
+    } else {
+        active.update(&txn).await?;
+    }
+    if let Some(secret) = changes.stripe_webhook_secret {
+        let secret = secret.trim();
+        super::webhooks::store_provider_secret(
+            &txn,
+            state,
+            actor,
+            Provider::Stripe,
+            (!secret.is_empty()).then_some(secret),
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    settings(state, actor).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creating payments
+
+/// Creates a payment, or returns the one its idempotency key already made.
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    request: NewPayment,
+) -> ApiResult<payment::Model> {
+    authorize(state, actor, "payments", "create").await?;
+    let key = valid_key(&request.idempotency_key)?;
+    if let Some(amount) = request.amount_minor {
+        valid_amount(amount)?;
+    }
+    let hash = request_hash(&[
+        &request.order_id.to_string(),
+        request.method.as_str(),
+        &request
+            .amount_minor
+            .map_or_else(|| "due".to_string(), |amount| amount.to_string()),
+    ]);
+    let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
+    if let Some(existing) = tenant::find::<payment::Entity>(actor)
+        .filter(payment::Column::IdempotencyKey.eq(&key))
+        .one(&txn)
+        .await?
+    {
+        txn.commit().await?;
+        return replay(state, actor, existing, &hash).await;
+    }
+    let order = order_of(&txn, actor, request.order_id).await?;
+    let due = balance_of(&txn, actor.company_id(), &order).await?.due;
+    let amount = match request.amount_minor {
+        Some(amount) => amount,
+        None if due > 0 => due,
+        None => {
+            return Err(ApiError::validation(
+                "input.amountMinor",
+                "nothing is due on this order; give an amount to collect more",
+            ));
+        }
+    };
+    let id = Uuid::now_v7();
+    let now = Utc::now();
+    let settings = tenant::find::<payment_settings::Entity>(actor)
+        .one(&txn)
+        .await?;
+    let mut created = payment::ActiveModel {
+        id: Set(id),
+        company_id: Set(tenant::company_of(actor)),
+        order_id: Set(order.id),
+        method: Set(request.method.as_str().to_string()),
+        provider: Set(request.method.provider().to_string()),
+        amount_minor: Set(amount),
+        currency: Set(order.currency.clone()),
+        refunded_minor: Set(0),
+        status: Set(Status::Pending.as_str().to_string()),
+        provider_reference: Set(None),
+        client_secret: Set(None),
+        checkout_url: Set(None),
+        pix_br_code: Set(None),
+        pix_txid: Set(None),
+        boleto_barcode: Set(None),
+        boleto_due_date: Set(None),
+        idempotency_key: Set(key),
+        request_hash: Set(hash),
+        processing_until: Set(None),
+        failure_reason: Set(None),
+        note: Set(None),
+        created_by: Set(actor.user_id()),
+        paid_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    match request.method {
+        Method::Pix => {
+            let (br_code, txid) = pix_charge(settings.as_ref(), id, amount)?;
+            created.provider_reference = Set(Some(txid.clone()));
+            created.pix_txid = Set(Some(txid));
+            created.pix_br_code = Set(Some(br_code));
+        }
+        Method::Boleto => {
+            let issued = tenant::find::<payment::Entity>(actor)
+                .filter(payment::Column::Method.eq(Method::Boleto.as_str()))
+                .count(&txn)
+                .await?;
+            let due_date = now.date_naive() + Duration::days(BOLETO_DAYS);
+            let barcode = boleto_charge(settings.as_ref(), issued + 1, due_date, amount)?;
+            created.provider_reference = Set(Some(barcode.clone()));
+            created.boleto_barcode = Set(Some(barcode));
+            created.boleto_due_date = Set(Some(due_date));
+        }
+        Method::Card => {
+            stripe_key(state, settings.as_ref())?;
+            created.processing_until = Set(Some(now + PROCESSING_WINDOW));
+        }
+        Method::Cash => {}
+    }
+    let payment = created.insert(&txn).await?;
+    if request.method != Method::Card {
+        outbox::record(
+            &txn,
+            actor,
+            payment_event("payment.created", &payment, json!({})),
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    if request.method == Method::Card {
+        return open_card_intent(state, actor, payment).await;
+    }
+    state.events_committed();
+    Ok(payment)
+}
+
+/// The answer to a key used before: the same payment for the same request.
+async fn replay(
+    state: &AppState,
+    actor: &Actor,
+    existing: payment::Model,
+    hash: &str,
+) -> ApiResult<payment::Model> {
+    if existing.request_hash != hash {
+        return Err(ApiError::Conflict(
+            "this idempotency key was used for a different payment request".into(),
+        ));
+    }
+    match existing.processing_until {
+        Some(until) if until > Utc::now() => Err(ApiError::Conflict(
+            "a payment with this idempotency key is still being processed; retry shortly".into(),
+        )),
+        // A card payment whose provider call never completed (a crash or a retryable error):
+        // the retry calls the provider again with the same provider key.
+        _ if method_of(&existing) == Method::Card
+            && existing.provider_reference.is_none()
+            && status_of(&existing) == Status::Pending =>
+        {
+            let txn = state.db.begin().await?;
+            tenant::lock_company(&txn, actor).await?;
+            let mut claim: payment::ActiveModel = payment_of(&txn, actor.company_id(), existing.id)
+                .await?
+                .into();
+            claim.processing_until = Set(Some(Utc::now() + PROCESSING_WINDOW));
+            let claimed = claim.update(&txn).await?;
+            txn.commit().await?;
+            open_card_intent(state, actor, claimed).await
+        }
+        _ => Ok(existing),
+    }
+}
+
+fn pix_charge(
+    settings: Option<&payment_settings::Model>,
+    id: Uuid,
+    amount: i64,
+) -> ApiResult<(String, String)> {
+    let missing = || {
+        ApiError::validation(
+            "input.method",
+            "set pixKey, pixMerchantName and pixMerchantCity in the payment settings first",
+        )
+    };
+    let settings = settings.ok_or_else(missing)?;
+    let (Some(key), Some(name), Some(city)) = (
+        &settings.pix_key,
+        &settings.pix_merchant_name,
+        &settings.pix_merchant_city,
+    ) else {
+        return Err(missing());
+    };
+    let txid: String = id.simple().to_string().chars().take(25).collect();
+    let code = pix::build(&pix::PixCharge {
+        key,
+        merchant_name: name,
+        merchant_city: city,
+        amount_minor: Some(amount),
+        txid: &txid,
+        description: None,
+    })
+    .map_err(|message| ApiError::validation("input.method", message))?;
+    Ok((code.as_str().to_string(), txid))
+}
+
+fn boleto_charge(
+    settings: Option<&payment_settings::Model>,
+    our_number: u64,
+    due_date: NaiveDate,
+    amount: i64,
+) -> ApiResult<String> {
+    let missing = || {
+        ApiError::validation(
+            "input.method",
+            "set boletoBankCode, boletoAgency, boletoAccount and boletoWallet in the payment settings first",
+        )
+    };
+    let settings = settings.ok_or_else(missing)?;
+    let (Some(bank), Some(agency), Some(account), Some(wallet)) = (
+        &settings.boleto_bank_code,
+        &settings.boleto_agency,
+        &settings.boleto_account,
+        &settings.boleto_wallet,
+    ) else {
+        return Err(missing());
+    };
+    let invalid = |message: String| ApiError::validation("input.method", message);
+    let free_field =
+        boleto::free_field(agency, account, wallet, &our_number.to_string()).map_err(invalid)?;
+    let barcode = boleto::build(&boleto::BoletoSpec {
+        bank_code: bank,
+        due_date,
+        amount_minor: amount,
+        free_field: &free_field,
+    })
+    .map_err(invalid)?;
+    Ok(barcode.as_str().to_string())
+}
+
+fn stripe_key(state: &AppState, settings: Option<&payment_settings::Model>) -> ApiResult<String> {
+    let sealed = settings
+        .and_then(|settings| settings.stripe_secret_key_ciphertext.as_deref())
+        .ok_or_else(|| {
+            ApiError::validation(
+                "input.method",
+                "set stripeSecretKey in the payment settings to take cards",
+            )
+        })?;
+    let company_id = settings
+        .map(|settings| settings.company_id)
+        .unwrap_or_default();
+    Ok(state
+        .secrets
+        .open(company_id, Purpose::PaymentCredential, sealed)?)
+}
+
+async fn company_stripe_key(state: &AppState, company_id: Uuid) -> ApiResult<String> {
+    let settings = tenant::find_in::<payment_settings::Entity>(company_id)
+        .one(&state.db)
+        .await?;
+    stripe_key(state, settings.as_ref())
+}
+
+/// Creates the PaymentIntent of a card payment written with `processing_until`, then
+/// records what Stripe answered.
+async fn open_card_intent(
+    state: &AppState,
+    actor: &Actor,
+    payment: payment::Model,
+) -> ApiResult<payment::Model> {
+    let secret_key = company_stripe_key(state, payment.company_id).await?;
+    let metadata = [
+        ("payment_id", payment.id.to_string()),
+        ("order_id", payment.order_id.to_string()),
+        ("company_id", payment.company_id.to_string()),
+    ];
+    let provider_key = format!("payment-{}", payment.id);
+    let answer = state
+        .payment_provider
+        .create_intent(&IntentRequest {
+            secret_key: &secret_key,
+            amount_minor: payment.amount_minor,
+            currency: &payment.currency,
+            idempotency_key: &provider_key,
+            description: Some(&format!("Order payment {}", payment.id)),
+            metadata: &metadata,
+            manual_capture: true,
+        })
+        .await;
+    let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
+    let current = payment_of(&txn, actor.company_id(), payment.id).await?;
+    let result = match answer {
+        Ok(intent) => {
+            let mut active: payment::ActiveModel = current.into();
+            active.provider_reference = Set(Some(intent.id.clone()));
+            active.client_secret = Set(intent.client_secret.clone());
+            active.processing_until = Set(None);
+            active.updated_at = Set(Utc::now());
+            let mut opened = active.update(&txn).await?;
+            outbox::record(
+                &txn,
+                actor,
+                payment_event("payment.created", &opened, json!({})),
+            )
+            .await?;
+            opened = match intent.status {
+                IntentStatus::RequiresCapture => {
+                    move_to(&txn, opened, Status::Authorized, |_| {}).await?
+                }
+                IntentStatus::Succeeded => settle(&txn, opened, None).await?,
+                _ => opened,
+            };
+            Ok(opened)
+        }
+        Err(error) if error.is_retryable() => {
+            let mut active: payment::ActiveModel = current.into();
+            active.processing_until = Set(None);
+            active.update(&txn).await?;
+            Err(provider_error(error))
+        }
+        Err(error) => {
+            let reason = error.message().to_string();
+            let failed = move_to(&txn, current, Status::Failed, |active| {
+                active.processing_until = Set(None);
+                active.failure_reason = Set(Some(reason.clone()));
+            })
+            .await?;
+            outbox::record(
+                &txn,
+                actor,
+                payment_event("payment.created", &failed, json!({})),
+            )
+            .await?;
+            outbox::record(
+                &txn,
+                actor,
+                payment_event("payment.failed", &failed, json!({ "reason": reason })),
+            )
+            .await?;
+            Ok(failed)
+        }
+    };
+    txn.commit().await?;
+    state.events_committed();
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moving payments
+
+/// Captures an authorized card payment.
+pub async fn capture(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<payment::Model> {
+    authorize(state, actor, "payments", "update").await?;
+    let payment = get(state, actor, id)
+        .await?
+        .ok_or(ApiError::NotFound("payment"))?;
+    if method_of(&payment) != Method::Card || status_of(&payment) != Status::Authorized {
+        return Err(ApiError::validation(
+            "id",
+            format!(
+                "only an AUTHORIZED card payment can be captured; this one is a {} {} payment",
+                payment.status, payment.method
+            ),
+        ));
+    }
+    let reference = payment.provider_reference.clone().unwrap_or_default();
+    let secret_key = company_stripe_key(state, payment.company_id).await?;
+    let intent = state
+        .payment_provider
+        .capture(&secret_key, &reference, &format!("capture-{}", payment.id))
+        .await
+        .map_err(provider_error)?;
+    let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
+    let current = payment_of(&txn, actor.company_id(), id).await?;
+    // Stripe's payment_intent.succeeded may have settled it meanwhile.
+    let result =
+        if intent.status == IntentStatus::Succeeded && status_of(&current) == Status::Authorized {
+            settle(&txn, current, None).await?
+        } else {
+            current
+        };
+    txn.commit().await?;
+    state.events_committed();
+    Ok(result)
+}
+
+/// Cancels a payment that has not been collected.
+pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<payment::Model> {
+    authorize(state, actor, "payments", "update").await?;
+    let payment = get(state, actor, id)
+        .await?
+        .ok_or(ApiError::NotFound("payment"))?;
+    status_of(&payment)
+        .transition(Status::Cancelled)
+        .map_err(|message| ApiError::validation("id", message))?;
+    if method_of(&payment) == Method::Card
+        && let Some(reference) = &payment.provider_reference
+    {
+        let secret_key = company_stripe_key(state, payment.company_id).await?;
+        state
+            .payment_provider
+            .cancel(&secret_key, reference, &format!("cancel-{}", payment.id))
+            .await
+            .map_err(provider_error)?;
+    }
+    let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
+    let current = payment_of(&txn, actor.company_id(), id).await?;
+    let cancelled = move_to(&txn, current, Status::Cancelled, |_| {}).await?;
+    outbox::record(
+        &txn,
+        actor,
+        payment_event("payment.cancelled", &cancelled, json!({})),
+    )
+    .await?;
+    txn.commit().await?;
+    state.events_committed();
+    Ok(cancelled)
+}
+
+/// Staff confirm money that arrived outside a provider: cash, or a PIX / boleto seen in the
+/// bank account.
+pub async fn mark_paid(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    note: Option<String>,
+) -> ApiResult<payment::Model> {
+    authorize(state, actor, "payments", "update").await?;
+    let note = note
+        .map(|note| note.trim().to_string())
+        .filter(|note| !note.is_empty());
+    if note.as_ref().is_some_and(|note| note.chars().count() > 500) {
+        return Err(ApiError::validation(
+            "note",
+            "the note is longer than 500 characters",
+        ));
+    }
+    let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
+    let payment = payment_of(&txn, actor.company_id(), id).await?;
+    if !method_of(&payment).confirmed_by_staff() {
+        return Err(ApiError::validation(
+            "id",
+            "card payments are confirmed by the card provider, not by hand",
+        ));
+    }
+    let paid = settle(&txn, payment, note).await?;
+    txn.commit().await?;
+    state.events_committed();
+    Ok(paid)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refunds
+
+/// Refunds part or all of what remains of a collected payment, once per idempotency key.
+pub async fn refund(
+    state: &AppState,
+    actor: &Actor,
+    request: NewRefund,
+) -> ApiResult<refund::Model> {
+    authorize(state, actor, "payments", "refund").await?;
+    let key = valid_key(&request.idempotency_key)?;
+    if let Some(amount) = request.amount_minor {
+        valid_amount(amount)?;
+    }
+    let reason = request
+        .reason
+        .map(|reason| reason.trim().to_string())
+        .filter(|reason| !reason.is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|reason| reason.chars().count() > 500)
+    {
+        return Err(ApiError::validation(
+            "input.reason",
+            "the reason is longer than 500 characters",
+        ));
+    }
+    let hash = request_hash(&[
+        &request.payment_id.to_string(),
+        &request
+            .amount_minor
+            .map_or_else(|| "rest".to_string(), |amount| amount.to_string()),
+    ]);
+    let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
+    if let Some(existing) = tenant::find::<refund::Entity>(actor)
+        .filter(refund::Column::IdempotencyKey.eq(&key))
+        .one(&txn)
+        .await?
+    {
+        if existing.request_hash != hash {
+            return Err(ApiError::Conflict(
+                "this idempotency key was used for a different refund".into(),
+            ));
+        }
+        if existing.status == "PENDING" {
+            return Err(ApiError::Conflict(
+                "a refund with this idempotency key is still being processed; retry shortly".into(),
+            ));
+        }
+        return Ok(existing);
+    }
+    let payment = payment_of(&txn, actor.company_id(), request.payment_id).await?;
+    if !status_of(&payment).collected() {
+        return Err(ApiError::validation(
+            "input.paymentId",
+            format!(
+                "only a paid payment can be refunded; this one is {}",
+                payment.status
+            ),
+        ));
+    }
+    let remaining = payment.amount_minor - payment.refunded_minor;
+    let amount = request.amount_minor.unwrap_or(remaining);
+    if amount <= 0 || amount > remaining {
+        return Err(ApiError::validation(
+            "input.amountMinor",
+            format!(
+                "refunds cannot exceed what was paid: {remaining} minor units remain refundable"
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let is_card = method_of(&payment) == Method::Card;
+    let created = refund::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(payment.company_id),
+        payment_id: Set(payment.id),
+        amount_minor: Set(amount),
+        currency: Set(payment.currency.clone()),
+        reason: Set(reason.clone()),
+        status: Set(if is_card { "PENDING" } else { "SUCCEEDED" }.to_string()),
+        provider_reference: Set(None),
+        idempotency_key: Set(key),
+        request_hash: Set(hash),
+        failure_reason: Set(None),
+        created_by: Set(actor.user_id()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&txn)
+    .await?;
+    // The amount is reserved now, so a concurrent refund sees what remains after this one.
+    let reserved = reserve_refund(&txn, payment, amount).await?;
+    if !is_card {
+        complete_refund(&txn, reserved, &created).await?;
+        txn.commit().await?;
+        state.events_committed();
+        return Ok(created);
+    }
+    txn.commit().await?;
+    let secret_key = company_stripe_key(state, reserved.company_id).await?;
+    let answer = state
+        .payment_provider
+        .refund(&RefundRequest {
+            secret_key: &secret_key,
+            intent_id: reserved.provider_reference.as_deref().unwrap_or_default(),
+            amount_minor: amount,
+            idempotency_key: &format!("refund-{}", created.id),
+            reason: reason.as_deref(),
+        })
+        .await;
+    let txn = state.db.begin().await?;
+    tenant::lock_company(&txn, actor).await?;
+    let payment = payment_of(&txn, actor.company_id(), reserved.id).await?;
+    let mut recorded: refund::ActiveModel = created.clone().into();
+    recorded.updated_at = Set(Utc::now());
+    let result = match answer {
+        Ok(done) if !matches!(done.status, RefundStatus::Failed | RefundStatus::Canceled) => {
+            recorded.status = Set("SUCCEEDED".into());
+            recorded.provider_reference = Set(Some(done.id));
+            let recorded = recorded.update(&txn).await?;
+            complete_refund(&txn, payment, &recorded).await?;
+            Ok(recorded)
+        }
+        outcome => {
+            let message = match outcome {
+                Ok(_) => "the provider declined the refund".to_string(),
+                Err(error) => error.message().to_string(),
+            };
+            recorded.status = Set("FAILED".into());
+            recorded.failure_reason = Set(Some(message.clone()));
+            recorded.update(&txn).await?;
+            let mut released: payment::ActiveModel = payment.clone().into();
+            released.refunded_minor = Set(payment.refunded_minor - amount);
+            released.update(&txn).await?;
+            Err(ApiError::Provider {
+                message: format!("the payment provider refused the refund: {message}"),
+                retryable: false,
+            })
+        }
+    };
+    txn.commit().await?;
+    state.events_committed();
+    result
+}
+
+async fn reserve_refund(
+    txn: &DatabaseTransaction,
+    payment: payment::Model,
+    amount: i64,
+) -> ApiResult<payment::Model> {
+    let refunded = payment.refunded_minor + amount;
+    let mut active: payment::ActiveModel = payment.into();
+    active.refunded_minor = Set(refunded);
+    active.updated_at = Set(Utc::now());
+    Ok(active.update(txn).await?)
+}
+
+/// A refund that went through: the payment's status, the ledger and `payment.refunded`.
+async fn complete_refund(
+    txn: &DatabaseTransaction,
+    payment: payment::Model,
+    refund: &refund::Model,
+) -> ApiResult<payment::Model> {
+    let next = Status::after_refunds(payment.amount_minor, payment.refunded_minor);
+    let moved = move_to(txn, payment, next, |_| {}).await?;
+    ledger(
+        txn,
+        &moved,
+        "REFUND",
+        refund.amount_minor,
+        Some(refund.id),
+        "refund",
+    )
+    .await?;
+    outbox::append(
+        txn,
+        moved.company_id,
+        payment_event(
+            "payment.refunded",
+            &moved,
+            json!({ "refundId": refund.id, "refundAmountMinor": refund.amount_minor }),
+        ),
+    )
+    .await?;
+    Ok(moved)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Option<payment::Model>> {
+    authorize(state, actor, "payments", "read").await?;
+    Ok(tenant::find::<payment::Entity>(actor)
+        .filter(payment::Column::Id.eq(id))
+        .one(&state.db)
+        .await?)
+}
+
+/// One page of payments, newest first, before the payment `after`.
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    filter: &PaymentFilter,
+    first: u64,
+    after: Option<Uuid>,
+) -> ApiResult<Vec<payment::Model>> {
+    authorize(state, actor, "payments", "read").await?;
+    let mut query = tenant::find::<payment::Entity>(actor);
+    if let Some(status) = filter.status {
+        query = query.filter(payment::Column::Status.eq(status.as_str()));
+    }
+    if let Some(method) = filter.method {
+        query = query.filter(payment::Column::Method.eq(method.as_str()));
+    }
+    if let Some(order_id) = filter.order_id {
+        query = query.filter(payment::Column::OrderId.eq(order_id));
+    }
+    if let Some(after) = after {
+        query = query.filter(payment::Column::Id.lt(after));
+    }
+    Ok(query
+        .order_by_desc(payment::Column::Id)
+        .limit(first)
+        .all(&state.db)
+        .await?)
+}
+
+pub async fn refunds_of(
+    state: &AppState,
+    actor: &Actor,
+    payment_id: Uuid,
+) -> ApiResult<Vec<refund::Model>> {
+    authorize(state, actor, "payments", "read").await?;
+    Ok(tenant::find::<refund::Entity>(actor)
+        .filter(refund::Column::PaymentId.eq(payment_id))
+        .order_by_asc(refund::Column::Id)
+        .all(&state.db)
+        .await?)
+}
+
+/// Gross, refunds, fees and net of one slice of the ledger.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub gross: i64,
+    pub refunds: i64,
+    pub fees: i64,
+}
+
+impl Totals {
+    pub fn net(&self) -> i64 {
+        self.gross - self.refunds - self.fees
+    }
+
+    fn add(&mut self, kind: &str, amount: i64) {
+        match kind {
+            "CHARGE" => self.gross += amount,
+            "REFUND" => self.refunds += amount,
+            "FEE" => self.fees += amount,
+            // Payouts move money to the bank; they change no sales figure.
+            _ => {}
+        }
+    }
+}
+
+/// The ledger between two instants, totalled overall, per method and per day (in the
+/// company's time zone).
+pub struct Summary {
+    pub currency: String,
+    pub totals: Totals,
+    pub by_method: Vec<(String, Totals)>,
+    pub by_day: Vec<(NaiveDate, Totals)>,
+}
+
+pub async fn financial_summary(
+    state: &AppState,
+    actor: &Actor,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> ApiResult<Summary> {
+    authorize(state, actor, "reports", "read").await?;
+    if to <= from || to - from > Duration::days(366) {
+        return Err(ApiError::validation(
+            "to",
+            "`to` must come after `from`, at most 366 days later",
+        ));
+    }
+    let company = entity::company::Entity::find_by_id(actor.company_id())
+        .one(&state.db)
+        .await?
+        .ok_or(ApiError::NotFound("company"))?;
+    let zone: chrono_tz::Tz = company
+        .timezone
+        .parse()
+        .unwrap_or(chrono_tz::America::Sao_Paulo);
+    let rows = tenant::find::<financial_transaction::Entity>(actor)
+        .filter(financial_transaction::Column::OccurredAt.gte(from))
+        .filter(financial_transaction::Column::OccurredAt.lt(to))
+        .all(&state.db)
+        .await?;
+    let mut totals = Totals::default();
+    let mut by_method: std::collections::BTreeMap<String, Totals> = Default::default();
+    let mut by_day: std::collections::BTreeMap<NaiveDate, Totals> = Default::default();
+    for row in &rows {
+        totals.add(&row.kind, row.amount_minor);
+        by_method
+            .entry(row.method.clone())
+            .or_default()
+            .add(&row.kind, row.amount_minor);
+        by_day
+            .entry(row.occurred_at.with_timezone(&zone).date_naive())
+            .or_default()
+            .add(&row.kind, row.amount_minor);
+    }
+    Ok(Summary {
+        currency: company.currency,
+        totals,
+        by_method: by_method.into_iter().collect(),
+        by_day: by_day.into_iter().collect(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Provider events
+
+/// Applies a verified provider event to the company's payments; returns what it did. Stripe
+/// events find their payment by PaymentIntent id within `company_id` only, so an event signed
+/// with one company's secret can never touch another company's payment.
 pub async fn handle_provider_event(
-    _txn: &DatabaseTransaction,
+    txn: &DatabaseTransaction,
     _state: &AppState,
     provider: Provider,
-    _company_id: Uuid,
+    company_id: Uuid,
     event: &Verified,
 ) -> anyhow::Result<String> {
-    Ok(format!(
-        "ignored: no {} handler for {}",
-        provider.as_str(),
-        event.event_type
-    ))
+    if provider != Provider::Stripe {
+        return Ok(format!(
+            "stored; {} events are not applied to payments",
+            provider.as_str()
+        ));
+    }
+    let object = &event.payload["data"]["object"];
+    let intent_id = match event.event_type.as_str() {
+        "charge.refunded" => object["payment_intent"].as_str(),
+        _ => object["id"].as_str(),
+    };
+    let Some(intent_id) = intent_id else {
+        return Ok(format!(
+            "ignored: {} names no PaymentIntent",
+            event.event_type
+        ));
+    };
+    let Some(payment) = tenant::find_in::<payment::Entity>(company_id)
+        .filter(payment::Column::ProviderReference.eq(intent_id))
+        .filter(payment::Column::Method.eq(Method::Card.as_str()))
+        .lock_exclusive()
+        .one(txn)
+        .await?
+    else {
+        return Ok(format!(
+            "ignored: no payment of this company for {intent_id}"
+        ));
+    };
+    let current = status_of(&payment);
+    let applied = match event.event_type.as_str() {
+        "payment_intent.succeeded" if current.can_become(Status::Paid) => {
+            settle(txn, payment, None).await.map(|_| "paid")
+        }
+        "payment_intent.amount_capturable_updated" if current.can_become(Status::Authorized) => {
+            move_to(txn, payment, Status::Authorized, |_| {})
+                .await
+                .map(|_| "authorized")
+        }
+        "payment_intent.payment_failed" if current.can_become(Status::Failed) => {
+            let reason = object["last_payment_error"]["message"]
+                .as_str()
+                .unwrap_or("the card payment failed")
+                .to_string();
+            match move_to(txn, payment, Status::Failed, |active| {
+                active.failure_reason = Set(Some(reason.clone()));
+            })
+            .await
+            {
+                Ok(failed) => outbox::append(
+                    txn,
+                    company_id,
+                    payment_event("payment.failed", &failed, json!({ "reason": reason })),
+                )
+                .await
+                .map(|()| "failed")
+                .map_err(ApiError::from),
+                Err(error) => Err(error),
+            }
+        }
+        "payment_intent.canceled" if current.can_become(Status::Cancelled) => {
+            match move_to(txn, payment, Status::Cancelled, |_| {}).await {
+                Ok(cancelled) => outbox::append(
+                    txn,
+                    company_id,
+                    payment_event("payment.cancelled", &cancelled, json!({})),
+                )
+                .await
+                .map(|()| "cancelled")
+                .map_err(ApiError::from),
+                Err(error) => Err(error),
+            }
+        }
+        "charge.refunded" => refunded_at_provider(txn, payment, object, &event.external_id).await,
+        other => return Ok(format!("ignored: {other} in state {current}")),
+    };
+    applied
+        .map(|what| format!("{what}: payment {intent_id}"))
+        .map_err(|error| anyhow::anyhow!("applying {}: {}", event.event_type, error.message()))
+}
+
+/// `charge.refunded` carries the total refunded; only what we have not recorded yet (a refund
+/// made in Stripe's dashboard) is added.
+async fn refunded_at_provider(
+    txn: &DatabaseTransaction,
+    payment: payment::Model,
+    charge: &Value,
+    event_id: &str,
+) -> ApiResult<&'static str> {
+    let total = charge["amount_refunded"].as_i64().unwrap_or(0);
+    let new = total.min(payment.amount_minor) - payment.refunded_minor;
+    if new <= 0 || !status_of(&payment).collected() {
+        return Ok("refund already recorded");
+    }
+    let now = Utc::now();
+    let recorded = refund::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(payment.company_id),
+        payment_id: Set(payment.id),
+        amount_minor: Set(new),
+        currency: Set(payment.currency.clone()),
+        reason: Set(Some("refunded at the provider".into())),
+        status: Set("SUCCEEDED".into()),
+        provider_reference: Set(charge["refunds"]["data"][0]["id"]
+            .as_str()
+            .map(String::from)),
+        idempotency_key: Set(format!("stripe:{event_id}")),
+        request_hash: Set(request_hash(&[event_id])),
+        failure_reason: Set(None),
+        created_by: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(txn)
+    .await?;
+    let reserved = reserve_refund(txn, payment, new).await?;
+    complete_refund(txn, reserved, &recorded).await?;
+    Ok("refunded")
 }

@@ -6,9 +6,10 @@
 
 use chrono::Utc;
 use entity::{
-    api_key, casbin_rule, company, customer, incoming_webhook, membership, order, order_item,
-    order_status_history, outbox, product, provider_secret, refresh_token, role, webhook_attempt,
-    webhook_delivery, webhook_endpoint, workflow,
+    api_key, casbin_rule, company, customer, financial_transaction, incoming_webhook, membership,
+    order, order_item, order_status_history, outbox, payment, payment_settings, product,
+    provider_secret, refresh_token, refund, role, webhook_attempt, webhook_delivery,
+    webhook_endpoint, workflow,
 };
 use sea_orm::{
     ColumnTrait, DatabaseTransaction, DbErr, DeleteMany, EntityTrait, QueryFilter, Select,
@@ -51,11 +52,21 @@ tenant_entities!(
     webhook_attempt,
     provider_secret,
     incoming_webhook,
+    payment,
+    refund,
+    financial_transaction,
+    payment_settings,
 );
 
 /// Rows of the actor's company.
 pub fn find<E: TenantEntity>(actor: &Actor) -> Select<E> {
-    E::find().filter(E::company_column().eq(actor.company_id()))
+    find_in(actor.company_id())
+}
+
+/// Rows of `company_id`, for callers that act for a company without an actor: a provider's
+/// webhook whose signature verified with that company's secret. Request code uses [`find`].
+pub fn find_in<E: TenantEntity>(company_id: Uuid) -> Select<E> {
+    E::find().filter(E::company_column().eq(company_id))
 }
 
 /// An update limited to the actor's company.

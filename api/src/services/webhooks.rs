@@ -463,9 +463,22 @@ pub async fn set_provider_secret(
 ) -> ApiResult<bool> {
     manage(state, actor).await?;
     let txn = state.db.begin().await?;
+    store_provider_secret(&txn, state, actor, provider, secret).await?;
+    txn.commit().await?;
+    Ok(secret.is_some())
+}
+
+/// Writes a provider secret (encrypted) in the caller's transaction; `None` removes it.
+pub async fn store_provider_secret(
+    txn: &sea_orm::DatabaseTransaction,
+    state: &AppState,
+    actor: &Actor,
+    provider: Provider,
+    secret: Option<&str>,
+) -> ApiResult<()> {
     tenant::delete::<provider_secret::Entity>(actor)
         .filter(provider_secret::Column::Provider.eq(provider.as_str()))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if let Some(secret) = secret {
         let secret = valid_provider_secret(provider, secret)?;
@@ -479,11 +492,10 @@ pub async fn set_provider_secret(
                 .seal(company_id, Purpose::ProviderSecret, secret)),
             updated_at: Set(Utc::now()),
         }
-        .insert(&txn)
+        .insert(txn)
         .await?;
     }
-    txn.commit().await?;
-    Ok(secret.is_some())
+    Ok(())
 }
 
 fn valid_provider_secret(provider: Provider, secret: &str) -> ApiResult<&str> {

@@ -23,7 +23,7 @@ use super::signature::{
     DEFAULT_TOLERANCE_SECS, SigningSecret, VerifyError, verify_mercadopago, verify_standard,
     verify_stripe,
 };
-use crate::{crypto::Purpose, state::AppState};
+use crate::{crypto::Purpose, services::tenant, state::AppState};
 
 /// Providers whose webhooks we verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
@@ -188,8 +188,7 @@ pub async fn receive(
     body: &[u8],
 ) -> anyhow::Result<Result<Receipt, Refused>> {
     // One answer for an unknown company and an unconfigured provider: ids are not probed.
-    let Some(stored) = provider_secret::Entity::find()
-        .filter(provider_secret::Column::CompanyId.eq(company_id))
+    let Some(stored) = tenant::find_in::<provider_secret::Entity>(company_id)
         .filter(provider_secret::Column::Provider.eq(provider.as_str()))
         .one(&state.db)
         .await?

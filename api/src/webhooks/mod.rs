@@ -30,6 +30,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "payment.paid",
     "payment.failed",
     "payment.refunded",
+    "payment.cancelled",
     "webhook.endpoint_disabled",
     "webhook.test",
 ];
@@ -48,7 +49,10 @@ pub fn valid_pattern(pattern: &str) -> bool {
         Some(prefix) => prefix.is_empty() || prefix.ends_with('.'),
         None => true,
     };
-    family_or_all && EVENT_TYPES.iter().any(|event| pattern_matches(pattern, event))
+    family_or_all
+        && EVENT_TYPES
+            .iter()
+            .any(|event| pattern_matches(pattern, event))
 }
 
 /// The body every endpoint receives: the event in an envelope that names it.
