@@ -765,3 +765,64 @@ async fn a_stripe_event_signed_by_one_company_never_moves_another_companys_payme
     assert_eq!(after["payments"][0]["status"], "PENDING", "{after}");
     assert_eq!(after["paymentStatus"], "UNPAID");
 }
+
+#[tokio::test]
+async fn a_retry_while_the_card_provider_is_still_answering_is_a_conflict() {
+    let stripe = MockServer::start().await;
+    let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
+    let shop = card_shop(&app, "in-flight").await;
+    let order_id = order(&app, &shop).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(intent("pi_slow", "requires_payment_method"))
+                .set_delay(std::time::Duration::from_millis(1500)),
+        )
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    let input = json!({ "orderId": order_id, "method": "CARD", "idempotencyKey": "slow" });
+
+    let first = create_payment(&app, &shop.tenant.access_token, input.clone());
+    let retry = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        create_payment(&app, &shop.tenant.access_token, input.clone()).await
+    };
+    let (first, retry) = tokio::join!(first, retry);
+    let later = create_payment(&app, &shop.tenant.access_token, input).await;
+
+    assert_eq!(first["data"]["createPayment"]["providerReference"], "pi_slow", "{first}");
+    assert_eq!(first_error_code(&retry), "CONFLICT", "{retry}");
+    assert_eq!(later["data"]["createPayment"]["id"], first["data"]["createPayment"]["id"]);
+}
+
+#[tokio::test]
+async fn payment_events_reach_webhook_endpoints() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "pay-events").await;
+    let token = shop.tenant.access_token.clone();
+    let receiver = crate::webhooks::Receiver::start().await;
+    crate::webhooks::register(&app, &token, &receiver.url, &["payment.*"]).await;
+    let order_id = order(&app, &shop).await;
+
+    let payment = pay_cash(&app, &token, &order_id, None, "evented").await;
+    let received = receiver
+        .wait_for(2, std::time::Duration::from_secs(10))
+        .await;
+
+    let events: Vec<(String, String)> = received
+        .iter()
+        .map(|delivery| {
+            let body: Value = serde_json::from_str(&delivery.body).expect("json");
+            (text(&body["type"]), text(&body["data"]["paymentId"]))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("payment.created".to_string(), payment.clone()),
+            ("payment.paid".to_string(), payment)
+        ]
+    );
+}
