@@ -792,9 +792,15 @@ async fn a_retry_while_the_card_provider_is_still_answering_is_a_conflict() {
     let (first, retry) = tokio::join!(first, retry);
     let later = create_payment(&app, &shop.tenant.access_token, input).await;
 
-    assert_eq!(first["data"]["createPayment"]["providerReference"], "pi_slow", "{first}");
+    assert_eq!(
+        first["data"]["createPayment"]["providerReference"], "pi_slow",
+        "{first}"
+    );
     assert_eq!(first_error_code(&retry), "CONFLICT", "{retry}");
-    assert_eq!(later["data"]["createPayment"]["id"], first["data"]["createPayment"]["id"]);
+    assert_eq!(
+        later["data"]["createPayment"]["id"],
+        first["data"]["createPayment"]["id"]
+    );
 }
 
 #[tokio::test]

@@ -8,19 +8,22 @@
 //!
 //! Each attempt runs in its own task under a deadline, with a cap on attempts in flight per
 //! endpoint, so a slow or dead endpoint holds a few slots and never the others' deliveries.
+//! Outcomes are recorded by one recorder in batches — one transaction for every attempt that
+//! finished meanwhile — so the database's commit rate does not cap the delivery rate; until
+//! an outcome is recorded its delivery stays leased.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, LockBehavior, LockType, Query},
+    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query},
 };
 use serde_json::json;
 use tokio::{
-    sync::{Notify, watch},
+    sync::{Notify, mpsc, watch},
     task::JoinSet,
 };
 use uuid::Uuid;
@@ -39,6 +42,8 @@ use crate::{
 /// How often the worker looks for due deliveries without being woken (retries coming due,
 /// deliveries of other instances' events, expired leases).
 const POLL: Duration = Duration::from_millis(500);
+/// How long a freed slot waits for others before the worker claims anyway.
+const REFILL_DELAY: Duration = Duration::from_millis(5);
 
 /// What the worker needs; cheap to clone into each attempt's task.
 #[derive(Clone)]
@@ -55,17 +60,29 @@ pub struct Worker {
 
 /// Runs until `stop` turns true, then lets attempts in flight finish within their deadline.
 pub async fn run(worker: Worker, mut stop: watch::Receiver<bool>) {
+    let (outcomes, recorded) = mpsc::channel(RECORD_BATCH * 4);
+    let recorder = tokio::spawn(record_outcomes(worker.clone(), recorded));
     let mut in_flight: HashMap<Uuid, usize> = HashMap::new();
     let mut tasks: JoinSet<Uuid> = JoinSet::new();
+    // Slots freed since the last claim. Claiming after every single attempt would cost a
+    // claim per delivery; waiting for a few (or a moment) leases them in one go.
+    let refill = (worker.settings.max_in_flight_per_endpoint / 2).max(1);
+    let mut freed = 0;
+    let mut claim_now = true;
     loop {
-        while tasks.len() < worker.settings.max_in_flight {
+        while claim_now && tasks.len() < worker.settings.max_in_flight {
             let free = worker.settings.max_in_flight - tasks.len();
             match claim(&worker, free, &in_flight).await {
                 Ok(claimed) if claimed.is_empty() => break,
                 Ok(claimed) => {
-                    for delivery in claimed {
+                    for (delivery, target) in claimed {
                         *in_flight.entry(delivery.endpoint_id).or_default() += 1;
-                        tasks.spawn(attempt(worker.clone(), delivery));
+                        tasks.spawn(attempt(
+                            worker.sender.clone(),
+                            delivery,
+                            target,
+                            outcomes.clone(),
+                        ));
                     }
                 }
                 Err(error) => {
@@ -74,16 +91,22 @@ pub async fn run(worker: Worker, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        tokio::select! {
-            () = worker.wake.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+        if claim_now {
+            freed = 0;
+        }
+        let idle = if freed > 0 { REFILL_DELAY } else { POLL };
+        claim_now = tokio::select! {
+            () = worker.wake.notified() => true,
+            () = tokio::time::sleep(idle) => true,
             Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Ok(endpoint_id) = finished {
                     release(&mut in_flight, endpoint_id);
                 }
+                freed += 1;
+                freed >= refill
             }
             _ = stop.wait_for(|stopped| *stopped) => break,
-        }
+        };
     }
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(worker.settings.lease(), drain)
@@ -91,6 +114,10 @@ pub async fn run(worker: Worker, mut stop: watch::Receiver<bool>) {
         .is_err()
     {
         tracing::warn!("webhook attempts still running at shutdown; their leases will expire");
+    }
+    drop(outcomes);
+    if recorder.await.is_err() {
+        tracing::warn!("the webhook outcome recorder ended abnormally");
     }
 }
 
@@ -115,8 +142,50 @@ fn due(now: DateTime<Utc>) -> Condition {
         )
 }
 
-/// Leases up to `free` due deliveries, at most the per-endpoint cap for each endpoint.
+/// Leases up to `free` due deliveries, at most the per-endpoint cap for each endpoint, each
+/// with where it goes.
 async fn claim(
+    worker: &Worker,
+    free: usize,
+    in_flight: &HashMap<Uuid, usize>,
+) -> anyhow::Result<Vec<(webhook_delivery::Model, Arc<Target>)>> {
+    let leased = lease_due(worker, free, in_flight).await?;
+    if leased.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut endpoint_ids: Vec<Uuid> = leased.iter().map(|delivery| delivery.endpoint_id).collect();
+    endpoint_ids.sort_unstable();
+    endpoint_ids.dedup();
+    let targets: HashMap<Uuid, Arc<Target>> = webhook_endpoint::Entity::find()
+        .filter(webhook_endpoint::Column::Id.is_in(endpoint_ids))
+        .all(&worker.db)
+        .await?
+        .into_iter()
+        .map(|endpoint| {
+            let secrets = signing_secrets(&worker.secrets, &endpoint).map_err(|error| {
+                tracing::error!(error = ?error, endpoint = %endpoint.id, "cannot read a webhook signing secret");
+            });
+            (endpoint.id, Arc::new(Target { endpoint, secrets: secrets.ok() }))
+        })
+        .collect();
+    // A delivery whose endpoint was deleted since went with it (cascade); none is left here.
+    Ok(leased
+        .into_iter()
+        .filter_map(|delivery| {
+            let target = targets.get(&delivery.endpoint_id)?.clone();
+            Some((delivery, target))
+        })
+        .collect())
+}
+
+/// Where a claimed delivery goes, with the endpoint's secrets opened once per claim.
+pub struct Target {
+    endpoint: webhook_endpoint::Model,
+    /// `None` when the stored secret cannot be opened (wrong key): every attempt fails.
+    secrets: Option<Vec<SigningSecret>>,
+}
+
+async fn lease_due(
     worker: &Worker,
     free: usize,
     in_flight: &HashMap<Uuid, usize>,
@@ -140,7 +209,9 @@ async fn claim(
         .filter(due(now))
         .filter(webhook_delivery::Column::EndpointId.in_subquery(enabled_endpoints))
         .order_by_asc(webhook_delivery::Column::NextAttemptAt)
-        .limit((free * 4) as u64);
+        // Enough to fill the free slots even when the first candidates belong to endpoints at
+        // their cap; those are left out above, so later rounds reach the others.
+        .limit((free.min(64) * 2) as u64);
     if !saturated.is_empty() {
         candidates = candidates.filter(webhook_delivery::Column::EndpointId.is_not_in(saturated));
     }
@@ -209,43 +280,41 @@ fn choose(
         .collect()
 }
 
-/// Sends one delivery and records the attempt; returns the endpoint to free its slot.
-async fn attempt(worker: Worker, delivery: webhook_delivery::Model) -> Uuid {
+/// One finished attempt, waiting to be recorded.
+struct Attempted {
+    delivery: webhook_delivery::Model,
+    target: Arc<Target>,
+    outcome: Outcome,
+    at: DateTime<Utc>,
+}
+
+/// Sends one delivery and hands the outcome to the recorder; returns the endpoint to free
+/// its slot.
+async fn attempt(
+    sender: Sender,
+    delivery: webhook_delivery::Model,
+    target: Arc<Target>,
+    recorder: mpsc::Sender<Attempted>,
+) -> Uuid {
     let endpoint_id = delivery.endpoint_id;
-    let endpoint = match webhook_endpoint::Entity::find_by_id(endpoint_id)
-        .one(&worker.db)
-        .await
-    {
-        Ok(Some(endpoint)) => endpoint,
-        // Deleted since the claim; its deliveries went with it.
-        Ok(None) => return endpoint_id,
-        Err(error) => {
-            tracing::warn!(error = ?error, delivery = %delivery.id, "could not load the endpoint; the lease will expire");
-            return endpoint_id;
-        }
-    };
-    let outcome = match signing_secrets(&worker.secrets, &endpoint) {
-        Ok(secrets) => {
+    let outcome = match &target.secrets {
+        Some(secrets) => {
             let id = message_id(delivery.id);
             let timestamp = Utc::now().timestamp();
             let keys: Vec<&SigningSecret> = secrets.iter().collect();
             let signature = signature_header(&keys, &id, timestamp, delivery.payload.as_bytes());
-            worker
-                .sender
+            sender
                 .post(
-                    &endpoint.url,
+                    &target.endpoint.url,
                     signed_headers(&id, timestamp, &signature),
                     delivery.payload.clone(),
                 )
                 .await
         }
-        Err(error) => {
-            tracing::error!(error = ?error, endpoint = %endpoint.id, "cannot read a webhook signing secret");
-            Outcome {
-                error: Some("the endpoint's signing secret cannot be read".into()),
-                ..Outcome::default()
-            }
-        }
+        None => Outcome {
+            error: Some("the endpoint's signing secret cannot be read".into()),
+            ..Outcome::default()
+        },
     };
     metrics::counter!(
         "webhook_attempts_total",
@@ -253,22 +322,42 @@ async fn attempt(worker: Worker, delivery: webhook_delivery::Model) -> Uuid {
     )
     .increment(1);
     metrics::histogram!("webhook_attempt_seconds").record(outcome.latency.as_secs_f64());
-    // Recording is retried: giving up would leave the lease to expire and send it once more.
-    for _ in 0..3 {
-        match record(&worker, &delivery, &endpoint, &outcome).await {
-            Ok(disabled) => {
-                if disabled {
-                    worker.relay_wake.notify_one();
-                }
-                break;
-            }
-            Err(error) => {
-                tracing::warn!(error = ?error, delivery = %delivery.id, "recording a webhook attempt failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+    let attempted = Attempted {
+        delivery,
+        target,
+        outcome,
+        at: Utc::now(),
+    };
+    if recorder.send(attempted).await.is_err() {
+        tracing::warn!(%endpoint_id, "the recorder stopped; the lease will expire and the delivery go out again");
     }
     endpoint_id
+}
+
+/// Most outcomes recorded in one transaction.
+const RECORD_BATCH: usize = 256;
+
+/// Records outcomes as they arrive, as many per transaction as are waiting.
+async fn record_outcomes(worker: Worker, mut outcomes: mpsc::Receiver<Attempted>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        // Retried: giving up would leave the leases to expire and send these once more.
+        for _ in 0..3 {
+            match record(&worker, &batch).await {
+                Ok(disabled) => {
+                    if disabled {
+                        worker.relay_wake.notify_one();
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(error = ?error, attempts = batch.len(), "recording webhook attempts failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        batch.clear();
+    }
 }
 
 /// The current secret, and the previous one while its grace period lasts.
@@ -291,76 +380,131 @@ pub fn signing_secrets(
     Ok(keys)
 }
 
-/// Writes the attempt and moves the delivery on; returns whether the endpoint got disabled.
-async fn record(
-    worker: &Worker,
-    delivery: &webhook_delivery::Model,
-    endpoint: &webhook_endpoint::Model,
-    outcome: &Outcome,
-) -> anyhow::Result<bool> {
+/// Writes a batch of attempts and moves their deliveries on, in one transaction; returns
+/// whether an endpoint got disabled.
+async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
     let now = Utc::now();
     let txn = worker.db.begin().await?;
-    webhook_attempt::ActiveModel {
-        company_id: Set(delivery.company_id),
-        delivery_id: Set(delivery.id),
-        attempted_at: Set(now),
-        status_code: Set(outcome.status.map(i32::from)),
-        latency_ms: Set(i32::try_from(outcome.latency.as_millis()).unwrap_or(i32::MAX)),
-        response_body: Set(outcome.body.clone()),
-        error: Set(outcome.error.clone()),
-        ..Default::default()
-    }
-    .insert(&txn)
+    webhook_attempt::Entity::insert_many(batch.iter().map(|attempted| {
+        let outcome = &attempted.outcome;
+        webhook_attempt::ActiveModel {
+            company_id: Set(attempted.delivery.company_id),
+            delivery_id: Set(attempted.delivery.id),
+            attempted_at: Set(attempted.at),
+            status_code: Set(outcome.status.map(i32::from)),
+            latency_ms: Set(i32::try_from(outcome.latency.as_millis()).unwrap_or(i32::MAX)),
+            response_body: Set(outcome.body.clone()),
+            error: Set(outcome.error.clone()),
+            ..Default::default()
+        }
+    }))
+    .exec_without_returning(&txn)
     .await?;
-    let attempts = delivery.attempt_count + 1;
-    let mut update = webhook_delivery::Entity::update_many()
-        .col_expr(
-            webhook_delivery::Column::AttemptCount,
-            Expr::value(attempts),
-        )
-        .col_expr(
-            webhook_delivery::Column::LeasedUntil,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .col_expr(
-            webhook_delivery::Column::LastStatusCode,
-            Expr::value(outcome.status.map(i32::from)),
-        )
-        .col_expr(
-            webhook_delivery::Column::LastError,
-            Expr::value(outcome.error.clone()),
-        )
-        .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
-        .filter(webhook_delivery::Column::Id.eq(delivery.id));
-    let mut disabled = false;
-    if outcome.succeeded() {
-        update = update
+
+    let (succeeded, failed): (Vec<&Attempted>, Vec<&Attempted>) = batch
+        .iter()
+        .partition(|attempted| attempted.outcome.succeeded());
+    // Successes differ only in their status code: one statement per code.
+    let mut by_code: HashMap<Option<u16>, Vec<Uuid>> = HashMap::new();
+    for attempted in &succeeded {
+        by_code
+            .entry(attempted.outcome.status)
+            .or_default()
+            .push(attempted.delivery.id);
+    }
+    for (code, ids) in by_code {
+        webhook_delivery::Entity::update_many()
             .col_expr(
                 webhook_delivery::Column::Status,
                 Expr::value(DeliveryStatus::Delivered.as_str()),
             )
-            .col_expr(webhook_delivery::Column::DeliveredAt, Expr::value(now));
-        if endpoint.failing_since.is_some() {
-            webhook_endpoint::Entity::update_many()
-                .col_expr(
-                    webhook_endpoint::Column::FailingSince,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                )
-                .filter(webhook_endpoint::Column::Id.eq(endpoint.id))
-                .exec(&txn)
-                .await?;
-        }
-    } else {
-        update = match next_attempt(&worker.settings, attempts, outcome, now) {
+            .col_expr(webhook_delivery::Column::DeliveredAt, Expr::value(now))
+            .col_expr(
+                webhook_delivery::Column::AttemptCount,
+                Expr::col(webhook_delivery::Column::AttemptCount).add(1),
+            )
+            .col_expr(
+                webhook_delivery::Column::LeasedUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                webhook_delivery::Column::LastStatusCode,
+                Expr::value(code.map(i32::from)),
+            )
+            .col_expr(
+                webhook_delivery::Column::LastError,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
+            .filter(webhook_delivery::Column::Id.is_in(ids))
+            .exec(&txn)
+            .await?;
+    }
+    let recovered: Vec<Uuid> = succeeded
+        .iter()
+        .filter(|attempted| attempted.target.endpoint.failing_since.is_some())
+        .map(|attempted| attempted.target.endpoint.id)
+        .collect();
+    if !recovered.is_empty() {
+        webhook_endpoint::Entity::update_many()
+            .col_expr(
+                webhook_endpoint::Column::FailingSince,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(webhook_endpoint::Column::Id.is_in(recovered))
+            .exec(&txn)
+            .await?;
+    }
+
+    let mut failing: Vec<Uuid> = Vec::new();
+    for attempted in &failed {
+        let attempts = attempted.delivery.attempt_count + 1;
+        let update = webhook_delivery::Entity::update_many()
+            .col_expr(
+                webhook_delivery::Column::AttemptCount,
+                Expr::value(attempts),
+            )
+            .col_expr(
+                webhook_delivery::Column::LeasedUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                webhook_delivery::Column::LastStatusCode,
+                Expr::value(attempted.outcome.status.map(i32::from)),
+            )
+            .col_expr(
+                webhook_delivery::Column::LastError,
+                Expr::value(attempted.outcome.error.clone()),
+            )
+            .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
+            .filter(webhook_delivery::Column::Id.eq(attempted.delivery.id));
+        let update = match next_attempt(&worker.settings, attempts, &attempted.outcome, now) {
             Some(at) => update.col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(at)),
             None => update.col_expr(
                 webhook_delivery::Column::Status,
                 Expr::value(DeliveryStatus::Dead.as_str()),
             ),
         };
-        disabled = note_failure(&txn, worker, endpoint, now).await?;
+        update.exec(&txn).await?;
+        let endpoint = attempted.target.endpoint.id;
+        let also_succeeded = succeeded
+            .iter()
+            .any(|other| other.target.endpoint.id == endpoint);
+        if !also_succeeded && !failing.contains(&endpoint) {
+            failing.push(endpoint);
+        }
     }
-    update.exec(&txn).await?;
+    let mut disabled = false;
+    if !failing.is_empty() {
+        // The endpoints as they are now: another batch may have started their failing run.
+        for endpoint in webhook_endpoint::Entity::find()
+            .filter(webhook_endpoint::Column::Id.is_in(failing))
+            .all(&txn)
+            .await?
+        {
+            disabled |= note_failure(&txn, worker, &endpoint, now).await?;
+        }
+    }
     txn.commit().await?;
     Ok(disabled)
 }
