@@ -104,12 +104,16 @@ impl MigrationTrait for Migration {
             ],
         )
         .await?;
-        // The worker's claim: due deliveries in order.
+        // The worker's claim: an endpoint's due deliveries, oldest first.
         index(
             manager,
             "webhook_deliveries_due_idx",
             WebhookDeliveries::Table,
-            &[WebhookDeliveries::Status, WebhookDeliveries::NextAttemptAt],
+            &[
+                WebhookDeliveries::EndpointId,
+                WebhookDeliveries::Status,
+                WebhookDeliveries::NextAttemptAt,
+            ],
         )
         .await?;
 

@@ -185,38 +185,72 @@ pub struct Target {
     secrets: Option<Vec<SigningSecret>>,
 }
 
+/// Leases due deliveries endpoint by endpoint, each up to its free slots: finding the
+/// endpoints with due work and then each one's oldest deliveries are index lookups, so a claim
+/// costs the same however long one endpoint's backlog is.
 async fn lease_due(
     worker: &Worker,
     free: usize,
     in_flight: &HashMap<Uuid, usize>,
 ) -> anyhow::Result<Vec<webhook_delivery::Model>> {
     let now = Utc::now();
-    let per_endpoint = worker.settings.max_in_flight_per_endpoint;
-    let saturated: Vec<Uuid> = in_flight
-        .iter()
-        .filter(|(_, count)| **count >= per_endpoint)
-        .map(|(endpoint, _)| *endpoint)
-        .collect();
-    let enabled_endpoints = Query::select()
-        .column(webhook_endpoint::Column::Id)
-        .from(webhook_endpoint::Entity)
-        .and_where(webhook_endpoint::Column::Enabled.eq(true))
+    let has_due_work = Query::select()
+        .expr(Expr::val(1))
+        .from(webhook_delivery::Entity)
+        .and_where(
+            Expr::col((
+                webhook_delivery::Entity,
+                webhook_delivery::Column::EndpointId,
+            ))
+            .equals((webhook_endpoint::Entity, webhook_endpoint::Column::Id)),
+        )
+        .cond_where(due(now))
         .to_owned();
-    let mut candidates = webhook_delivery::Entity::find()
+    let endpoints: Vec<Uuid> = webhook_endpoint::Entity::find()
         .select_only()
-        .column(webhook_delivery::Column::Id)
-        .column(webhook_delivery::Column::EndpointId)
-        .filter(due(now))
-        .filter(webhook_delivery::Column::EndpointId.in_subquery(enabled_endpoints))
-        .order_by_asc(webhook_delivery::Column::NextAttemptAt)
-        // Enough to fill the free slots even when the first candidates belong to endpoints at
-        // their cap; those are left out above, so later rounds reach the others.
-        .limit((free.min(64) * 2) as u64);
-    if !saturated.is_empty() {
-        candidates = candidates.filter(webhook_delivery::Column::EndpointId.is_not_in(saturated));
-    }
+        .column(webhook_endpoint::Column::Id)
+        .filter(webhook_endpoint::Column::Enabled.eq(true))
+        .filter(Expr::exists(has_due_work))
+        .into_tuple()
+        .all(&worker.db)
+        .await?;
     let lease_until =
         now + chrono::Duration::from_std(worker.settings.lease()).unwrap_or(chrono::Duration::MAX);
+    let mut leased = Vec::new();
+    for endpoint in endpoints {
+        let busy = in_flight.get(&endpoint).copied().unwrap_or(0);
+        let slots = worker
+            .settings
+            .max_in_flight_per_endpoint
+            .saturating_sub(busy)
+            .min(free - leased.len());
+        if slots == 0 {
+            continue;
+        }
+        let mut got = lease_oldest(worker, endpoint, slots, now, lease_until).await?;
+        leased.append(&mut got);
+        if leased.len() >= free {
+            break;
+        }
+    }
+    Ok(leased)
+}
+
+/// Leases up to `slots` of an endpoint's due deliveries, oldest first.
+async fn lease_oldest(
+    worker: &Worker,
+    endpoint: Uuid,
+    slots: usize,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> anyhow::Result<Vec<webhook_delivery::Model>> {
+    let oldest_due = webhook_delivery::Entity::find()
+        .select_only()
+        .column(webhook_delivery::Column::Id)
+        .filter(webhook_delivery::Column::EndpointId.eq(endpoint))
+        .filter(due(now))
+        .order_by_asc(webhook_delivery::Column::NextAttemptAt)
+        .limit(slots as u64);
     let lease = |ids: Vec<Uuid>| {
         webhook_delivery::Entity::update_many()
             .col_expr(
@@ -228,56 +262,32 @@ async fn lease_due(
             .filter(due(now))
     };
     match worker.db.get_database_backend() {
+        // The rows are picked and locked first, skipping those another instance is leasing
+        // right now, so instances never queue behind each other nor lease the same row.
         DatabaseBackend::Postgres => {
             let txn = worker.db.begin().await?;
-            let rows: Vec<(Uuid, Uuid)> = candidates
+            let ids: Vec<Uuid> = oldest_due
                 .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
                 .into_tuple()
                 .all(&txn)
                 .await?;
-            let chosen = choose(rows, free, in_flight, per_endpoint);
-            if chosen.is_empty() {
+            if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let claimed = lease(chosen).exec_with_returning(&txn).await?;
+            let leased = lease(ids).exec_with_returning(&txn).await?;
             txn.commit().await?;
-            Ok(claimed)
+            Ok(leased)
         }
-        // SQLite has one writer: the conditional update alone decides who gets a delivery.
+        // SQLite has one writer: reading then leasing with the due condition repeated cannot
+        // hand a row to two workers.
         _ => {
-            let rows: Vec<(Uuid, Uuid)> = candidates.into_tuple().all(&worker.db).await?;
-            let chosen = choose(rows, free, in_flight, per_endpoint);
-            if chosen.is_empty() {
+            let ids: Vec<Uuid> = oldest_due.into_tuple().all(&worker.db).await?;
+            if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            Ok(lease(chosen).exec_with_returning(&worker.db).await?)
+            Ok(lease(ids).exec_with_returning(&worker.db).await?)
         }
     }
-}
-
-/// Picks deliveries in due order, keeping each endpoint under its cap.
-fn choose(
-    candidates: Vec<(Uuid, Uuid)>,
-    free: usize,
-    in_flight: &HashMap<Uuid, usize>,
-    per_endpoint: usize,
-) -> Vec<Uuid> {
-    let mut taken: HashMap<Uuid, usize> = HashMap::new();
-    candidates
-        .into_iter()
-        .filter(|(_, endpoint)| {
-            let count = taken.entry(*endpoint).or_default();
-            let busy = in_flight.get(endpoint).copied().unwrap_or(0) + *count;
-            if busy < per_endpoint {
-                *count += 1;
-                true
-            } else {
-                false
-            }
-        })
-        .map(|(id, _)| id)
-        .take(free)
-        .collect()
 }
 
 /// One finished attempt, waiting to be recorded.
@@ -643,21 +653,5 @@ mod tests {
             next_attempt(&settings, 1, &earlier, now),
             Some(now + chrono::Duration::seconds(5))
         );
-    }
-
-    #[test]
-    fn busy_endpoints_get_no_more_than_their_cap() {
-        let slow = Uuid::new_v4();
-        let other = Uuid::new_v4();
-        let mut candidates: Vec<(Uuid, Uuid)> = (0..10).map(|_| (Uuid::new_v4(), slow)).collect();
-        candidates.push((Uuid::new_v4(), other));
-        let in_flight = HashMap::from([(slow, 1)]);
-        let chosen = choose(candidates.clone(), 100, &in_flight, 3);
-        assert_eq!(
-            chosen.len(),
-            3,
-            "two more for the slow endpoint, one for the other"
-        );
-        assert!(chosen.contains(&candidates[10].0));
     }
 }
