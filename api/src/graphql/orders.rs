@@ -2,6 +2,8 @@
 //! Nested fields (customer, items, products, history, workflow) go through the request's
 //! loader, so a page costs the same few statements whatever its size.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::{order, order_item, order_status_history};
@@ -23,14 +25,25 @@ use crate::{
     domain::payment::{Status, balance},
     error::ApiError,
     services::orders::{
-        self, NewOrder, OrderFilter as Filter, OrderSort, Position, TransitionRequest,
+        self, NewOrder, OrderFilter as Filter, OrderSort, PageDetails, PageParts, Position,
+        TransitionRequest,
     },
 };
 
-/// An order of a customer, moving through its workflow.
-pub struct Order(pub order::Model);
+/// An order of a customer, moving through its workflow. In a list page it carries the
+/// page's details, fetched together; alone it resolves them through the request's loader.
+pub struct Order(pub order::Model, Option<Arc<PageDetails>>);
 
 impl Order {
+    pub fn single(row: order::Model) -> Self {
+        Self(row, None)
+    }
+
+    /// The page's details when they include what `part` names.
+    fn page_with(&self, part: impl Fn(&PageParts) -> bool) -> Option<&PageDetails> {
+        self.1.as_deref().filter(|page| part(&page.parts))
+    }
+
     async fn payment_rows(&self, ctx: &Context<'_>) -> Result<Vec<entity::payment::Model>> {
         Ok(loaders(ctx)?
             .load_one(PaymentsOfOrder(self.0.id))
@@ -91,35 +104,47 @@ impl Order {
         Ok(Money::of(self.0.total_minor, &self.0.currency)?)
     }
     async fn customer(&self, ctx: &Context<'_>) -> Result<Customer> {
-        let customer = loaders(ctx)?
-            .load_one(CustomerKey(self.0.customer_id))
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError::NotFound("customer"))?;
-        Ok(Customer(customer))
+        let customer = match self.page_with(|parts| parts.customers) {
+            Some(page) => page.customers.get(&self.0.customer_id).cloned(),
+            None => loaders(ctx)?
+                .load_one(CustomerKey(self.0.customer_id))
+                .await
+                .map_err(ApiError::from)?,
+        };
+        Ok(Customer(customer.ok_or(ApiError::NotFound("customer"))?))
     }
     async fn items(&self, ctx: &Context<'_>) -> Result<Vec<OrderItem>> {
-        let items = loaders(ctx)?
-            .load_one(ItemsOfOrder(self.0.id))
-            .await
-            .map_err(ApiError::from)?
-            .unwrap_or_default();
+        let items = match self.page_with(|parts| parts.items) {
+            Some(page) => page.items.get(&self.0.id).cloned(),
+            None => loaders(ctx)?
+                .load_one(ItemsOfOrder(self.0.id))
+                .await
+                .map_err(ApiError::from)?,
+        };
         Ok(items
+            .unwrap_or_default()
             .into_iter()
             .map(|item| OrderItem {
                 item,
                 currency: self.0.currency.clone(),
+                page: self.1.clone(),
             })
             .collect())
     }
     /// Every status the order went through, oldest first.
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<StatusChange>> {
-        let history = loaders(ctx)?
-            .load_one(HistoryOfOrder(self.0.id))
-            .await
-            .map_err(ApiError::from)?
-            .unwrap_or_default();
-        Ok(history.into_iter().map(StatusChange).collect())
+        let history = match self.page_with(|parts| parts.history) {
+            Some(page) => page.history.get(&self.0.id).cloned(),
+            None => loaders(ctx)?
+                .load_one(HistoryOfOrder(self.0.id))
+                .await
+                .map_err(ApiError::from)?,
+        };
+        Ok(history
+            .unwrap_or_default()
+            .into_iter()
+            .map(StatusChange)
+            .collect())
     }
     /// The order's payments, oldest first (`payments:read`).
     async fn payments(&self, ctx: &Context<'_>) -> Result<Vec<Payment>> {
@@ -172,17 +197,20 @@ impl Order {
 pub struct OrderItem {
     item: order_item::Model,
     currency: String,
+    page: Option<Arc<PageDetails>>,
 }
 
 #[Object]
 impl OrderItem {
     async fn product(&self, ctx: &Context<'_>) -> Result<Product> {
-        let product = loaders(ctx)?
-            .load_one(ProductKey(self.item.product_id))
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError::NotFound("product"))?;
-        Ok(Product(product))
+        let product = match self.page.as_ref().filter(|page| page.parts.products) {
+            Some(page) => page.products.get(&self.item.product_id).cloned(),
+            None => loaders(ctx)?
+                .load_one(ProductKey(self.item.product_id))
+                .await
+                .map_err(ApiError::from)?,
+        };
+        Ok(Product(product.ok_or(ApiError::NotFound("product"))?))
     }
     async fn quantity(&self) -> i32 {
         self.item.quantity
@@ -354,6 +382,18 @@ impl OrderConnection {
     }
 }
 
+/// The nested parts the request selects under `edges { node { … } }`.
+fn parts_wanted(ctx: &Context<'_>) -> PageParts {
+    let node = ctx.look_ahead().field("edges").field("node");
+    let items = node.field("items");
+    PageParts {
+        customers: node.field("customer").exists(),
+        items: items.exists(),
+        products: items.field("product").exists(),
+        history: node.field("history").exists(),
+    }
+}
+
 #[derive(Default)]
 pub struct OrderQuery;
 
@@ -380,12 +420,15 @@ impl OrderQuery {
             after,
         )
         .await?;
+        let details = Arc::new(
+            orders::page_details(state(ctx)?, actor(ctx)?, &page.orders, parts_wanted(ctx)).await?,
+        );
         let edges: Vec<OrderEdge> = page
             .orders
             .into_iter()
             .map(|order| OrderEdge {
                 cursor: cursor_of(&order),
-                node: Order(order),
+                node: Order(order, Some(details.clone())),
             })
             .collect();
         Ok(OrderConnection {
@@ -402,7 +445,9 @@ impl OrderQuery {
     /// An order of the company; null for any other id, exactly as for one that does not exist.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>> {
         let id = parse_id("id", &id)?;
-        Ok(orders::get(state(ctx)?, actor(ctx)?, id).await?.map(Order))
+        Ok(orders::get(state(ctx)?, actor(ctx)?, id)
+            .await?
+            .map(Order::single))
     }
 }
 
@@ -428,7 +473,9 @@ impl OrderMutation {
             items,
             notes: input.notes,
         };
-        Ok(Order(orders::create(state(ctx)?, actor(ctx)?, new).await?))
+        Ok(Order::single(
+            orders::create(state(ctx)?, actor(ctx)?, new).await?,
+        ))
     }
 
     /// Moves an order to another state of its workflow (`orders:transition` and one of the
@@ -444,7 +491,7 @@ impl OrderMutation {
             comment: input.comment,
             expected_version: input.expected_version,
         };
-        Ok(Order(
+        Ok(Order::single(
             orders::transition(state(ctx)?, actor(ctx)?, request).await?,
         ))
     }
