@@ -245,7 +245,9 @@ mod tests {
     fn an_orders_balance_follows_partial_payments_and_refunds() {
         use OrderPaymentStatus as O;
         use Status::*;
-        let cases: [(&[(Status, i64, i64)], O, i64, i64); 8] = [
+        // (payments as (status, amount, refunded), expected status, paid, due)
+        type Case = (&'static [(Status, i64, i64)], O, i64, i64);
+        let cases: [Case; 8] = [
             (&[], O::Unpaid, 0, 1000),
             (&[(Pending, 1000, 0), (Failed, 1000, 0)], O::Unpaid, 0, 1000),
             (&[(Paid, 400, 0)], O::PartiallyPaid, 400, 600),
