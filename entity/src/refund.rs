@@ -17,6 +17,8 @@ pub struct Model {
     pub provider_reference: Option<String>,
     pub idempotency_key: String,
     pub request_hash: String,
+    /// Set while the provider is being asked; a retry with the key meanwhile is a conflict.
+    pub processing_until: Option<DateTimeUtc>,
     #[sea_orm(column_type = "Text", nullable)]
     pub failure_reason: Option<String>,
     pub created_by: Option<Uuid>,

@@ -95,6 +95,7 @@ impl MigrationTrait for Migration {
                     .col(string_len_null(Refunds::ProviderReference, 255))
                     .col(string_len(Refunds::IdempotencyKey, 255))
                     .col(string_len(Refunds::RequestHash, 64))
+                    .col(timestamp_with_time_zone_null(Refunds::ProcessingUntil))
                     .col(text_null(Refunds::FailureReason))
                     .col(uuid_null(Refunds::CreatedBy))
                     .col(timestamp_with_time_zone(Refunds::CreatedAt))
@@ -244,6 +245,7 @@ enum Refunds {
     ProviderReference,
     IdempotencyKey,
     RequestHash,
+    ProcessingUntil,
     FailureReason,
     CreatedBy,
     CreatedAt,

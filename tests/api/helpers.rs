@@ -420,11 +420,21 @@ impl PostgresDatabase {
 }
 
 /// Named after the migrations, so adding one builds a new template.
+/// Named after the migrations' source, so a changed migration gets a fresh template instead
+/// of one migrated by its earlier text.
 fn template_name() -> String {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for migration in migration::Migrator::migrations() {
-        migration.name().hash(&mut hasher);
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migration/src");
+    let mut files: Vec<_> = std::fs::read_dir(&sources)
+        .expect("the migration sources are readable")
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .collect();
+    files.sort();
+    for file in files {
+        std::fs::read(&file)
+            .expect("a migration source is readable")
+            .hash(&mut hasher);
     }
     format!("platform_template_{:016x}", hasher.finish())
 }

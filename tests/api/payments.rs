@@ -832,3 +832,60 @@ async fn payment_events_reach_webhook_endpoints() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_key() {
+    let stripe = MockServer::start().await;
+    let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
+    let shop = card_shop(&app, "refund-retry").await;
+    let token = shop.tenant.access_token.clone();
+    let order_id = order(&app, &shop).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(intent("pi_retry", "requires_payment_method")))
+        .mount(&stripe)
+        .await;
+    // Stripe is down for the first refund request, up for the second.
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/refunds"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({ "id": "re_retry", "object": "refund", "status": "succeeded", "amount": 1000 }),
+        ))
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    let created = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "CARD", "idempotencyKey": "card" }),
+    )
+    .await;
+    let payment_id = text(&created["data"]["createPayment"]["id"]);
+    let paid = stripe_event("evt_ok", "payment_intent.succeeded", intent("pi_retry", "succeeded"));
+    post_stripe_event(&app, &shop.tenant.company_id, WEBHOOK_SECRET, &paid).await;
+    let input = json!({ "paymentId": payment_id, "amountMinor": 1000, "idempotencyKey": "give-back" });
+
+    let first = refund(&app, &token, input.clone()).await;
+    let retried = refund(&app, &token, input).await;
+    let after = app
+        .graphql_as(
+            &token,
+            "query P($id: ID!) { payment(id: $id) { status refunded { amountMinor } refunds { status } } }",
+            json!({ "id": payment_id }),
+        )
+        .await;
+
+    assert_eq!(first_error_code(&first), "PAYMENT_PROVIDER_ERROR", "{first}");
+    assert_eq!(first["errors"][0]["extensions"]["retryable"], true);
+    assert_eq!(retried["data"]["refundPayment"]["status"], "SUCCEEDED", "{retried}");
+    let payment = &after["data"]["payment"];
+    assert_eq!(payment["status"], "PARTIALLY_REFUNDED", "{after}");
+    assert_eq!(payment["refunded"]["amountMinor"], 1000);
+    assert_eq!(payment["refunds"], json!([{ "status": "SUCCEEDED" }]));
+}

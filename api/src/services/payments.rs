@@ -889,12 +889,24 @@ pub async fn refund(
                 "this idempotency key was used for a different refund".into(),
             ));
         }
-        if existing.status == "PENDING" {
+        if existing.status != "PENDING" {
+            return Ok(existing);
+        }
+        if existing
+            .processing_until
+            .is_some_and(|until| until > Utc::now())
+        {
             return Err(ApiError::Conflict(
                 "a refund with this idempotency key is still being processed; retry shortly".into(),
             ));
         }
-        return Ok(existing);
+        // The provider was not reached, or its answer never recorded: ask again, with the
+        // same provider key.
+        let mut claim: refund::ActiveModel = existing.into();
+        claim.processing_until = Set(Some(Utc::now() + PROCESSING_WINDOW));
+        let claimed = claim.update(&txn).await?;
+        txn.commit().await?;
+        return settle_card_refund(state, actor, claimed).await;
     }
     let payment = payment_of(&txn, actor.company_id(), request.payment_id).await?;
     if !status_of(&payment).collected() {
@@ -929,6 +941,7 @@ pub async fn refund(
         provider_reference: Set(None),
         idempotency_key: Set(key),
         request_hash: Set(hash),
+        processing_until: Set(is_card.then(|| now + PROCESSING_WINDOW)),
         failure_reason: Set(None),
         created_by: Set(actor.user_id()),
         created_at: Set(now),
@@ -945,22 +958,37 @@ pub async fn refund(
         return Ok(created);
     }
     txn.commit().await?;
-    let secret_key = company_stripe_key(state, reserved.company_id).await?;
+    settle_card_refund(state, actor, created).await
+}
+
+/// Asks Stripe for a card refund written as `PENDING` (its amount reserved) and records the
+/// answer: done, refused (the reservation released), or unknown — left pending for a retry
+/// with the same key, which asks again with the same provider key.
+async fn settle_card_refund(
+    state: &AppState,
+    actor: &Actor,
+    pending: refund::Model,
+) -> ApiResult<refund::Model> {
+    let payment = get(state, actor, pending.payment_id)
+        .await?
+        .ok_or(ApiError::NotFound("payment"))?;
+    let secret_key = company_stripe_key(state, payment.company_id).await?;
     let answer = state
         .payment_provider
         .refund(&RefundRequest {
             secret_key: &secret_key,
-            intent_id: reserved.provider_reference.as_deref().unwrap_or_default(),
-            amount_minor: amount,
-            idempotency_key: &format!("refund-{}", created.id),
-            reason: reason.as_deref(),
+            intent_id: payment.provider_reference.as_deref().unwrap_or_default(),
+            amount_minor: pending.amount_minor,
+            idempotency_key: &format!("refund-{}", pending.id),
+            reason: pending.reason.as_deref(),
         })
         .await;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
-    let payment = payment_of(&txn, actor.company_id(), reserved.id).await?;
-    let mut recorded: refund::ActiveModel = created.clone().into();
+    let payment = payment_of(&txn, actor.company_id(), payment.id).await?;
+    let mut recorded: refund::ActiveModel = pending.clone().into();
     recorded.updated_at = Set(Utc::now());
+    recorded.processing_until = Set(None);
     let result = match answer {
         Ok(done) if !matches!(done.status, RefundStatus::Failed | RefundStatus::Canceled) => {
             recorded.status = Set("SUCCEEDED".into());
@@ -968,6 +996,10 @@ pub async fn refund(
             let recorded = recorded.update(&txn).await?;
             complete_refund(&txn, payment, &recorded).await?;
             Ok(recorded)
+        }
+        Err(error) if error.is_retryable() => {
+            recorded.update(&txn).await?;
+            Err(provider_error(error))
         }
         outcome => {
             let message = match outcome {
@@ -978,7 +1010,7 @@ pub async fn refund(
             recorded.failure_reason = Set(Some(message.clone()));
             recorded.update(&txn).await?;
             let mut released: payment::ActiveModel = payment.clone().into();
-            released.refunded_minor = Set(payment.refunded_minor - amount);
+            released.refunded_minor = Set(payment.refunded_minor - pending.amount_minor);
             released.update(&txn).await?;
             Err(ApiError::Provider {
                 message: format!("the payment provider refused the refund: {message}"),
@@ -1287,6 +1319,7 @@ async fn refunded_at_provider(
             .map(String::from)),
         idempotency_key: Set(format!("stripe:{event_id}")),
         request_hash: Set(request_hash(&[event_id])),
+        processing_until: Set(None),
         failure_reason: Set(None),
         created_by: Set(None),
         created_at: Set(now),
