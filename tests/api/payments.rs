@@ -842,7 +842,9 @@ async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_ke
     let order_id = order(&app, &shop).await;
     Mock::given(method("POST"))
         .and(path("/v1/payment_intents"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(intent("pi_retry", "requires_payment_method")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(intent("pi_retry", "requires_payment_method")),
+        )
         .mount(&stripe)
         .await;
     // Stripe is down for the first refund request, up for the second.
@@ -867,9 +869,14 @@ async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_ke
     )
     .await;
     let payment_id = text(&created["data"]["createPayment"]["id"]);
-    let paid = stripe_event("evt_ok", "payment_intent.succeeded", intent("pi_retry", "succeeded"));
+    let paid = stripe_event(
+        "evt_ok",
+        "payment_intent.succeeded",
+        intent("pi_retry", "succeeded"),
+    );
     post_stripe_event(&app, &shop.tenant.company_id, WEBHOOK_SECRET, &paid).await;
-    let input = json!({ "paymentId": payment_id, "amountMinor": 1000, "idempotencyKey": "give-back" });
+    let input =
+        json!({ "paymentId": payment_id, "amountMinor": 1000, "idempotencyKey": "give-back" });
 
     let first = refund(&app, &token, input.clone()).await;
     let retried = refund(&app, &token, input).await;
@@ -881,9 +888,16 @@ async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_ke
         )
         .await;
 
-    assert_eq!(first_error_code(&first), "PAYMENT_PROVIDER_ERROR", "{first}");
+    assert_eq!(
+        first_error_code(&first),
+        "PAYMENT_PROVIDER_ERROR",
+        "{first}"
+    );
     assert_eq!(first["errors"][0]["extensions"]["retryable"], true);
-    assert_eq!(retried["data"]["refundPayment"]["status"], "SUCCEEDED", "{retried}");
+    assert_eq!(
+        retried["data"]["refundPayment"]["status"], "SUCCEEDED",
+        "{retried}"
+    );
     let payment = &after["data"]["payment"];
     assert_eq!(payment["status"], "PARTIALLY_REFUNDED", "{after}");
     assert_eq!(payment["refunded"]["amountMinor"], 1000);

@@ -577,6 +577,15 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_with_an_event() {
         .filter_map(|edge| edge["node"]["type"].as_str())
         .collect();
     assert!(types.contains(&"webhook.endpoint_disabled"), "{types:?}");
+    let notified = events["data"]["events"]["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|edge| &edge["node"])
+        .find(|node| node["type"] == "notification.created")
+        .unwrap_or_else(|| panic!("no notification: {events}"));
+    assert_eq!(notified["payload"]["userId"], shop.tenant.admin_id.as_str());
+    assert_eq!(notified["payload"]["kind"], "webhook.endpoint_disabled");
 }
 
 #[tokio::test]
