@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use entity::{
-    company, customer, order_item, order_status_history, payment, product, user, workflow,
+    company, customer, order_item, order_status_history, payment, product, refund, user, workflow,
 };
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
@@ -56,6 +56,8 @@ pub struct HistoryOfOrder(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PaymentsOfOrder(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RefundsOfPayment(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkflowKey(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UserKey(pub Uuid);
@@ -103,9 +105,10 @@ impl Loader<ProductKey> for TenantLoader {
     }
 }
 
-/// The rows of a table that belong to each order, in `order` order, one query per batch.
-macro_rules! rows_of_orders {
-    ($key:ident, $module:ident, $($order:expr),+) => {
+/// The rows of a table that belong to each parent (an order, a payment), in `order` order,
+/// one query per batch.
+macro_rules! rows_of {
+    ($key:ident, $module:ident, ($parent:ident, $parent_field:ident), $($order:expr),+) => {
         impl Loader<$key> for TenantLoader {
             type Value = Vec<$module::Model>;
             type Error = LoadError;
@@ -114,12 +117,12 @@ macro_rules! rows_of_orders {
                 let mut grouped: HashMap<$key, Self::Value> =
                     keys.iter().map(|key| (*key, Vec::new())).collect();
                 let rows = tenant::find::<$module::Entity>(&self.actor)
-                    .filter($module::Column::OrderId.is_in(ids(keys, |key| key.0)))
+                    .filter($module::Column::$parent.is_in(ids(keys, |key| key.0)))
                     $(.order_by_asc($order))+
                     .all(&self.db)
                     .await?;
                 for row in rows {
-                    grouped.entry($key(row.order_id)).or_default().push(row);
+                    grouped.entry($key(row.$parent_field)).or_default().push(row);
                 }
                 Ok(grouped)
             }
@@ -127,14 +130,31 @@ macro_rules! rows_of_orders {
     };
 }
 
-rows_of_orders!(ItemsOfOrder, order_item, order_item::Column::Position);
-rows_of_orders!(
+rows_of!(
+    ItemsOfOrder,
+    order_item,
+    (OrderId, order_id),
+    order_item::Column::Position
+);
+rows_of!(
     HistoryOfOrder,
     order_status_history,
+    (OrderId, order_id),
     order_status_history::Column::CreatedAt,
     order_status_history::Column::Id
 );
-rows_of_orders!(PaymentsOfOrder, payment, payment::Column::Id);
+rows_of!(
+    PaymentsOfOrder,
+    payment,
+    (OrderId, order_id),
+    payment::Column::Id
+);
+rows_of!(
+    RefundsOfPayment,
+    refund,
+    (PaymentId, payment_id),
+    refund::Column::Id
+);
 
 impl Loader<WorkflowKey> for TenantLoader {
     type Value = WorkflowVersion;

@@ -5,14 +5,16 @@ use chrono::{DateTime, NaiveDate, Utc};
 use entity::{payment, refund};
 
 use super::{
-    commerce::{Money, PageInfo, id_cursor, page_size, parse_id_cursor},
+    commerce::{Money, PageInfo, id_cursor, loaders, page_size, parse_id_cursor},
     context::{actor, parse_id, state},
+    loaders::RefundsOfPayment,
 };
 use crate::{
     domain::{
         boleto::Barcode,
         payment::{Method, OrderPaymentStatus as DomainOrderPaymentStatus, Status},
     },
+    error::ApiError,
     services::payments::{
         self as service, NewPayment, NewRefund, PaymentFilter, SettingsChanges, Totals,
     },
@@ -53,6 +55,15 @@ pub enum OrderPaymentStatus {
     Overpaid,
     PartiallyRefunded,
     Refunded,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// Asked of the card provider, answer not recorded yet.
+    Pending,
+    Succeeded,
+    /// Refused by the provider; nothing was given back.
+    Failed,
 }
 
 /// What a PIX payer scans or pastes.
@@ -146,9 +157,13 @@ impl Payment {
     async fn idempotency_key(&self) -> &str {
         &self.0.idempotency_key
     }
+    /// Oldest first.
     async fn refunds(&self, ctx: &Context<'_>) -> Result<Vec<Refund>> {
-        Ok(service::refunds_of(state(ctx)?, actor(ctx)?, self.0.id)
-            .await?
+        Ok(loaders(ctx)?
+            .load_one(RefundsOfPayment(self.0.id))
+            .await
+            .map_err(ApiError::from)?
+            .unwrap_or_default()
             .into_iter()
             .map(Refund)
             .collect())
@@ -180,9 +195,12 @@ impl Refund {
     async fn reason(&self) -> Option<&str> {
         self.0.reason.as_deref()
     }
-    /// `PENDING`, `SUCCEEDED` or `FAILED`.
-    async fn status(&self) -> &str {
-        &self.0.status
+    async fn status(&self) -> RefundStatus {
+        match self.0.status.as_str() {
+            "SUCCEEDED" => RefundStatus::Succeeded,
+            "FAILED" => RefundStatus::Failed,
+            _ => RefundStatus::Pending,
+        }
     }
     async fn provider_reference(&self) -> Option<&str> {
         self.0.provider_reference.as_deref()

@@ -1105,19 +1105,6 @@ pub async fn list(
         .await?)
 }
 
-pub async fn refunds_of(
-    state: &AppState,
-    actor: &Actor,
-    payment_id: Uuid,
-) -> ApiResult<Vec<refund::Model>> {
-    authorize(state, actor, "payments", "read").await?;
-    Ok(tenant::find::<refund::Entity>(actor)
-        .filter(refund::Column::PaymentId.eq(payment_id))
-        .order_by_asc(refund::Column::Id)
-        .all(&state.db)
-        .await?)
-}
-
 /// Gross, refunds, fees and net of one slice of the ledger.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
