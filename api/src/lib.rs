@@ -128,6 +128,10 @@ impl Application {
             self.state.webhook_worker(),
             self.shutdown.0.subscribe(),
         ));
+        tokio::spawn(expire_payments(
+            self.state.clone(),
+            self.shutdown.0.subscribe(),
+        ));
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "listening on http://{address}");
         axum::serve(
@@ -169,6 +173,24 @@ impl Application {
             .context("Failed to close the webhook worker's database pool")?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How often unpaid PIX charges and boletos are checked for expiry.
+const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Expires overdue payments once a minute until the server stops.
+async fn expire_payments(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        match services::payments::expire_overdue(&state.background_db, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(_) => state.events_committed(),
+            Err(error) => tracing::warn!(error = ?error, "expiring overdue payments failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(EXPIRY_SWEEP) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
     }
 }
 

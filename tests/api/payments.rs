@@ -903,3 +903,73 @@ async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_ke
     assert_eq!(payment["refunded"]["amountMinor"], 1000);
     assert_eq!(payment["refunds"], json!([{ "status": "SUCCEEDED" }]));
 }
+
+#[tokio::test]
+async fn unpaid_pix_charges_and_boletos_expire_and_say_so() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "expiry").await;
+    let token = shop.tenant.access_token.clone();
+    settings(
+        &app,
+        &token,
+        json!({ "pixKey": "caixa@expiry.test", "pixMerchantName": "Expiry", "pixMerchantCity": "Natal",
+            "boletoBankCode": "001", "boletoAgency": "1234", "boletoAccount": "123456", "boletoWallet": "17" }),
+    )
+    .await;
+    let order_id = order(&app, &shop).await;
+    let mut ids = Vec::new();
+    for method in ["PIX", "BOLETO", "CASH"] {
+        let created = create_payment(
+            &app,
+            &token,
+            json!({ "orderId": order_id, "method": method, "amountMinor": 100, "idempotencyKey": method }),
+        )
+        .await;
+        ids.push(text(&created["data"]["createPayment"]["id"]));
+    }
+
+    // Four days on: past the PIX charge's 24 h and the boleto's due date (3 days).
+    let later = chrono::Utc::now() + chrono::Duration::days(4);
+    let expired = api::services::payments::expire_overdue(&app.db, later)
+        .await
+        .expect("sweep");
+    let again = api::services::payments::expire_overdue(&app.db, later)
+        .await
+        .expect("sweep");
+    let statuses = balance(&app, &token, &order_id).await["payments"].clone();
+    let pay_expired = mark_paid(&app, &token, &ids[0]).await;
+
+    assert_eq!(expired, 2);
+    assert_eq!(again, 0, "an expired payment expires once");
+    assert_eq!(
+        statuses,
+        json!([
+            { "id": ids[0], "status": "EXPIRED" },
+            { "id": ids[1], "status": "EXPIRED" },
+            { "id": ids[2], "status": "PENDING" },
+        ])
+    );
+    assert_eq!(
+        first_error_code(&pay_expired),
+        "VALIDATION",
+        "{pay_expired}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let events = app
+            .graphql_as(
+                &token,
+                "{ events(types: [\"payment.expired\"]) { edges { node { type } } } }",
+                json!({}),
+            )
+            .await;
+        let count = events["data"]["events"]["edges"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if count == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

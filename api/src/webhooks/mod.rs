@@ -31,6 +31,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "payment.failed",
     "payment.refunded",
     "payment.cancelled",
+    "payment.expired",
     "webhook.endpoint_disabled",
     "webhook.test",
 ];
