@@ -329,18 +329,20 @@ async fn busy_shop(app: &TestApp, slug: &str, count: usize) -> Shop {
     shop
 }
 
-async fn statements_for_page(app: &TestApp, shop: &Shop, first: i64) -> (u64, usize) {
+async fn statements_for_page(app: &TestApp, shop: &Shop, first: i64) -> (u64, Vec<Value>) {
     let before = app.statement_count();
     let body = app
         .graphql_as(&shop.token, PAGE, json!({ "first": first }))
         .await;
     let after = app.statement_count();
-    let edges = body["data"]["orders"]["edges"]
+    assert!(body.get("errors").is_none(), "{body}");
+    let nodes = body["data"]["orders"]["edges"]
         .as_array()
         .expect("edges")
-        .len();
-    assert!(body.get("errors").is_none(), "{body}");
-    (after - before, edges)
+        .iter()
+        .map(|edge| edge["node"].clone())
+        .collect();
+    (after - before, nodes)
 }
 
 #[tokio::test]
@@ -348,10 +350,40 @@ async fn a_page_of_orders_costs_a_constant_number_of_statements() {
     let app = spawn_app().await;
     let shop = busy_shop(&app, "counted", 20).await;
 
-    let (small, small_edges) = statements_for_page(&app, &shop, 2).await;
-    let (large, large_edges) = statements_for_page(&app, &shop, 20).await;
+    let (small, small_page) = statements_for_page(&app, &shop, 2).await;
+    let (large, large_page) = statements_for_page(&app, &shop, 20).await;
 
-    assert_eq!((small_edges, large_edges), (2, 20));
+    assert_eq!((small_page.len(), large_page.len()), (2, 20));
+    // Fetched per page, every order still gets its own customer, items and history.
+    for node in &large_page {
+        let number = node["number"].as_i64().expect("number");
+        assert_eq!(node["customer"]["name"], format!("Customer {}", number - 1));
+        let items: Vec<(Value, Value)> = node["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| (item["quantity"].clone(), item["product"]["name"].clone()))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                (json!(1), json!("Product ITEM")),
+                (json!(2), json!("Product EXTRA")),
+                (json!(3), json!("Product THIRD")),
+            ]
+        );
+        let statuses: Vec<&Value> = node["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|change| &change["to"])
+            .collect();
+        assert_eq!(
+            statuses,
+            [&json!("PENDING"), &json!("CONFIRMED"), &json!("PREPARING")]
+        );
+        assert_eq!(node["history"][2]["actor"]["name"], "Admin");
+    }
     assert_eq!(small, large, "the statement count grew with the page size");
     // Authentication, the page, then one batch each for customers, items, products, history, users.
     assert!(large <= 8, "{large} statements for one page");

@@ -12,7 +12,7 @@ use crate::{
     webhooks::{Shop, order, shop, stripe_signature},
 };
 
-const PAYMENT_FIELDS: &str = "id status method providerReference clientSecret
+const PAYMENT_FIELDS: &str = "id status method providerReference clientSecret failureReason
     amount { amountMinor currency } refunded { amountMinor }
     pix { brCode txid } boleto { barcode digitableLine dueDate }";
 
@@ -708,10 +708,9 @@ async fn a_declined_card_fails_the_payment_with_the_providers_reason() {
     )
     .await;
 
-    assert_eq!(
-        created["data"]["createPayment"]["status"], "FAILED",
-        "{created}"
-    );
+    let payment = &created["data"]["createPayment"];
+    assert_eq!(payment["status"], "FAILED", "{created}");
+    assert_eq!(payment["failureReason"], "Your card was declined.");
 }
 
 #[tokio::test]

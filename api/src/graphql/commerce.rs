@@ -52,6 +52,28 @@ pub fn parse_id_cursor(field: &str, cursor: Option<&str>) -> ApiResult<Option<Uu
         .transpose()
 }
 
+/// A page of a list ordered by id, fetched with one row more than `size`: that row only says
+/// there is a next page. Returns each row with its cursor, and the page info.
+pub fn id_page<T>(
+    mut rows: Vec<T>,
+    size: u64,
+    started_after: bool,
+    id: impl Fn(&T) -> Uuid,
+) -> (Vec<(String, T)>, PageInfo) {
+    let has_next_page = rows.len() as u64 > size;
+    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    let rows: Vec<(String, T)> = rows
+        .into_iter()
+        .map(|row| (id_cursor(id(&row)), row))
+        .collect();
+    let page_info = PageInfo::of(
+        rows.iter().map(|(cursor, _)| cursor),
+        has_next_page,
+        started_after,
+    );
+    (rows, page_info)
+}
+
 /// Money in integer minor units of an ISO 4217 currency (BRL 12.34 = 1234).
 pub struct Money(pub DomainMoney);
 
@@ -109,5 +131,27 @@ impl PageInfo {
             start_cursor: cursors.clone().next().cloned(),
             end_cursor: cursors.next_back().cloned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_extra_row_only_says_there_is_a_next_page() {
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let (full, info) = id_page(ids.clone(), 2, true, |id| *id);
+        assert_eq!(full.len(), 2);
+        assert!(info.has_next_page && info.has_previous_page);
+        assert_eq!(info.end_cursor.as_deref(), Some(id_cursor(ids[1]).as_str()));
+        assert_eq!(
+            parse_id_cursor("after", info.end_cursor.as_deref()).ok(),
+            Some(Some(ids[1]))
+        );
+
+        let (last, info) = id_page(ids[..2].to_vec(), 2, false, |id| *id);
+        assert_eq!(last.len(), 2);
+        assert!(!info.has_next_page && !info.has_previous_page);
     }
 }

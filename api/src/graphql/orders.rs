@@ -22,7 +22,6 @@ use super::{
     workflows::{Workflow, WorkflowTransition},
 };
 use crate::{
-    domain::payment::{Status, balance},
     error::ApiError,
     services::orders::{
         self, NewOrder, OrderFilter as Filter, OrderSort, PageDetails, PageParts, Position,
@@ -53,17 +52,8 @@ impl Order {
     }
 
     async fn balance(&self, ctx: &Context<'_>) -> Result<OrderBalance> {
-        let payments = self.payment_rows(ctx).await?;
-        let balance = balance(
-            self.0.total_minor,
-            payments.iter().map(|payment| {
-                (
-                    Status::parse(&payment.status).unwrap_or(Status::Pending),
-                    payment.amount_minor,
-                    payment.refunded_minor,
-                )
-            }),
-        );
+        let balance =
+            crate::services::payments::order_balance(&self.0, &self.payment_rows(ctx).await?);
         Ok(OrderBalance {
             status: balance.status,
             paid: balance.paid,

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use entity::{payment, refund};
 
 use super::{
-    commerce::{Money, PageInfo, id_cursor, loaders, page_size, parse_id_cursor},
+    commerce::{Money, PageInfo, id_page, loaders, page_size, parse_id_cursor},
     context::{actor, parse_id, state},
     loaders::RefundsOfPayment,
 };
@@ -389,23 +389,17 @@ impl PaymentQuery {
         };
         let after = parse_id_cursor("after", after.as_deref())?;
         let size = page_size(first);
-        let mut page = service::list(state(ctx)?, actor(ctx)?, &filter, size + 1, after).await?;
-        let has_next_page = page.len() as u64 > size;
-        page.truncate(size as usize);
-        let edges: Vec<PaymentEdge> = page
-            .into_iter()
-            .map(|payment| PaymentEdge {
-                cursor: id_cursor(payment.id),
-                node: Payment(payment),
-            })
-            .collect();
+        let rows = service::list(state(ctx)?, actor(ctx)?, &filter, size + 1, after).await?;
+        let (rows, page_info) = id_page(rows, size, after.is_some(), |payment| payment.id);
         Ok(PaymentConnection {
-            page_info: PageInfo::of(
-                edges.iter().map(|edge| &edge.cursor),
-                has_next_page,
-                after.is_some(),
-            ),
-            edges,
+            edges: rows
+                .into_iter()
+                .map(|(cursor, payment)| PaymentEdge {
+                    cursor,
+                    node: Payment(payment),
+                })
+                .collect(),
+            page_info,
         })
     }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use entity::{provider_secret, webhook_attempt, webhook_endpoint};
 
 use super::{
-    commerce::{PageInfo, id_cursor, page_size, parse_id_cursor},
+    commerce::{PageInfo, id_page, page_size, parse_id_cursor},
     context::{actor, parse_id, state},
 };
 use crate::{
@@ -253,7 +253,7 @@ impl WebhookQuery {
         let endpoint_id = parse_id("endpointId", &endpoint_id)?;
         let after = parse_id_cursor("after", after.as_deref())?;
         let size = page_size(first);
-        let mut page = service::deliveries(
+        let rows = service::deliveries(
             state(ctx)?,
             actor(ctx)?,
             endpoint_id,
@@ -262,22 +262,16 @@ impl WebhookQuery {
             after,
         )
         .await?;
-        let has_next_page = page.len() as u64 > size;
-        page.truncate(size as usize);
-        let edges: Vec<WebhookDeliveryEdge> = page
-            .into_iter()
-            .map(|delivery| WebhookDeliveryEdge {
-                cursor: id_cursor(delivery.delivery.id),
-                node: WebhookDelivery(delivery),
-            })
-            .collect();
+        let (rows, page_info) = id_page(rows, size, after.is_some(), |row| row.delivery.id);
         Ok(WebhookDeliveryConnection {
-            page_info: PageInfo::of(
-                edges.iter().map(|edge| &edge.cursor),
-                has_next_page,
-                after.is_some(),
-            ),
-            edges,
+            edges: rows
+                .into_iter()
+                .map(|(cursor, delivery)| WebhookDeliveryEdge {
+                    cursor,
+                    node: WebhookDelivery(delivery),
+                })
+                .collect(),
+            page_info,
         })
     }
 

@@ -32,6 +32,19 @@ pub fn valid_name(field: &str, name: &str, max: usize) -> ApiResult<String> {
     Ok(name.to_string())
 }
 
+/// Optional free text (a note, a reason, a description): trimmed, empty meaning none, at most
+/// `max` characters; `field` names the input in the error.
+pub fn optional_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<Option<String>> {
+    let text = text.map(str::trim).filter(|text| !text.is_empty());
+    if text.is_some_and(|text| text.chars().count() > max) {
+        return Err(ApiError::validation(
+            field,
+            format!("use at most {max} characters"),
+        ));
+    }
+    Ok(text.map(String::from))
+}
+
 /// Refuses with `FORBIDDEN` unless the actor may perform `action` on `resource`. An API key
 /// needs the permission through its role and its creator must still hold it too, so a key never
 /// carries more than the person who made it.

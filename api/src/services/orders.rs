@@ -422,7 +422,7 @@ pub async fn transition(
         )));
     }
     if step.requires_payment
-        && !super::payments::balance_of(&txn, actor.company_id(), &order)
+        && !super::payments::balance_of(&txn, actor, &order)
             .await?
             .settled()
     {

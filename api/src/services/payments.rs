@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{authorize, outbox, tenant};
+use super::{authorize, optional_text, outbox, tenant};
 use crate::{
     auth::Actor,
     crypto::Purpose,
@@ -111,14 +111,19 @@ fn provider_error(error: ProviderError) -> ApiError {
 /// The balance of `order` from its payments.
 pub async fn balance_of(
     db: &impl ConnectionTrait,
-    company_id: Uuid,
+    actor: &Actor,
     order: &order::Model,
 ) -> ApiResult<Balance> {
-    let payments = tenant::find_in::<payment::Entity>(company_id)
+    let payments = tenant::find::<payment::Entity>(actor)
         .filter(payment::Column::OrderId.eq(order.id))
         .all(db)
         .await?;
-    Ok(balance(
+    Ok(order_balance(order, &payments))
+}
+
+/// The balance of `order` from its payments, already loaded.
+pub fn order_balance(order: &order::Model, payments: &[payment::Model]) -> Balance {
+    balance(
         order.total_minor,
         payments.iter().map(|payment| {
             (
@@ -127,7 +132,7 @@ pub async fn balance_of(
                 payment.refunded_minor,
             )
         }),
-    ))
+    )
 }
 
 async fn order_of(
@@ -142,12 +147,26 @@ async fn order_of(
         .ok_or(ApiError::NotFound("order"))
 }
 
-async fn payment_of(
-    txn: &DatabaseTransaction,
-    company_id: Uuid,
+/// A payment of the actor's company, for a mutation that authorized itself already.
+async fn find_payment(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
     id: Uuid,
 ) -> ApiResult<payment::Model> {
-    tenant::find_in::<payment::Entity>(company_id)
+    tenant::find::<payment::Entity>(actor)
+        .filter(payment::Column::Id.eq(id))
+        .one(db)
+        .await?
+        .ok_or(ApiError::NotFound("payment"))
+}
+
+/// A payment of the actor's company, locked for the rest of the transaction.
+async fn payment_of(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    id: Uuid,
+) -> ApiResult<payment::Model> {
+    tenant::find::<payment::Entity>(actor)
         .filter(payment::Column::Id.eq(id))
         .lock_exclusive()
         .one(txn)
@@ -308,17 +327,6 @@ fn digits(field: &str, value: &str, max: usize) -> ApiResult<Option<String>> {
     Ok(Some(value.to_string()))
 }
 
-fn limited(field: &str, value: &str, max: usize) -> ApiResult<Option<String>> {
-    let value = value.trim();
-    if value.chars().count() > max {
-        return Err(ApiError::validation(
-            field,
-            format!("use at most {max} characters"),
-        ));
-    }
-    Ok((!value.is_empty()).then(|| value.to_string()))
-}
-
 pub async fn update_settings(
     state: &AppState,
     actor: &Actor,
@@ -350,10 +358,10 @@ pub async fn update_settings(
         });
     }
     if let Some(name) = changes.pix_merchant_name {
-        active.pix_merchant_name = Set(limited("input.pixMerchantName", &name, 25)?);
+        active.pix_merchant_name = Set(optional_text("input.pixMerchantName", Some(&name), 25)?);
     }
     if let Some(city) = changes.pix_merchant_city {
-        active.pix_merchant_city = Set(limited("input.pixMerchantCity", &city, 15)?);
+        active.pix_merchant_city = Set(optional_text("input.pixMerchantCity", Some(&city), 15)?);
     }
     if let Some(bank) = changes.boleto_bank_code {
         let bank = digits("input.boletoBankCode", &bank, 3)?;
@@ -443,7 +451,7 @@ pub async fn create(
         return replay(state, actor, existing, &hash).await;
     }
     let order = order_of(&txn, actor, request.order_id).await?;
-    let due = balance_of(&txn, actor.company_id(), &order).await?.due;
+    let due = balance_of(&txn, actor, &order).await?.due;
     let amount = match request.amount_minor {
         Some(amount) => amount,
         None if due > 0 => due,
@@ -551,9 +559,8 @@ async fn replay(
         {
             let txn = state.db.begin().await?;
             tenant::lock_company(&txn, actor).await?;
-            let mut claim: payment::ActiveModel = payment_of(&txn, actor.company_id(), existing.id)
-                .await?
-                .into();
+            let mut claim: payment::ActiveModel =
+                payment_of(&txn, actor, existing.id).await?.into();
             claim.processing_until = Set(Some(Utc::now() + PROCESSING_WINDOW));
             let claimed = claim.update(&txn).await?;
             txn.commit().await?;
@@ -630,24 +637,26 @@ fn boleto_charge(
 }
 
 fn stripe_key(state: &AppState, settings: Option<&payment_settings::Model>) -> ApiResult<String> {
-    let sealed = settings
-        .and_then(|settings| settings.stripe_secret_key_ciphertext.as_deref())
+    let (company_id, sealed) = settings
+        .and_then(|settings| {
+            Some((
+                settings.company_id,
+                settings.stripe_secret_key_ciphertext.as_deref()?,
+            ))
+        })
         .ok_or_else(|| {
             ApiError::validation(
                 "input.method",
                 "set stripeSecretKey in the payment settings to take cards",
             )
         })?;
-    let company_id = settings
-        .map(|settings| settings.company_id)
-        .unwrap_or_default();
     Ok(state
         .secrets
         .open(company_id, Purpose::PaymentCredential, sealed)?)
 }
 
-async fn company_stripe_key(state: &AppState, company_id: Uuid) -> ApiResult<String> {
-    let settings = tenant::find_in::<payment_settings::Entity>(company_id)
+async fn company_stripe_key(state: &AppState, actor: &Actor) -> ApiResult<String> {
+    let settings = tenant::find::<payment_settings::Entity>(actor)
         .one(&state.db)
         .await?;
     stripe_key(state, settings.as_ref())
@@ -660,7 +669,7 @@ async fn open_card_intent(
     actor: &Actor,
     payment: payment::Model,
 ) -> ApiResult<payment::Model> {
-    let secret_key = company_stripe_key(state, payment.company_id).await?;
+    let secret_key = company_stripe_key(state, actor).await?;
     let metadata = [
         ("payment_id", payment.id.to_string()),
         ("order_id", payment.order_id.to_string()),
@@ -681,7 +690,7 @@ async fn open_card_intent(
         .await;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
-    let current = payment_of(&txn, actor.company_id(), payment.id).await?;
+    let current = payment_of(&txn, actor, payment.id).await?;
     let result = match answer {
         Ok(intent) => {
             let mut active: payment::ActiveModel = current.into();
@@ -744,9 +753,7 @@ async fn open_card_intent(
 /// Captures an authorized card payment.
 pub async fn capture(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<payment::Model> {
     authorize(state, actor, "payments", "update").await?;
-    let payment = get(state, actor, id)
-        .await?
-        .ok_or(ApiError::NotFound("payment"))?;
+    let payment = find_payment(&state.db, actor, id).await?;
     if method_of(&payment) != Method::Card || status_of(&payment) != Status::Authorized {
         return Err(ApiError::validation(
             "id",
@@ -757,7 +764,7 @@ pub async fn capture(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<pay
         ));
     }
     let reference = payment.provider_reference.clone().unwrap_or_default();
-    let secret_key = company_stripe_key(state, payment.company_id).await?;
+    let secret_key = company_stripe_key(state, actor).await?;
     let intent = state
         .payment_provider
         .capture(&secret_key, &reference, &format!("capture-{}", payment.id))
@@ -765,7 +772,7 @@ pub async fn capture(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<pay
         .map_err(provider_error)?;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
-    let current = payment_of(&txn, actor.company_id(), id).await?;
+    let current = payment_of(&txn, actor, id).await?;
     // Stripe's payment_intent.succeeded may have settled it meanwhile.
     let result =
         if intent.status == IntentStatus::Succeeded && status_of(&current) == Status::Authorized {
@@ -781,16 +788,14 @@ pub async fn capture(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<pay
 /// Cancels a payment that has not been collected.
 pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<payment::Model> {
     authorize(state, actor, "payments", "update").await?;
-    let payment = get(state, actor, id)
-        .await?
-        .ok_or(ApiError::NotFound("payment"))?;
+    let payment = find_payment(&state.db, actor, id).await?;
     status_of(&payment)
         .transition(Status::Cancelled)
         .map_err(|message| ApiError::validation("id", message))?;
     if method_of(&payment) == Method::Card
         && let Some(reference) = &payment.provider_reference
     {
-        let secret_key = company_stripe_key(state, payment.company_id).await?;
+        let secret_key = company_stripe_key(state, actor).await?;
         state
             .payment_provider
             .cancel(&secret_key, reference, &format!("cancel-{}", payment.id))
@@ -799,7 +804,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<paym
     }
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
-    let current = payment_of(&txn, actor.company_id(), id).await?;
+    let current = payment_of(&txn, actor, id).await?;
     let cancelled = move_to(&txn, current, Status::Cancelled, |_| {}).await?;
     outbox::record(
         &txn,
@@ -821,18 +826,10 @@ pub async fn mark_paid(
     note: Option<String>,
 ) -> ApiResult<payment::Model> {
     authorize(state, actor, "payments", "update").await?;
-    let note = note
-        .map(|note| note.trim().to_string())
-        .filter(|note| !note.is_empty());
-    if note.as_ref().is_some_and(|note| note.chars().count() > 500) {
-        return Err(ApiError::validation(
-            "note",
-            "the note is longer than 500 characters",
-        ));
-    }
+    let note = optional_text("note", note.as_deref(), 500)?;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
-    let payment = payment_of(&txn, actor.company_id(), id).await?;
+    let payment = payment_of(&txn, actor, id).await?;
     if !method_of(&payment).confirmed_by_staff() {
         return Err(ApiError::validation(
             "id",
@@ -859,19 +856,7 @@ pub async fn refund(
     if let Some(amount) = request.amount_minor {
         valid_amount(amount)?;
     }
-    let reason = request
-        .reason
-        .map(|reason| reason.trim().to_string())
-        .filter(|reason| !reason.is_empty());
-    if reason
-        .as_ref()
-        .is_some_and(|reason| reason.chars().count() > 500)
-    {
-        return Err(ApiError::validation(
-            "input.reason",
-            "the reason is longer than 500 characters",
-        ));
-    }
+    let reason = optional_text("input.reason", request.reason.as_deref(), 500)?;
     let hash = request_hash(&[
         &request.payment_id.to_string(),
         &request
@@ -909,7 +894,7 @@ pub async fn refund(
         txn.commit().await?;
         return settle_card_refund(state, actor, claimed).await;
     }
-    let payment = payment_of(&txn, actor.company_id(), request.payment_id).await?;
+    let payment = payment_of(&txn, actor, request.payment_id).await?;
     if !status_of(&payment).collected() {
         return Err(ApiError::validation(
             "input.paymentId",
@@ -970,10 +955,8 @@ async fn settle_card_refund(
     actor: &Actor,
     pending: refund::Model,
 ) -> ApiResult<refund::Model> {
-    let payment = get(state, actor, pending.payment_id)
-        .await?
-        .ok_or(ApiError::NotFound("payment"))?;
-    let secret_key = company_stripe_key(state, payment.company_id).await?;
+    let payment = find_payment(&state.db, actor, pending.payment_id).await?;
+    let secret_key = company_stripe_key(state, actor).await?;
     let answer = state
         .payment_provider
         .refund(&RefundRequest {
@@ -986,7 +969,7 @@ async fn settle_card_refund(
         .await;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
-    let payment = payment_of(&txn, actor.company_id(), payment.id).await?;
+    let payment = payment_of(&txn, actor, payment.id).await?;
     let mut recorded: refund::ActiveModel = pending.clone().into();
     recorded.updated_at = Set(Utc::now());
     recorded.processing_until = Set(None);

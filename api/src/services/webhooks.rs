@@ -10,7 +10,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{authorize, tenant};
+use super::{authorize, optional_text, tenant};
 use crate::{
     auth::Actor,
     crypto::Purpose,
@@ -110,22 +110,6 @@ fn valid_events(events: &[String]) -> ApiResult<String> {
     Ok(json!(patterns).to_string())
 }
 
-fn valid_description(description: Option<String>) -> ApiResult<Option<String>> {
-    let description = description
-        .map(|text| text.trim().to_string())
-        .filter(|text| !text.is_empty());
-    if description
-        .as_ref()
-        .is_some_and(|text| text.chars().count() > 500)
-    {
-        return Err(ApiError::validation(
-            "input.description",
-            "the description is longer than 500 characters",
-        ));
-    }
-    Ok(description)
-}
-
 /// A new signing secret: `whsec_` and the base64 of 32 random bytes.
 fn new_secret() -> String {
     let mut bytes = [0u8; 32];
@@ -142,7 +126,7 @@ pub async fn create_endpoint(
 ) -> ApiResult<EndpointWithSecret> {
     manage(state, actor).await?;
     let events = valid_events(events)?;
-    let description = valid_description(description)?;
+    let description = optional_text("input.description", description.as_deref(), 500)?;
     let url = valid_url(state, url).await?;
     let secret = new_secret();
     let company_id = tenant::company_of(actor);
@@ -207,7 +191,11 @@ pub async fn update_endpoint(
     if changes.description.is_some() {
         update = update.col_expr(
             webhook_endpoint::Column::Description,
-            Expr::value(valid_description(changes.description)?),
+            Expr::value(optional_text(
+                "input.description",
+                changes.description.as_deref(),
+                500,
+            )?),
         );
     }
     if let Some(enabled) = changes.enabled {
@@ -272,6 +260,8 @@ pub async fn rotate_secret(
         i64::try_from(state.settings.webhooks.rotation_grace_secs).unwrap_or(i64::MAX),
     );
     let txn = state.db.begin().await?;
+    // Written first, so two rotations queue instead of both replacing the same secret.
+    tenant::lock_company(&txn, actor).await?;
     let current = tenant::find::<webhook_endpoint::Entity>(actor)
         .filter(webhook_endpoint::Column::Id.eq(id))
         .lock_exclusive()

@@ -92,24 +92,24 @@ impl Sender {
         if parsed.fragment().is_some() {
             return Err("a webhook URL cannot have a #fragment".into());
         }
-        self.resolve_checked(&parsed).await?;
+        self.check_host(&parsed, true).await?;
         Ok(parsed)
     }
 
-    /// Every address of the URL's host, each checked.
-    async fn resolve_checked(&self, url: &Url) -> Result<Vec<SocketAddr>, String> {
-        let port = url.port_or_known_default().unwrap_or(443);
-        match url.host() {
-            Some(url::Host::Ipv4(ip)) => self.check_literal(IpAddr::V4(ip), port),
-            Some(url::Host::Ipv6(ip)) => self.check_literal(IpAddr::V6(ip), port),
-            Some(url::Host::Domain(domain)) => self.resolver.lookup(domain, port).await,
-            None => Err("the URL has no host".into()),
-        }
-    }
-
-    fn check_literal(&self, ip: IpAddr, port: u16) -> Result<Vec<SocketAddr>, String> {
-        self.resolver.policy.check(ip)?;
-        Ok(vec![SocketAddr::new(ip, port)])
+    /// Checks the URL's host: a literal address against the policy; a name, when `resolve`,
+    /// by resolving it and checking every address it has.
+    async fn check_host(&self, url: &Url, resolve: bool) -> Result<(), String> {
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            Some(url::Host::Domain(_)) if !resolve => return Ok(()),
+            Some(url::Host::Domain(domain)) => {
+                let port = url.port_or_known_default().unwrap_or(443);
+                return self.resolver.lookup(domain, port).await.map(drop);
+            }
+            None => return Err("the URL has no host".into()),
+        };
+        self.resolver.policy.check(literal)
     }
 
     /// POSTs `body` with `headers`; never fails, the outcome says what happened.
@@ -135,8 +135,9 @@ impl Sender {
             Ok(url) => url,
             Err(error) => return failure(format!("not a valid URL: {error}")),
         };
-        // Literal addresses never reach the resolver, so they are checked here.
-        if let Err(refused) = self.resolve_checked(&url).await {
+        // Names are resolved (and checked) by the client's guarded resolver as it connects;
+        // literal addresses never reach a resolver, so they are checked here.
+        if let Err(refused) = self.check_host(&url, false).await {
             return failure(format!("refused by the address guard: {refused}"));
         }
         let response = match self
@@ -327,17 +328,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_to_a_refused_address_never_connects() {
-        let outcome = sender(&[], false)
+        let guarded = sender(&[], false);
+        let literal = guarded
             .post("http://127.0.0.1:9/hook", HeaderMap::new(), "{}".into())
             .await;
-        assert_eq!(outcome.status, None);
+        // A name is checked by the client's resolver as it connects.
+        let named = guarded
+            .post("http://localhost:9/hook", HeaderMap::new(), "{}".into())
+            .await;
+
+        assert_eq!(literal.status, None);
         assert!(
-            outcome
+            literal
                 .error
                 .as_deref()
                 .unwrap_or_default()
                 .contains("address guard"),
-            "{outcome:?}"
+            "{literal:?}"
+        );
+        assert_eq!(named.status, None);
+        assert!(
+            named
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("resolves to"),
+            "{named:?}"
         );
     }
 
