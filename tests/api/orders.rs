@@ -389,6 +389,127 @@ async fn a_page_of_orders_costs_a_constant_number_of_statements() {
     assert!(large <= 8, "{large} statements for one page");
 }
 
+/// Every plain field of an order, with aliases, repeated fields to merge and `__typename`.
+const EVERY_PLAIN_FIELD: &str = "fragment Plain on Order { __typename id number no: number
+    status version notes createdAt updatedAt total { amountMinor currency __typename }
+    customer { __typename id name archived cursor createdAt }
+    items { quantity unitPrice { amountMinor currency } lineTotal { amountMinor currency } }
+    items { __typename product { __typename id sku name kind price { amountMinor currency }
+        active trackStock stock cursor } }
+    history { __typename from to apiKeyId comment at } }";
+
+async fn plain_list_count(app: &TestApp, path: &str) -> f64 {
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("graphql_plain_lists_total")
+                && line.contains(r#"type="OrderEdge""#)
+                && line.contains(&format!(r#"path="{path}""#))
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_page_resolved_without_the_executor_answers_exactly_what_the_executor_does() {
+    let app = spawn_app().await;
+    let shop = busy_shop(&app, "parity", 3).await;
+    let service = app
+        .graphql_as(
+            &shop.token,
+            "mutation { createProduct(input: { sku: \"FIX\", name: \"Repair\", kind: SERVICE,
+                priceMinor: 990 }) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        service["data"]["createProduct"]["id"].is_string(),
+        "{service}"
+    );
+    let service = text(&service["data"]["createProduct"]["id"]);
+    let noted = app
+        .graphql_as(
+            &shop.token,
+            "mutation O($customer: ID!, $product: ID!) { createOrder(input: { customerId: $customer,
+                items: [{ productId: $product, quantity: 1 }], notes: \"no onions\" }) { id } }",
+            json!({ "customer": shop.customer, "product": service }),
+        )
+        .await;
+    assert!(noted["data"]["createOrder"]["id"].is_string(), "{noted}");
+    let noted = text(&noted["data"]["createOrder"]["id"]);
+    let cancelled = app
+        .graphql_as(
+            &shop.token,
+            "mutation T($id: ID!) { transitionOrder(input: { orderId: $id, to: \"CANCELLED\",
+                comment: \"customer left\" }) { status } }",
+            json!({ "id": noted }),
+        )
+        .await;
+    assert_eq!(
+        cancelled["data"]["transitionOrder"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+
+    let plain_before = plain_list_count(&app, "plain").await;
+    let page = app
+        .graphql_as(
+            &shop.token,
+            &format!("query {{ orders(first: 10) {{ edges {{ __typename cursor node {{ ...Plain }} }} }} }} {EVERY_PLAIN_FIELD}"),
+            json!({}),
+        )
+        .await;
+    assert!(page.get("errors").is_none(), "{page}");
+    assert!(plain_list_count(&app, "plain").await > plain_before);
+    let edges = page["data"]["orders"]["edges"].as_array().expect("edges");
+    assert_eq!(edges.len(), 4);
+    for edge in edges {
+        assert_eq!(edge["__typename"], "OrderEdge");
+        assert!(edge["cursor"].is_string());
+        let single = app
+            .graphql_as(
+                &shop.token,
+                &format!(
+                    "query O($id: ID!) {{ order(id: $id) {{ ...Plain }} }} {EVERY_PLAIN_FIELD}"
+                ),
+                json!({ "id": edge["node"]["id"] }),
+            )
+            .await;
+        assert_eq!(
+            edge["node"], single["data"]["order"],
+            "page and executor differ"
+        );
+    }
+    let noted_node = &edges[0]["node"];
+    assert_eq!(noted_node["notes"], "no onions");
+    assert_eq!(noted_node["items"][0]["product"]["kind"], "SERVICE");
+    assert_eq!(noted_node["history"][1]["comment"], "customer left");
+
+    // A field that needs the executor (here, a permission-dependent one) sends the whole
+    // page there, with the same answers for the plain fields.
+    let executor_before = plain_list_count(&app, "executor").await;
+    let mixed = app
+        .graphql_as(
+            &shop.token,
+            &format!("query {{ orders(first: 10) {{ edges {{ node {{ ...Plain availableTransitions {{ to }} }} }} }} }} {EVERY_PLAIN_FIELD}"),
+            json!({}),
+        )
+        .await;
+    assert!(plain_list_count(&app, "executor").await > executor_before);
+    for (mixed, plain) in mixed["data"]["orders"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .zip(edges)
+    {
+        let mut node = mixed["node"].clone();
+        node.as_object_mut()
+            .expect("node")
+            .remove("availableTransitions");
+        assert_eq!(node, plain["node"]);
+    }
+}
+
 #[tokio::test]
 async fn orders_filter_search_and_page_without_gaps() {
     let app = spawn_app().await;

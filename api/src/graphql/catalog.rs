@@ -1,11 +1,12 @@
 //! Products and services of the actor's company.
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, Value};
 use entity::product;
 
 use super::{
     commerce::{Money, id_cursor, page_size, parse_id_cursor},
     context::{actor, parse_id, state},
+    plain::{self, PlainObject, Selected},
 };
 use crate::services::catalog::{self, NewProduct, ProductChanges};
 
@@ -15,6 +16,35 @@ pub enum ProductKind {
     Product,
     /// Work done (a repair, a consultation); never tracks stock.
     Service,
+}
+
+impl ProductKind {
+    fn of(product: &product::Model) -> Self {
+        if product.kind == "SERVICE" {
+            Self::Service
+        } else {
+            Self::Product
+        }
+    }
+}
+
+impl PlainObject for product::Model {
+    const TYPE_NAME: &'static str = "Product";
+
+    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+        Some(match field.name() {
+            "id" => plain::scalar(&ID(self.id.to_string())),
+            "sku" => plain::text(&self.sku),
+            "name" => plain::text(&self.name),
+            "kind" => plain::enumeration(ProductKind::of(self)),
+            "price" => plain::object(&Money::of(self.price_minor, &self.currency).ok()?, field)?,
+            "active" => plain::scalar(&self.active),
+            "trackStock" => plain::scalar(&self.track_stock),
+            "stock" => plain::optional(self.stock.as_ref()),
+            "cursor" => plain::text(&id_cursor(self.id)),
+            _ => return None,
+        })
+    }
 }
 
 impl From<ProductKind> for catalog::ProductKind {
@@ -42,11 +72,7 @@ impl Product {
         &self.0.name
     }
     async fn kind(&self) -> ProductKind {
-        if self.0.kind == "SERVICE" {
-            ProductKind::Service
-        } else {
-            ProductKind::Product
-        }
+        ProductKind::of(&self.0)
     }
     /// Current price; orders keep the price they were made with.
     async fn price(&self) -> Result<Money> {

@@ -1,10 +1,13 @@
 //! Shared GraphQL pieces of the commerce domains: money, pages and the per-request loaders.
 
-use async_graphql::{Context, Object, SimpleObject};
+use async_graphql::{Context, Object, SimpleObject, Value};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use uuid::Uuid;
 
-use super::loaders::{CompanyKey, Loaders};
+use super::{
+    loaders::{CompanyKey, Loaders},
+    plain::{self, PlainObject, Selected},
+};
 use crate::{
     domain::{Currency, money::Money as DomainMoney},
     error::{ApiError, ApiResult},
@@ -106,6 +109,19 @@ impl Money {
             None => "pt-BR".to_string(),
         };
         Ok(self.0.format(&locale))
+    }
+}
+
+/// `formatted` depends on the company's locale, which the executor loads.
+impl PlainObject for Money {
+    const TYPE_NAME: &'static str = "Money";
+
+    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+        match field.name() {
+            "amountMinor" => Some(plain::scalar(&self.0.minor())),
+            "currency" => Some(plain::text(self.0.currency().as_str())),
+            _ => None,
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Customers of the actor's company.
 
-use async_graphql::{Context, ID, InputObject, Object, Result};
+use async_graphql::{Context, ID, InputObject, Object, Result, Value};
 use chrono::{DateTime, Utc};
 use entity::customer;
 
@@ -8,6 +8,7 @@ use super::{
     commerce::{id_cursor, page_size, parse_id_cursor},
     context::{actor, parse_id, require, state},
     identity::field,
+    plain::{self, PlainObject, Selected},
 };
 use crate::{
     domain::{Email, document::TaxDocument, phone::Phone},
@@ -64,6 +65,23 @@ impl Customer {
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+}
+
+/// The fields anyone who sees the customer may read; contact details need a permission check,
+/// which the executor makes.
+impl PlainObject for customer::Model {
+    const TYPE_NAME: &'static str = "Customer";
+
+    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+        Some(match field.name() {
+            "id" => plain::scalar(&ID(self.id.to_string())),
+            "name" => plain::text(&self.name),
+            "archived" => plain::scalar(&self.archived_at.is_some()),
+            "cursor" => plain::text(&id_cursor(self.id)),
+            "createdAt" => plain::scalar(&self.created_at),
+            _ => return None,
+        })
     }
 }
 

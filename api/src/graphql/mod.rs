@@ -14,6 +14,7 @@ mod metrics;
 mod operator;
 mod orders;
 mod payments;
+mod plain;
 mod system;
 mod webhooks;
 mod workflows;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject, Value};
 use chrono::{DateTime, Utc};
 use entity::{order, order_item, order_status_history};
 
@@ -19,6 +19,7 @@ use super::{
         WorkflowKey,
     },
     payments::{OrderBalance, OrderPaymentStatus, Payment},
+    plain::{self, PlainObject, Prepared, Selected},
     workflows::{Workflow, WorkflowTransition},
 };
 use crate::{
@@ -180,6 +181,88 @@ impl Order {
                 .map(Into::into)
                 .collect(),
         )
+    }
+}
+
+impl PlainObject for Order {
+    const TYPE_NAME: &'static str = "Order";
+
+    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+        let order = &self.0;
+        Some(match field.name() {
+            "id" => plain::scalar(&ID(order.id.to_string())),
+            "number" => plain::scalar(&order.number),
+            "status" => plain::text(&order.status),
+            "version" => plain::scalar(&order.version),
+            "notes" => plain::optional_text(order.notes.as_deref()),
+            "createdAt" => plain::scalar(&order.created_at),
+            "updatedAt" => plain::scalar(&order.updated_at),
+            "total" => plain::object(&Money::of(order.total_minor, &order.currency).ok()?, field)?,
+            "customer" => {
+                let page = self.page_with(|parts| parts.customers)?;
+                plain::object(page.customers.get(&order.customer_id)?, field)?
+            }
+            "items" => {
+                let page = self.page_with(|parts| parts.items)?;
+                let items = page.items.get(&order.id).map(Vec::as_slice);
+                plain::list(
+                    items.unwrap_or_default().iter().map(|item| ItemOnPage {
+                        item,
+                        currency: &order.currency,
+                        page,
+                    }),
+                    field,
+                )?
+            }
+            "history" => {
+                let page = self.page_with(|parts| parts.history)?;
+                let history = page.history.get(&order.id).map(Vec::as_slice);
+                plain::list(history.unwrap_or_default(), field)?
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// An item of an order on a list page, answered from the page's details.
+struct ItemOnPage<'a> {
+    item: &'a order_item::Model,
+    currency: &'a str,
+    page: &'a PageDetails,
+}
+
+impl PlainObject for ItemOnPage<'_> {
+    const TYPE_NAME: &'static str = "OrderItem";
+
+    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+        let item = self.item;
+        let money = |minor| Money::of(minor, self.currency).ok();
+        Some(match field.name() {
+            "quantity" => plain::scalar(&item.quantity),
+            "unitPrice" => plain::object(&money(item.unit_price_minor)?, field)?,
+            "lineTotal" => plain::object(&money(item.line_total_minor)?, field)?,
+            "product" if self.page.parts.products => {
+                plain::object(self.page.products.get(&item.product_id)?, field)?
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl PlainObject for order_status_history::Model {
+    const TYPE_NAME: &'static str = "StatusChange";
+
+    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+        Some(match field.name() {
+            "from" => plain::optional_text(self.from_status.as_deref()),
+            "to" => plain::text(&self.to_status),
+            "apiKeyId" => {
+                plain::optional(self.actor_api_key_id.map(|id| ID(id.to_string())).as_ref())
+            }
+            "comment" => plain::optional_text(self.comment.as_deref()),
+            "at" => plain::scalar(&self.created_at),
+            _ => return None,
+        })
     }
 }
 
@@ -351,6 +434,18 @@ pub struct OrderEdge {
     node: Order,
 }
 
+impl PlainObject for OrderEdge {
+    const TYPE_NAME: &'static str = "OrderEdge";
+
+    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+        match field.name() {
+            "cursor" => Some(plain::text(&self.cursor)),
+            "node" => plain::object(&self.node, field),
+            _ => None,
+        }
+    }
+}
+
 /// A page of orders.
 pub struct OrderConnection {
     edges: Vec<OrderEdge>,
@@ -360,8 +455,8 @@ pub struct OrderConnection {
 
 #[Object]
 impl OrderConnection {
-    async fn edges(&self) -> &[OrderEdge] {
-        &self.edges
+    async fn edges(&self, ctx: &Context<'_>) -> Prepared<&[OrderEdge]> {
+        Prepared::list(ctx.field(), &self.edges)
     }
     async fn page_info(&self) -> &PageInfo {
         &self.page_info

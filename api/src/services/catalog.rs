@@ -137,6 +137,9 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewProduct) -> ApiResu
         ));
     }
     let txn = state.db.begin().await?;
+    // Write first: on SQLite a read-then-write transaction fails with BUSY when another
+    // writer commits in between, instead of waiting for the lock.
+    tenant::lock_company(&txn, actor).await?;
     let currency: Option<String> = company::Entity::find_by_id(actor.company_id())
         .select_only()
         .column(company::Column::Currency)
