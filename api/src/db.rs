@@ -49,10 +49,20 @@ pub async fn connect_with(
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
                 .create_if_missing(true)
+        })
+        // Every statement is prepared and scoped by an indexed company id. Left to choose,
+        // PostgreSQL re-plans each execution of the id-list statements the list pages and
+        // loaders send (the planning cost as much as running them); one generic plan serves
+        // every company.
+        .map_sqlx_postgres_opts(|options| {
+            options.options([("plan_cache_mode", "force_generic_plan")])
         });
     options
         .max_connections(max_connections)
-        .min_connections(1.min(max_connections));
+        .min_connections(1.min(max_connections))
+        // Pinging on every checkout is a round trip before every statement; only a connection
+        // idle long enough for a server, proxy or firewall to have dropped it is checked.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30));
     let db = Database::connect(options).await.with_context(|| {
         format!(
             "Failed to connect to the database at {}: check DATABASE_URL and that the server is reachable",

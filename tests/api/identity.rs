@@ -492,6 +492,58 @@ async fn an_operator_manages_companies_and_suspension_stops_tokens_and_keys_at_o
 }
 
 #[tokio::test]
+async fn a_suspension_on_one_instance_stops_tokens_on_another() {
+    if !crate::helpers::shared_infrastructure() {
+        return;
+    }
+    let first = spawn_app().await;
+    let second = crate::helpers::spawn_second_instance(&first).await;
+    let tenant = first.sign_up("suspended-two", "GENERIC").await;
+    // The second instance has now seen (and keeps) the member's state.
+    let before = second.graphql_as(&tenant.access_token, ME, json!({})).await;
+    assert!(before["data"]["me"].is_object(), "{before}");
+    api::services::identity::create_operator(
+        &first.db,
+        "ops2@platform.test",
+        "Ops",
+        PASSWORD.into(),
+    )
+    .await
+    .expect("operator created");
+    let login = first
+        .graphql(
+            "mutation Op($email: String!, $password: String!) { operatorLogin(email: $email, password: $password) { accessToken } }",
+            json!({ "email": "ops2@platform.test", "password": PASSWORD }),
+        )
+        .await;
+    let operator = text(&login["data"]["operatorLogin"]["accessToken"]);
+    let suspended = first
+        .graphql_as(
+            &operator,
+            "mutation S($id: ID!) { operatorSuspendCompany(id: $id) { status } }",
+            json!({ "id": tenant.company_id }),
+        )
+        .await;
+    assert_eq!(
+        suspended["data"]["operatorSuspendCompany"]["status"], "SUSPENDED",
+        "{suspended}"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let attempt = second.graphql_as(&tenant.access_token, ME, json!({})).await;
+        if attempt["errors"][0]["extensions"]["reason"] == "COMPANY_SUSPENDED" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second instance still accepts the token after 2 s: {attempt}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn admins_update_their_company_and_staff_cannot() {
     let app = spawn_app().await;
     let tenant = app.sign_up("settings-co", "PET_STORE").await;

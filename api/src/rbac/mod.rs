@@ -2,12 +2,13 @@
 //! actor's company (never taken from a request), policies stored in `casbin_rule`.
 //!
 //! Services write `casbin_rule` rows inside their own transaction (so a role change is atomic
-//! with the rest of the mutation), then call [`Rbac::policy_changed`]: this instance reloads at
+//! with the rest of the mutation), then call [`Rbac::access_changed`]: this instance reloads at
 //! once and, with Redis, every other instance reloads on the notice. A periodic reload covers a
-//! missed notice.
+//! missed notice. The same notice empties the [`MemberCache`] authentication reads.
 
 pub mod adapter;
 mod catalog;
+mod members;
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,6 +21,7 @@ use uuid::Uuid;
 pub use catalog::{
     ACTIONS, ADMIN, BuiltInRole, Permission, RESOURCES, built_in_roles, is_valid_role_name,
 };
+pub use members::{MemberCache, MemberState};
 
 use crate::auth::Actor;
 
@@ -29,6 +31,7 @@ const PERIODIC_RELOAD: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Rbac {
     enforcer: Arc<RwLock<Enforcer>>,
+    members: Arc<MemberCache>,
     db: DatabaseConnection,
     notifier: Option<Notifier>,
 }
@@ -45,6 +48,7 @@ impl Rbac {
         let enforcer = build_enforcer(&db).await?;
         Ok(Self {
             enforcer: Arc::new(RwLock::new(enforcer)),
+            members: Arc::default(),
             db,
             notifier: None,
         })
@@ -67,12 +71,13 @@ impl Rbac {
             .await
             .context("Failed to subscribe to RBAC notices")?;
         let enforcer = self.enforcer.clone();
+        let members = self.members.clone();
         let db = self.db.clone();
         tokio::spawn(async move {
             use futures_util::StreamExt;
             let mut messages = pubsub.into_on_message();
             while messages.next().await.is_some() {
-                reload(&enforcer, &db).await;
+                reload(&enforcer, &members, &db).await;
             }
             tracing::warn!("RBAC notice subscription ended; relying on periodic reloads");
         });
@@ -86,6 +91,7 @@ impl Rbac {
     /// Reloads periodically, in case a notice was missed.
     pub fn spawn_periodic_reload(&self) {
         let enforcer = Arc::downgrade(&self.enforcer);
+        let members = self.members.clone();
         let db = self.db.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(PERIODIC_RELOAD);
@@ -95,7 +101,7 @@ impl Rbac {
                 let Some(enforcer) = enforcer.upgrade() else {
                     return;
                 };
-                reload(&enforcer, &db).await;
+                reload(&enforcer, &members, &db).await;
             }
         });
     }
@@ -146,9 +152,15 @@ impl Rbac {
         permissions
     }
 
-    /// Call after committing a change to `casbin_rule`: reloads here, notifies the others.
-    pub async fn policy_changed(&self) {
-        reload(&self.enforcer, &self.db).await;
+    /// What authentication knows of members, emptied whenever access changes.
+    pub fn members(&self) -> &MemberCache {
+        &self.members
+    }
+
+    /// Call after committing a change to `casbin_rule`, a membership, a company's status or API
+    /// limit, or a password: reloads here, notifies the others.
+    pub async fn access_changed(&self) {
+        reload(&self.enforcer, &self.members, &self.db).await;
         if let Some(notifier) = &self.notifier {
             let mut connection = notifier.connection.clone();
             let published: Result<i64, _> = redis::cmd("PUBLISH")
@@ -177,7 +189,8 @@ async fn build_enforcer(db: &DatabaseConnection) -> anyhow::Result<Enforcer> {
 
 /// Loads into a fresh enforcer and swaps it in, so requests are answered by the old policies
 /// while the new ones load.
-async fn reload(enforcer: &RwLock<Enforcer>, db: &DatabaseConnection) {
+async fn reload(enforcer: &RwLock<Enforcer>, members: &MemberCache, db: &DatabaseConnection) {
+    members.clear();
     match build_enforcer(db).await {
         Ok(fresh) => *enforcer.write().await = fresh,
         Err(error) => {

@@ -25,6 +25,7 @@ use crate::{
     domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
     error::{ApiError, ApiResult},
     rate_limit::Limit,
+    rbac::MemberState,
     state::AppState,
 };
 
@@ -154,7 +155,7 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
     .await?;
     let session = issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
-    state.rbac.policy_changed().await;
+    state.rbac.access_changed().await;
     tracing::info!(company_id = %session.company.id, "company signed up");
     Ok(session)
 }
@@ -486,6 +487,8 @@ pub async fn change_password(
         .exec(&txn)
         .await?;
     txn.commit().await?;
+    // Tokens issued before now stop working on every instance.
+    state.rbac.access_changed().await;
     Ok(true)
 }
 
@@ -534,23 +537,13 @@ async fn authenticate_access_token(state: &AppState, token: &str) -> ApiResult<V
             user_id: operator.id,
         });
     };
-    let found: Option<(String, Option<i32>, DateTime<Utc>)> = membership::Entity::find()
-        .select_only()
-        .column(company::Column::Status)
-        .column(company::Column::ApiRateLimit)
-        .column(user::Column::PasswordChangedAt)
-        .join(JoinType::InnerJoin, membership::Relation::Company.def())
-        .join(JoinType::InnerJoin, membership::Relation::User.def())
-        .filter(membership::Column::UserId.eq(claims.sub))
-        .filter(membership::Column::CompanyId.eq(company_id))
-        .into_tuple()
-        .one(&state.db)
-        .await?;
-    let (status, api_rate_limit, password_changed_at) = found.ok_or_else(unauthenticated)?;
-    if claims.iat < password_changed_at.timestamp() {
+    let member = member_state(state, claims.sub, company_id)
+        .await?
+        .ok_or_else(unauthenticated)?;
+    if claims.iat < member.password_changed_at.timestamp() {
         return Err(unauthenticated());
     }
-    ensure_active(&status)?;
+    ensure_active(&member.company_status)?;
     let roles = state
         .rbac
         .roles_of(&user_subject(claims.sub), company_id)
@@ -559,8 +552,47 @@ async fn authenticate_access_token(state: &AppState, token: &str) -> ApiResult<V
         company_id,
         Principal::User(claims.sub),
         roles,
-        api_rate_limit.and_then(|limit| u32::try_from(limit).ok()),
+        member
+            .api_rate_limit
+            .and_then(|limit| u32::try_from(limit).ok()),
     )))
+}
+
+/// The member's company status, API limit and password change time; from the cache when
+/// access has not changed since it was read.
+async fn member_state(
+    state: &AppState,
+    user_id: Uuid,
+    company_id: Uuid,
+) -> ApiResult<Option<MemberState>> {
+    let members = state.rbac.members();
+    if let Some(member) = members.get(user_id, company_id) {
+        return Ok(Some(member));
+    }
+    let generation = members.generation();
+    let found: Option<(String, Option<i32>, DateTime<Utc>)> = membership::Entity::find()
+        .select_only()
+        .column(company::Column::Status)
+        .column(company::Column::ApiRateLimit)
+        .column(user::Column::PasswordChangedAt)
+        .join(JoinType::InnerJoin, membership::Relation::Company.def())
+        .join(JoinType::InnerJoin, membership::Relation::User.def())
+        .filter(membership::Column::UserId.eq(user_id))
+        .filter(membership::Column::CompanyId.eq(company_id))
+        .into_tuple()
+        .one(&state.db)
+        .await?;
+    Ok(
+        found.map(|(company_status, api_rate_limit, password_changed_at)| {
+            let member = MemberState {
+                company_status,
+                api_rate_limit,
+                password_changed_at,
+            };
+            members.put(user_id, company_id, member.clone(), generation);
+            member
+        }),
+    )
 }
 
 async fn authenticate_api_key(state: &AppState, secret: &str) -> ApiResult<Viewer> {
