@@ -419,6 +419,20 @@ async fn a_person_in_two_companies_gets_each_companys_permissions_after_switchin
     assert_eq!(company["data"]["company"]["slug"], "second-co");
 }
 
+/// Creates an operator (as `platform create-operator` does) and logs them in.
+async fn operator_token(app: &TestApp, email: &str) -> String {
+    api::services::identity::create_operator(&app.db, email, "Ops", PASSWORD.into())
+        .await
+        .expect("operator created");
+    let login = app
+        .graphql(
+            "mutation Op($email: String!, $password: String!) { operatorLogin(email: $email, password: $password) { accessToken } }",
+            json!({ "email": email, "password": PASSWORD }),
+        )
+        .await;
+    text(&login["data"]["operatorLogin"]["accessToken"])
+}
+
 #[tokio::test]
 async fn an_operator_manages_companies_and_suspension_stops_tokens_and_keys_at_once() {
     let app = spawn_app().await;
@@ -431,16 +445,7 @@ async fn an_operator_manages_companies_and_suspension_stops_tokens_and_keys_at_o
         )
         .await;
     let key = text(&key["data"]["createApiKey"]["secret"]);
-    api::services::identity::create_operator(&app.db, "ops@platform.test", "Ops", PASSWORD.into())
-        .await
-        .expect("operator created");
-    let login = app
-        .graphql(
-            "mutation Op($email: String!, $password: String!) { operatorLogin(email: $email, password: $password) { accessToken } }",
-            json!({ "email": "ops@platform.test", "password": PASSWORD }),
-        )
-        .await;
-    let operator = text(&login["data"]["operatorLogin"]["accessToken"]);
+    let operator = operator_token(&app, "ops@platform.test").await;
     let suspend = "mutation S($id: ID!) { operatorSuspendCompany(id: $id) { status } }";
     let reactivate = "mutation R($id: ID!) { operatorReactivateCompany(id: $id) { status } }";
 
@@ -502,21 +507,7 @@ async fn a_suspension_on_one_instance_stops_tokens_on_another() {
     // The second instance has now seen (and keeps) the member's state.
     let before = second.graphql_as(&tenant.access_token, ME, json!({})).await;
     assert!(before["data"]["me"].is_object(), "{before}");
-    api::services::identity::create_operator(
-        &first.db,
-        "ops2@platform.test",
-        "Ops",
-        PASSWORD.into(),
-    )
-    .await
-    .expect("operator created");
-    let login = first
-        .graphql(
-            "mutation Op($email: String!, $password: String!) { operatorLogin(email: $email, password: $password) { accessToken } }",
-            json!({ "email": "ops2@platform.test", "password": PASSWORD }),
-        )
-        .await;
-    let operator = text(&login["data"]["operatorLogin"]["accessToken"]);
+    let operator = operator_token(&first, "ops2@platform.test").await;
     let suspended = first
         .graphql_as(
             &operator,
