@@ -8,12 +8,13 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use entity::{
     company, customer, order_item, order_status_history, payment, product, refund, user, workflow,
 };
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 use crate::{
     auth::Actor,
     error::ApiError,
+    services::one_of,
     services::{tenant, workflows::WorkflowVersion},
 };
 
@@ -78,7 +79,11 @@ impl Loader<CustomerKey> for TenantLoader {
         keys: &[CustomerKey],
     ) -> Result<HashMap<CustomerKey, Self::Value>, Self::Error> {
         Ok(tenant::find::<customer::Entity>(&self.actor)
-            .filter(customer::Column::Id.is_in(ids(keys, |key| key.0)))
+            .filter(one_of(
+                customer::Column::Id,
+                ids(keys, |key| key.0),
+                &self.db,
+            ))
             .all(&self.db)
             .await?
             .into_iter()
@@ -96,7 +101,11 @@ impl Loader<ProductKey> for TenantLoader {
         keys: &[ProductKey],
     ) -> Result<HashMap<ProductKey, Self::Value>, Self::Error> {
         Ok(tenant::find::<product::Entity>(&self.actor)
-            .filter(product::Column::Id.is_in(ids(keys, |key| key.0)))
+            .filter(one_of(
+                product::Column::Id,
+                ids(keys, |key| key.0),
+                &self.db,
+            ))
             .all(&self.db)
             .await?
             .into_iter()
@@ -117,7 +126,7 @@ macro_rules! rows_of {
                 let mut grouped: HashMap<$key, Self::Value> =
                     keys.iter().map(|key| (*key, Vec::new())).collect();
                 let rows = tenant::find::<$module::Entity>(&self.actor)
-                    .filter($module::Column::$parent.is_in(ids(keys, |key| key.0)))
+                    .filter(one_of($module::Column::$parent, ids(keys, |key| key.0), &self.db))
                     $(.order_by_asc($order))+
                     .all(&self.db)
                     .await?;
@@ -165,7 +174,11 @@ impl Loader<WorkflowKey> for TenantLoader {
         keys: &[WorkflowKey],
     ) -> Result<HashMap<WorkflowKey, Self::Value>, Self::Error> {
         tenant::find::<workflow::Entity>(&self.actor)
-            .filter(workflow::Column::Id.is_in(ids(keys, |key| key.0)))
+            .filter(one_of(
+                workflow::Column::Id,
+                ids(keys, |key| key.0),
+                &self.db,
+            ))
             .all(&self.db)
             .await?
             .into_iter()
@@ -187,7 +200,11 @@ impl Loader<UserKey> for TenantLoader {
 
     async fn load(&self, keys: &[UserKey]) -> Result<HashMap<UserKey, Self::Value>, Self::Error> {
         let members = tenant::find::<entity::membership::Entity>(&self.actor)
-            .filter(entity::membership::Column::UserId.is_in(ids(keys, |key| key.0)))
+            .filter(one_of(
+                entity::membership::Column::UserId,
+                ids(keys, |key| key.0),
+                &self.db,
+            ))
             .find_also_related(user::Entity)
             .all(&self.db)
             .await?;

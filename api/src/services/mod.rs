@@ -14,11 +14,31 @@ pub mod tenant;
 pub mod webhooks;
 pub mod workflows;
 
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend,
+    sea_query::{Expr, ExprTrait, extension::postgres::PgFunc},
+};
+use uuid::Uuid;
+
 use crate::{
     auth::{Actor, Principal, user_subject},
     error::{ApiError, ApiResult},
     state::AppState,
 };
+
+/// `column` is one of `ids`. On PostgreSQL the ids go as one array parameter (`= ANY($1)`):
+/// an `IN ($1, …, $n)` list is a different prepared statement for every length, and pages and
+/// loaders send every length from 1 to 100. SQLite has no arrays and gets the list.
+pub fn one_of(column: impl ColumnTrait, ids: Vec<Uuid>, db: &impl ConnectionTrait) -> Expr {
+    one_of_on(db.get_database_backend(), column, ids)
+}
+
+fn one_of_on(backend: DbBackend, column: impl ColumnTrait, ids: Vec<Uuid>) -> Expr {
+    match backend {
+        DbBackend::Postgres => Expr::col(column.as_column_ref()).eq(PgFunc::any(Expr::val(ids))),
+        _ => column.is_in(ids),
+    }
+}
 
 /// A display name: trimmed, 1 to `max` characters; `field` names the input in the error.
 pub fn valid_name(field: &str, name: &str, max: usize) -> ApiResult<String> {
@@ -75,5 +95,28 @@ pub async fn authorize(
         Err(ApiError::forbidden(format!(
             "missing permission {resource}:{action}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use entity::customer;
+    use sea_orm::{EntityTrait, QueryFilter, QueryTrait};
+
+    use super::*;
+
+    fn sql(backend: DbBackend, count: usize) -> String {
+        let ids = (0..count).map(|_| Uuid::now_v7()).collect();
+        customer::Entity::find()
+            .filter(one_of_on(backend, customer::Column::Id, ids))
+            .build(backend)
+            .sql
+    }
+
+    #[test]
+    fn postgres_gets_one_statement_for_any_number_of_ids() {
+        assert_eq!(sql(DbBackend::Postgres, 2), sql(DbBackend::Postgres, 20));
+        assert!(sql(DbBackend::Postgres, 2).ends_with(r#""customers"."id" = ANY($1)"#));
+        assert!(sql(DbBackend::Sqlite, 2).ends_with(r#""customers"."id" IN (?, ?)"#));
     }
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    authorize,
+    authorize, one_of,
     outbox::{self, Event},
     tenant,
     workflows::{self, WorkflowVersion},
@@ -143,7 +143,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
         .ok_or(ApiError::NotFound("customer"))?;
     let product_ids: Vec<Uuid> = new.items.iter().map(|(id, _)| *id).collect();
     let products: BTreeMap<Uuid, product::Model> = tenant::find::<product::Entity>(actor)
-        .filter(product::Column::Id.is_in(product_ids))
+        .filter(one_of(product::Column::Id, product_ids, &state.db))
         .all(&txn)
         .await?
         .into_iter()
@@ -630,7 +630,7 @@ pub async fn page_details(
             return Ok(HashMap::new());
         }
         let rows = tenant::find::<customer::Entity>(actor)
-            .filter(customer::Column::Id.is_in(customer_ids))
+            .filter(one_of(customer::Column::Id, customer_ids, &state.db))
             .all(&state.db)
             .await?;
         Ok::<_, ApiError>(rows.into_iter().map(|row| (row.id, row)).collect())
@@ -640,7 +640,11 @@ pub async fn page_details(
             return Ok((HashMap::new(), HashMap::new()));
         }
         let rows = tenant::find::<order_item::Entity>(actor)
-            .filter(order_item::Column::OrderId.is_in(order_ids.clone()))
+            .filter(one_of(
+                order_item::Column::OrderId,
+                order_ids.clone(),
+                &state.db,
+            ))
             .order_by_asc(order_item::Column::Position)
             .all(&state.db)
             .await?;
@@ -650,7 +654,7 @@ pub async fn page_details(
             product_ids.sort_unstable();
             product_ids.dedup();
             products = tenant::find::<product::Entity>(actor)
-                .filter(product::Column::Id.is_in(product_ids))
+                .filter(one_of(product::Column::Id, product_ids, &state.db))
                 .all(&state.db)
                 .await?
                 .into_iter()
@@ -664,7 +668,11 @@ pub async fn page_details(
             return Ok(HashMap::new());
         }
         let rows = tenant::find::<order_status_history::Entity>(actor)
-            .filter(order_status_history::Column::OrderId.is_in(order_ids.clone()))
+            .filter(one_of(
+                order_status_history::Column::OrderId,
+                order_ids.clone(),
+                &state.db,
+            ))
             .order_by_asc(order_status_history::Column::CreatedAt)
             .order_by_asc(order_status_history::Column::Id)
             .all(&state.db)
