@@ -2,9 +2,11 @@
 //! Nested fields (customer, items, products, history, workflow) go through the request's
 //! loader, so a page costs the same few statements whatever its size.
 
-use std::sync::Arc;
+use std::{hash::Hash, sync::Arc};
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject, Value};
+use async_graphql::{
+    Context, Enum, ID, InputObject, Object, Result, SimpleObject, Value, dataloader::Loader,
+};
 use chrono::{DateTime, Utc};
 use entity::{order, order_item, order_status_history};
 
@@ -15,8 +17,8 @@ use super::{
     customers::Customer,
     identity::User,
     loaders::{
-        CustomerKey, HistoryOfOrder, ItemsOfOrder, PaymentsOfOrder, ProductKey, UserKey,
-        WorkflowKey,
+        CustomerKey, HistoryOfOrder, ItemsOfOrder, LoadError, PaymentsOfOrder, ProductKey,
+        TenantLoader, UserKey, WorkflowKey,
     },
     payments::{OrderBalance, OrderPaymentStatus, Payment},
     plain::{self, PlainObject, Prepared, Selected},
@@ -64,6 +66,24 @@ impl Order {
     }
 }
 
+/// A nested part of an order: from its list page when the page fetched that part, otherwise
+/// through the request's loader.
+async fn page_or_loader<K, V>(
+    ctx: &Context<'_>,
+    page: Option<&PageDetails>,
+    on_page: impl FnOnce(&PageDetails) -> Option<V>,
+    key: K,
+) -> Result<Option<V>>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    TenantLoader: Loader<K, Value = V, Error = LoadError>,
+{
+    Ok(match page {
+        Some(page) => on_page(page),
+        None => loaders(ctx)?.load_one(key).await.map_err(ApiError::from)?,
+    })
+}
+
 #[Object]
 impl Order {
     async fn id(&self) -> ID {
@@ -95,23 +115,23 @@ impl Order {
         Ok(Money::of(self.0.total_minor, &self.0.currency)?)
     }
     async fn customer(&self, ctx: &Context<'_>) -> Result<Customer> {
-        let customer = match self.page_with(|parts| parts.customers) {
-            Some(page) => page.customers.get(&self.0.customer_id).cloned(),
-            None => loaders(ctx)?
-                .load_one(CustomerKey(self.0.customer_id))
-                .await
-                .map_err(ApiError::from)?,
-        };
+        let customer = page_or_loader(
+            ctx,
+            self.page_with(|parts| parts.customers),
+            |page| page.customers.get(&self.0.customer_id).cloned(),
+            CustomerKey(self.0.customer_id),
+        )
+        .await?;
         Ok(Customer(customer.ok_or(ApiError::NotFound("customer"))?))
     }
     async fn items(&self, ctx: &Context<'_>) -> Result<Vec<OrderItem>> {
-        let items = match self.page_with(|parts| parts.items) {
-            Some(page) => page.items.get(&self.0.id).cloned(),
-            None => loaders(ctx)?
-                .load_one(ItemsOfOrder(self.0.id))
-                .await
-                .map_err(ApiError::from)?,
-        };
+        let items = page_or_loader(
+            ctx,
+            self.page_with(|parts| parts.items),
+            |page| page.items.get(&self.0.id).cloned(),
+            ItemsOfOrder(self.0.id),
+        )
+        .await?;
         Ok(items
             .unwrap_or_default()
             .into_iter()
@@ -124,13 +144,13 @@ impl Order {
     }
     /// Every status the order went through, oldest first.
     async fn history(&self, ctx: &Context<'_>) -> Result<Vec<StatusChange>> {
-        let history = match self.page_with(|parts| parts.history) {
-            Some(page) => page.history.get(&self.0.id).cloned(),
-            None => loaders(ctx)?
-                .load_one(HistoryOfOrder(self.0.id))
-                .await
-                .map_err(ApiError::from)?,
-        };
+        let history = page_or_loader(
+            ctx,
+            self.page_with(|parts| parts.history),
+            |page| page.history.get(&self.0.id).cloned(),
+            HistoryOfOrder(self.0.id),
+        )
+        .await?;
         Ok(history
             .unwrap_or_default()
             .into_iter()
@@ -276,13 +296,13 @@ pub struct OrderItem {
 #[Object]
 impl OrderItem {
     async fn product(&self, ctx: &Context<'_>) -> Result<Product> {
-        let product = match self.page.as_ref().filter(|page| page.parts.products) {
-            Some(page) => page.products.get(&self.item.product_id).cloned(),
-            None => loaders(ctx)?
-                .load_one(ProductKey(self.item.product_id))
-                .await
-                .map_err(ApiError::from)?,
-        };
+        let product = page_or_loader(
+            ctx,
+            self.page.as_deref().filter(|page| page.parts.products),
+            |page| page.products.get(&self.item.product_id).cloned(),
+            ProductKey(self.item.product_id),
+        )
+        .await?;
         Ok(Product(product.ok_or(ApiError::NotFound("product"))?))
     }
     async fn quantity(&self) -> i32 {
