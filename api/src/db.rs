@@ -80,12 +80,16 @@ pub async fn connect_with(
 pub fn instrument(db: &mut DatabaseConnection) -> Arc<AtomicU64> {
     let statements = Arc::new(AtomicU64::new(0));
     let counter = statements.clone();
-    db.set_metric_callback(move |info| {
-        counter.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("db_statement_duration_seconds", "failed" => if info.failed { "true" } else { "false" })
-            .record(info.elapsed.as_secs_f64());
-    });
+    db.set_metric_callback(move |info| record_statement(&counter, info.elapsed, info.failed));
     statements
+}
+
+/// Counts one statement and records its duration: sea-orm's callback and the reads of
+/// [`crate::services::rows`], which bypass sea-orm, both report here.
+pub fn record_statement(counter: &AtomicU64, elapsed: Duration, failed: bool) {
+    counter.fetch_add(1, Ordering::Relaxed);
+    metrics::histogram!("db_statement_duration_seconds", "failed" => if failed { "true" } else { "false" })
+        .record(elapsed.as_secs_f64());
 }
 
 /// Brings the schema up to date.

@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::Utc;
 use entity::{company, order, order_counter, order_item, order_status_history, product};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
     sea_query::OnConflict,
 };
 use uuid::Uuid;
@@ -429,6 +429,10 @@ async fn bulk(state: &AppState, company_id: Uuid, count: u64) -> anyhow::Result<
         txn.commit().await?;
         done += size;
     }
+    // The planner's statistics would otherwise still describe the tables before the load (and
+    // autovacuum, which refreshes them, may be off): a nested loop over a join it believes
+    // returns one row took 110 ms instead of 0.3 ms on PostgreSQL.
+    state.db.execute_unprepared("ANALYZE").await?;
     Ok(())
 }
 

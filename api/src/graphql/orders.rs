@@ -27,8 +27,8 @@ use super::{
 use crate::{
     error::ApiError,
     services::orders::{
-        self, NewOrder, OrderFilter as Filter, OrderSort, PageDetails, PageParts, Position,
-        TransitionRequest,
+        self, NewOrder, OrderFilter as Filter, OrderSort, PageDetails, PageParts, PageRequest,
+        Position, TransitionRequest,
     },
 };
 
@@ -519,15 +519,16 @@ impl OrderQuery {
         let page = orders::list(
             state(ctx)?,
             actor(ctx)?,
-            &filter,
-            order_by.unwrap_or_default().into(),
-            page_size(first),
-            after,
+            PageRequest {
+                filter: &filter,
+                sort: order_by.unwrap_or_default().into(),
+                first: page_size(first),
+                after,
+            },
+            parts_wanted(ctx),
         )
         .await?;
-        let details = Arc::new(
-            orders::page_details(state(ctx)?, actor(ctx)?, &page.orders, parts_wanted(ctx)).await?,
-        );
+        let details = Arc::new(page.details);
         let edges: Vec<OrderEdge> = page
             .orders
             .into_iter()

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod rows;
 pub mod tenant;
 pub mod webhooks;
 pub mod workflows;

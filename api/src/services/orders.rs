@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::{
     authorize, one_of,
     outbox::{self, Event},
+    rows::Reader,
     tenant,
     workflows::{self, WorkflowVersion},
 };
@@ -77,6 +78,8 @@ pub struct Position {
 pub struct OrderPage {
     pub orders: Vec<order::Model>,
     pub has_next_page: bool,
+    /// The nested parts the request asked for, fetched for the whole page.
+    pub details: PageDetails,
 }
 
 fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError {
@@ -528,15 +531,28 @@ fn filtered(actor: &Actor, filter: &OrderFilter) -> Select<order::Entity> {
     query
 }
 
-/// One page of orders, `first` long, starting after `after` in `sort` order.
+/// Which page of orders to list.
+pub struct PageRequest<'a> {
+    pub filter: &'a OrderFilter,
+    pub sort: OrderSort,
+    pub first: u64,
+    pub after: Option<Position>,
+}
+
+/// One page of orders, `first` long, starting after `after` in `sort` order, with the nested
+/// `parts` of all its orders. Its reads share one connection.
 pub async fn list(
     state: &AppState,
     actor: &Actor,
-    filter: &OrderFilter,
-    sort: OrderSort,
-    first: u64,
-    after: Option<Position>,
+    request: PageRequest<'_>,
+    parts: PageParts,
 ) -> ApiResult<OrderPage> {
+    let PageRequest {
+        filter,
+        sort,
+        first,
+        after,
+    } = request;
     authorize(state, actor, "orders", "read").await?;
     let mut query = filtered(actor, filter);
     if let Some(after) = after {
@@ -566,12 +582,15 @@ pub async fn list(
             .order_by_asc(order::Column::TotalMinor)
             .order_by_asc(order::Column::Number),
     };
-    let mut orders = query.limit(first + 1).all(&state.db).await?;
+    let mut reader = Reader::acquire(&state.db, &state.statements).await?;
+    let mut orders: Vec<order::Model> = reader.all(query.limit(first + 1)).await?;
     let has_next_page = orders.len() as u64 > first;
     orders.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    let details = page_details(&mut reader, actor, &orders, parts).await?;
     Ok(OrderPage {
         orders,
         has_next_page,
+        details,
     })
 }
 
@@ -614,79 +633,63 @@ pub struct PageDetails {
     pub history: HashMap<Uuid, Vec<order_status_history::Model>>,
 }
 
-/// Fetches the `parts` of a page of `orders` of the actor's company. Resolving each order's
-/// parts through the DataLoader costs a lookup per field and order; for a list page, asking
-/// for everything at once is several times cheaper.
-pub async fn page_details(
-    state: &AppState,
+/// Fetches the `parts` of a page of `orders` of the actor's company, one statement per table
+/// whatever the page size. Resolving each order's parts through the DataLoader costs a lookup
+/// per field and order; for a list page, asking for everything at once is several times cheaper.
+async fn page_details(
+    reader: &mut Reader<'_>,
     actor: &Actor,
     orders: &[order::Model],
     parts: PageParts,
 ) -> ApiResult<PageDetails> {
-    let order_ids: Vec<Uuid> = orders.iter().map(|order| order.id).collect();
-    let customer_ids: Vec<Uuid> = orders.iter().map(|order| order.customer_id).collect();
-    let customers = async {
-        if !parts.customers {
-            return Ok(HashMap::new());
-        }
-        let rows = tenant::find::<customer::Entity>(actor)
-            .filter(one_of(customer::Column::Id, customer_ids, &state.db))
-            .all(&state.db)
-            .await?;
-        Ok::<_, ApiError>(rows.into_iter().map(|row| (row.id, row)).collect())
-    };
-    let items = async {
-        if !parts.items {
-            return Ok((HashMap::new(), HashMap::new()));
-        }
-        let rows = tenant::find::<order_item::Entity>(actor)
-            .filter(one_of(
-                order_item::Column::OrderId,
-                order_ids.clone(),
-                &state.db,
-            ))
-            .order_by_asc(order_item::Column::Position)
-            .all(&state.db)
-            .await?;
-        let mut products = HashMap::new();
-        if parts.products {
-            let mut product_ids: Vec<Uuid> = rows.iter().map(|item| item.product_id).collect();
-            product_ids.sort_unstable();
-            product_ids.dedup();
-            products = tenant::find::<product::Entity>(actor)
-                .filter(one_of(product::Column::Id, product_ids, &state.db))
-                .all(&state.db)
-                .await?
-                .into_iter()
-                .map(|row| (row.id, row))
-                .collect();
-        }
-        Ok::<_, ApiError>((group_by_order(rows, |item| item.order_id), products))
-    };
-    let history = async {
-        if !parts.history {
-            return Ok(HashMap::new());
-        }
-        let rows = tenant::find::<order_status_history::Entity>(actor)
-            .filter(one_of(
-                order_status_history::Column::OrderId,
-                order_ids.clone(),
-                &state.db,
-            ))
-            .order_by_asc(order_status_history::Column::CreatedAt)
-            .order_by_asc(order_status_history::Column::Id)
-            .all(&state.db)
-            .await?;
-        Ok::<_, ApiError>(group_by_order(rows, |change| change.order_id))
-    };
-    let (customers, (items, products), history) = tokio::try_join!(customers, items, history)?;
-    Ok(PageDetails {
+    let order_ids = || orders.iter().map(|order| order.id).collect::<Vec<_>>();
+    let mut details = PageDetails {
         parts,
-        customers,
-        items,
-        products,
-        history,
-    })
+        ..PageDetails::default()
+    };
+    if parts.customers {
+        let customer_ids = distinct(orders.iter().map(|order| order.customer_id));
+        let rows: Vec<customer::Model> = reader
+            .all(tenant::find(actor).filter(reader.one_of(customer::Column::Id, customer_ids)))
+            .await?;
+        details.customers = rows.into_iter().map(|row| (row.id, row)).collect();
+    }
+    if parts.items {
+        let rows: Vec<order_item::Model> = reader
+            .all(
+                tenant::find(actor)
+                    .filter(reader.one_of(order_item::Column::OrderId, order_ids()))
+                    .order_by_asc(order_item::Column::Position),
+            )
+            .await?;
+        if parts.products {
+            let product_ids = distinct(rows.iter().map(|item| item.product_id));
+            let products: Vec<product::Model> = reader
+                .all(tenant::find(actor).filter(reader.one_of(product::Column::Id, product_ids)))
+                .await?;
+            details.products = products.into_iter().map(|row| (row.id, row)).collect();
+        }
+        details.items = group_by_order(rows, |item| item.order_id);
+    }
+    if parts.history {
+        let rows: Vec<order_status_history::Model> = reader
+            .all(
+                tenant::find(actor)
+                    .filter(reader.one_of(order_status_history::Column::OrderId, order_ids()))
+                    .order_by_asc(order_status_history::Column::CreatedAt)
+                    .order_by_asc(order_status_history::Column::Id),
+            )
+            .await?;
+        details.history = group_by_order(rows, |change| change.order_id);
+    }
+    Ok(details)
+}
+
+fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 fn group_by_order<T>(rows: Vec<T>, order_of: impl Fn(&T) -> Uuid) -> HashMap<Uuid, Vec<T>> {
