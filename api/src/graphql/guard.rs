@@ -9,7 +9,10 @@
 //! which costs more than the rest of a typical query. The WebSocket schema, which only runs
 //! subscriptions, uses the [`RequestGuard`] extension.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use async_graphql::{
     Request, ServerError, ServerResult, ValidationResult, Variables,
@@ -31,6 +34,7 @@ pub const TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
 pub struct Guard {
     limits: GraphqlLimits,
     introspection: bool,
+    checked: Arc<CheckedDocuments>,
 }
 
 impl Guard {
@@ -38,17 +42,58 @@ impl Guard {
         Self {
             limits,
             introspection,
+            checked: Arc::default(),
         }
     }
 
     /// Parses the request's query, checks its shape and keeps the parsed document on the
-    /// request, so async-graphql does not parse it again.
+    /// request, so async-graphql does not parse it again. A front end sends the same few
+    /// queries over and over: a document that passed once is kept, and copying it costs a
+    /// fraction of parsing it again.
     pub fn prepare(&self, request: &mut Request) -> ServerResult<()> {
+        if let Some(document) = self.checked.get(&request.query) {
+            request.set_parsed_query(document);
+            return Ok(());
+        }
         let document = async_graphql::parser::parse_query(&request.query)
             .map_err(|error| with_code(ServerError::from(error), PARSE_FAILED))?;
         self.check_shape(&document)?;
+        self.checked.keep(&request.query, &document);
         request.set_parsed_query(document);
         Ok(())
+    }
+}
+
+/// Documents that were parsed and passed [`Guard::check_shape`], by query text. Bounded in
+/// entries and in the length of each query, and emptied when full, so clients sending ever new
+/// queries cost a parse each, as without it, and never unbounded memory.
+#[derive(Default)]
+struct CheckedDocuments(Mutex<HashMap<String, Arc<ExecutableDocument>>>);
+
+impl CheckedDocuments {
+    const MAX_ENTRIES: usize = 512;
+    const MAX_QUERY_BYTES: usize = 16 * 1024;
+
+    fn get(&self, query: &str) -> Option<ExecutableDocument> {
+        let found = self.documents().get(query).cloned();
+        found.map(|document| ExecutableDocument::clone(&document))
+    }
+
+    fn keep(&self, query: &str, document: &ExecutableDocument) {
+        if query.len() > Self::MAX_QUERY_BYTES {
+            return;
+        }
+        let mut documents = self.documents();
+        if documents.len() >= Self::MAX_ENTRIES {
+            documents.clear();
+        }
+        documents.insert(query.to_string(), Arc::new(document.clone()));
+    }
+
+    fn documents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ExecutableDocument>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -235,5 +280,68 @@ fn collect_fields<'a>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::Request;
+
+    use super::{CheckedDocuments, Guard, TOO_COMPLEX};
+    use crate::configuration::GraphqlLimits;
+
+    fn guard() -> Guard {
+        Guard::new(
+            GraphqlLimits {
+                max_root_fields: 2,
+                ..GraphqlLimits::default()
+            },
+            false,
+        )
+    }
+
+    fn prepared(guard: &Guard, query: &str) -> Result<String, String> {
+        let mut request = Request::new(query);
+        match guard.prepare(&mut request) {
+            Ok(()) => Ok(format!("{:?}", request.parsed_query().expect("parsed"))),
+            Err(error) => Err(format!("{error:?}")),
+        }
+    }
+
+    #[test]
+    fn a_kept_document_is_the_document_parsed_and_a_refused_one_stays_refused() {
+        let guard = guard();
+        let query = "query Page($first: Int) { orders(first: $first) { edges { node { id } } } }";
+        let parsed = prepared(&guard, query).expect("accepted");
+        assert_eq!(guard.checked.documents().len(), 1);
+        assert_eq!(prepared(&guard, query).expect("accepted again"), parsed);
+
+        let too_wide = "{ a: apiVersion b: apiVersion c: apiVersion }";
+        for _ in 0..2 {
+            let refused = prepared(&guard, too_wide).expect_err("three root fields");
+            assert!(refused.contains(TOO_COMPLEX), "{refused}");
+        }
+        assert!(prepared(&guard, "{ orders(").is_err());
+        assert_eq!(guard.checked.documents().len(), 1, "refusals are not kept");
+    }
+
+    #[test]
+    fn the_kept_documents_stay_bounded() {
+        let guard = guard();
+        for index in 0..=CheckedDocuments::MAX_ENTRIES {
+            prepared(&guard, &format!("{{ apiVersion }} # {index}")).expect("accepted");
+        }
+        assert!(guard.checked.documents().len() <= CheckedDocuments::MAX_ENTRIES);
+        let long = format!(
+            "{{ apiVersion }} #{}",
+            "x".repeat(CheckedDocuments::MAX_QUERY_BYTES)
+        );
+        let before = guard.checked.documents().len();
+        prepared(&guard, &long).expect("accepted");
+        assert_eq!(
+            guard.checked.documents().len(),
+            before,
+            "long queries are not kept"
+        );
     }
 }
