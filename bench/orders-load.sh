@@ -80,10 +80,39 @@ run() {
       + (if $database > 0 then ", PostgreSQL \(per_request($database)) ms" else "" end)' "$data/oha.json"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if [ -n "$database_url" ]; then
+    database_alone "${database_url%%\?*}"
     local db=${database_url##*/}
     psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS \"${db%%\?*}\" WITH (FORCE)" >/dev/null
   fi
   rm -rf "$data"
+}
+
+# The floor any server has on this machine at this moment: pgbench sends the page's five
+# statements (orders, customers, items, products, history, with the first page's ids) at the
+# same concurrency, and nothing else runs. Machines and neighbours vary; the ratio of the two
+# figures says how much of it the server keeps.
+database_alone() {
+  local url=$1 company orders customers products script
+  command -v pgbench >/dev/null || { echo "   (pgbench not found: no database-alone figure)"; return; }
+  company=$(psql "$url" -qAtc "SELECT id FROM companies WHERE slug = 'demo-restaurant'")
+  orders=$(psql "$url" -qAtc "SELECT string_agg(quote_literal(id::text), ',') FROM (SELECT id FROM orders
+    WHERE company_id = '$company' ORDER BY number DESC LIMIT 50) page")
+  customers=$(psql "$url" -qAtc "SELECT string_agg(DISTINCT quote_literal(customer_id::text), ',')
+    FROM orders WHERE id IN ($orders)")
+  products=$(psql "$url" -qAtc "SELECT string_agg(DISTINCT quote_literal(product_id::text), ',')
+    FROM order_items WHERE order_id IN ($orders)")
+  script=$(mktemp)
+  cat > "$script" <<SQL
+SELECT * FROM orders WHERE company_id = '$company' ORDER BY number DESC LIMIT 51;
+SELECT * FROM customers WHERE company_id = '$company' AND id = ANY(ARRAY[$customers]::uuid[]);
+SELECT * FROM order_items WHERE company_id = '$company' AND order_id = ANY(ARRAY[$orders]::uuid[]) ORDER BY position;
+SELECT * FROM products WHERE company_id = '$company' AND id = ANY(ARRAY[$products]::uuid[]);
+SELECT * FROM order_status_history WHERE company_id = '$company' AND order_id = ANY(ARRAY[$orders]::uuid[]) ORDER BY created_at, id;
+SQL
+  local seconds=${DURATION%s}
+  pgbench -n -M prepared -c "$CONCURRENCY" -j 2 -T "$seconds" -f "$script" "$url" 2>/dev/null \
+    | awk '/^tps/ { printf "   database alone (pgbench, the page'"'"'s five statements): %d pages/s\n", $3 }'
+  rm -f "$script"
 }
 
 for target in "${TARGETS[@]}"; do

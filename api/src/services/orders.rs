@@ -627,10 +627,10 @@ pub struct PageParts {
 pub struct PageDetails {
     /// What was fetched; the other maps are empty.
     pub parts: PageParts,
-    pub customers: HashMap<Uuid, customer::Model>,
-    pub items: HashMap<Uuid, Vec<order_item::Model>>,
-    pub products: HashMap<Uuid, product::Model>,
-    pub history: HashMap<Uuid, Vec<order_status_history::Model>>,
+    pub customers: IdMap<customer::Model>,
+    pub items: IdMap<Vec<order_item::Model>>,
+    pub products: IdMap<product::Model>,
+    pub history: IdMap<Vec<order_status_history::Model>>,
 }
 
 /// Fetches the `parts` of a page of `orders` of the actor's company, one statement per table
@@ -692,8 +692,13 @@ fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
     ids
 }
 
-fn group_by_order<T>(rows: Vec<T>, order_of: impl Fn(&T) -> Uuid) -> HashMap<Uuid, Vec<T>> {
-    let mut grouped: HashMap<Uuid, Vec<T>> = HashMap::new();
+/// Rows by id. The ids are the server's own, so the map needs no protection from chosen keys
+/// and uses a hasher several times cheaper than the standard one: a page of 50 orders makes
+/// about 700 insertions and lookups.
+pub type IdMap<V> = HashMap<Uuid, V, foldhash::fast::RandomState>;
+
+fn group_by_order<T>(rows: Vec<T>, order_of: impl Fn(&T) -> Uuid) -> IdMap<Vec<T>> {
+    let mut grouped: IdMap<Vec<T>> = IdMap::default();
     for row in rows {
         grouped.entry(order_of(&row)).or_default().push(row);
     }
