@@ -1,12 +1,12 @@
 //! Products and services of the actor's company.
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result, Value};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use entity::product;
 
 use super::{
     commerce::{Money, id_cursor, page_size, parse_id_cursor},
     context::{actor, parse_id, state},
-    plain::{self, PlainObject, Selected},
+    plain::{Json, PlainObject, Selected},
 };
 use crate::services::catalog::{self, NewProduct, ProductChanges};
 
@@ -31,19 +31,20 @@ impl ProductKind {
 impl PlainObject for product::Model {
     const TYPE_NAME: &'static str = "Product";
 
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
-        Some(match field.name() {
-            "id" => plain::scalar(&ID(self.id.to_string())),
-            "sku" => plain::text(&self.sku),
-            "name" => plain::text(&self.name),
-            "kind" => plain::enumeration(ProductKind::of(self)),
-            "price" => plain::object(&Money::of(self.price_minor, &self.currency).ok()?, field)?,
-            "active" => plain::scalar(&self.active),
-            "trackStock" => plain::scalar(&self.track_stock),
-            "stock" => plain::optional(self.stock.as_ref()),
-            "cursor" => plain::text(&id_cursor(self.id)),
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
+        match field.name() {
+            "id" => json.scalar(&ID(self.id.to_string())),
+            "sku" => json.text(&self.sku),
+            "name" => json.text(&self.name),
+            "kind" => json.enumeration(ProductKind::of(self)),
+            "price" => json.object(&Money::of(self.price_minor, &self.currency).ok()?, field)?,
+            "active" => json.scalar(&self.active),
+            "trackStock" => json.scalar(&self.track_stock),
+            "stock" => json.optional(self.stock.as_ref()),
+            "cursor" => json.text(&id_cursor(self.id)),
             _ => return None,
-        })
+        }
+        Some(())
     }
 }
 

@@ -1,12 +1,12 @@
 //! Shared GraphQL pieces of the commerce domains: money, pages and the per-request loaders.
 
-use async_graphql::{Context, Object, SimpleObject, Value};
+use async_graphql::{Context, Object, SimpleObject};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use uuid::Uuid;
 
 use super::{
     loaders::{CompanyKey, Loaders},
-    plain::{self, PlainObject, Selected},
+    plain::{Json, PlainObject, Selected},
 };
 use crate::{
     domain::{Currency, money::Money as DomainMoney},
@@ -116,12 +116,13 @@ impl Money {
 impl PlainObject for Money {
     const TYPE_NAME: &'static str = "Money";
 
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
         match field.name() {
-            "amountMinor" => Some(plain::scalar(&self.0.minor())),
-            "currency" => Some(plain::text(self.0.currency().as_str())),
-            _ => None,
+            "amountMinor" => json.scalar(&self.0.minor()),
+            "currency" => json.text(self.0.currency().as_str()),
+            _ => return None,
         }
+        Some(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Customers of the actor's company.
 
-use async_graphql::{Context, ID, InputObject, Object, Result, Value};
+use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
 use entity::customer;
 
@@ -8,7 +8,7 @@ use super::{
     commerce::{id_cursor, page_size, parse_id_cursor},
     context::{actor, parse_id, require, state},
     identity::field,
-    plain::{self, PlainObject, Selected},
+    plain::{Json, PlainObject, Selected},
 };
 use crate::{
     domain::{Email, document::TaxDocument, phone::Phone},
@@ -73,15 +73,16 @@ impl Customer {
 impl PlainObject for customer::Model {
     const TYPE_NAME: &'static str = "Customer";
 
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
-        Some(match field.name() {
-            "id" => plain::scalar(&ID(self.id.to_string())),
-            "name" => plain::text(&self.name),
-            "archived" => plain::scalar(&self.archived_at.is_some()),
-            "cursor" => plain::text(&id_cursor(self.id)),
-            "createdAt" => plain::scalar(&self.created_at),
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
+        match field.name() {
+            "id" => json.scalar(&ID(self.id.to_string())),
+            "name" => json.text(&self.name),
+            "archived" => json.scalar(&self.archived_at.is_some()),
+            "cursor" => json.text(&id_cursor(self.id)),
+            "createdAt" => json.scalar(&self.created_at),
             _ => return None,
-        })
+        }
+        Some(())
     }
 }
 

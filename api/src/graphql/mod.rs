@@ -14,7 +14,7 @@ mod metrics;
 mod operator;
 mod orders;
 mod payments;
-mod plain;
+pub(crate) mod plain;
 mod system;
 mod webhooks;
 mod workflows;

@@ -5,7 +5,7 @@
 use std::{hash::Hash, sync::Arc};
 
 use async_graphql::{
-    Context, Enum, ID, InputObject, Object, Result, SimpleObject, Value, dataloader::Loader,
+    Context, Enum, ID, InputObject, Object, Result, SimpleObject, dataloader::Loader,
 };
 use chrono::{DateTime, Utc};
 use entity::{order, order_item, order_status_history};
@@ -21,7 +21,7 @@ use super::{
         TenantLoader, UserKey, WorkflowKey,
     },
     payments::{OrderBalance, OrderPaymentStatus, Payment},
-    plain::{self, PlainObject, Prepared, Selected},
+    plain::{Json, PlainObject, Prepared, Selected},
     workflows::{Workflow, WorkflowTransition},
 };
 use crate::{
@@ -207,40 +207,41 @@ impl Order {
 impl PlainObject for Order {
     const TYPE_NAME: &'static str = "Order";
 
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
         let order = &self.0;
-        Some(match field.name() {
-            "id" => plain::scalar(&ID(order.id.to_string())),
-            "number" => plain::scalar(&order.number),
-            "status" => plain::text(&order.status),
-            "version" => plain::scalar(&order.version),
-            "notes" => plain::optional_text(order.notes.as_deref()),
-            "createdAt" => plain::scalar(&order.created_at),
-            "updatedAt" => plain::scalar(&order.updated_at),
-            "total" => plain::object(&Money::of(order.total_minor, &order.currency).ok()?, field)?,
+        match field.name() {
+            "id" => json.scalar(&ID(order.id.to_string())),
+            "number" => json.scalar(&order.number),
+            "status" => json.text(&order.status),
+            "version" => json.scalar(&order.version),
+            "notes" => json.optional_text(order.notes.as_deref()),
+            "createdAt" => json.scalar(&order.created_at),
+            "updatedAt" => json.scalar(&order.updated_at),
+            "total" => json.object(&Money::of(order.total_minor, &order.currency).ok()?, field)?,
             "customer" => {
                 let page = self.page_with(|parts| parts.customers)?;
-                plain::object(page.customers.get(&order.customer_id)?, field)?
+                json.object(page.customers.get(&order.customer_id)?, field)?;
             }
             "items" => {
                 let page = self.page_with(|parts| parts.items)?;
                 let items = page.items.get(&order.id).map(Vec::as_slice);
-                plain::list(
+                json.list(
                     items.unwrap_or_default().iter().map(|item| ItemOnPage {
                         item,
                         currency: &order.currency,
                         page,
                     }),
                     field,
-                )?
+                )?;
             }
             "history" => {
                 let page = self.page_with(|parts| parts.history)?;
                 let history = page.history.get(&order.id).map(Vec::as_slice);
-                plain::list(history.unwrap_or_default(), field)?
+                json.list(history.unwrap_or_default(), field)?;
             }
             _ => return None,
-        })
+        }
+        Some(())
     }
 }
 
@@ -254,35 +255,37 @@ struct ItemOnPage<'a> {
 impl PlainObject for ItemOnPage<'_> {
     const TYPE_NAME: &'static str = "OrderItem";
 
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
         let item = self.item;
         let money = |minor| Money::of(minor, self.currency).ok();
-        Some(match field.name() {
-            "quantity" => plain::scalar(&item.quantity),
-            "unitPrice" => plain::object(&money(item.unit_price_minor)?, field)?,
-            "lineTotal" => plain::object(&money(item.line_total_minor)?, field)?,
+        match field.name() {
+            "quantity" => json.scalar(&item.quantity),
+            "unitPrice" => json.object(&money(item.unit_price_minor)?, field)?,
+            "lineTotal" => json.object(&money(item.line_total_minor)?, field)?,
             "product" if self.page.parts.products => {
-                plain::object(self.page.products.get(&item.product_id)?, field)?
+                json.object(self.page.products.get(&item.product_id)?, field)?;
             }
             _ => return None,
-        })
+        }
+        Some(())
     }
 }
 
 impl PlainObject for order_status_history::Model {
     const TYPE_NAME: &'static str = "StatusChange";
 
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
-        Some(match field.name() {
-            "from" => plain::optional_text(self.from_status.as_deref()),
-            "to" => plain::text(&self.to_status),
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
+        match field.name() {
+            "from" => json.optional_text(self.from_status.as_deref()),
+            "to" => json.text(&self.to_status),
             "apiKeyId" => {
-                plain::optional(self.actor_api_key_id.map(|id| ID(id.to_string())).as_ref())
+                json.optional(self.actor_api_key_id.map(|id| ID(id.to_string())).as_ref());
             }
-            "comment" => plain::optional_text(self.comment.as_deref()),
-            "at" => plain::scalar(&self.created_at),
+            "comment" => json.optional_text(self.comment.as_deref()),
+            "at" => json.scalar(&self.created_at),
             _ => return None,
-        })
+        }
+        Some(())
     }
 }
 
@@ -457,12 +460,13 @@ pub struct OrderEdge {
 impl PlainObject for OrderEdge {
     const TYPE_NAME: &'static str = "OrderEdge";
 
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
         match field.name() {
-            "cursor" => Some(plain::text(&self.cursor)),
-            "node" => plain::object(&self.node, field),
-            _ => None,
+            "cursor" => json.text(&self.cursor),
+            "node" => json.object(&self.node, field)?,
+            _ => return None,
         }
+        Some(())
     }
 }
 

@@ -1,27 +1,38 @@
 //! Resolution of data already in memory without async-graphql's per-field machinery.
 //!
-//! The executor gives every field of every object its own boxed future, context and task slot.
-//! A page of 50 orders with customer, items, products and history is about 1,400 fields, and
-//! that bookkeeping cost more than the page's SQL. Types whose fields are plain data implement
-//! [`PlainObject`]; a list of them is then resolved in one synchronous walk over the selection.
+//! The executor gives every field of every object its own boxed future, context and task slot,
+//! then builds the answer as a tree of values (a map and a string allocation per object and
+//! per text) that is serialised afterwards. A page of 50 orders with customer, items, products
+//! and history is about 1,400 fields, and that bookkeeping cost more than the page's SQL.
+//! Types whose fields are plain data implement [`PlainObject`]; a list of them is then written
+//! as JSON in one synchronous walk over the selection.
 //!
 //! A type answers only the fields it knows to be plain. Anything that needs I/O or a permission
 //! check (a customer's email, an order's available transitions) answers `None`, the walk gives
 //! up, and the executor resolves the list as before — so the walk can never skip a check.
-//! Values are built with async-graphql's own scalar conversions; a test compares every plain
+//! Scalars are converted by async-graphql's own `ScalarType`s; a test compares every plain
 //! field with what the executor answers for the same object.
+//!
+//! The written JSON reaches the response through [`PreparedJson`]: the field's value is a
+//! placeholder naming a random token, and the HTTP handler puts the JSON in the placeholder's
+//! place once the response is serialised. Without that handler (a WebSocket operation) the JSON
+//! is parsed back into a value.
 
-use std::{borrow::Cow, sync::Mutex};
+use std::{
+    borrow::Cow,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use async_graphql::{
-    ContextSelectionSet, EnumType, Name, OutputType, Positioned, ScalarType, SelectionField,
-    ServerResult, Value, indexmap::IndexMap, parser::types::Field, registry::Registry,
-    resolver_utils::enum_value,
+    ContextSelectionSet, EnumType, OutputType, Positioned, ScalarType, SelectionField,
+    ServerResult, Value, parser::types::Field, registry::Registry, resolver_utils::enum_value,
 };
+use serde::Serialize;
+use uuid::Uuid;
 
 /// A selected field and, merged by response key, the fields selected under it.
 pub struct Selected<'a> {
-    key: Name,
+    key: &'a str,
     name: &'a str,
     children: Vec<Selected<'a>>,
 }
@@ -31,7 +42,7 @@ impl<'a> Selected<'a> {
     /// what `@skip`/`@include` exclude) and fields with the same response key merged.
     pub fn of(field: SelectionField<'a>) -> Self {
         let mut selected = Self {
-            key: Name::new(field.alias().unwrap_or(field.name())),
+            key: field.alias().unwrap_or(field.name()),
             name: field.name(),
             children: Vec::new(),
         };
@@ -64,74 +75,108 @@ pub trait PlainObject {
     /// The GraphQL type name, for `__typename`.
     const TYPE_NAME: &'static str;
 
-    /// The value of `field`, or `None` when it is not plain data.
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value>;
+    /// Writes the value of `field` to `json`, or answers `None` when it is not plain data.
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()>;
 }
 
 impl<T: PlainObject> PlainObject for &T {
     const TYPE_NAME: &'static str = T::TYPE_NAME;
 
-    fn plain_field(&self, field: &Selected<'_>) -> Option<Value> {
-        T::plain_field(self, field)
+    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
+        T::plain_field(self, field, json)
     }
 }
 
-/// `value` resolved for the selection under `field`.
-pub fn object<T: PlainObject>(value: &T, field: &Selected<'_>) -> Option<Value> {
-    let mut fields = IndexMap::with_capacity(field.children.len());
-    for child in &field.children {
-        let resolved = if child.name == "__typename" {
-            Value::String(T::TYPE_NAME.to_string())
-        } else {
-            value.plain_field(child)?
-        };
-        fields.insert(child.key.clone(), resolved);
+/// JSON being written by the plain walk.
+#[derive(Default)]
+pub struct Json(Vec<u8>);
+
+impl Json {
+    /// `value` resolved for the selection under `field`.
+    pub fn object<T: PlainObject>(&mut self, value: &T, field: &Selected<'_>) -> Option<()> {
+        self.0.push(b'{');
+        for (index, child) in field.children.iter().enumerate() {
+            if index > 0 {
+                self.0.push(b',');
+            }
+            self.text(child.key);
+            self.0.push(b':');
+            if child.name == "__typename" {
+                self.text(T::TYPE_NAME);
+            } else {
+                value.plain_field(child, self)?;
+            }
+        }
+        self.0.push(b'}');
+        Some(())
     }
-    Some(Value::Object(fields))
+
+    /// Each of `values` resolved for the selection under `field`.
+    pub fn list<T: PlainObject>(
+        &mut self,
+        values: impl IntoIterator<Item = T>,
+        field: &Selected<'_>,
+    ) -> Option<()> {
+        self.0.push(b'[');
+        for (index, value) in values.into_iter().enumerate() {
+            if index > 0 {
+                self.0.push(b',');
+            }
+            self.object(&value, field)?;
+        }
+        self.0.push(b']');
+        Some(())
+    }
+
+    /// A scalar, converted exactly as the executor converts it.
+    pub fn scalar<T: ScalarType>(&mut self, value: &T) {
+        self.serialized(&value.to_value());
+    }
+
+    /// An optional scalar: `null` when absent.
+    pub fn optional<T: ScalarType>(&mut self, value: Option<&T>) {
+        match value {
+            Some(value) => self.scalar(value),
+            None => self.null(),
+        }
+    }
+
+    /// An enum value, converted exactly as the executor converts it.
+    pub fn enumeration<T: EnumType>(&mut self, value: T) {
+        self.serialized(&enum_value(value));
+    }
+
+    /// Text, as the executor converts `&str`.
+    pub fn text(&mut self, value: &str) {
+        self.serialized(value);
+    }
+
+    /// Optional text: `null` when absent.
+    pub fn optional_text(&mut self, value: Option<&str>) {
+        match value {
+            Some(value) => self.text(value),
+            None => self.null(),
+        }
+    }
+
+    fn null(&mut self) {
+        self.0.extend_from_slice(b"null");
+    }
+
+    fn serialized<T: Serialize + ?Sized>(&mut self, value: &T) {
+        serde_json::to_writer(&mut self.0, value).expect("writing JSON to memory cannot fail");
+    }
+
+    fn into_string(self) -> String {
+        String::from_utf8(self.0).expect("serde_json writes UTF-8")
+    }
 }
 
-/// Each of `values` resolved for the selection under `field`.
-pub fn list<T: PlainObject>(
-    values: impl IntoIterator<Item = T>,
-    field: &Selected<'_>,
-) -> Option<Value> {
-    values
-        .into_iter()
-        .map(|value| object(&value, field))
-        .collect::<Option<Vec<_>>>()
-        .map(Value::List)
-}
-
-/// A scalar, converted exactly as the executor converts it.
-pub fn scalar<T: ScalarType>(value: &T) -> Value {
-    value.to_value()
-}
-
-/// An optional scalar: `null` when absent.
-pub fn optional<T: ScalarType>(value: Option<&T>) -> Value {
-    value.map_or(Value::Null, ScalarType::to_value)
-}
-
-/// An enum value, converted exactly as the executor converts it.
-pub fn enumeration<T: EnumType>(value: T) -> Value {
-    enum_value(value)
-}
-
-/// Text, as the executor converts `&str`.
-pub fn text(value: &str) -> Value {
-    Value::String(value.to_string())
-}
-
-/// Optional text: `null` when absent.
-pub fn optional_text(value: Option<&str>) -> Value {
-    value.map_or(Value::Null, text)
-}
-
-/// A field's result, either resolved by the plain walk or left to the executor. Its schema
+/// A field's result, either written by the plain walk or left to the executor. Its schema
 /// type is `T`'s, so the SDL does not change.
 pub enum Prepared<T> {
-    /// Resolved; taken once, when the executor asks for it.
-    Resolved(Mutex<Option<Value>>),
+    /// Written; handed over once, when the executor asks for it.
+    Written(Mutex<Option<String>>),
     Executor(T),
 }
 
@@ -139,20 +184,18 @@ impl<'a, T: PlainObject + Sync> Prepared<&'a [T]>
 where
     &'a [T]: OutputType,
 {
-    /// `values` resolved by the plain walk when every selected field is plain, else by the
-    /// executor.
+    /// `values` written by the plain walk when every selected field is plain, else resolved
+    /// by the executor.
     pub fn list(field: SelectionField<'_>, values: &'a [T]) -> Self {
-        let resolved = list(values, &Selected::of(field));
-        let path = if resolved.is_some() {
-            "plain"
-        } else {
-            "executor"
-        };
+        let mut json = Json::default();
+        let written = json.list(values, &Selected::of(field)).is_some();
+        let path = if written { "plain" } else { "executor" };
         metrics::counter!("graphql_plain_lists_total", "type" => T::TYPE_NAME, "path" => path)
             .increment(1);
-        match resolved {
-            Some(value) => Self::Resolved(Mutex::new(Some(value))),
-            None => Self::Executor(values),
+        if written {
+            Self::Written(Mutex::new(Some(json.into_string())))
+        } else {
+            Self::Executor(values)
         }
     }
 }
@@ -176,12 +219,98 @@ impl<T: OutputType> OutputType for Prepared<T> {
         field: &Positioned<Field>,
     ) -> ServerResult<Value> {
         match self {
-            Self::Resolved(value) => Ok(value
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-                .unwrap_or_default()),
+            Self::Written(json) => {
+                let json = json
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                    .unwrap_or_default();
+                Ok(match ctx.data_opt::<Arc<PreparedJson>>() {
+                    Some(prepared) => Value::String(prepared.placeholder(json)),
+                    None => serde_json::from_str(&json).unwrap_or_default(),
+                })
+            }
             Self::Executor(inner) => inner.resolve(ctx, field).await,
         }
+    }
+}
+
+/// The JSON the plain walk wrote during one HTTP request, each behind a placeholder in the
+/// response. A placeholder carries a random token drawn for this request, so no text a client
+/// stored (a customer's name, a note) can pass for one.
+pub struct PreparedJson {
+    token: Uuid,
+    written: Mutex<Vec<String>>,
+}
+
+impl Default for PreparedJson {
+    fn default() -> Self {
+        Self {
+            token: Uuid::new_v4(),
+            written: Mutex::default(),
+        }
+    }
+}
+
+impl PreparedJson {
+    fn placeholder(&self, json: String) -> String {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        written.push(json);
+        Self::placeholder_text(self.token, written.len() - 1)
+    }
+
+    fn placeholder_text(token: Uuid, index: usize) -> String {
+        format!("plain-json:{token}:{index}")
+    }
+
+    /// `response`, a serialised GraphQL response, with every placeholder it still holds
+    /// replaced by its JSON. A placeholder can be missing (a sibling's error nulled its
+    /// parent); its JSON is then dropped.
+    pub fn fill(&self, mut response: Vec<u8>) -> Vec<u8> {
+        let written =
+            std::mem::take(&mut *self.written.lock().unwrap_or_else(PoisonError::into_inner));
+        for (index, json) in written.into_iter().enumerate() {
+            let quoted = format!("\"{}\"", Self::placeholder_text(self.token, index));
+            let Some(at) = find(&response, quoted.as_bytes()) else {
+                continue;
+            };
+            response.splice(at..at + quoted.len(), json.into_bytes());
+        }
+        response
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::PreparedJson;
+
+    #[test]
+    fn placeholders_are_filled_only_with_this_requests_token() {
+        let prepared = PreparedJson::default();
+        let page = prepared.placeholder(r#"[{"name":"Ana"}]"#.to_string());
+        let lost = prepared.placeholder("[1]".to_string());
+        let forged = PreparedJson::placeholder_text(Uuid::new_v4(), 0);
+        let response = serde_json::to_vec(&serde_json::json!({
+            "data": { "orders": { "edges": page }, "note": forged }
+        }))
+        .expect("serialises");
+        assert!(!String::from_utf8_lossy(&response).contains(&lost));
+
+        let filled: serde_json::Value =
+            serde_json::from_slice(&prepared.fill(response)).expect("still JSON");
+        assert_eq!(filled["data"]["orders"]["edges"][0]["name"], "Ana");
+        assert_eq!(
+            filled["data"]["note"],
+            forged.as_str(),
+            "another request's token"
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -29,6 +30,7 @@ use crate::{
         code_request_error,
         context::ClientIp,
         loaders::{Loaders, loaders},
+        plain::PreparedJson,
         with_code,
     },
     rate_limit::Limit,
@@ -120,6 +122,7 @@ pub async fn graphql_post(
         client: ClientIp(client),
         viewer,
         loaders,
+        prepared: Arc::default(),
     };
     let response = match batch {
         BatchRequest::Single(request) => {
@@ -134,7 +137,16 @@ pub async fn graphql_post(
             .await,
         ),
     };
-    Json(with_error_codes(response, &request_id)).into_response()
+    let body = serde_json::to_vec(&with_error_codes(response, &request_id))
+        .expect("a GraphQL response always serialises");
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        context.prepared.fill(body),
+    )
+        .into_response()
 }
 
 /// What every operation of one HTTP request shares.
@@ -143,6 +155,8 @@ struct RequestContext {
     client: ClientIp,
     viewer: Viewer,
     loaders: Option<Loaders>,
+    /// What the plain walk wrote, put into the serialised response.
+    prepared: Arc<PreparedJson>,
 }
 
 /// Guards, runs and measures one operation.
@@ -158,7 +172,8 @@ async fn execute(
     let mut request = request
         .data(context.request_id.clone())
         .data(context.client)
-        .data(context.viewer.clone());
+        .data(context.viewer.clone())
+        .data(context.prepared.clone());
     if let Some(loaders) = &context.loaders {
         request = request.data(loaders.clone());
     }
