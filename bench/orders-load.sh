@@ -19,7 +19,7 @@ PASSWORD="bench password $$"
 command -v oha >/dev/null || cargo install oha --locked
 command -v jq >/dev/null || { echo "jq is needed (apt-get install -y jq)" >&2; exit 1; }
 cargo build --release --quiet --bin platform
-BIN=target/release/platform
+BIN="${CARGO_TARGET_DIR:-target}/release/platform"
 
 QUERY='query Page { orders(first: 50) { edges { node { number status total { amountMinor }
   customer { name } items { quantity product { name } } history { from to at } } } } }'
