@@ -23,8 +23,8 @@ use uuid::Uuid;
 use super::{
     authorize, one_of,
     outbox::{self, Event},
-    rows::Reader,
-    tenant,
+    rows::{Positional, Reader},
+    tenant::{self, TenantEntity},
     workflows::{self, WorkflowVersion},
 };
 use crate::{
@@ -648,11 +648,10 @@ async fn page_details(
         ..PageDetails::default()
     };
     if parts.customers {
-        let customer_ids = distinct(orders.iter().map(|order| order.customer_id));
-        let rows: Vec<customer::Model> = reader
-            .all(tenant::find(actor).filter(reader.one_of(customer::Column::Id, customer_ids)))
-            .await?;
-        details.customers = rows.into_iter().map(|row| (row.id, row)).collect();
+        let ids = distinct(orders.iter().map(|order| order.customer_id));
+        details.customers =
+            by_id::<customer::Model>(reader, actor, customer::Column::Id, ids, |row| row.id)
+                .await?;
     }
     if parts.items {
         let rows: Vec<order_item::Model> = reader
@@ -663,11 +662,10 @@ async fn page_details(
             )
             .await?;
         if parts.products {
-            let product_ids = distinct(rows.iter().map(|item| item.product_id));
-            let products: Vec<product::Model> = reader
-                .all(tenant::find(actor).filter(reader.one_of(product::Column::Id, product_ids)))
-                .await?;
-            details.products = products.into_iter().map(|row| (row.id, row)).collect();
+            let ids = distinct(rows.iter().map(|item| item.product_id));
+            details.products =
+                by_id::<product::Model>(reader, actor, product::Column::Id, ids, |row| row.id)
+                    .await?;
         }
         details.items = group_by_order(rows, |item| item.order_id);
     }
@@ -683,6 +681,24 @@ async fn page_details(
         details.history = group_by_order(rows, |change| change.order_id);
     }
     Ok(details)
+}
+
+/// The actor's rows of `M` whose `id_column` is one of `ids`, by id.
+async fn by_id<M>(
+    reader: &mut Reader<'_>,
+    actor: &Actor,
+    id_column: <M::Entity as EntityTrait>::Column,
+    ids: Vec<Uuid>,
+    id_of: fn(&M) -> Uuid,
+) -> ApiResult<IdMap<M>>
+where
+    M: Positional,
+    M::Entity: TenantEntity,
+{
+    let rows: Vec<M> = reader
+        .all(tenant::find(actor).filter(reader.one_of(id_column, ids)))
+        .await?;
+    Ok(rows.into_iter().map(|row| (id_of(&row), row)).collect())
 }
 
 fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
