@@ -555,13 +555,26 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_with_an_event() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let events = app
-        .graphql_as(
-            &token,
-            "{ events(first: 50) { edges { node { type payload } } } }",
-            json!({}),
-        )
-        .await;
+    // `events` lists what the relay has published, which follows the disabling commit.
+    let events = loop {
+        let events = app
+            .graphql_as(
+                &token,
+                "{ events(first: 50) { edges { node { type payload } } } }",
+                json!({}),
+            )
+            .await;
+        let published = |kind: &str| {
+            events["data"]["events"]["edges"]
+                .as_array()
+                .is_some_and(|edges| edges.iter().any(|edge| edge["node"]["type"] == kind))
+        };
+        let both = published("webhook.endpoint_disabled") && published("notification.created");
+        if both || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
 
     assert_eq!(state["enabled"], false, "{state}");
     assert!(
