@@ -14,8 +14,7 @@ use uuid::Uuid;
 use crate::{
     auth::Actor,
     error::ApiError,
-    services::one_of,
-    services::{tenant, workflows::WorkflowVersion},
+    services::{one_of, tenant, workflows::WorkflowVersion},
 };
 
 /// Batches lookups of one request; keyed by the newtypes below.

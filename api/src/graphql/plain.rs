@@ -24,7 +24,7 @@ use std::{
 };
 
 use async_graphql::{
-    ContextSelectionSet, EnumType, OutputType, Positioned, ScalarType, SelectionField,
+    ContextSelectionSet, EnumType, OutputType, Positioned, ScalarType, SelectionField, ServerError,
     ServerResult, Value, parser::types::Field, registry::Registry, resolver_utils::enum_value,
 };
 use serde::Serialize;
@@ -222,15 +222,18 @@ impl<T: OutputType> OutputType for Prepared<T> {
     ) -> ServerResult<Value> {
         match self {
             Self::Written(json) => {
+                let internal = |message: String| ServerError::new(message, Some(field.pos));
                 let json = json
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .take()
-                    .unwrap_or_default();
-                Ok(match ctx.data_opt::<Arc<PreparedJson>>() {
-                    Some(prepared) => Value::String(prepared.placeholder(json)),
-                    None => serde_json::from_str(&json).unwrap_or_default(),
-                })
+                    .ok_or_else(|| internal("a written list was resolved twice".into()))?;
+                match ctx.data_opt::<Arc<PreparedJson>>() {
+                    Some(prepared) => Ok(Value::String(prepared.placeholder(json))),
+                    None => serde_json::from_str(&json).map_err(|error| {
+                        internal(format!("the plain walk wrote bad JSON: {error}"))
+                    }),
+                }
             }
             Self::Executor(inner) => inner.resolve(ctx, field).await,
         }
@@ -290,9 +293,79 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Request, Schema};
     use uuid::Uuid;
 
-    use super::PreparedJson;
+    use super::{Json, PlainObject, Prepared, PreparedJson, Selected};
+
+    struct Item(i32);
+
+    #[Object]
+    impl Item {
+        async fn number(&self) -> i32 {
+            self.0
+        }
+        async fn label(&self) -> String {
+            format!("item {}", self.0)
+        }
+    }
+
+    /// `label` is left to the executor, as a field needing I/O would be.
+    impl PlainObject for Item {
+        const TYPE_NAME: &'static str = "Item";
+
+        fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
+            match field.name() {
+                "number" => json.scalar(&self.0),
+                _ => return None,
+            }
+            Some(())
+        }
+    }
+
+    struct Query(Vec<Item>);
+
+    #[Object]
+    impl Query {
+        async fn items(&self, ctx: &Context<'_>) -> Prepared<&[Item]> {
+            Prepared::list(ctx.field(), &self.0)
+        }
+    }
+
+    /// The response as a client gets it: through the HTTP handler's placeholders when `over_http`.
+    async fn answer(query: &str, over_http: bool) -> serde_json::Value {
+        let schema = Schema::new(
+            Query(vec![Item(1), Item(2)]),
+            EmptyMutation,
+            EmptySubscription,
+        );
+        let prepared = Arc::new(PreparedJson::default());
+        let mut request = Request::new(query);
+        if over_http {
+            request = request.data(prepared.clone());
+        }
+        let response = serde_json::to_vec(&schema.execute(request).await).expect("serialises");
+        serde_json::from_slice(&prepared.fill(response)).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn a_written_list_answers_what_the_executor_answers_with_or_without_placeholders() {
+        let plain = "{ items { n: number number __typename } }";
+        let expected = serde_json::json!({ "data": { "items": [
+            { "n": 1, "number": 1, "__typename": "Item" },
+            { "n": 2, "number": 2, "__typename": "Item" },
+        ] } });
+        assert_eq!(answer(plain, true).await, expected);
+        assert_eq!(answer(plain, false).await, expected);
+
+        let mixed = answer("{ items { number label } }", true).await;
+        assert_eq!(
+            mixed["data"]["items"][1],
+            serde_json::json!({ "number": 2, "label": "item 2" })
+        );
+    }
 
     #[test]
     fn placeholders_are_filled_only_with_this_requests_token() {
