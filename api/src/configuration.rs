@@ -182,6 +182,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// PostgreSQL or SQLite URL; `None` means SQLite at `{data_dir}/platform.db`.
     pub database_url: Option<String>,
+    /// Connections of the PostgreSQL pool list pages read through, several statements per
+    /// round trip (see `services::rows`). PostgreSQL answers more of them with a few busy
+    /// connections than with many: a handful per database core.
+    pub database_list_connections: usize,
     /// Redis URL; `None` keeps everything in-process.
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel, so several deployments can share one Redis.
@@ -220,6 +224,7 @@ impl Default for Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
             database_url: None,
+            database_list_connections: 8,
             redis_url: None,
             redis_namespace: "platform".into(),
             jwt_secret: None,
@@ -327,6 +332,11 @@ impl Settings {
         }
         if let Some(value) = env.get("PLATFORM_CORS_ORIGINS") {
             self.cors_origins = split_list(&value);
+        }
+        if let Some(value) = env.get("PLATFORM_DATABASE_LIST_CONNECTIONS") {
+            self.database_list_connections = value.parse().with_context(|| {
+                format!("PLATFORM_DATABASE_LIST_CONNECTIONS must be a number, not `{value}`")
+            })?;
         }
         if let Some(value) = env.get("PLATFORM_REQUEST_TIMEOUT_SECS") {
             self.request_timeout_secs = value.parse().with_context(|| {
@@ -470,6 +480,9 @@ impl Settings {
         self.webhooks.allowed_networks()?;
         if self.webhooks.retry_schedule.is_empty() {
             bail!("PLATFORM_WEBHOOK_RETRY_SCHEDULE needs at least one delay");
+        }
+        if self.database_list_connections == 0 {
+            bail!("PLATFORM_DATABASE_LIST_CONNECTIONS must be at least 1");
         }
         if self.graphql.max_batch == 0 || self.graphql.max_depth == 0 {
             bail!("graphql.max_batch and graphql.max_depth must be at least 1");

@@ -9,11 +9,23 @@ use std::{
 };
 
 use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use migration::{Migrator, MigratorTrait};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    sqlx::{
+        postgres::{PgConnectOptions, PgSslMode},
+        sqlite::{SqliteJournalMode, SqliteSynchronous},
+    },
 };
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::configuration::Settings;
 
@@ -75,6 +87,180 @@ pub async fn connect_with(
     Ok(db)
 }
 
+/// A pool of tokio-postgres connections for the reads [`crate::services::rows`] pipelines, which
+/// sqlx cannot. It connects as `db`'s pool does (see [`read_connection`]).
+pub fn postgres_read_pool(
+    db: &DatabaseConnection,
+    url: &str,
+    max_connections: usize,
+) -> anyhow::Result<Pool> {
+    let options = db.get_postgres_connection_pool().connect_options();
+    let (config, server_check) = read_connection(&options, url)?;
+    let manager = Manager::from_config(
+        config,
+        MakeRustlsConnect::new(tls_config(server_check)?),
+        // A connection the server closed shows as closed; asking it a question on every
+        // checkout would be the round trip this pool exists to save.
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_connections)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .context("Failed to build the PostgreSQL read pool")
+}
+
+/// How TLS checks the server, from `sslmode`.
+#[derive(Debug, PartialEq, Eq)]
+enum ServerCheck {
+    /// `prefer` and `require`: encrypted but not authenticated, as libpq and sqlx do it.
+    Unchecked,
+    /// `verify-ca` and `verify-full`: the certificate must chain to the web's roots or to
+    /// `sslrootcert` and name the host.
+    Certificate { root_certificate: Option<String> },
+}
+
+/// The tokio-postgres settings for the server sqlx parsed from `url` into `options`: the same
+/// host or socket, port, user, password, database, application name, session options
+/// (`plan_cache_mode`) and TLS mode. The password and `sslrootcert`, which sqlx keeps to itself,
+/// are read from the URL or from `PGPASSWORD` and `PGSSLROOTCERT`, as sqlx reads them.
+fn read_connection(
+    options: &PgConnectOptions,
+    url: &str,
+) -> anyhow::Result<(tokio_postgres::Config, ServerCheck)> {
+    let mut config = tokio_postgres::Config::new();
+    match options.get_socket() {
+        Some(directory) => config.host_path(directory),
+        None => config.host(options.get_host()),
+    };
+    config
+        .port(options.get_port())
+        .user(options.get_username())
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(database) = options.get_database() {
+        config.dbname(database);
+    }
+    if let Some(name) = options.get_application_name() {
+        config.application_name(name);
+    }
+    if let Some(session) = options.get_options() {
+        config.options(session);
+    }
+    let url = url::Url::parse(url).context("DATABASE_URL is not a valid URL")?;
+    let parameter = |name: &str| {
+        url.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    };
+    match url.password() {
+        Some(password) => {
+            config.password(percent_encoding::percent_decode_str(password).collect::<Vec<u8>>());
+        }
+        None => {
+            if let Some(password) =
+                parameter("password").or_else(|| std::env::var("PGPASSWORD").ok())
+            {
+                config.password(password);
+            }
+        }
+    }
+    let (mode, server_check) = match options.get_ssl_mode() {
+        PgSslMode::Disable => (SslMode::Disable, ServerCheck::Unchecked),
+        PgSslMode::Allow | PgSslMode::Prefer => (SslMode::Prefer, ServerCheck::Unchecked),
+        PgSslMode::Require => (SslMode::Require, ServerCheck::Unchecked),
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull => (
+            SslMode::Require,
+            ServerCheck::Certificate {
+                root_certificate: parameter("sslrootcert")
+                    .or_else(|| std::env::var("PGSSLROOTCERT").ok()),
+            },
+        ),
+    };
+    config.ssl_mode(mode);
+    Ok((config, server_check))
+}
+
+fn tls_config(server_check: ServerCheck) -> anyhow::Result<ClientConfig> {
+    let builder = ClientConfig::builder();
+    let root_certificate = match server_check {
+        ServerCheck::Unchecked => {
+            let provider = CryptoProvider::get_default()
+                .cloned()
+                .context("no TLS crypto provider is installed")?;
+            return Ok(builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(UncheckedCertificate(provider)))
+                .with_no_client_auth());
+        }
+        ServerCheck::Certificate { root_certificate } => root_certificate,
+    };
+    let mut roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = root_certificate {
+        let pem = std::fs::read(&path)
+            .with_context(|| format!("Failed to read the database's root certificate {path}"))?;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            roots
+                .add(certificate.with_context(|| format!("{path} is not a PEM certificate"))?)
+                .with_context(|| format!("{path} holds an unusable certificate"))?;
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Encryption without authentication of the server, which is what `sslmode=prefer` and
+/// `sslmode=require` mean; the handshake's signatures are still checked.
+#[derive(Debug)]
+struct UncheckedCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for UncheckedCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Counts the SQL statements a connection runs (exported on `/metrics`) and records their
 /// durations, so a resolver that starts issuing one query per row shows up at once.
 pub fn instrument(db: &mut DatabaseConnection) -> Arc<AtomicU64> {
@@ -113,7 +299,67 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use std::str::FromStr;
+
+    use sea_orm::sqlx::postgres::PgConnectOptions;
+    use tokio_postgres::config::{Host, SslMode};
+
+    use super::{ServerCheck, read_connection, redact};
+
+    fn read_connection_for(url: &str) -> (tokio_postgres::Config, ServerCheck) {
+        let options = PgConnectOptions::from_str(url)
+            .expect("sqlx parses the URL")
+            .options([("plan_cache_mode", "force_generic_plan")]);
+        read_connection(&options, url).expect("a read connection")
+    }
+
+    #[test]
+    fn the_read_pool_connects_where_and_as_sqlx_does() {
+        let url = "postgres://app:p%40ss%2Fw@db.internal:6543/platform?sslmode=verify-full\
+                   &sslrootcert=/etc/platform/ca.pem&application_name=platform-api";
+        let (config, server_check) = read_connection_for(url);
+
+        assert_eq!(config.get_hosts(), [Host::Tcp("db.internal".into())]);
+        assert_eq!(config.get_ports(), [6543]);
+        assert_eq!(config.get_user(), Some("app"));
+        assert_eq!(config.get_password(), Some(&b"p@ss/w"[..]));
+        assert_eq!(config.get_dbname(), Some("platform"));
+        assert_eq!(config.get_application_name(), Some("platform-api"));
+        assert_eq!(
+            config.get_options(),
+            Some("-c plan_cache_mode=force_generic_plan")
+        );
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(
+            server_check,
+            ServerCheck::Certificate {
+                root_certificate: Some("/etc/platform/ca.pem".into())
+            }
+        );
+    }
+
+    #[test]
+    fn the_read_pool_keeps_the_urls_tls_mode() {
+        let mode = |url: &str| {
+            let (config, server_check) = read_connection_for(url);
+            (config.get_ssl_mode(), server_check)
+        };
+        let base = "postgres://postgres@127.0.0.1:5432/test";
+
+        assert_eq!(mode(base), (SslMode::Prefer, ServerCheck::Unchecked));
+        assert_eq!(
+            mode(&format!("{base}?sslmode=disable")),
+            (SslMode::Disable, ServerCheck::Unchecked)
+        );
+        assert_eq!(
+            mode(&format!("{base}?sslmode=require")),
+            (SslMode::Require, ServerCheck::Unchecked)
+        );
+        assert!(matches!(
+            mode(&format!("{base}?sslmode=verify-ca")),
+            (SslMode::Require, ServerCheck::Certificate { .. })
+        ));
+    }
 
     #[test]
     fn passwords_never_reach_messages() {

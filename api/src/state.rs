@@ -13,11 +13,16 @@ use crate::{
     webhooks::sender::Sender,
 };
 
-use crate::{auth::jwt::JwtKeys, configuration::Settings, db, rate_limit::RateLimiter, rbac::Rbac};
+use crate::{
+    auth::jwt::JwtKeys, configuration::Settings, db, rate_limit::RateLimiter, rbac::Rbac,
+    services::rows::ReadPool,
+};
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// Where list pages read several tables at once (see [`crate::services::rows`]).
+    pub reads: ReadPool,
     /// A separate small pool for background workers (the outbox relay), so they neither wait
     /// behind request traffic nor show up in its statement count.
     pub background_db: DatabaseConnection,
@@ -83,6 +88,11 @@ impl AppState {
         let mut db = db::connect(&settings).await?;
         db::migrate(&db).await?;
         let statements = db::instrument(&mut db);
+        let reads = ReadPool::new(
+            &db,
+            &settings.database_url(),
+            settings.database_list_connections,
+        )?;
         let background_db = db::connect_with(&settings, 2).await?;
         let worker_db = db::connect_with(&settings, 4).await?;
         let mut rbac = Rbac::load(db.clone()).await?;
@@ -107,6 +117,7 @@ impl AppState {
         };
         Ok(Self {
             db,
+            reads,
             background_db,
             redis,
             settings: Arc::new(settings),

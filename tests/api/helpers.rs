@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use api::{Application, ShutdownHandle, configuration::Settings};
+use api::{Application, ShutdownHandle, configuration::Settings, services::rows::ReadPool};
 use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
@@ -20,6 +20,8 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     /// SQL statements the server has run, for tests that count them.
     pub statements: Arc<AtomicU64>,
+    /// The server's list-page reads, for tests of how they decode.
+    pub reads: ReadPool,
     /// The settings it runs with, to start a second instance sharing its database and Redis.
     pub settings: Settings,
     shutdown: ShutdownHandle,
@@ -101,6 +103,7 @@ async fn start(
     let address = format!("http://127.0.0.1:{}", application.port());
     let db = application.state().db.clone();
     let statements = application.state().statements.clone();
+    let reads = application.state().reads.clone();
     let shutdown = application.shutdown_handle();
     tokio::spawn(application.run_until_stopped());
     TestApp {
@@ -111,6 +114,7 @@ async fn start(
             .expect("Failed to build the HTTP client"),
         db,
         statements,
+        reads,
         settings,
         shutdown,
         postgres,

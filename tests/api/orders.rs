@@ -756,7 +756,7 @@ async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
         let by_id = || M::Entity::find().order_by_asc(Expr::col("id"));
         let expected = by_id().all(&app.db).await.expect("sea-orm read");
         let statements = AtomicU64::new(0);
-        let mut reader = Reader::acquire(&app.db, &statements)
+        let reader = Reader::acquire(&app.reads, &statements)
             .await
             .expect("a connection");
         let actual: Vec<M> = reader.all(by_id()).await.expect("read by position");
@@ -768,4 +768,48 @@ async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
     same_rows::<order_item::Model>(&app).await;
     same_rows::<product::Model>(&app).await;
     same_rows::<order_status_history::Model>(&app).await;
+}
+
+/// The list pages' own connections (tokio-postgres, for pipelining) reach the same database as
+/// the rest of the server, with the same user, TLS and session settings.
+#[tokio::test]
+async fn list_reads_connect_as_the_rest_of_the_server() {
+    use api::services::rows::ReadPool;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let app = spawn_app().await;
+    let pool = match &app.reads {
+        ReadPool::Postgres(pool) => pool,
+        ReadPool::Sqlite(_) => {
+            assert_eq!(app.db.get_database_backend(), DbBackend::Sqlite);
+            return;
+        }
+    };
+    const SESSION: &str = "SELECT current_database()::text, current_user::text,
+        current_setting('plan_cache_mode'),
+        (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
+    let server = app
+        .db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, SESSION))
+        .await
+        .expect("the server's pool answers")
+        .expect("a row");
+    let reads = pool
+        .get()
+        .await
+        .expect("a read connection")
+        .query_one(SESSION, &[])
+        .await
+        .expect("the read pool answers");
+    let server: (String, String, String, bool) = (
+        server.try_get_by_index(0).expect("database"),
+        server.try_get_by_index(1).expect("user"),
+        server.try_get_by_index(2).expect("plan_cache_mode"),
+        server.try_get_by_index(3).expect("ssl"),
+    );
+    let reads: (String, String, String, bool) =
+        (reads.get(0), reads.get(1), reads.get(2), reads.get(3));
+
+    assert_eq!(reads, server);
+    assert_eq!(reads.2, "force_generic_plan");
 }
