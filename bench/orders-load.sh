@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 ORDERS="${ORDERS:-100000}"
 DURATION="${DURATION:-20s}"
 CONCURRENCY="${CONCURRENCY:-32}"
+# The server's list pool (PLATFORM_DATABASE_LIST_CONNECTIONS), for the database-alone figure.
+LIST_CONNECTIONS="${PLATFORM_DATABASE_LIST_CONNECTIONS:-8}"
 PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=(sqlite postgres); fi
 PASSWORD="bench password $$"
@@ -90,29 +92,34 @@ run() {
 # The floor any server has on this machine at this moment: pgbench sends the page's five
 # statements (orders, customers, items, products, history, with the first page's ids) at the
 # same concurrency, and nothing else runs. Machines and neighbours vary; the ratio of the two
-# figures says how much of it the server keeps.
+# figures says how much of it the server keeps. The second figure sends them as the server
+# does: the page, then the other four pipelined in one round trip, over as many connections as
+# its list pool holds.
 database_alone() {
-  local url=$1 company orders customers products script
+  local url=$1 company orders customers script pipelined
   command -v pgbench >/dev/null || { echo "   (pgbench not found: no database-alone figure)"; return; }
   company=$(psql "$url" -qAtc "SELECT id FROM companies WHERE slug = 'demo-restaurant'")
   orders=$(psql "$url" -qAtc "SELECT string_agg(quote_literal(id::text), ',') FROM (SELECT id FROM orders
     WHERE company_id = '$company' ORDER BY number DESC LIMIT 50) page")
   customers=$(psql "$url" -qAtc "SELECT string_agg(DISTINCT quote_literal(customer_id::text), ',')
     FROM orders WHERE id IN ($orders)")
-  products=$(psql "$url" -qAtc "SELECT string_agg(DISTINCT quote_literal(product_id::text), ',')
-    FROM order_items WHERE order_id IN ($orders)")
-  script=$(mktemp)
-  cat > "$script" <<SQL
-SELECT * FROM orders WHERE company_id = '$company' ORDER BY number DESC LIMIT 51;
-SELECT * FROM customers WHERE company_id = '$company' AND id = ANY(ARRAY[$customers]::uuid[]);
-SELECT * FROM order_items WHERE company_id = '$company' AND order_id = ANY(ARRAY[$orders]::uuid[]) ORDER BY position;
-SELECT * FROM products WHERE company_id = '$company' AND id = ANY(ARRAY[$products]::uuid[]);
-SELECT * FROM order_status_history WHERE company_id = '$company' AND order_id = ANY(ARRAY[$orders]::uuid[]) ORDER BY created_at, id;
-SQL
+  local page="SELECT * FROM orders WHERE company_id = '$company' ORDER BY number DESC LIMIT 51;"
+  local details=(
+    "SELECT * FROM customers WHERE company_id = '$company' AND id = ANY(ARRAY[$customers]::uuid[]);"
+    "SELECT * FROM order_items WHERE company_id = '$company' AND order_id = ANY(ARRAY[$orders]::uuid[]) ORDER BY position;"
+    "SELECT * FROM products WHERE company_id = '$company' AND id IN (SELECT product_id FROM order_items
+       WHERE company_id = '$company' AND order_id = ANY(ARRAY[$orders]::uuid[]));"
+    "SELECT * FROM order_status_history WHERE company_id = '$company' AND order_id = ANY(ARRAY[$orders]::uuid[]) ORDER BY created_at, id;"
+  )
+  script=$(mktemp); pipelined=$(mktemp)
+  printf '%s\n' "$page" "${details[@]}" > "$script"
+  { echo "$page"; echo '\startpipeline'; printf '%s\n' "${details[@]}"; echo '\endpipeline'; } > "$pipelined"
   local seconds=${DURATION%s}
   pgbench -n -M prepared -c "$CONCURRENCY" -j 2 -T "$seconds" -f "$script" "$url" 2>/dev/null \
-    | awk '/^tps/ { printf "   database alone (pgbench, the page'"'"'s five statements): %d pages/s\n", $3 }'
-  rm -f "$script"
+    | awk '/^tps/ { printf "   database alone (pgbench, the page'"'"'s five statements one by one): %d pages/s\n", $3 }'
+  pgbench -n -M prepared -c "$LIST_CONNECTIONS" -j 2 -T "$seconds" -f "$pipelined" "$url" 2>/dev/null \
+    | awk '/^tps/ { printf "   database alone (pgbench, as the server sends them: 2 round trips, '"$LIST_CONNECTIONS"' connections): %d pages/s\n", $3 }'
+  rm -f "$script" "$pipelined"
 }
 
 for target in "${TARGETS[@]}"; do
