@@ -202,7 +202,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The rows `select` finds, with every column of the model. On PostgreSQL, reads of one
-    /// reader awaited together share a round trip.
+    /// reader awaited together share a round trip, and each statement is prepared once per
+    /// connection: lists of ids travel as one array parameter, so the number of statements a
+    /// connection keeps is bounded by the filters' combinations, not by the data.
     pub async fn all<M: Positional>(&self, select: Select<M::Entity>) -> ApiResult<Vec<M>> {
         let query = select.select_only().columns(M::columns()).into_query();
         let started = Instant::now();
