@@ -184,6 +184,7 @@ fn read_connection(
     Ok((config, server_check))
 }
 
+/// The TLS client for `server_check`; with `sslmode=disable` it is never used.
 fn tls_config(server_check: ServerCheck) -> anyhow::Result<ClientConfig> {
     let builder = ClientConfig::builder();
     let root_certificate = match server_check {
