@@ -347,7 +347,15 @@ mod tests {
         };
         let base = "postgres://postgres@127.0.0.1:5432/test";
 
-        assert_eq!(mode(base), (SslMode::Prefer, ServerCheck::Unchecked));
+        // Spelt out: without it sqlx takes the mode from PGSSLMODE, which a developer may set.
+        assert_eq!(
+            mode(&format!("{base}?sslmode=prefer")),
+            (SslMode::Prefer, ServerCheck::Unchecked)
+        );
+        assert_eq!(
+            mode(&format!("{base}?sslmode=allow")),
+            (SslMode::Prefer, ServerCheck::Unchecked)
+        );
         assert_eq!(
             mode(&format!("{base}?sslmode=disable")),
             (SslMode::Disable, ServerCheck::Unchecked)

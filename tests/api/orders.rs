@@ -780,10 +780,8 @@ async fn list_reads_connect_as_the_rest_of_the_server() {
     let app = spawn_app().await;
     let pool = match &app.reads {
         ReadPool::Postgres(pool) => pool,
-        ReadPool::Sqlite(_) => {
-            assert_eq!(app.db.get_database_backend(), DbBackend::Sqlite);
-            return;
-        }
+        // SQLite's list reads take the server's own pool: nothing to compare.
+        ReadPool::Sqlite(_) => return,
     };
     const SESSION: &str = "SELECT current_database()::text, current_user::text,
         current_setting('plan_cache_mode'),
