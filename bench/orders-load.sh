@@ -20,8 +20,8 @@ PASSWORD="bench password $$"
 
 command -v oha >/dev/null || cargo install oha --locked
 command -v jq >/dev/null || { echo "jq is needed (apt-get install -y jq)" >&2; exit 1; }
-cargo build --release --quiet --bin platform
-BIN="${CARGO_TARGET_DIR:-target}/release/platform"
+cargo build --profile dist --quiet --bin platform
+BIN="${CARGO_TARGET_DIR:-target}/dist/platform"
 
 QUERY='query Page { orders(first: 50) { edges { node { number status total { amountMinor }
   customer { name } items { quantity product { name } } history { from to at } } } } }'

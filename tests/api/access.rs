@@ -292,10 +292,9 @@ async fn an_api_key_never_carries_more_than_its_creator() {
 }
 
 #[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL and TEST_REDIS_URL"]
 async fn a_role_revoked_on_one_instance_is_refused_on_another() {
-    if !crate::helpers::shared_infrastructure() {
-        return;
-    }
+    crate::helpers::require_shared_infrastructure();
     let first = spawn_app().await;
     let second = spawn_second_instance(&first).await;
     let tenant = first.sign_up("two-instances", "RESTAURANT").await;

@@ -489,3 +489,12 @@ pub fn shared_infrastructure() -> bool {
     let set = |name| std::env::var(name).is_ok_and(|url: String| !url.is_empty());
     set("TEST_DATABASE_URL") && set("TEST_REDIS_URL")
 }
+
+/// For the tests marked `#[ignore = "needs TEST_DATABASE_URL and TEST_REDIS_URL"]`: run with
+/// `--include-ignored` but without the variables, they fail instead of passing unchecked.
+pub fn require_shared_infrastructure() {
+    assert!(
+        shared_infrastructure(),
+        "this test needs TEST_DATABASE_URL and TEST_REDIS_URL (PostgreSQL and Redis)"
+    );
+}

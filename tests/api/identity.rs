@@ -497,10 +497,9 @@ async fn an_operator_manages_companies_and_suspension_stops_tokens_and_keys_at_o
 }
 
 #[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL and TEST_REDIS_URL"]
 async fn a_suspension_on_one_instance_stops_tokens_on_another() {
-    if !crate::helpers::shared_infrastructure() {
-        return;
-    }
+    crate::helpers::require_shared_infrastructure();
     let first = spawn_app().await;
     let second = crate::helpers::spawn_second_instance(&first).await;
     let tenant = first.sign_up("suspended-two", "GENERIC").await;

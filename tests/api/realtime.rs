@@ -402,10 +402,9 @@ async fn socketio_clients_get_their_company_order_updates_only() {
 }
 
 #[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL and TEST_REDIS_URL"]
 async fn two_instances_deliver_each_others_events() {
-    if !crate::helpers::shared_infrastructure() {
-        return;
-    }
+    crate::helpers::require_shared_infrastructure();
     let first = spawn_app().await;
     let second = spawn_second_instance(&first).await;
     let shop = shop(&first, "two-instance-events").await;
@@ -466,10 +465,9 @@ async fn a_subscription_ends_when_its_token_expires() {
 }
 
 #[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL and TEST_REDIS_URL"]
 async fn an_event_left_unrelayed_by_a_killed_instance_is_delivered_after_restart() {
-    if !crate::helpers::shared_infrastructure() {
-        return;
-    }
+    crate::helpers::require_shared_infrastructure();
     use sea_orm::{ConnectionTrait, Statement};
     let app = spawn_app().await;
     let shop = shop(&app, "killed-instance").await;
