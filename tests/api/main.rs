@@ -4,6 +4,7 @@
 
 mod access;
 mod catalog;
+mod cross_tenant;
 mod foundation;
 mod helpers;
 mod identity;
