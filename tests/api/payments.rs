@@ -836,9 +836,26 @@ async fn payment_events_reach_webhook_endpoints() {
 
 #[tokio::test]
 async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_key() {
+    // Stripe is down for the first refund request, up for the second.
+    refund_retried_after(ResponseTemplate::new(503), "refund-retry").await;
+}
+
+#[tokio::test]
+async fn a_card_refund_whose_answer_could_not_be_read_is_retried_with_the_same_key() {
+    // The refund may have been made although its answer is unreadable: not a refusal.
+    refund_retried_after(
+        ResponseTemplate::new(200).set_body_string("<html>upstream hiccup</html>"),
+        "refund-garbled",
+    )
+    .await;
+}
+
+/// A card refund whose first request gets `first_answer`: it stays pending with its amount
+/// reserved, and the retry with the same key completes it once.
+async fn refund_retried_after(first_answer: ResponseTemplate, slug: &str) {
     let stripe = MockServer::start().await;
     let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
-    let shop = card_shop(&app, "refund-retry").await;
+    let shop = card_shop(&app, slug).await;
     let token = shop.tenant.access_token.clone();
     let order_id = order(&app, &shop).await;
     Mock::given(method("POST"))
@@ -848,10 +865,9 @@ async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_ke
         )
         .mount(&stripe)
         .await;
-    // Stripe is down for the first refund request, up for the second.
     Mock::given(method("POST"))
         .and(path("/v1/refunds"))
-        .respond_with(ResponseTemplate::new(503))
+        .respond_with(first_answer)
         .up_to_n_times(1)
         .mount(&stripe)
         .await;
