@@ -9,6 +9,10 @@
 //! called with an idempotency key derived from the payment, and the outcome is written after.
 //! A crash in between leaves `processing_until` to expire; the next retry with the same key
 //! calls Stripe again with the same provider key and gets the same PaymentIntent.
+//!
+//! Under the same lock `createPayment` refuses (`CONFLICT`) to ask for more than what is due
+//! minus what the order's open payments already ask for, so an order is never charged twice
+//! over by two keys.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{financial_transaction, order, payment, payment_settings, refund};
@@ -1176,33 +1180,21 @@ impl Totals {
 
     /// Counts one ledger row; an error when a figure would no longer fit in an `i64`.
     fn add(&mut self, kind: &str, amount: i64) -> ApiResult<()> {
-        let mut next = *self;
-        let counted = match kind {
-            "CHARGE" => next
-                .gross
-                .checked_add(amount)
-                .map(|gross| next.gross = gross)
-                .and_then(|()| next.net.checked_add(amount)),
-            "REFUND" => next
-                .refunds
-                .checked_add(amount)
-                .map(|refunds| next.refunds = refunds)
-                .and_then(|()| next.net.checked_sub(amount)),
-            "FEE" => next
-                .fees
-                .checked_add(amount)
-                .map(|fees| next.fees = fees)
-                .and_then(|()| next.net.checked_sub(amount)),
+        let (figure, net) = match kind {
+            "CHARGE" => (&mut self.gross, self.net.checked_add(amount)),
+            "REFUND" => (&mut self.refunds, self.net.checked_sub(amount)),
+            "FEE" => (&mut self.fees, self.net.checked_sub(amount)),
             // Payouts move money to the bank; they change no sales figure.
-            _ => Some(next.net),
+            _ => return Ok(()),
         };
-        next.net = counted.ok_or_else(|| {
-            ApiError::validation(
+        let (Some(sum), Some(net)) = (figure.checked_add(amount), net) else {
+            return Err(ApiError::validation(
                 "from",
                 "the ledger in this period adds up to more than can be counted; ask for a shorter period",
-            )
-        })?;
-        *self = next;
+            ));
+        };
+        *figure = sum;
+        self.net = net;
         Ok(())
     }
 }
