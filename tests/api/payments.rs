@@ -256,11 +256,13 @@ async fn refunds_never_exceed_what_was_paid() {
     let shop = shop(&app, "refunds").await;
     let token = shop.tenant.access_token.clone();
     let order_id = order(&app, &shop).await;
+    // On an order of its own: an open payment would limit what the other order's may ask for.
+    let unpaid_order = order(&app, &shop).await;
     let unpaid = text(
         &create_payment(
             &app,
             &token,
-            json!({ "orderId": order_id, "method": "CASH", "amountMinor": 100, "idempotencyKey": "unpaid" }),
+            json!({ "orderId": unpaid_order, "method": "CASH", "amountMinor": 100, "idempotencyKey": "unpaid" }),
         )
         .await["data"]["createPayment"]["id"],
     );
@@ -834,9 +836,26 @@ async fn payment_events_reach_webhook_endpoints() {
 
 #[tokio::test]
 async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_key() {
+    // Stripe is down for the first refund request, up for the second.
+    refund_retried_after(ResponseTemplate::new(503), "refund-retry").await;
+}
+
+#[tokio::test]
+async fn a_card_refund_whose_answer_could_not_be_read_is_retried_with_the_same_key() {
+    // The refund may have been made although its answer is unreadable: not a refusal.
+    refund_retried_after(
+        ResponseTemplate::new(200).set_body_string("<html>upstream hiccup</html>"),
+        "refund-garbled",
+    )
+    .await;
+}
+
+/// A card refund whose first request gets `first_answer`: it stays pending with its amount
+/// reserved, and the retry with the same key completes it once.
+async fn refund_retried_after(first_answer: ResponseTemplate, slug: &str) {
     let stripe = MockServer::start().await;
     let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
-    let shop = card_shop(&app, "refund-retry").await;
+    let shop = card_shop(&app, slug).await;
     let token = shop.tenant.access_token.clone();
     let order_id = order(&app, &shop).await;
     Mock::given(method("POST"))
@@ -846,10 +865,9 @@ async fn a_card_refund_the_provider_could_not_answer_is_retried_with_the_same_ke
         )
         .mount(&stripe)
         .await;
-    // Stripe is down for the first refund request, up for the second.
     Mock::given(method("POST"))
         .and(path("/v1/refunds"))
-        .respond_with(ResponseTemplate::new(503))
+        .respond_with(first_answer)
         .up_to_n_times(1)
         .mount(&stripe)
         .await;
@@ -971,4 +989,525 @@ async fn unpaid_pix_charges_and_boletos_expire_and_say_so() {
         assert!(std::time::Instant::now() < deadline, "{events}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The payment's status, failure reason and refunded amount, as the API shows them.
+async fn payment_state(app: &TestApp, token: &str, payment: &str) -> Value {
+    let body = app
+        .graphql_as(
+            token,
+            "query P($id: ID!) { payment(id: $id) { status failureReason providerReference
+                refunded { amountMinor } refunds { status amount { amountMinor } } } }",
+            json!({ "id": payment }),
+        )
+        .await;
+    assert!(body["data"]["payment"].is_object(), "{body}");
+    body["data"]["payment"].clone()
+}
+
+/// Answers every PaymentIntent creation with the intent `id`, waiting for the payer.
+async fn open_intents_as(stripe: &MockServer, id: &str) {
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(intent(id, "requires_payment_method")),
+        )
+        .mount(stripe)
+        .await;
+}
+
+/// A card payment of what `order_id` owes, its intent opened by the Stripe double; returns its id.
+async fn card_payment(app: &TestApp, token: &str, order_id: &str, key: &str) -> String {
+    let created = create_payment(
+        app,
+        token,
+        json!({ "orderId": order_id, "method": "CARD", "idempotencyKey": key }),
+    )
+    .await;
+    assert_eq!(
+        created["data"]["createPayment"]["status"], "PENDING",
+        "{created}"
+    );
+    text(&created["data"]["createPayment"]["id"])
+}
+
+async fn capture(app: &TestApp, token: &str, payment: &str) -> Value {
+    app.graphql_as(
+        token,
+        "mutation C($id: ID!) { capturePayment(id: $id) { status failureReason } }",
+        json!({ "id": payment }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_card_declined_once_can_still_be_authorized_and_captured_on_its_open_intent() {
+    let stripe = MockServer::start().await;
+    let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
+    let shop = card_shop(&app, "second-try").await;
+    let token = shop.tenant.access_token.clone();
+    let company = shop.tenant.company_id.clone();
+    let order_id = order(&app, &shop).await;
+    open_intents_as(&stripe, "pi_again").await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents/pi_again/capture"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(intent("pi_again", "succeeded")))
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    let payment = card_payment(&app, &token, &order_id, "card").await;
+
+    // Stripe.js confirms with a card that is declined: the intent goes back to
+    // requires_payment_method and stays open for another card.
+    let mut declined = intent("pi_again", "requires_payment_method");
+    declined["last_payment_error"] = json!({ "type": "card_error", "code": "card_declined", "message": "Your card was declined." });
+    let failed_event = stripe_event("evt_declined", "payment_intent.payment_failed", declined);
+    post_stripe_event(&app, &company, WEBHOOK_SECRET, &failed_event).await;
+    let after_decline = payment_state(&app, &token, &payment).await;
+    // The payer tries another card with the same client secret; this one is authorized.
+    let authorized = stripe_event(
+        "evt_authorized",
+        "payment_intent.amount_capturable_updated",
+        intent("pi_again", "requires_capture"),
+    );
+    let answer = post_stripe_event(&app, &company, WEBHOOK_SECRET, &authorized).await;
+    let after_authorization = payment_state(&app, &token, &payment).await;
+    let captured = capture(&app, &token, &payment).await;
+    // Stripe's delivery of the first decline again, late: it undoes nothing.
+    let late = stripe_event(
+        "evt_declined_late",
+        "payment_intent.payment_failed",
+        intent("pi_again", "requires_payment_method"),
+    );
+    post_stripe_event(&app, &company, WEBHOOK_SECRET, &late).await;
+    let after = balance(&app, &token, &order_id).await;
+
+    assert_eq!(after_decline["status"], "FAILED", "{after_decline}");
+    assert_eq!(after_decline["failureReason"], "Your card was declined.");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        after_authorization["status"], "AUTHORIZED",
+        "{after_authorization}"
+    );
+    assert!(
+        after_authorization["failureReason"].is_null(),
+        "the old decline no longer applies: {after_authorization}"
+    );
+    assert_eq!(
+        captured["data"]["capturePayment"]["status"], "PAID",
+        "{captured}"
+    );
+    assert_eq!(after["payments"][0]["status"], "PAID", "{after}");
+    assert_eq!(after["paymentStatus"], "PAID");
+}
+
+#[tokio::test]
+async fn a_payment_stays_succeeded_after_an_earlier_decline_and_a_late_failure_event() {
+    let stripe = MockServer::start().await;
+    let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
+    let shop = card_shop(&app, "late-failure").await;
+    let token = shop.tenant.access_token.clone();
+    let company = shop.tenant.company_id.clone();
+    let order_id = order(&app, &shop).await;
+    open_intents_as(&stripe, "pi_late").await;
+    let payment = card_payment(&app, &token, &order_id, "card").await;
+
+    for (id, kind, status) in [
+        (
+            "evt_1",
+            "payment_intent.payment_failed",
+            "requires_payment_method",
+        ),
+        ("evt_2", "payment_intent.succeeded", "succeeded"),
+        (
+            "evt_3",
+            "payment_intent.payment_failed",
+            "requires_payment_method",
+        ),
+    ] {
+        let event = stripe_event(id, kind, intent("pi_late", status));
+        let answer = post_stripe_event(&app, &company, WEBHOOK_SECRET, &event).await;
+        assert_eq!(answer.status(), 200, "{kind}");
+    }
+    let after = payment_state(&app, &token, &payment).await;
+
+    assert_eq!(after["status"], "PAID", "{after}");
+}
+
+#[tokio::test]
+async fn a_second_payment_cannot_ask_again_for_what_an_open_one_covers() {
+    let stripe = MockServer::start().await;
+    let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
+    let shop = card_shop(&app, "no-double").await;
+    let token = shop.tenant.access_token.clone();
+    let order_id = order(&app, &shop).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(intent("pi_once", "requires_payment_method")),
+        )
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents/pi_once/cancel"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(intent("pi_once", "canceled")))
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    let first = card_payment(&app, &token, &order_id, "card-1").await;
+
+    let again = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "CARD", "idempotencyKey": "card-2" }),
+    )
+    .await;
+    let explicit = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "CASH", "amountMinor": 2500, "idempotencyKey": "cash-1" }),
+    )
+    .await;
+    let cancelled = app
+        .graphql_as(
+            &token,
+            "mutation X($id: ID!) { cancelPayment(id: $id) { status } }",
+            json!({ "id": first }),
+        )
+        .await;
+    let after_cancel = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "CASH", "idempotencyKey": "cash-2" }),
+    )
+    .await;
+
+    assert_eq!(first_error_code(&again), "CONFLICT", "{again}");
+    assert_eq!(first_error_code(&explicit), "CONFLICT", "{explicit}");
+    assert_eq!(
+        cancelled["data"]["cancelPayment"]["status"], "CANCELLED",
+        "{cancelled}"
+    );
+    assert_eq!(
+        after_cancel["data"]["createPayment"]["amount"]["amountMinor"], 2500,
+        "{after_cancel}"
+    );
+}
+
+#[tokio::test]
+async fn while_part_is_asked_for_a_new_payment_may_ask_only_for_the_rest() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "the-rest").await;
+    let token = shop.tenant.access_token.clone();
+    let order_id = order(&app, &shop).await;
+    let part = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "CASH", "amountMinor": 1000, "idempotencyKey": "part" }),
+    )
+    .await;
+
+    let too_much = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "CASH", "amountMinor": 1501, "idempotencyKey": "too-much" }),
+    )
+    .await;
+    let rest = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "CASH", "idempotencyKey": "rest" }),
+    )
+    .await;
+    let nothing_left = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "CASH", "amountMinor": 1, "idempotencyKey": "one-more" }),
+    )
+    .await;
+    let after = balance(&app, &token, &order_id).await;
+
+    assert_eq!(part["data"]["createPayment"]["status"], "PENDING", "{part}");
+    assert_eq!(first_error_code(&too_much), "CONFLICT", "{too_much}");
+    assert!(
+        too_much["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1500"),
+        "{too_much}"
+    );
+    assert_eq!(
+        rest["data"]["createPayment"]["amount"]["amountMinor"], 1500,
+        "{rest}"
+    );
+    assert_eq!(
+        first_error_code(&nothing_left),
+        "CONFLICT",
+        "{nothing_left}"
+    );
+    assert_eq!(
+        after["payments"].as_array().map(Vec::len),
+        Some(2),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn payments_racing_with_different_keys_ask_for_what_is_due_once() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "racing-keys").await;
+    let token = shop.tenant.access_token.clone();
+    let order_id = order(&app, &shop).await;
+
+    let attempts = (0..12).map(|attempt| {
+        create_payment(
+            &app,
+            &token,
+            json!({ "orderId": order_id, "method": "CASH", "idempotencyKey": format!("till-{attempt}") }),
+        )
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let after = balance(&app, &token, &order_id).await;
+
+    let created = answers
+        .iter()
+        .filter(|answer| answer["data"]["createPayment"]["id"].is_string())
+        .count();
+    let conflicts = answers
+        .iter()
+        .filter(|answer| answer["errors"][0]["extensions"]["code"] == "CONFLICT")
+        .count();
+    assert_eq!((created, conflicts), (1, 11), "{answers:?}");
+    assert_eq!(
+        after["payments"].as_array().map(Vec::len),
+        Some(1),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_reported_before_the_payment_succeeded_ends_in_the_right_state() {
+    let stripe = MockServer::start().await;
+    let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
+    let shop = card_shop(&app, "out-of-order").await;
+    let token = shop.tenant.access_token.clone();
+    let company = shop.tenant.company_id.clone();
+    let (partly, fully, released) = (
+        order(&app, &shop).await,
+        order(&app, &shop).await,
+        order(&app, &shop).await,
+    );
+    let intents = ["pi_partly", "pi_fully", "pi_released"];
+    for id in intents {
+        Mock::given(method("POST"))
+            .and(path("/v1/payment_intents"))
+            .and(body_string_contains(format!(
+                "metadata%5Border_id%5D={}",
+                match id {
+                    "pi_partly" => &partly,
+                    "pi_fully" => &fully,
+                    _ => &released,
+                }
+            )))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(intent(id, "requires_payment_method")),
+            )
+            .mount(&stripe)
+            .await;
+    }
+    let partly_paid = card_payment(&app, &token, &partly, "partly").await;
+    let fully_paid = card_payment(&app, &token, &fully, "fully").await;
+    let released_payment = card_payment(&app, &token, &released, "released").await;
+    let charge = |intent: &str, captured: bool, refunded: i64| {
+        json!({ "id": format!("ch_{intent}"), "object": "charge", "payment_intent": intent,
+            "amount": 2500, "captured": captured, "amount_refunded": refunded, "refunded": refunded == 2500,
+            "refunds": { "object": "list", "data": [{ "id": format!("re_{intent}"), "object": "refund" }] } })
+    };
+    let events = [
+        // Refunded in part, reported before the success.
+        stripe_event("evt_a1", "charge.refunded", charge("pi_partly", true, 1000)),
+        stripe_event(
+            "evt_a2",
+            "payment_intent.succeeded",
+            intent("pi_partly", "succeeded"),
+        ),
+        // Refunded in full before both the authorization and the success are reported.
+        stripe_event("evt_b1", "charge.refunded", charge("pi_fully", true, 2500)),
+        stripe_event(
+            "evt_b2",
+            "payment_intent.amount_capturable_updated",
+            intent("pi_fully", "requires_capture"),
+        ),
+        stripe_event(
+            "evt_b3",
+            "payment_intent.succeeded",
+            intent("pi_fully", "succeeded"),
+        ),
+        // An authorization released, never captured: no money moved either way.
+        stripe_event(
+            "evt_c1",
+            "payment_intent.amount_capturable_updated",
+            intent("pi_released", "requires_capture"),
+        ),
+        stripe_event(
+            "evt_c2",
+            "charge.refunded",
+            charge("pi_released", false, 2500),
+        ),
+        stripe_event(
+            "evt_c3",
+            "payment_intent.canceled",
+            intent("pi_released", "canceled"),
+        ),
+    ];
+    for event in &events {
+        let answer = post_stripe_event(&app, &company, WEBHOOK_SECRET, event).await;
+        assert_eq!(answer.status(), 200, "{event}");
+    }
+    let partly_state = payment_state(&app, &token, &partly_paid).await;
+    let fully_state = payment_state(&app, &token, &fully_paid).await;
+    let released_state = payment_state(&app, &token, &released_payment).await;
+    let now = chrono::Utc::now();
+    let summary = app
+        .graphql_as(
+            &token,
+            "query F($from: DateTime!, $to: DateTime!) { financialSummary(from: $from, to: $to) { totals { grossMinor refundsMinor netMinor } } }",
+            json!({ "from": (now - chrono::Duration::hours(1)).to_rfc3339(),
+                "to": (now + chrono::Duration::hours(1)).to_rfc3339() }),
+        )
+        .await;
+
+    assert_eq!(
+        partly_state["status"], "PARTIALLY_REFUNDED",
+        "{partly_state}"
+    );
+    assert_eq!(partly_state["refunded"]["amountMinor"], 1000);
+    assert_eq!(
+        partly_state["refunds"],
+        json!([{ "status": "SUCCEEDED", "amount": { "amountMinor": 1000 } }])
+    );
+    assert_eq!(fully_state["status"], "REFUNDED", "{fully_state}");
+    assert_eq!(fully_state["refunded"]["amountMinor"], 2500);
+    assert_eq!(released_state["status"], "CANCELLED", "{released_state}");
+    assert_eq!(released_state["refunded"]["amountMinor"], 0);
+    assert_eq!(
+        summary["data"]["financialSummary"]["totals"],
+        json!({ "grossMinor": 5000, "refundsMinor": 3500, "netMinor": 1500 }),
+        "each captured charge counted once, each refund once: {summary}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_from_stripe_that_cannot_be_read_leaves_the_card_payment_retryable() {
+    let stripe = MockServer::start().await;
+    let app = spawn_app_with(|settings| settings.stripe_api_base = stripe.uri()).await;
+    let shop = card_shop(&app, "garbled").await;
+    let token = shop.tenant.access_token.clone();
+    let order_id = order(&app, &shop).await;
+    // Stripe (or a proxy before it) answers the first request with something unreadable,
+    // although the intent may well have been created; the retry gets the intent.
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>upstream hiccup</html>"))
+        .up_to_n_times(1)
+        .mount(&stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment_intents"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(intent("pi_garbled", "requires_payment_method")),
+        )
+        .mount(&stripe)
+        .await;
+    let input = json!({ "orderId": order_id, "method": "CARD", "idempotencyKey": "card" });
+
+    let first = create_payment(&app, &token, input.clone()).await;
+    let meanwhile = balance(&app, &token, &order_id).await;
+    let retried = create_payment(&app, &token, input).await;
+
+    assert_eq!(
+        first_error_code(&first),
+        "PAYMENT_PROVIDER_ERROR",
+        "{first}"
+    );
+    assert_eq!(
+        first["errors"][0]["extensions"]["retryable"], true,
+        "{first}"
+    );
+    assert_eq!(meanwhile["payments"][0]["status"], "PENDING", "{meanwhile}");
+    let retried = &retried["data"]["createPayment"];
+    assert_eq!(retried["status"], "PENDING", "{retried}");
+    assert_eq!(retried["providerReference"], "pi_garbled");
+    assert_eq!(retried["id"], meanwhile["payments"][0]["id"]);
+    let keys: Vec<String> = stripe
+        .received_requests()
+        .await
+        .expect("requests are recorded")
+        .iter()
+        .filter_map(|request| {
+            request
+                .headers
+                .get("idempotency-key")
+                .and_then(|value| value.to_str().ok())
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[0], keys[1], "the retry asks Stripe with the same key");
+}
+
+#[tokio::test]
+async fn no_price_order_total_or_payment_goes_beyond_the_one_maximum() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "maximum").await;
+    let token = shop.tenant.access_token.clone();
+    let max = api::domain::money::MAX_AMOUNT_MINOR;
+    let product = |sku: &'static str, price: i64| {
+        app.graphql_as(
+            &token,
+            "mutation P($input: CreateProductInput!) { createProduct(input: $input) { id } }",
+            json!({ "input": { "sku": sku, "name": sku, "kind": "PRODUCT", "priceMinor": price } }),
+        )
+    };
+
+    let too_dear = product("TOO-DEAR", max + 1).await;
+    let dearest = product("DEAREST", max).await;
+    let dearest = text(&dearest["data"]["createProduct"]["id"]);
+    let repriced = app
+        .graphql_as(
+            &token,
+            "mutation U($id: ID!, $price: Int!) { updateProduct(id: $id, input: { priceMinor: $price }) { id } }",
+            json!({ "id": shop.product, "price": i64::MAX }),
+        )
+        .await;
+    let two = app
+        .create_order(&token, &shop.customer, &[(&dearest, 2)])
+        .await;
+    let one = app
+        .create_order(&token, &shop.customer, &[(&dearest, 1)])
+        .await;
+    let one = text(&one["data"]["createOrder"]["id"]);
+    let whole = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": one, "method": "CASH", "idempotencyKey": "whole" }),
+    )
+    .await;
+    let tip_beyond = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order(&app, &shop).await, "method": "CASH", "amountMinor": max + 1, "idempotencyKey": "beyond" }),
+    )
+    .await;
+
+    assert_eq!(first_error_code(&too_dear), "VALIDATION", "{too_dear}");
+    assert_eq!(first_error_code(&repriced), "VALIDATION", "{repriced}");
+    assert_eq!(first_error_code(&two), "VALIDATION", "{two}");
+    assert_eq!(
+        whole["data"]["createPayment"]["amount"]["amountMinor"], max,
+        "{whole}"
+    );
+    assert_eq!(first_error_code(&tip_beyond), "VALIDATION", "{tip_beyond}");
 }

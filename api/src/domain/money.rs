@@ -8,11 +8,18 @@
 //!   instead;
 //! - [`Money::format`] places the decimal separator by the currency's ISO 4217 exponent
 //!   ([`minor_digits`]) and follows the conventions of the platform's locales (pt-BR, en-US,
-//!   es-ES).
+//!   es-ES);
+//! - [`MAX_AMOUNT_MINOR`] is the one upper bound of every amount the platform accepts: a price, an
+//!   order's total, a payment or a refund.
 
 use std::hash::{Hash, Hasher};
 
 use crate::domain::Currency;
+
+/// The largest amount accepted anywhere (a price, an order's total, a payment, a refund):
+/// 9 999 999 999 minor units, R$ 99.999.999,99. It is the most a boleto's ten-digit amount field
+/// carries, so every amount that passes can be charged by every method; anything above is a typo.
+pub const MAX_AMOUNT_MINOR: i64 = 9_999_999_999;
 
 /// An amount of money: a signed count of minor units of one currency.
 ///

@@ -96,12 +96,19 @@ impl Status {
 
     /// The moves the state machine allows. `PARTIALLY_REFUNDED → PARTIALLY_REFUNDED` is a
     /// second partial refund.
+    ///
+    /// `FAILED` is not final: a declined card leaves its PaymentIntent open
+    /// (`requires_payment_method`) and the payer may try again with the same client secret, so a
+    /// failed payment can still be authorized, paid, fail again or be cancelled. An authorized
+    /// payment cannot fail: Stripe only captures or cancels an intent that requires capture, so
+    /// a failure reported after an authorization is a late report of an earlier attempt.
     pub fn can_become(self, next: Status) -> bool {
         use Status::*;
         matches!(
             (self, next),
             (Pending, Authorized | Paid | Failed | Cancelled | Expired)
-                | (Authorized, Paid | Failed | Cancelled | Expired)
+                | (Authorized, Paid | Cancelled | Expired)
+                | (Failed, Authorized | Paid | Failed | Cancelled)
                 | (Paid | PartiallyRefunded, PartiallyRefunded | Refunded)
         )
     }
@@ -156,15 +163,21 @@ pub struct Balance {
     pub due: i64,
 }
 
-/// The balance of an order of `total` from its payments' (status, amount, refunded).
-pub fn balance(total: i64, payments: impl IntoIterator<Item = (Status, i64, i64)>) -> Balance {
+/// The balance of an order of `total` from its payments' (status, amount, refunded); an error
+/// when the sums do not fit in an `i64`.
+pub fn balance(
+    total: i64,
+    payments: impl IntoIterator<Item = (Status, i64, i64)>,
+) -> Result<Balance, String> {
+    let overflow = || "the payments of this order add up to more than can be counted".to_string();
     let (collected, refunded) = payments
         .into_iter()
         .filter(|(status, _, _)| status.collected())
-        .fold((0i64, 0i64), |(collected, refunded), (_, amount, back)| {
-            (collected + amount, refunded + back)
-        });
-    let paid = collected - refunded;
+        .try_fold((0i64, 0i64), |(collected, refunded), (_, amount, back)| {
+            Some((collected.checked_add(amount)?, refunded.checked_add(back)?))
+        })
+        .ok_or_else(overflow)?;
+    let paid = collected.checked_sub(refunded).ok_or_else(overflow)?;
     let status = if collected == 0 {
         OrderPaymentStatus::Unpaid
     } else if refunded > 0 && paid <= 0 {
@@ -178,11 +191,11 @@ pub fn balance(total: i64, payments: impl IntoIterator<Item = (Status, i64, i64)
     } else {
         OrderPaymentStatus::Overpaid
     };
-    Balance {
+    Ok(Balance {
         status,
         paid,
-        due: (total - paid).max(0),
-    }
+        due: total.checked_sub(paid).ok_or_else(overflow)?.max(0),
+    })
 }
 
 impl Balance {
@@ -206,9 +219,12 @@ mod tests {
             (Pending, Cancelled),
             (Pending, Expired),
             (Authorized, Paid),
-            (Authorized, Failed),
             (Authorized, Cancelled),
             (Authorized, Expired),
+            (Failed, Authorized),
+            (Failed, Paid),
+            (Failed, Failed),
+            (Failed, Cancelled),
             (Paid, PartiallyRefunded),
             (Paid, Refunded),
             (PartiallyRefunded, PartiallyRefunded),
@@ -264,10 +280,25 @@ mod tests {
         ];
         for (payments, status, paid, due) in cases {
             let balance = balance(1000, payments.iter().copied());
-            assert_eq!(balance, Balance { status, paid, due }, "{payments:?}");
+            assert_eq!(balance, Ok(Balance { status, paid, due }), "{payments:?}");
         }
-        assert!(balance(1000, [(Paid, 1000, 0)]).settled());
-        assert!(!balance(1000, [(Paid, 999, 0)]).settled());
-        assert!(!balance(1000, [(PartiallyRefunded, 1000, 1)]).settled());
+        let settled = |payments: &[(Status, i64, i64)]| {
+            balance(1000, payments.iter().copied()).map(|balance| balance.settled())
+        };
+        assert_eq!(settled(&[(Paid, 1000, 0)]), Ok(true));
+        assert_eq!(settled(&[(Paid, 999, 0)]), Ok(false));
+        assert_eq!(settled(&[(PartiallyRefunded, 1000, 1)]), Ok(false));
+    }
+
+    #[test]
+    fn a_balance_that_does_not_fit_is_an_error_not_a_wrap() {
+        use Status::*;
+        let collected = balance(1000, [(Paid, i64::MAX, 0), (Paid, 1, 0)]);
+        let refunded = balance(1000, [(Refunded, 1, i64::MAX), (Refunded, 1, 1)]);
+        let owed = balance(i64::MIN, [(Paid, 1, 0)]);
+        for outcome in [collected, refunded, owed] {
+            let error = outcome.expect_err("overflow");
+            assert!(error.contains("more than can be counted"), "{error}");
+        }
     }
 }

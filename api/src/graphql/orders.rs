@@ -56,7 +56,7 @@ impl Order {
 
     async fn balance(&self, ctx: &Context<'_>) -> Result<OrderBalance> {
         let balance =
-            crate::services::payments::order_balance(&self.0, &self.payment_rows(ctx).await?);
+            crate::services::payments::order_balance(&self.0, &self.payment_rows(ctx).await?)?;
         Ok(OrderBalance {
             status: balance.status,
             paid: balance.paid,

@@ -334,7 +334,9 @@ pub struct PaymentFilterInput {
 pub struct CreatePaymentInput {
     order_id: ID,
     method: PaymentMethod,
-    /// Defaults to what the order still owes.
+    /// Defaults to what the order still owes less what its open payments already ask for. While
+    /// a payment of the order is open (pending, authorized, or a declined card whose intent the
+    /// payer may retry) a new one may ask for no more than that (`CONFLICT`).
     amount_minor: Option<i64>,
     /// The same key with the same input returns the same payment; keys are per company.
     idempotency_key: String,

@@ -5,9 +5,10 @@
 //! the secret key travels with every call instead of living in the client: one [`StripeClient`]
 //! (one connection pool) serves every tenant.
 //!
-//! Every POST carries the caller's idempotency key. After a timeout, a 429 or a 5xx the caller
-//! retries with the same key and Stripe answers with the first outcome instead of charging twice;
-//! [`ProviderError::is_retryable`] says when such a retry makes sense.
+//! Every POST carries the caller's idempotency key. After a timeout, a 429, a 5xx or an answer
+//! that cannot be read the caller retries with the same key and Stripe answers with the first
+//! outcome instead of charging twice; [`ProviderError::is_retryable`] says when such a retry makes
+//! sense.
 //!
 //! Nothing Stripe (or anything pretending to be Stripe) sends can panic this module: unknown
 //! statuses and unreadable bodies become [`ProviderError::Unexpected`], error bodies we cannot
@@ -136,7 +137,9 @@ pub enum ProviderError {
     Conflict(String),
     /// Network error, timeout, 429 or 5xx: safe to retry with the same idempotency key.
     Unavailable(String),
-    /// A response we could not read.
+    /// A response we could not read. Stripe may well have done what was asked (created the
+    /// intent, made the refund), so the outcome is unknown, as after a timeout: retry with the
+    /// same idempotency key to learn it.
     Unexpected(String),
 }
 
@@ -152,9 +155,11 @@ impl ProviderError {
         }
     }
 
-    /// Whether the same call, with the same idempotency key, may succeed later.
+    /// Whether the same call, with the same idempotency key, may succeed later: when Stripe
+    /// could not be heard (unavailable) or could not be understood (unexpected), the outcome is
+    /// unknown and must not be taken for a refusal.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::Unexpected(_))
     }
 }
 
@@ -908,7 +913,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreadable_success_is_unexpected() {
+    async fn an_unreadable_answer_is_unexpected_and_retryable() {
         let garbage = capture_answered_with(
             ResponseTemplate::new(200).set_body_string("<html>definitely not JSON</html>"),
         )
@@ -944,7 +949,9 @@ mod tests {
             matches!(redirect, ProviderError::Unexpected(_)),
             "{redirect:?}"
         );
-        assert!(!garbage.is_retryable());
+        for unknown_outcome in [&garbage, &unknown_status, &redirect] {
+            assert!(unknown_outcome.is_retryable(), "{unknown_outcome:?}");
+        }
     }
 
     #[tokio::test]

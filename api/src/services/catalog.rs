@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::{authorize, tenant, valid_name};
 use crate::{
     auth::Actor,
+    domain::money::MAX_AMOUNT_MINOR,
     error::{ApiError, ApiResult},
     state::AppState,
 };
@@ -66,10 +67,10 @@ fn valid_sku(sku: &str) -> ApiResult<String> {
 }
 
 fn valid_price(price_minor: i64) -> ApiResult<i64> {
-    if price_minor < 0 {
+    if !(0..=MAX_AMOUNT_MINOR).contains(&price_minor) {
         return Err(ApiError::validation(
             "input.priceMinor",
-            "a price cannot be negative",
+            format!("a price is 0 to {MAX_AMOUNT_MINOR} minor units"),
         ));
     }
     Ok(price_minor)

@@ -29,7 +29,11 @@ use super::{
 };
 use crate::{
     auth::{Actor, Principal},
-    domain::{Currency, money::Money, workflow::Transition},
+    domain::{
+        Currency,
+        money::{MAX_AMOUNT_MINOR, Money},
+        workflow::Transition,
+    },
     error::{ApiError, ApiResult},
     state::AppState,
 };
@@ -193,6 +197,12 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
     }
     let total = Money::sum(lines.iter().map(|(_, _, _, line)| *line), currency)
         .map_err(|message| validation("input.items", message))?;
+    if total.minor() > MAX_AMOUNT_MINOR {
+        return Err(validation(
+            "input.items",
+            format!("an order's total is at most {MAX_AMOUNT_MINOR} minor units"),
+        ));
+    }
     for (product_id, quantity) in &reserved {
         reserve_stock(&txn, actor, &products[product_id], *quantity).await?;
     }

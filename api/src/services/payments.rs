@@ -9,6 +9,10 @@
 //! called with an idempotency key derived from the payment, and the outcome is written after.
 //! A crash in between leaves `processing_until` to expire; the next retry with the same key
 //! calls Stripe again with the same provider key and gets the same PaymentIntent.
+//!
+//! Under the same lock `createPayment` refuses (`CONFLICT`) to ask for more than what is due
+//! minus what the order's open payments already ask for, so an order is never charged twice
+//! over by two keys.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{financial_transaction, order, payment, payment_settings, refund};
@@ -27,6 +31,7 @@ use crate::{
     crypto::Purpose,
     domain::{
         boleto,
+        money::MAX_AMOUNT_MINOR,
         payment::{Balance, Method, Status, balance},
         pix,
     },
@@ -41,8 +46,6 @@ use crate::{
 const PROCESSING_WINDOW: Duration = Duration::seconds(60);
 /// Days a boleto stays payable.
 const BOLETO_DAYS: i64 = 3;
-/// Largest single amount accepted (R$ 100 million): anything above is a typo.
-const MAX_AMOUNT: i64 = 10_000_000_000;
 
 /// What `createPayment` asks for.
 pub struct NewPayment {
@@ -92,10 +95,10 @@ fn valid_key(key: &str) -> ApiResult<String> {
 }
 
 fn valid_amount(amount: i64) -> ApiResult<i64> {
-    if amount <= 0 || amount > MAX_AMOUNT {
+    if amount <= 0 || amount > MAX_AMOUNT_MINOR {
         return Err(ApiError::validation(
             "input.amountMinor",
-            format!("the amount must be between 1 and {MAX_AMOUNT} minor units"),
+            format!("the amount must be between 1 and {MAX_AMOUNT_MINOR} minor units"),
         ));
     }
     Ok(amount)
@@ -118,11 +121,11 @@ pub async fn balance_of(
         .filter(payment::Column::OrderId.eq(order.id))
         .all(db)
         .await?;
-    Ok(order_balance(order, &payments))
+    order_balance(order, &payments)
 }
 
 /// The balance of `order` from its payments, already loaded.
-pub fn order_balance(order: &order::Model, payments: &[payment::Model]) -> Balance {
+pub fn order_balance(order: &order::Model, payments: &[payment::Model]) -> ApiResult<Balance> {
     balance(
         order.total_minor,
         payments.iter().map(|payment| {
@@ -133,6 +136,49 @@ pub fn order_balance(order: &order::Model, payments: &[payment::Model]) -> Balan
             )
         }),
     )
+    .map_err(|message| ApiError::validation("orderId", message))
+}
+
+/// Whether `payment` may still collect money without anyone creating another payment: it is
+/// pending or authorized, or it is a card payment whose attempt failed on a PaymentIntent that
+/// stays open for the payer to try again.
+fn still_collecting(payment: &payment::Model) -> bool {
+    match status_of(payment) {
+        Status::Pending | Status::Authorized => true,
+        Status::Failed => {
+            method_of(payment) == Method::Card && payment.provider_reference.is_some()
+        }
+        _ => false,
+    }
+}
+
+/// What a new payment of `order` may be for: what is due minus what the order's payments that
+/// are still collecting already ask for. `None` when no payment is collecting (a deliberate
+/// extra amount, such as a tip, is then allowed).
+fn left_to_ask(
+    order: &order::Model,
+    payments: &[payment::Model],
+) -> ApiResult<(Balance, Option<i64>)> {
+    let balance = order_balance(order, payments)?;
+    let collecting: Vec<i64> = payments
+        .iter()
+        .filter(|payment| still_collecting(payment))
+        .map(|payment| payment.amount_minor)
+        .collect();
+    if collecting.is_empty() {
+        return Ok((balance, None));
+    }
+    let asked = collecting
+        .into_iter()
+        .try_fold(0i64, i64::checked_add)
+        .and_then(|asked| balance.due.checked_sub(asked))
+        .ok_or_else(|| {
+            ApiError::validation(
+                "input.orderId",
+                "the open payments of this order add up to more than can be counted",
+            )
+        })?;
+    Ok((balance, Some(asked.max(0))))
 }
 
 async fn order_of(
@@ -232,12 +278,17 @@ async fn move_to(
     next: Status,
     change: impl FnOnce(&mut payment::ActiveModel),
 ) -> ApiResult<payment::Model> {
-    status_of(&payment)
+    let current = status_of(&payment);
+    current
         .transition(next)
         .map_err(|message| ApiError::validation("status", message))?;
     let mut active: payment::ActiveModel = payment.into();
     active.status = Set(next.as_str().to_string());
     active.updated_at = Set(Utc::now());
+    if current == Status::Failed {
+        // A later attempt on the same intent went further: the old decline no longer applies.
+        active.failure_reason = Set(None);
+    }
     change(&mut active);
     Ok(active.update(txn).await?)
 }
@@ -451,11 +502,20 @@ pub async fn create(
         return replay(state, actor, existing, &hash).await;
     }
     let order = order_of(&txn, actor, request.order_id).await?;
-    let due = balance_of(&txn, actor, &order).await?.due;
-    let amount = match request.amount_minor {
-        Some(amount) => amount,
-        None if due > 0 => due,
-        None => {
+    let payments = tenant::find::<payment::Entity>(actor)
+        .filter(payment::Column::OrderId.eq(order.id))
+        .all(&txn)
+        .await?;
+    // Decided under the company's lock taken above, so two requests with different keys cannot
+    // both see the order uncovered.
+    let (balance, left) = left_to_ask(&order, &payments)?;
+    let amount = match (request.amount_minor, left) {
+        (Some(amount), Some(left)) if amount > left => return Err(already_asked(left)),
+        (Some(amount), _) => amount,
+        (None, Some(0)) => return Err(already_asked(0)),
+        (None, Some(left)) => valid_amount(left)?,
+        (None, None) if balance.due > 0 => valid_amount(balance.due)?,
+        (None, None) => {
             return Err(ApiError::validation(
                 "input.amountMinor",
                 "nothing is due on this order; give an amount to collect more",
@@ -533,6 +593,20 @@ pub async fn create(
     }
     state.events_committed();
     Ok(payment)
+}
+
+/// Why a new payment is refused while others are still collecting.
+fn already_asked(left: i64) -> ApiError {
+    ApiError::Conflict(if left == 0 {
+        "the order's open payments already ask for everything that is due; cancel one or wait \
+         for its outcome before asking again"
+            .into()
+    } else {
+        format!(
+            "the order's open payments leave only {left} minor units to ask for; cancel one or \
+             give an amount of at most {left}"
+        )
+    })
 }
 
 /// The answer to a key used before: the same payment for the same request.
@@ -1095,21 +1169,33 @@ pub struct Totals {
     pub gross: i64,
     pub refunds: i64,
     pub fees: i64,
+    /// Gross minus refunds minus fees, kept as the others change so that it is known to fit.
+    net: i64,
 }
 
 impl Totals {
     pub fn net(&self) -> i64 {
-        self.gross - self.refunds - self.fees
+        self.net
     }
 
-    fn add(&mut self, kind: &str, amount: i64) {
-        match kind {
-            "CHARGE" => self.gross += amount,
-            "REFUND" => self.refunds += amount,
-            "FEE" => self.fees += amount,
+    /// Counts one ledger row; an error when a figure would no longer fit in an `i64`.
+    fn add(&mut self, kind: &str, amount: i64) -> ApiResult<()> {
+        let (figure, net) = match kind {
+            "CHARGE" => (&mut self.gross, self.net.checked_add(amount)),
+            "REFUND" => (&mut self.refunds, self.net.checked_sub(amount)),
+            "FEE" => (&mut self.fees, self.net.checked_sub(amount)),
             // Payouts move money to the bank; they change no sales figure.
-            _ => {}
-        }
+            _ => return Ok(()),
+        };
+        let (Some(sum), Some(net)) = (figure.checked_add(amount), net) else {
+            return Err(ApiError::validation(
+                "from",
+                "the ledger in this period adds up to more than can be counted; ask for a shorter period",
+            ));
+        };
+        *figure = sum;
+        self.net = net;
+        Ok(())
     }
 }
 
@@ -1152,15 +1238,15 @@ pub async fn financial_summary(
     let mut by_method: std::collections::BTreeMap<String, Totals> = Default::default();
     let mut by_day: std::collections::BTreeMap<NaiveDate, Totals> = Default::default();
     for row in &rows {
-        totals.add(&row.kind, row.amount_minor);
+        totals.add(&row.kind, row.amount_minor)?;
         by_method
             .entry(row.method.clone())
             .or_default()
-            .add(&row.kind, row.amount_minor);
+            .add(&row.kind, row.amount_minor)?;
         by_day
             .entry(row.occurred_at.with_timezone(&zone).date_naive())
             .or_default()
-            .add(&row.kind, row.amount_minor);
+            .add(&row.kind, row.amount_minor)?;
     }
     Ok(Summary {
         currency: company.currency,
@@ -1265,15 +1351,31 @@ pub async fn handle_provider_event(
 
 /// `charge.refunded` carries the total refunded; only what we have not recorded yet (a refund
 /// made in Stripe's dashboard) is added.
+///
+/// Stripe does not promise to deliver events in order, so the refund may arrive before
+/// `payment_intent.succeeded`. A charge can only be refunded once it was captured, so a captured
+/// charge is proof of payment: the payment is settled first, then refunded, and the late
+/// `succeeded` finds it refunded and changes nothing. An uncaptured charge that is "refunded" is
+/// an authorization released when its intent was cancelled: no money moved, and
+/// `payment_intent.canceled` says what became of the payment.
 async fn refunded_at_provider(
     txn: &DatabaseTransaction,
     payment: payment::Model,
     charge: &Value,
     event_id: &str,
 ) -> ApiResult<&'static str> {
+    let payment = if status_of(&payment).collected() {
+        payment
+    } else if charge["captured"].as_bool() == Some(true)
+        && status_of(&payment).can_become(Status::Paid)
+    {
+        settle(txn, payment, None).await?
+    } else {
+        return Ok("ignored: the charge was never captured, so nothing was paid or refunded");
+    };
     let total = charge["amount_refunded"].as_i64().unwrap_or(0);
-    let new = total.min(payment.amount_minor) - payment.refunded_minor;
-    if new <= 0 || !status_of(&payment).collected() {
+    let new = total.clamp(0, payment.amount_minor) - payment.refunded_minor;
+    if new <= 0 {
         return Ok("refund already recorded");
     }
     let now = Utc::now();
@@ -1367,4 +1469,41 @@ pub async fn expire_overdue(db: &DatabaseConnection, now: DateTime<Utc>) -> anyh
         tracing::info!(expired, "expired unpaid PIX charges and boletos");
     }
     Ok(expired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_follow_the_ledger_and_refuse_to_wrap() {
+        let mut totals = Totals::default();
+        for (kind, amount) in [
+            ("CHARGE", 2500),
+            ("REFUND", 500),
+            ("FEE", 100),
+            ("PAYOUT", 1900),
+        ] {
+            totals.add(kind, amount).expect("fits");
+        }
+        assert_eq!(
+            (totals.gross, totals.refunds, totals.fees),
+            (2500, 500, 100)
+        );
+        assert_eq!(totals.net(), 1900);
+
+        let mut huge = Totals::default();
+        huge.add("CHARGE", i64::MAX).expect("fits");
+        let before = huge;
+        let error = huge.add("CHARGE", 1).expect_err("overflow");
+        assert_eq!(error.code(), "VALIDATION");
+        assert_eq!(huge, before, "a refused row changes nothing");
+
+        let mut refunds_only = Totals::default();
+        refunds_only.add("REFUND", i64::MAX).expect("fits");
+        assert!(
+            refunds_only.add("FEE", i64::MAX).is_err(),
+            "the net would not fit"
+        );
+    }
 }
