@@ -206,6 +206,9 @@ pub struct Settings {
     /// Bearer token `/metrics` requires when set; without it `/metrics` is open to anyone who
     /// reaches the port.
     pub metrics_token: Option<Secret>,
+    /// A separate listen address for `/metrics` (then not served on `bind`), so that it can stay
+    /// on an internal interface.
+    pub metrics_bind: Option<SocketAddr>,
     /// Serve GraphiQL on `GET /graphql`; defaults to on outside production.
     pub graphiql: Option<bool>,
     /// Answer introspection queries; defaults to on outside production.
@@ -244,6 +247,7 @@ impl Default for Settings {
             jwt_secret: None,
             refresh_grace_secs: 10,
             metrics_token: None,
+            metrics_bind: None,
             graphiql: None,
             introspection: None,
             cors_origins: Vec::new(),
@@ -347,6 +351,11 @@ impl Settings {
         }
         if let Some(value) = env.get("PLATFORM_METRICS_TOKEN") {
             self.metrics_token = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_METRICS_BIND") {
+            self.metrics_bind = Some(value.parse().with_context(|| {
+                format!("PLATFORM_METRICS_BIND must be host:port, not `{value}`")
+            })?);
         }
         if let Some(value) = env.get("PLATFORM_GRAPHIQL") {
             self.graphiql = Some(parse_bool("PLATFORM_GRAPHIQL", &value)?);
@@ -684,6 +693,7 @@ mod tests {
             ("PLATFORM_ENV", "staging"),
             ("PLATFORM_GRAPHIQL", "maybe"),
             ("PLATFORM_REFRESH_GRACE_SECS", "ten"),
+            ("PLATFORM_METRICS_BIND", "9100"),
         ] {
             let error = Settings::load_from(&[(key, value)]).expect_err("must refuse");
             assert!(error.to_string().contains(key), "{key}: {error}");

@@ -121,6 +121,36 @@ async fn metrics_need_the_token_when_one_is_set() {
     );
 }
 
+#[tokio::test]
+async fn metrics_move_to_their_own_listener_when_one_is_set() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let app = spawn_app_with(|settings| {
+        settings.metrics_bind = Some(format!("127.0.0.1:{port}").parse().expect("address"));
+    })
+    .await;
+
+    let public = app.get("/metrics").await;
+    let internal = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("the metrics listener answers");
+
+    assert_eq!(public.status(), 404);
+    assert_eq!(internal.status(), 200);
+    assert!(
+        internal
+            .text()
+            .await
+            .expect("text")
+            .contains("db_statements_total")
+    );
+}
+
 /// A client on its own loopback address, as distinct IPv4 clients look to the server.
 fn client_from(address: [u8; 4]) -> reqwest::Client {
     reqwest::Client::builder()

@@ -138,9 +138,17 @@ mod tests {
             (LINES, "a\u{7f}b", "control characters (U+007F)"),
             (LINES, "a\u{85}b", "control characters (U+0085)"),
             (LINES, "a\u{202A}b", "bidirectional"),
-            (LINES, "a\u{202E}b", "bidirectional control characters (U+202E)"),
+            (
+                LINES,
+                "a\u{202E}b",
+                "bidirectional control characters (U+202E)",
+            ),
             (LINE, "a\u{2066}b", "bidirectional"),
-            (LINE, "a\u{2069}b", "bidirectional control characters (U+2069)"),
+            (
+                LINE,
+                "a\u{2069}b",
+                "bidirectional control characters (U+2069)",
+            ),
             (LINE, "01234567890", "at most 10 characters"),
             (LINES, "0123456789\n0", "at most 10 characters"),
         ];
