@@ -447,6 +447,8 @@ async fn free_text_refuses_nul_controls_bidi_overrides_and_excess_naming_the_fie
                 json!({ "input": { "sku": "SKU-2", "name": hostile, "kind": "PRODUCT", "priceMinor": 1 } }), "input.name"),
             ("createWebhookEndpoint description", "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { endpoint { id } } }".into(),
                 json!({ "input": { "url": "http://127.0.0.1:9/hook", "events": ["*"], "description": hostile } }), "input.description"),
+            ("createApiKey name", "mutation($name: String!) { createApiKey(name: $name, role: \"STAFF\") { secret } }".into(),
+                json!({ "name": hostile }), "name"),
             ("createWorkflow name", "mutation($input: WorkflowInput!) { createWorkflow(input: $input) { id } }".into(),
                 json!({ "input": { "name": hostile, "entityType": "ORDER", "states": workflow_state("Open"),
                     "transitions": [{ "from": "OPEN", "to": "DONE", "roles": ["ADMIN"] }] } }), "input.name"),
