@@ -86,9 +86,15 @@ impl Default for GraphqlLimits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RateLimitSettings {
-    /// Login attempts per account and per client address in one window.
+    /// Failed logins per account in one window; then the account's logins are refused until
+    /// the window ends.
     pub login_attempts: u32,
     pub login_window_secs: u64,
+    /// Failed logins per client address in one window, whatever the accounts.
+    pub login_failures_per_address: u32,
+    /// Successful logins per client address in one window: generous, since many people may
+    /// share one address (an office behind NAT).
+    pub login_successes_per_address: u32,
     /// Sign-ups per client address in one window.
     pub signups: u32,
     pub signup_window_secs: u64,
@@ -105,6 +111,8 @@ impl Default for RateLimitSettings {
         Self {
             login_attempts: 5,
             login_window_secs: 15 * 60,
+            login_failures_per_address: 50,
+            login_successes_per_address: 500,
             signups: 10,
             signup_window_secs: 60 * 60,
             refreshes: 60,
@@ -192,6 +200,15 @@ pub struct Settings {
     pub redis_namespace: String,
     /// HS256 signing secret for access tokens.
     pub jwt_secret: Option<Secret>,
+    /// How long a just-rotated refresh token still answers with its successor instead of
+    /// counting as reuse (two tabs refreshing at once).
+    pub refresh_grace_secs: u64,
+    /// Bearer token `/metrics` requires when set; without it `/metrics` is open to anyone who
+    /// reaches the port.
+    pub metrics_token: Option<Secret>,
+    /// A separate listen address for `/metrics` (then not served on `bind`), so that it can stay
+    /// on an internal interface.
+    pub metrics_bind: Option<SocketAddr>,
     /// Serve GraphiQL on `GET /graphql`; defaults to on outside production.
     pub graphiql: Option<bool>,
     /// Answer introspection queries; defaults to on outside production.
@@ -228,6 +245,9 @@ impl Default for Settings {
             redis_url: None,
             redis_namespace: "platform".into(),
             jwt_secret: None,
+            refresh_grace_secs: 10,
+            metrics_token: None,
+            metrics_bind: None,
             graphiql: None,
             introspection: None,
             cors_origins: Vec::new(),
@@ -323,6 +343,19 @@ impl Settings {
         }
         if let Some(value) = env.get("PLATFORM_JWT_SECRET") {
             self.jwt_secret = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_REFRESH_GRACE_SECS") {
+            self.refresh_grace_secs = value.parse().with_context(|| {
+                format!("PLATFORM_REFRESH_GRACE_SECS must be a number of seconds, not `{value}`")
+            })?;
+        }
+        if let Some(value) = env.get("PLATFORM_METRICS_TOKEN") {
+            self.metrics_token = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_METRICS_BIND") {
+            self.metrics_bind = Some(value.parse().with_context(|| {
+                format!("PLATFORM_METRICS_BIND must be host:port, not `{value}`")
+            })?);
         }
         if let Some(value) = env.get("PLATFORM_GRAPHIQL") {
             self.graphiql = Some(parse_bool("PLATFORM_GRAPHIQL", &value)?);
@@ -483,6 +516,13 @@ impl Settings {
         }
         if self.database_list_connections == 0 {
             bail!("PLATFORM_DATABASE_LIST_CONNECTIONS must be at least 1");
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|token| token.expose().len() < 16)
+        {
+            bail!("PLATFORM_METRICS_TOKEN must be at least 16 characters long");
         }
         if self.graphql.max_batch == 0 || self.graphql.max_depth == 0 {
             bail!("graphql.max_batch and graphql.max_depth must be at least 1");
@@ -652,10 +692,25 @@ mod tests {
             ("PLATFORM_BIND", "nonsense"),
             ("PLATFORM_ENV", "staging"),
             ("PLATFORM_GRAPHIQL", "maybe"),
+            ("PLATFORM_REFRESH_GRACE_SECS", "ten"),
+            ("PLATFORM_METRICS_BIND", "9100"),
         ] {
             let error = Settings::load_from(&[(key, value)]).expect_err("must refuse");
             assert!(error.to_string().contains(key), "{key}: {error}");
         }
+    }
+
+    #[test]
+    fn a_short_metrics_token_is_refused() {
+        let settings = Settings::load_from(&[("PLATFORM_METRICS_TOKEN", "short")]).expect("loads");
+        let error = settings.validate().expect_err("must refuse");
+        assert!(
+            error.to_string().contains("PLATFORM_METRICS_TOKEN"),
+            "{error}"
+        );
+        let settings = Settings::load_from(&[("PLATFORM_METRICS_TOKEN", "a-long-enough-token")])
+            .expect("loads");
+        settings.validate().expect("accepted");
     }
 
     #[test]

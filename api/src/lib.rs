@@ -52,6 +52,8 @@ pub struct Application {
     port: u16,
     listener: TcpListener,
     router: Router,
+    /// The `PLATFORM_METRICS_BIND` listener and its router, when configured.
+    metrics: Option<(TcpListener, Router)>,
     state: AppState,
     shutdown: ShutdownHandle,
 }
@@ -75,7 +77,7 @@ impl Application {
         let ws_schema = graphql::build_ws_schema(&state.settings, state.clone());
         let (socketio, io) = realtime::socketio::layer(&state);
         tokio::spawn(realtime::socketio::forward(io, state.clone()));
-        let router = http::router(http::HttpState {
+        let http_state = http::HttpState {
             app: state.clone(),
             schema,
             ws_schema,
@@ -84,7 +86,17 @@ impl Application {
             metrics: metrics_handle(),
             trusted_proxies: Arc::new(state.settings.trusted_proxy_networks()?),
             socketio,
-        })?;
+        };
+        let metrics = match state.settings.metrics_bind {
+            None => None,
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("Failed to bind PLATFORM_METRICS_BIND {address}"))?;
+                Some((listener, http::metrics_router(http_state.clone())))
+            }
+        };
+        let router = http::router(http_state)?;
         let listener = TcpListener::bind(state.settings.bind)
             .await
             .with_context(|| format!("Failed to bind {}", state.settings.bind))?;
@@ -97,6 +109,7 @@ impl Application {
             port,
             listener,
             router,
+            metrics,
             state,
             shutdown: ShutdownHandle(Arc::new(sender)),
         })
@@ -132,6 +145,21 @@ impl Application {
             self.state.clone(),
             self.shutdown.0.subscribe(),
         ));
+        if let Some((listener, router)) = self.metrics {
+            let mut stop = self.shutdown.0.subscribe();
+            tracing::info!(address = %listener.local_addr()?, "serving /metrics");
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        // A closed channel means the application is gone: stop too.
+                        drop(stop.wait_for(|stopped| *stopped).await);
+                    })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            });
+        }
         let address = self.listener.local_addr()?;
         tracing::info!(%address, "listening on http://{address}");
         axum::serve(

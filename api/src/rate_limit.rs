@@ -71,6 +71,43 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// Takes back one hit on `key` counted by [`Self::hit`] in the current window, for hits
+    /// that turn out not to count (a login that succeeded). Counting first and refunding after
+    /// keeps concurrent attempts from all passing a check made before any of them is counted.
+    pub async fn refund(&self, key: &str) -> ApiResult<()> {
+        match self {
+            Self::InProcess(windows) => {
+                let now = Instant::now();
+                let mut windows = windows.lock().map_err(|_| {
+                    ApiError::internal(anyhow::anyhow!("rate-limit table poisoned"))
+                })?;
+                if let Some(window) = windows.get_mut(key)
+                    && now.duration_since(window.started) < window.length
+                {
+                    window.hits = window.hits.saturating_sub(1);
+                }
+                Ok(())
+            }
+            Self::Redis {
+                connection,
+                namespace,
+            } => {
+                // Only an open window is decremented: DECR on an expired key would create one
+                // with no expiry.
+                let script = redis::Script::new(
+                    "local hits = tonumber(redis.call('GET', KEYS[1])) \
+                     if hits and hits > 0 then return redis.call('DECR', KEYS[1]) end return 0",
+                );
+                let _: i64 = script
+                    .key(format!("{namespace}:rl:{key}"))
+                    .invoke_async(&mut connection.clone())
+                    .await
+                    .map_err(ApiError::internal)?;
+                Ok(())
+            }
+        }
+    }
+
     fn hit_in_process(
         windows: &Mutex<HashMap<String, Window>>,
         key: &str,
@@ -147,6 +184,30 @@ mod tests {
             .hit(&format!("{key}-other"), limit)
             .await
             .expect("another key has its own window");
+        let refunded = format!("{key}-refunded");
+        for _ in 0..10 {
+            limiter
+                .hit(&refunded, limit)
+                .await
+                .expect("refunded hits do not add up");
+            limiter.refund(&refunded).await.expect("refunds");
+        }
+        limiter
+            .refund(&format!("{key}-never-hit"))
+            .await
+            .expect("refunding nothing is fine");
+        for _ in 0..3 {
+            limiter
+                .hit(&format!("{key}-never-hit"), limit)
+                .await
+                .expect("no credit was made");
+        }
+        assert!(
+            limiter
+                .hit(&format!("{key}-never-hit"), limit)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -80,6 +80,8 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     // Tests make many calls from one address; the limits themselves have dedicated tests.
     settings.rate_limits.api_calls = 100_000;
     settings.rate_limits.login_attempts = 1_000;
+    settings.rate_limits.login_failures_per_address = 1_000;
+    settings.rate_limits.login_successes_per_address = 1_000;
     settings.rate_limits.signups = 1_000;
     customize(&mut settings);
     start(settings, postgres, Some(data_dir)).await

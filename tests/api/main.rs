@@ -12,6 +12,7 @@ mod lifecycle;
 mod orders;
 mod payments;
 mod realtime;
+mod surfaces;
 mod tenancy;
 mod webhooks;
 mod workflows;

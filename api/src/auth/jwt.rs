@@ -1,8 +1,11 @@
 //! Access tokens: HS256 JWTs, 15 minutes, algorithm pinned, every claim checked.
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::configuration::Secret;
@@ -33,7 +36,13 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Keyed with the signing secret; derives refresh-token successors.
+    successor_mac: Hmac<Sha256>,
 }
+
+/// Prefixes what [`JwtKeys::refresh_successor`] authenticates, so it can never be mistaken for
+/// a JWT's signing input (which holds no NUL).
+const SUCCESSOR_CONTEXT: &[u8] = b"refresh-successor\0";
 
 impl JwtKeys {
     pub fn new(secret: &Secret) -> Self {
@@ -49,6 +58,9 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation,
+            // HMAC hashes long keys and pads short ones, so no key length is ever refused.
+            successor_mac: Hmac::new_from_slice(secret.expose().as_bytes())
+                .expect("HMAC accepts keys of any length"),
         }
     }
 
@@ -72,6 +84,17 @@ impl JwtKeys {
         )?)
     }
 
+    /// The refresh token that succeeds `token` when it is rotated: derived from it under the
+    /// signing secret, so presenting `token` again within the grace window yields the same
+    /// successor although only hashes of tokens are stored. Without the secret it cannot be
+    /// computed from `token`.
+    pub fn refresh_successor(&self, token: &str) -> String {
+        let mut mac = self.successor_mac.clone();
+        mac.update(SUCCESSOR_CONTEXT);
+        mac.update(token.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
     /// The claims of a valid access token; `None` for anything else (bad signature, other
     /// algorithm, `alg: none`, wrong issuer/audience/type, expired, issued in the future).
     pub fn verify(&self, token: &str) -> Option<Claims> {
@@ -85,7 +108,6 @@ impl JwtKeys {
 
 #[cfg(test)]
 mod tests {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     use serde_json::json;
 
     use super::*;
@@ -95,7 +117,6 @@ mod tests {
     }
 
     fn forge(header: serde_json::Value, claims: serde_json::Value, secret: &str) -> String {
-        use hmac::{Hmac, Mac};
         let head = URL_SAFE_NO_PAD.encode(header.to_string());
         let body = URL_SAFE_NO_PAD.encode(claims.to_string());
         let mut mac =
@@ -112,6 +133,16 @@ mod tests {
     }
 
     const SECRET: &str = "a-test-secret-that-is-long-enough-123";
+
+    #[test]
+    fn a_refresh_successor_is_stable_and_needs_the_secret() {
+        let other = JwtKeys::new(&Secret::new("another-test-secret-long-enough-4567"));
+        let successor = keys().refresh_successor("token");
+        assert_eq!(successor, keys().refresh_successor("token"));
+        assert_ne!(successor, keys().refresh_successor("token2"));
+        assert_ne!(successor, other.refresh_successor("token"));
+        assert_eq!(successor.len(), 43, "256 bits, like a fresh token");
+    }
 
     #[test]
     fn an_issued_token_verifies() {

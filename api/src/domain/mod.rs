@@ -8,7 +8,9 @@ pub mod money;
 pub mod payment;
 pub mod phone;
 pub mod pix;
+pub mod text;
 pub mod workflow;
 
 pub use company::{BusinessType, CompanyStatus, Currency, Locale, Slug, Timezone};
 pub use email::Email;
+pub use text::TextRule;

@@ -7,10 +7,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::TextRule;
+
 /// Longest allowed state key (the key pattern is `^[A-Z][A-Z0-9_]{0,39}$`).
 const MAX_KEY_LEN: usize = 40;
-/// Longest allowed label, in characters.
-const MAX_LABEL_LEN: usize = 60;
+/// What a label may hold: one line of at most 60 characters.
+const LABEL: TextRule = TextRule::single_line(60);
 
 /// One status an entity can be in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,13 +100,10 @@ fn check_label(field: String, label: &str) -> Result<(), Invalid> {
     if label.trim().is_empty() {
         return Err(Invalid::new(field, "label must not be empty"));
     }
-    if label.chars().count() > MAX_LABEL_LEN {
-        return Err(Invalid::new(
-            field,
-            format!("label must be at most {MAX_LABEL_LEN} characters"),
-        ));
-    }
-    Ok(())
+    LABEL
+        .check(label)
+        .map(drop)
+        .map_err(|reason| Invalid::new(field, format!("label: {reason}")))
 }
 
 impl Definition {

@@ -24,7 +24,7 @@ use async_graphql::{MergedObject, Schema, SchemaBuilder};
 pub use guard::{
     Guard, PARSE_FAILED, TOO_COMPLEX, VALIDATION_FAILED, code_request_error, with_code,
 };
-pub use metrics::OperationMetrics;
+pub use metrics::{MAX_NAME_CHARS, Operation, OperationMetrics, shortened};
 
 use crate::{configuration::Settings, state::AppState};
 

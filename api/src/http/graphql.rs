@@ -10,8 +10,7 @@ use std::{
 };
 
 use async_graphql::{
-    BatchRequest, BatchResponse, ErrorExtensions, Request, Response as GraphqlResponse,
-    ServerError, parser::types::DocumentOperations,
+    BatchRequest, BatchResponse, ErrorExtensions, Request, Response as GraphqlResponse, ServerError,
 };
 use axum::{
     Extension, Json,
@@ -27,11 +26,11 @@ use crate::{
     auth::Viewer,
     error::{ApiError, ApiResult},
     graphql::{
-        code_request_error,
+        MAX_NAME_CHARS, Operation, VALIDATION_FAILED, code_request_error,
         context::ClientIp,
         loaders::{Loaders, loaders},
         plain::PreparedJson,
-        with_code,
+        shortened, with_code,
     },
     rate_limit::Limit,
     realtime::websocket,
@@ -137,16 +136,54 @@ pub async fn graphql_post(
             .await,
         ),
     };
+    let refused_for_rate = retry_after_if_refused_for_rate(&response);
     let body = serde_json::to_vec(&with_error_codes(response, &request_id))
         .expect("a GraphQL response always serialises");
-    (
+    let mut response = (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
         context.prepared.fill(body),
     )
-        .into_response()
+        .into_response();
+    if let Some(retry_after_secs) = refused_for_rate {
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    }
+    response
+}
+
+/// When every operation of the request was refused for rate and nothing else (no data, every
+/// error `RATE_LIMITED`), the longest `retryAfter`: such a request gets HTTP 429 with
+/// `Retry-After`, as one refused before GraphQL runs does, so clients and proxies that only
+/// read the status back off too.
+fn retry_after_if_refused_for_rate(response: &BatchResponse) -> Option<u64> {
+    let responses: Vec<&GraphqlResponse> = match response {
+        BatchResponse::Single(single) => vec![single],
+        BatchResponse::Batch(many) => many.iter().collect(),
+    };
+    let mut longest = None;
+    for single in responses {
+        if single.data != async_graphql::Value::Null || single.errors.is_empty() {
+            return None;
+        }
+        for error in &single.errors {
+            let extensions = error.extensions.as_ref()?;
+            if extensions.get("code") != Some(&async_graphql::Value::from("RATE_LIMITED")) {
+                return None;
+            }
+            let retry_after = match extensions.get("retryAfter") {
+                Some(async_graphql::Value::Number(secs)) => secs.as_u64(),
+                _ => None,
+            }
+            .unwrap_or(1);
+            longest = longest.max(Some(retry_after));
+        }
+    }
+    longest
 }
 
 /// What every operation of one HTTP request shares.
@@ -168,7 +205,10 @@ async fn execute(
     if let Err(error) = state.guard.prepare(&mut request) {
         return GraphqlResponse::from_errors(vec![error]);
     }
-    let operation = operation_name(&mut request);
+    let operation = match operation_of(&mut request) {
+        Ok(operation) => operation,
+        Err(error) => return GraphqlResponse::from_errors(vec![error]),
+    };
     let mut request = request
         .data(context.request_id.clone())
         .data(context.client)
@@ -179,25 +219,31 @@ async fn execute(
     }
     let started = Instant::now();
     let response = state.schema.execute(request).await;
-    state.operations.record(
-        operation.as_deref(),
-        response.errors.is_empty(),
-        started.elapsed(),
-    );
+    state
+        .operations
+        .record(&operation, response.errors.is_empty(), started.elapsed());
     response
 }
 
-/// The name of the operation a (parsed) request runs, for metrics.
-fn operation_name(request: &mut Request) -> Option<String> {
-    if let Some(name) = &request.operation_name {
-        return Some(name.clone());
+/// The operation a (parsed) request runs. A request naming an operation its document does not
+/// hold is refused here, with the name shortened: async-graphql would echo it whole.
+fn operation_of(request: &mut Request) -> Result<Operation, ServerError> {
+    let name = request.operation_name.clone();
+    let operation = match request.parsed_query() {
+        Ok(document) => Operation::of(document, name.as_deref()),
+        Err(_) => Operation::Anonymous,
+    };
+    if operation != Operation::Unknown {
+        return Ok(operation);
     }
-    match &request.parsed_query().ok()?.operations {
-        DocumentOperations::Single(_) => None,
-        DocumentOperations::Multiple(operations) => {
-            operations.keys().next().map(|name| name.to_string())
-        }
-    }
+    let name = shortened(name.as_deref().unwrap_or_default(), MAX_NAME_CHARS);
+    Err(with_code(
+        ServerError::new(
+            format!("the document holds no operation named \"{name}\""),
+            None,
+        ),
+        VALIDATION_FAILED,
+    ))
 }
 
 /// Authenticates the request and counts its operations against the actor's API limit.
@@ -249,8 +295,12 @@ fn credentials(headers: &HeaderMap) -> ApiResult<Credentials> {
 }
 
 /// The client address: the peer, unless the peer is a trusted proxy, in which case the
-/// rightmost `X-Forwarded-For` entry that is not a trusted proxy itself.
+/// rightmost `X-Forwarded-For` entry that is not a trusted proxy itself. An IPv4-mapped IPv6
+/// address (`::ffff:a.b.c.d`, what a dual-stack listener sees of an IPv4 client) is the IPv4
+/// address it maps: rate limits key IPv6 clients by /64, which would put every IPv4 client
+/// in one bucket.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|network| network.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -265,7 +315,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     // Walk from the nearest hop; an entry that is not an address ends the trusted chain, since
     // everything left of it is the client's word.
     for entry in entries.into_iter().rev() {
-        match entry.parse::<IpAddr>() {
+        match entry.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) if is_trusted(&ip) => continue,
             Ok(ip) => return ip,
             Err(_) => return peer,
@@ -403,5 +453,23 @@ mod tests {
         assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
         assert_eq!(client_ip(proxy, &headers, &[]), proxy);
         assert_eq!(client_ip(proxy, &forwarded("garbage"), &trusted), proxy);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_their_ipv4_address() {
+        let mapped: IpAddr = "::ffff:203.0.113.9".parse().expect("ip");
+        let ipv4: IpAddr = "203.0.113.9".parse().expect("ip");
+        let proxy: IpAddr = "::ffff:10.0.0.5".parse().expect("ip");
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+
+        assert_eq!(client_ip(mapped, &HeaderMap::new(), &[]), ipv4);
+        assert_eq!(
+            client_ip(
+                proxy,
+                &forwarded("::ffff:203.0.113.9, ::ffff:10.0.0.7"),
+                &trusted
+            ),
+            ipv4
+        );
     }
 }

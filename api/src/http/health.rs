@@ -2,12 +2,13 @@
 
 use axum::{
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use sea_orm::ConnectionTrait;
 
-use super::HttpState;
+use super::{HttpState, error_response};
+use crate::auth::secret_hash;
 
 /// Alive: the process answers. Says nothing about its dependencies.
 pub async fn healthz() -> &'static str {
@@ -39,7 +40,22 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-pub async fn metrics(State(state): State<HttpState>) -> Response {
+/// Prometheus metrics; with `PLATFORM_METRICS_TOKEN` set, only for `Authorization: Bearer`
+/// with that token (401 otherwise).
+pub async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.app.settings.metrics_token
+        && !presents(&headers, token.expose())
+    {
+        let mut response = error_response(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "/metrics needs `Authorization: Bearer <PLATFORM_METRICS_TOKEN>`",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
     let statements = state
         .app
         .statements
@@ -50,4 +66,15 @@ pub async fn metrics(State(state): State<HttpState>) -> Response {
         state.metrics.render()
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Whether the request carries `Authorization: Bearer {token}`. The hashes are compared, so
+/// the time taken says nothing about how much of the token was right.
+fn presents(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, presented)| secret_hash(presented.trim()) == secret_hash(token))
 }

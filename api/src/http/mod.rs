@@ -59,12 +59,18 @@ pub fn router(state: HttpState) -> anyhow::Result<Router> {
         .route("/graphql/ws", get(graphql::graphql_ws))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route(
             "/webhooks/in/{provider}/{company_id}",
             post(incoming::receive).layer(DefaultBodyLimit::max(incoming::BODY_LIMIT)),
         )
-        .fallback(not_found)
+        .fallback(not_found);
+    // With a listener of its own (`metrics_router`), `/metrics` is not on the public one.
+    let router = if settings.metrics_bind.is_none() {
+        router.route("/metrics", get(health::metrics))
+    } else {
+        router
+    };
+    let router = router
         .with_state(state.clone())
         .layer(state.socketio.clone())
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
@@ -83,6 +89,14 @@ pub fn router(state: HttpState) -> anyhow::Result<Router> {
             router.layer(SetResponseHeaderLayer::if_not_present(name, value))
         });
     Ok(router.layer(axum::middleware::from_fn(observe::observe)))
+}
+
+/// The router of the `PLATFORM_METRICS_BIND` listener: `/metrics` alone.
+pub fn metrics_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .with_state(state)
 }
 
 fn security_headers(settings: &Settings) -> Vec<(HeaderName, HeaderValue)> {

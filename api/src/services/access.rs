@@ -607,13 +607,7 @@ pub async fn create_api_key(
     let created_by = actor
         .user_id()
         .ok_or_else(|| ApiError::forbidden("API keys are created by people, not by other keys"))?;
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation(
-            "name",
-            "the name must have 1 to 100 characters",
-        ));
-    }
+    let name = super::valid_name("name", name, 100)?;
     let txn = state.db.begin().await?;
     tenant::lock_company(&txn, actor).await?;
     let role = find_role(&txn, actor, role.trim())

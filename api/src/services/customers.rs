@@ -8,10 +8,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{authorize, tenant, valid_name};
+use super::{authorize, optional_text, tenant, valid_name};
 use crate::{
     auth::Actor,
-    domain::{Email, document::TaxDocument, phone::Phone},
+    domain::{Email, document::TaxDocument, phone::Phone, text},
     error::{ApiError, ApiResult},
     state::AppState,
 };
@@ -80,8 +80,16 @@ pub async fn create(
         document: Set(details
             .document
             .map(|document| document.digits().to_string())),
-        address: Set(details.address),
-        notes: Set(details.notes),
+        address: Set(optional_text(
+            "input.address",
+            details.address.as_deref(),
+            text::ADDRESS,
+        )?),
+        notes: Set(optional_text(
+            "input.notes",
+            details.notes.as_deref(),
+            text::NOTES,
+        )?),
         archived_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
@@ -118,9 +126,11 @@ pub async fn update(
         update = update.col_expr(customer::Column::Document, Expr::value(document.digits()));
     }
     if let Some(address) = details.address {
+        let address = optional_text("input.address", Some(&address), text::ADDRESS)?;
         update = update.col_expr(customer::Column::Address, Expr::value(address));
     }
     if let Some(notes) = details.notes {
+        let notes = optional_text("input.notes", Some(&notes), text::NOTES)?;
         update = update.col_expr(customer::Column::Notes, Expr::value(notes));
     }
     let txn = state.db.begin().await?;

@@ -86,9 +86,9 @@ fn ensure_active(status: &str) -> ApiResult<()> {
 }
 
 /// The rate-limit key of a client address: IPv6 clients usually hold a whole /64, so they are
-/// counted per /64 rather than per address.
+/// counted per /64 rather than per address; an IPv4-mapped IPv6 address is its IPv4 address.
 fn client_key(client: IpAddr) -> String {
-    match client {
+    match client.to_canonical() {
         IpAddr::V4(address) => address.to_string(),
         IpAddr::V6(address) => {
             let segments = address.segments();
@@ -254,8 +254,11 @@ pub async fn operator_login(
     })
 }
 
-/// Counts the attempt against the account and the client address, then checks the password.
-/// Every attempt counts, so aliasing or batching a login N times costs N attempts.
+/// Checks the password under three limits: failures per account, failures per client address,
+/// and (generous, since people behind one NAT share an address) successes per address.
+///
+/// Every attempt is counted as a failure before the password is checked and a success takes
+/// its count back, so aliasing, batching or racing a login N times costs N attempts.
 async fn verify_password(
     state: &AppState,
     email: &str,
@@ -263,16 +266,24 @@ async fn verify_password(
     client: IpAddr,
 ) -> ApiResult<user::Model> {
     let limits = &state.settings.rate_limits;
-    let per_window = limit(limits.login_attempts, limits.login_window_secs);
+    let window = limits.login_window_secs;
     let email = Email::parse(email).map_err(|_| invalid_credentials());
     let account_key = match &email {
-        Ok(email) => format!("login:account:{email}"),
-        Err(_) => "login:account:-".to_string(),
+        Ok(email) => format!("login:failed:account:{email}"),
+        Err(_) => "login:failed:account:-".to_string(),
     };
-    state.limiter.hit(&account_key, per_window).await?;
+    let address = client_key(client);
+    let address_key = format!("login:failed:ip:{address}");
     state
         .limiter
-        .hit(&format!("login:ip:{}", client_key(client)), per_window)
+        .hit(&account_key, limit(limits.login_attempts, window))
+        .await?;
+    state
+        .limiter
+        .hit(
+            &address_key,
+            limit(limits.login_failures_per_address, window),
+        )
         .await?;
     let email = email?;
     let user = user::Entity::find()
@@ -280,12 +291,21 @@ async fn verify_password(
         .one(&state.db)
         .await?;
     let stored = user.as_ref().and_then(|user| user.password_hash.clone());
-    if password::verify(password, stored).await? {
-        user.ok_or_else(invalid_credentials)
-    } else {
+    if !password::verify(password, stored).await? {
         tracing::info!("failed login");
-        Err(invalid_credentials())
+        return Err(invalid_credentials());
     }
+    let user = user.ok_or_else(invalid_credentials)?;
+    state.limiter.refund(&account_key).await?;
+    state.limiter.refund(&address_key).await?;
+    state
+        .limiter
+        .hit(
+            &format!("login:succeeded:ip:{address}"),
+            limit(limits.login_successes_per_address, window),
+        )
+        .await?;
+    Ok(user)
 }
 
 /// The companies a user belongs to, by slug.
@@ -303,21 +323,32 @@ async fn member_companies(state: &AppState, user_id: Uuid) -> ApiResult<Vec<comp
     Ok(companies)
 }
 
-/// Signs an access token and stores a new refresh token (in `family`, or a new family).
+/// The refresh token a rotation issues: the successor derived from the token it replaces, in
+/// that token's family.
+struct Rotation {
+    family_id: Uuid,
+    successor: String,
+}
+
+/// Signs an access token and stores a new refresh token: a random one in a new family, or the
+/// successor of a rotation.
 async fn issue_session(
     state: &AppState,
     txn: &DatabaseTransaction,
     user: user::Model,
     company: company::Model,
-    family: Option<Uuid>,
+    rotation: Option<Rotation>,
 ) -> ApiResult<Session> {
-    let refresh_token = auth::random_token(32);
+    let (family_id, refresh_token) = match rotation {
+        Some(rotation) => (rotation.family_id, rotation.successor),
+        None => (Uuid::now_v7(), auth::random_token(32)),
+    };
     let now = Utc::now();
     refresh_token::ActiveModel {
         id: Set(Uuid::now_v7()),
         company_id: Set(company.id),
         user_id: Set(user.id),
-        family_id: Set(family.unwrap_or_else(Uuid::now_v7)),
+        family_id: Set(family_id),
         token_hash: Set(secret_hash(&refresh_token)),
         expires_at: Set(now + chrono::Duration::days(REFRESH_TTL_DAYS)),
         used_at: Set(None),
@@ -341,8 +372,11 @@ fn invalid_refresh() -> ApiError {
 }
 
 /// Rotates a refresh token. The token is consumed by a conditional update, so of two
-/// concurrent uses exactly one wins. Presenting a token that was already rotated is treated as
-/// theft (RFC 9700): the whole family is revoked, including the newest token.
+/// concurrent uses exactly one rotates it. Its successor is derived from it
+/// ([`JwtKeys::refresh_successor`](crate::auth::jwt::JwtKeys::refresh_successor)), so the
+/// other use, and any within `refresh_grace_secs` of the rotation (two tabs refreshing at
+/// once), gets the same successor while that is unused. Presenting a rotated token later is
+/// treated as theft (RFC 9700): the whole family is revoked, including the newest token.
 #[tracing::instrument(skip_all)]
 pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult<Session> {
     let limits = &state.settings.rate_limits;
@@ -373,6 +407,10 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult
         return Err(invalid_refresh());
     };
     if consumed.rows_affected != 1 {
+        if let Some(session) = successor_within_grace(state, &txn, &row, token, now).await? {
+            txn.commit().await?;
+            return Ok(session);
+        }
         if row.used_at.is_some() && row.revoked_at.is_none() {
             revoke_family(&txn, row.family_id, now).await?;
             txn.commit().await?;
@@ -385,9 +423,61 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult
         .await?
         .ok_or_else(invalid_refresh)?;
     ensure_active(&company.status)?;
-    let session = issue_session(state, &txn, user, company, Some(row.family_id)).await?;
+    let rotation = Rotation {
+        family_id: row.family_id,
+        successor: state.jwt.refresh_successor(token),
+    };
+    let session = issue_session(state, &txn, user, company, Some(rotation)).await?;
     txn.commit().await?;
     Ok(session)
+}
+
+/// The session of a token's successor when the token was rotated less than
+/// `refresh_grace_secs` ago and the successor is still unused and valid; `None` otherwise.
+/// The rotation committed before this reads (the conditional update waited for it), so the
+/// successor's row is there when it exists.
+async fn successor_within_grace(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    row: &refresh_token::Model,
+    token: &str,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<Session>> {
+    let grace = chrono::Duration::seconds(
+        i64::try_from(state.settings.refresh_grace_secs)
+            .unwrap_or(i64::MAX)
+            .min(REFRESH_TTL_DAYS * 86_400),
+    );
+    let rotated_moments_ago = row
+        .used_at
+        .is_some_and(|used_at| now.signed_duration_since(used_at) < grace);
+    if !rotated_moments_ago || row.revoked_at.is_some() {
+        return Ok(None);
+    }
+    let successor = state.jwt.refresh_successor(token);
+    let unused = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(secret_hash(&successor)))
+        .filter(refresh_token::Column::FamilyId.eq(row.family_id))
+        .filter(refresh_token::Column::UsedAt.is_null())
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .filter(refresh_token::Column::ExpiresAt.gt(now))
+        .one(txn)
+        .await?
+        .is_some();
+    if !unused {
+        return Ok(None);
+    }
+    let (user, company) = membership_of(txn, row.user_id, row.company_id)
+        .await?
+        .ok_or_else(invalid_refresh)?;
+    ensure_active(&company.status)?;
+    Ok(Some(Session {
+        access_token: state.jwt.issue(user.id, Some(company.id))?,
+        refresh_token: successor,
+        expires_in: jwt::ACCESS_TTL_SECS,
+        user,
+        company,
+    }))
 }
 
 async fn revoke_family(

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{Actor, Principal, user_subject},
+    domain::TextRule,
     error::{ApiError, ApiResult},
     state::AppState,
 };
@@ -41,29 +42,38 @@ fn one_of_on(backend: DbBackend, column: impl ColumnTrait, ids: Vec<Uuid>) -> Ex
     }
 }
 
-/// A display name: trimmed, 1 to `max` characters; `field` names the input in the error.
+/// A display name: one line of 1 to `max` characters (see [`crate::domain::text`]); `field`
+/// names the input in the error.
 pub fn valid_name(field: &str, name: &str, max: usize) -> ApiResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > max {
+    let name = text(field, name, TextRule::single_line(max))?;
+    if name.is_empty() {
         return Err(ApiError::validation(
             field,
             format!("the name must have 1 to {max} characters"),
         ));
     }
-    Ok(name.to_string())
+    Ok(name)
 }
 
-/// Optional free text (a note, a reason, a description): trimmed, empty meaning none, at most
-/// `max` characters; `field` names the input in the error.
-pub fn optional_text(field: &str, text: Option<&str>, max: usize) -> ApiResult<Option<String>> {
-    let text = text.map(str::trim).filter(|text| !text.is_empty());
-    if text.is_some_and(|text| text.chars().count() > max) {
-        return Err(ApiError::validation(
-            field,
-            format!("use at most {max} characters"),
-        ));
-    }
-    Ok(text.map(String::from))
+/// Free text under `rule`, trimmed; `field` names the input in the error.
+pub fn text(field: &str, text: &str, rule: TextRule) -> ApiResult<String> {
+    rule.check(text)
+        .map_err(|reason| ApiError::validation(field, reason))
+}
+
+/// Optional free text (a note, a comment, a description) under `rule` (a bare number is
+/// multi-line text of at most that many characters): trimmed, empty meaning none; `field`
+/// names the input in the error.
+pub fn optional_text(
+    field: &str,
+    text: Option<&str>,
+    rule: impl Into<TextRule>,
+) -> ApiResult<Option<String>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let text = self::text(field, text, rule.into())?;
+    Ok((!text.is_empty()).then_some(text))
 }
 
 /// Refuses with `FORBIDDEN` unless the actor may perform `action` on `resource`. An API key

@@ -21,7 +21,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    authorize, one_of,
+    authorize, one_of, optional_text,
     outbox::{self, Event},
     rows::Reader,
     tenant,
@@ -32,6 +32,7 @@ use crate::{
     domain::{
         Currency,
         money::{MAX_AMOUNT_MINOR, Money},
+        text,
         workflow::Transition,
     },
     error::{ApiError, ApiResult},
@@ -119,6 +120,7 @@ async fn next_number(txn: &DatabaseTransaction, actor: &Actor) -> ApiResult<i64>
 #[tracing::instrument(skip_all, fields(company_id = %actor.company_id()))]
 pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult<order::Model> {
     authorize(state, actor, "orders", "create").await?;
+    let notes = optional_text("input.notes", new.notes.as_deref(), text::NOTES)?;
     if new.items.is_empty() {
         return Err(validation(
             "input.items",
@@ -219,10 +221,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
         subtotal_minor: Set(total.minor()),
         total_minor: Set(total.minor()),
         currency: Set(currency.as_str().to_string()),
-        notes: Set(new
-            .notes
-            .map(|notes| notes.trim().to_string())
-            .filter(|notes| !notes.is_empty())),
+        notes: Set(notes),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -348,9 +347,7 @@ async fn record_history(
         to_status: Set(to.to_string()),
         actor_user_id: Set(user),
         actor_api_key_id: Set(key),
-        comment: Set(comment
-            .map(|comment| comment.trim().to_string())
-            .filter(|c| !c.is_empty())),
+        comment: Set(comment),
         created_at: Set(now),
         updated_at: Set(now),
     }
@@ -375,6 +372,7 @@ pub async fn transition(
     request: TransitionRequest,
 ) -> ApiResult<order::Model> {
     authorize(state, actor, "orders", "transition").await?;
+    let comment = optional_text("input.comment", request.comment.as_deref(), text::COMMENT)?;
     let txn = state.db.begin().await?;
     // Claim the row first (see the module comment); the version check makes a stale request lose.
     let mut claim = tenant::update::<order::Entity>(actor)
@@ -457,7 +455,7 @@ pub async fn transition(
     if releases {
         release_stock(&txn, actor, order.id).await?;
     }
-    record_history(&txn, actor, order.id, Some(&from), &to, request.comment).await?;
+    record_history(&txn, actor, order.id, Some(&from), &to, comment).await?;
     outbox::record(
         &txn,
         actor,

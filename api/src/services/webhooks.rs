@@ -14,6 +14,7 @@ use super::{authorize, optional_text, tenant};
 use crate::{
     auth::Actor,
     crypto::Purpose,
+    domain::text,
     error::{ApiError, ApiResult},
     state::AppState,
     webhooks::{self, DeliveryStatus, EVENT_TYPES, incoming::Provider, signature::SigningSecret},
@@ -126,7 +127,11 @@ pub async fn create_endpoint(
 ) -> ApiResult<EndpointWithSecret> {
     manage(state, actor).await?;
     let events = valid_events(events)?;
-    let description = optional_text("input.description", description.as_deref(), 500)?;
+    let description = optional_text(
+        "input.description",
+        description.as_deref(),
+        text::DESCRIPTION,
+    )?;
     let url = valid_url(state, url).await?;
     let secret = new_secret();
     let company_id = tenant::company_of(actor);
@@ -194,7 +199,7 @@ pub async fn update_endpoint(
             Expr::value(optional_text(
                 "input.description",
                 changes.description.as_deref(),
-                500,
+                text::DESCRIPTION,
             )?),
         );
     }
