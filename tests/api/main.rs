@@ -7,6 +7,7 @@ mod catalog;
 mod foundation;
 mod helpers;
 mod identity;
+mod invitations;
 mod lifecycle;
 mod orders;
 mod payments;

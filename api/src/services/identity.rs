@@ -74,7 +74,7 @@ fn invalid_credentials() -> ApiError {
 }
 
 /// A suspended company's members and keys can do nothing (`FORBIDDEN`, `COMPANY_SUSPENDED`).
-fn ensure_active(status: &str) -> ApiResult<()> {
+pub(super) fn ensure_active(status: &str) -> ApiResult<()> {
     if status == CompanyStatus::Active.as_str() {
         Ok(())
     } else {
@@ -304,7 +304,7 @@ async fn member_companies(state: &AppState, user_id: Uuid) -> ApiResult<Vec<comp
 }
 
 /// Signs an access token and stores a new refresh token (in `family`, or a new family).
-async fn issue_session(
+pub(super) async fn issue_session(
     state: &AppState,
     txn: &DatabaseTransaction,
     user: user::Model,
