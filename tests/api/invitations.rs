@@ -235,7 +235,11 @@ async fn a_token_for_an_email_that_has_an_account_asks_her_to_log_in_and_changes
             json!({ "status": "PENDING" }),
         )
         .await;
-    assert_eq!(invitation_ids(&pending), [id.clone()], "{pending}");
+    assert_eq!(
+        invitation_ids(&pending),
+        std::slice::from_ref(&id),
+        "{pending}"
+    );
     // Logged in, she accepts it as her own.
     let accepted = app
         .graphql_as(&home.access_token, ACCEPT, json!({ "id": id }))

@@ -160,7 +160,7 @@ impl InvitationMutation {
     /// Invites a person by email to join with `roles` (`members:manage`; you can only hand out
     /// roles whose permissions you hold). Nothing changes for the person until they accept;
     /// the answer is the same whether or not they have an account. One pending invitation per
-    /// email (`CONFLICT`); each expires after 7 days; a company may send 30 an hour.
+    /// email (`CONFLICT`); each expires after 7 days; a company may send 30 an hour by default.
     async fn invite_member(
         &self,
         ctx: &Context<'_>,
