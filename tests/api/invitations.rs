@@ -625,3 +625,93 @@ async fn only_people_who_manage_members_invite_list_and_revoke() {
         .await;
     assert_eq!(invitation_ids(&pending), [id], "{pending}");
 }
+
+#[tokio::test]
+async fn an_invitation_never_carries_more_than_its_sender_still_holds() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("sender-co", "RESTAURANT").await;
+    let lead_id = app
+        .invite(
+            &tenant.access_token,
+            "lead@sender-co.test",
+            &["STAFF", "ADMIN"],
+        )
+        .await;
+    let lead = app.login("lead@sender-co.test", None).await;
+    let (_, admin_only) = app
+        .send_invitation(&lead, "accomplice@sender.test", &["ADMIN"])
+        .await;
+    let (_, staff_and_admin) = app
+        .send_invitation(&lead, "colleague@sender.test", &["STAFF", "ADMIN"])
+        .await;
+    let (_, from_leaver) = app
+        .send_invitation(&tenant.access_token, "x@sender.test", &["KITCHEN"])
+        .await;
+    let leaver_id = app
+        .invite(&tenant.access_token, "leaver@sender-co.test", &["ADMIN"])
+        .await;
+    let leaver = app.login("leaver@sender-co.test", None).await;
+    let (_, left_behind) = app
+        .send_invitation(&leaver, "friend@sender.test", &["KITCHEN"])
+        .await;
+
+    // The lead loses ADMIN, the leaver leaves; then their invitations are accepted.
+    let demoted = app
+        .graphql_as(
+            &tenant.access_token,
+            "mutation R($id: ID!) { revokeRole(userId: $id, role: \"ADMIN\") { roles } }",
+            json!({ "id": lead_id }),
+        )
+        .await;
+    assert_eq!(
+        demoted["data"]["revokeRole"]["roles"],
+        json!(["STAFF"]),
+        "{demoted}"
+    );
+    let removed = app
+        .graphql_as(
+            &tenant.access_token,
+            "mutation R($id: ID!) { removeMember(userId: $id) }",
+            json!({ "id": leaver_id }),
+        )
+        .await;
+    assert_eq!(removed["data"]["removeMember"], true, "{removed}");
+    let accomplice = app.accept_with_token(&admin_only, "Accomplice").await;
+    let colleague = app.accept_with_token(&staff_and_admin, "Colleague").await;
+    let friend = app.accept_with_token(&left_behind, "Friend").await;
+    let unaffected = app.accept_with_token(&from_leaver, "X").await;
+
+    assert_eq!(first_error_code(&accomplice), "CONFLICT", "{accomplice}");
+    assert_eq!(first_error_code(&friend), "CONFLICT", "{friend}");
+    assert!(
+        unaffected["data"]["acceptInvitationWithToken"].is_object(),
+        "{unaffected}"
+    );
+    let colleague_id = text(&colleague["data"]["acceptInvitationWithToken"]["user"]["id"]);
+    let members = app
+        .graphql_as(&tenant.access_token, MEMBERS, json!({}))
+        .await;
+    let roles_of = |email: &str| {
+        members["data"]["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|member| member["user"]["email"] == email)
+            .map(|member| member["roles"].clone())
+    };
+    assert_eq!(
+        roles_of("colleague@sender.test"),
+        Some(json!(["STAFF"])),
+        "{members}"
+    );
+    assert_eq!(roles_of("accomplice@sender.test"), None, "{members}");
+    assert_eq!(roles_of("friend@sender.test"), None, "{members}");
+    assert!(members.to_string().contains(&colleague_id));
+    // A refused acceptance created no account either.
+    let no_account = login_with_password(&app, "accomplice@sender.test", None).await;
+    assert_eq!(
+        first_error_code(&no_account),
+        "UNAUTHENTICATED",
+        "{no_account}"
+    );
+}

@@ -34,6 +34,7 @@ use crate::{
     domain::{Email, Locale},
     error::{ApiError, ApiResult},
     rate_limit::Limit,
+    rbac::Permission,
     state::AppState,
 };
 
@@ -446,19 +447,56 @@ pub async fn mine(state: &AppState, actor: &Actor) -> ApiResult<Vec<InvitationVi
     views(&state.db, rows).await
 }
 
-/// Makes `user_id` a member of the invitation's company with the invitation's roles, those
-/// that still exist there.
-async fn join(txn: &DatabaseTransaction, row: &invitation::Model, user_id: Uuid) -> ApiResult<()> {
-    let roles: Vec<String> = tenant::find_in::<role::Entity>(row.company_id)
+/// Whether the invitation's sender still holds every permission of `role` in its company.
+async fn sender_may_grant(state: &AppState, row: &invitation::Model, role: &str) -> bool {
+    let sender = user_subject(row.invited_by);
+    for permission in state
+        .rbac
+        .permissions_of(role, row.company_id)
+        .await
+        .iter()
+        .flat_map(Permission::expand)
+    {
+        if !state
+            .rbac
+            .subject_allows(
+                &sender,
+                row.company_id,
+                &permission.resource,
+                &permission.action,
+            )
+            .await
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Makes `user_id` a member of the invitation's company with those of its roles that still
+/// exist and that its sender could still hand out: like an API key and its creator, an
+/// invitation never carries more than the person who sent it, who may have been removed or
+/// lost a role since.
+async fn join(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    row: &invitation::Model,
+    user_id: Uuid,
+) -> ApiResult<()> {
+    let existing = tenant::find_in::<role::Entity>(row.company_id)
         .filter(role::Column::Name.is_in(role_list(row)))
         .all(txn)
-        .await?
-        .into_iter()
-        .map(|role| role.name)
-        .collect();
+        .await?;
+    let mut roles = Vec::with_capacity(existing.len());
+    for role in existing {
+        if sender_may_grant(state, row, &role.name).await {
+            roles.push(role.name);
+        }
+    }
     if roles.is_empty() {
         return Err(ApiError::Conflict(
-            "the roles of this invitation no longer exist; ask the company for a new one".into(),
+            "this invitation no longer carries a role its sender may give; ask the company for a new one"
+                .into(),
         ));
     }
     access::add_member(txn, row.company_id, user_id).await?;
@@ -476,7 +514,7 @@ pub async fn accept(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Invi
     let txn = state.db.begin().await?;
     let row = own_invitation(&txn, &user, id).await?;
     let row = answer(&txn, row, InvitationStatus::Accepted).await?;
-    join(&txn, &row, user.id).await?;
+    join(state, &txn, &row, user.id).await?;
     let accepted = view(&txn, row).await?;
     txn.commit().await?;
     state.rbac.access_changed().await;
@@ -541,7 +579,7 @@ pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResu
             ApiError::Conflict(_) => log_in_instead(),
             other => other,
         })?;
-    join(&txn, &row, user.id).await?;
+    join(state, &txn, &row, user.id).await?;
     let session = identity::issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
     state.rbac.access_changed().await;
