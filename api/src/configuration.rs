@@ -104,6 +104,9 @@ pub struct RateLimitSettings {
     /// GraphQL operations per actor in one window, unless the company sets its own.
     pub api_calls: u32,
     pub api_window_secs: u64,
+    /// Invitations one company may send in one window (`inviteMember`).
+    pub invitations: u32,
+    pub invitation_window_secs: u64,
 }
 
 impl Default for RateLimitSettings {
@@ -119,6 +122,8 @@ impl Default for RateLimitSettings {
             refresh_window_secs: 15 * 60,
             api_calls: 100,
             api_window_secs: 15 * 60,
+            invitations: 30,
+            invitation_window_secs: 60 * 60,
         }
     }
 }

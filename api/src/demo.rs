@@ -20,11 +20,11 @@ use crate::{
     domain::{BusinessType, Currency, Email, Locale, Timezone, phone::Phone},
     rbac::built_in_roles,
     services::{
-        access::{self, Invitation},
         catalog::{self, NewProduct, ProductKind},
         companies::{self, NewCompany},
         customers::{self, CustomerDetails},
         identity,
+        invitations::{self, NewAccount, NewInvitation},
         orders::{self, NewOrder, TransitionRequest},
         payments, workflows,
     },
@@ -164,14 +164,24 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     {
         let email = format!("{}@{}.example", role.name.to_lowercase(), demo.slug);
         let member_password = demo_password();
-        access::invite_member(
+        // Members join as anyone does: invited, then accepting with the invitation's token.
+        let invited = invitations::invite(
             state,
             &actor,
-            Invitation {
+            NewInvitation {
                 email: Email::parse(&email).map_err(anyhow::Error::msg)?,
-                name: format!("{} member", role.name),
                 roles: vec![role.name.to_string()],
-                password: Some(member_password.clone()),
+            },
+        )
+        .await
+        .map_err(message)?;
+        invitations::accept_with_token(
+            state,
+            NewAccount {
+                token: invited.token,
+                name: format!("{} member", role.name),
+                password: member_password.clone(),
+                locale: None,
             },
         )
         .await

@@ -7,6 +7,7 @@ pub mod company;
 pub mod customer;
 pub mod financial_transaction;
 pub mod incoming_webhook;
+pub mod invitation;
 pub mod membership;
 pub mod order;
 pub mod order_counter;

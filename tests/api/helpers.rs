@@ -43,6 +43,13 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub const SIGN_UP: &str = "mutation SignUp($input: SignUpInput!) { signUp(input: $input) {
     accessToken refreshToken expiresIn user { id email name } company { id slug businessType } } }";
 
+pub const INVITE_MEMBER: &str = "mutation Invite($email: String!, $roles: [String!]!) {
+    inviteMember(email: $email, roles: $roles) {
+        token invitation { id email roles status companyName companySlug invitedBy createdAt expiresAt respondedAt } } }";
+
+pub const ACCEPT_WITH_TOKEN: &str = "mutation Accept($input: AcceptInvitationWithTokenInput!) {
+    acceptInvitationWithToken(input: $input) { accessToken refreshToken user { id email name } company { id slug } } }";
+
 pub const LOGIN: &str = "mutation Login($input: LoginInput!) { login(input: $input) {
     accessToken refreshToken user { id } company { id slug } } }";
 
@@ -175,20 +182,64 @@ impl TestApp {
         }
     }
 
-    /// Invites `email` with `roles` and the test password; returns the new member's user id.
-    pub async fn invite(&self, admin_token: &str, email: &str, roles: &[&str]) -> String {
+    /// Invites `email` with `roles`; returns the invitation's id and its one-time token.
+    pub async fn send_invitation(
+        &self,
+        admin_token: &str,
+        email: &str,
+        roles: &[&str],
+    ) -> (String, String) {
         let body = self
             .graphql_as(
                 admin_token,
-                "mutation Invite($email: String!, $roles: [String!]!, $password: String) {
-                    inviteMember(email: $email, name: \"Member\", roles: $roles, password: $password) {
-                        user { id } roles } }",
-                json!({ "email": email, "roles": roles, "password": PASSWORD }),
+                INVITE_MEMBER,
+                json!({ "email": email, "roles": roles }),
             )
             .await;
-        let id = &body["data"]["inviteMember"]["user"]["id"];
-        assert!(id.is_string(), "inviteMember failed: {body}");
+        let created = &body["data"]["inviteMember"];
+        assert!(created["token"].is_string(), "inviteMember failed: {body}");
+        (text(&created["invitation"]["id"]), text(&created["token"]))
+    }
+
+    /// Invites a person who has no account yet and has them accept with the token and the test
+    /// password, as a new colleague would; returns the new member's user id.
+    pub async fn invite(&self, admin_token: &str, email: &str, roles: &[&str]) -> String {
+        let (_, token) = self.send_invitation(admin_token, email, roles).await;
+        let body = self.accept_with_token(&token, "Member").await;
+        let id = &body["data"]["acceptInvitationWithToken"]["user"]["id"];
+        assert!(id.is_string(), "acceptInvitationWithToken failed: {body}");
         text(id)
+    }
+
+    /// Invites the holder of an existing account, who accepts logged in (`invitee_token`).
+    pub async fn invite_existing(
+        &self,
+        admin_token: &str,
+        invitee_token: &str,
+        email: &str,
+        roles: &[&str],
+    ) {
+        let (id, _) = self.send_invitation(admin_token, email, roles).await;
+        let body = self
+            .graphql_as(
+                invitee_token,
+                "mutation A($id: ID!) { acceptInvitation(id: $id) { status } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(
+            body["data"]["acceptInvitation"]["status"], "ACCEPTED",
+            "acceptInvitation failed: {body}"
+        );
+    }
+
+    /// Calls `acceptInvitationWithToken` with the test password; returns the whole response.
+    pub async fn accept_with_token(&self, token: &str, name: &str) -> Value {
+        self.graphql(
+            ACCEPT_WITH_TOKEN,
+            json!({ "input": { "token": token, "name": name, "password": PASSWORD } }),
+        )
+        .await
     }
 
     /// Stops this server as a restart would and starts a new one on the same database.

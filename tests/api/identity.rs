@@ -375,8 +375,13 @@ async fn a_person_in_two_companies_gets_each_companys_permissions_after_switchin
     let first = app.sign_up("first-co", "RESTAURANT").await;
     let second = app.sign_up("second-co", "RESTAURANT").await;
     // The first company's admin joins the second as STAFF.
-    app.invite(&second.access_token, &first.admin_email, &["STAFF"])
-        .await;
+    app.invite_existing(
+        &second.access_token,
+        &first.access_token,
+        &first.admin_email,
+        &["STAFF"],
+    )
+    .await;
     let create_role = "mutation { createRole(name: \"SHIFT_LEAD\", permissions: [
         { resource: \"orders\", action: \"read\" }]) { name } }";
 

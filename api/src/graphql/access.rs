@@ -1,4 +1,4 @@
-//! Roles, members and API keys of the actor's company.
+//! Roles, members and API keys of the actor's company (people join through invitations).
 
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -9,10 +9,9 @@ use super::{
     identity::User,
 };
 use crate::{
-    domain::Email,
     error::ApiError,
     rbac,
-    services::access::{self, Invitation, MemberView, RoleView},
+    services::access::{self, MemberView, RoleView},
 };
 
 /// Permission to perform `action` on `resource`; `*` stands for all (held only by ADMIN).
@@ -182,27 +181,6 @@ impl AccessMutation {
     /// Deletes a custom role nobody holds (`roles:manage`).
     async fn delete_role(&self, ctx: &Context<'_>, name: String) -> Result<bool> {
         Ok(access::delete_role(state(ctx)?, actor(ctx)?, &name).await?)
-    }
-
-    /// Adds a person with roles (`members:manage`); creates their account if they have none.
-    async fn invite_member(
-        &self,
-        ctx: &Context<'_>,
-        email: String,
-        name: String,
-        roles: Vec<String>,
-        password: Option<String>,
-    ) -> Result<Member> {
-        let invitation = Invitation {
-            email: Email::parse(&email)
-                .map_err(|message| ApiError::validation("email", message))?,
-            name,
-            roles,
-            password,
-        };
-        Ok(access::invite_member(state(ctx)?, actor(ctx)?, invitation)
-            .await?
-            .into())
     }
 
     /// Gives a member a role (`members:manage`).

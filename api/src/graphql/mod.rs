@@ -9,6 +9,7 @@ mod customers;
 mod events;
 mod guard;
 mod identity;
+mod invitations;
 pub mod loaders;
 mod metrics;
 mod operator;
@@ -35,6 +36,7 @@ pub struct QueryRoot(
     system::SystemQuery,
     identity::IdentityQuery,
     access::AccessQuery,
+    invitations::InvitationQuery,
     operator::OperatorQuery,
     customers::CustomerQuery,
     catalog::CatalogQuery,
@@ -51,6 +53,7 @@ pub struct QueryRoot(
 pub struct MutationRoot(
     identity::IdentityMutation,
     access::AccessMutation,
+    invitations::InvitationMutation,
     operator::OperatorMutation,
     customers::CustomerMutation,
     catalog::CatalogMutation,

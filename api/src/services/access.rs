@@ -3,7 +3,8 @@
 //! the commit every instance reloads them (see [`crate::rbac`]).
 //!
 //! Two rules hold throughout: nobody grants (or takes away) a permission they do not hold
-//! themselves, and a company always keeps at least one ADMIN.
+//! themselves, and a company always keeps at least one ADMIN. People join a company only by
+//! accepting an invitation ([`super::invitations`]), which grants its roles through here.
 
 use std::collections::BTreeMap;
 
@@ -15,10 +16,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{authorize, identity, tenant};
+use super::{authorize, tenant};
 use crate::{
-    auth::{self, Actor, api_key_subject, password, secret_hash, user_subject},
-    domain::{Email, Locale, workflow::Definition},
+    auth::{self, Actor, api_key_subject, secret_hash, user_subject},
+    domain::workflow::Definition,
     error::{ApiError, ApiResult},
     rbac::{ADMIN, Permission, is_valid_role_name},
     state::AppState,
@@ -186,7 +187,11 @@ async fn require_all(state: &AppState, actor: &Actor, permissions: &[Permission]
     Ok(())
 }
 
-async fn find_role(db: &impl ConnectionTrait, actor: &Actor, name: &str) -> ApiResult<role::Model> {
+pub(super) async fn find_role(
+    db: &impl ConnectionTrait,
+    actor: &Actor,
+    name: &str,
+) -> ApiResult<role::Model> {
     tenant::find::<role::Entity>(actor)
         .filter(role::Column::Name.eq(name))
         .one(db)
@@ -349,7 +354,11 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResu
 }
 
 /// Refuses unless the actor holds every permission of `role` (so they may hand it out or take it).
-async fn require_role_grantable(state: &AppState, actor: &Actor, role: &str) -> ApiResult<()> {
+pub(super) async fn require_role_grantable(
+    state: &AppState,
+    actor: &Actor,
+    role: &str,
+) -> ApiResult<()> {
     let permissions = state.rbac.permissions_of(role, actor.company_id()).await;
     require_all(state, actor, &permissions).await
 }
@@ -392,75 +401,6 @@ async fn member_view(state: &AppState, actor: &Actor, user_id: Uuid) -> ApiResul
         .roles_of(&user_subject(user_id), actor.company_id())
         .await;
     Ok(MemberView { user, roles })
-}
-
-pub struct Invitation {
-    pub email: Email,
-    pub name: String,
-    pub roles: Vec<String>,
-    pub password: Option<String>,
-}
-
-/// Adds a person to the company with roles; creates their account when they have none.
-pub async fn invite_member(
-    state: &AppState,
-    actor: &Actor,
-    invitation: Invitation,
-) -> ApiResult<MemberView> {
-    authorize(state, actor, "members", "manage").await?;
-    if invitation.roles.is_empty() {
-        return Err(ApiError::validation(
-            "roles",
-            "give the member at least one role",
-        ));
-    }
-    let password_hash = match invitation.password {
-        Some(password) => {
-            password::validate("password", &password)?;
-            Some(password::hash(password).await?)
-        }
-        None => None,
-    };
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let mut roles = Vec::with_capacity(invitation.roles.len());
-    for (index, name) in invitation.roles.iter().enumerate() {
-        let role = find_role(&txn, actor, name.trim()).await.map_err(|_| {
-            ApiError::validation(format!("roles.{index}"), format!("no role named {name}"))
-        })?;
-        require_role_grantable(state, actor, &role.name).await?;
-        roles.push(role.name);
-    }
-    let existing = user::Entity::find()
-        .filter(user::Column::Email.eq(invitation.email.as_str()))
-        .one(&txn)
-        .await?;
-    let user = match existing {
-        Some(user) => user,
-        None => {
-            identity::insert_user(
-                &txn,
-                &invitation.email,
-                &invitation.name,
-                password_hash,
-                Locale::DEFAULT,
-            )
-            .await?
-        }
-    };
-    add_member(&txn, tenant::company_of(actor), user.id).await?;
-    for role in &roles {
-        grant(
-            &txn,
-            tenant::company_of(actor),
-            &user_subject(user.id),
-            role,
-        )
-        .await?;
-    }
-    txn.commit().await?;
-    state.rbac.access_changed().await;
-    member_view(state, actor, user.id).await
 }
 
 /// Opens the transaction of a role change for a member: the actor may manage members, the

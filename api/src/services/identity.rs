@@ -74,7 +74,7 @@ fn invalid_credentials() -> ApiError {
 }
 
 /// A suspended company's members and keys can do nothing (`FORBIDDEN`, `COMPANY_SUSPENDED`).
-fn ensure_active(status: &str) -> ApiResult<()> {
+pub(super) fn ensure_active(status: &str) -> ApiResult<()> {
     if status == CompanyStatus::Active.as_str() {
         Ok(())
     } else {
@@ -325,14 +325,14 @@ async fn member_companies(state: &AppState, user_id: Uuid) -> ApiResult<Vec<comp
 
 /// The refresh token a rotation issues: the successor derived from the token it replaces, in
 /// that token's family.
-struct Rotation {
+pub(super) struct Rotation {
     family_id: Uuid,
     successor: String,
 }
 
 /// Signs an access token and stores a new refresh token: a random one in a new family, or the
 /// successor of a rotation.
-async fn issue_session(
+pub(super) async fn issue_session(
     state: &AppState,
     txn: &DatabaseTransaction,
     user: user::Model,

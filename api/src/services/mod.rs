@@ -7,6 +7,7 @@ pub mod companies;
 pub mod customers;
 pub mod events;
 pub mod identity;
+pub mod invitations;
 pub mod orders;
 pub mod outbox;
 pub mod payments;

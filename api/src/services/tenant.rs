@@ -6,9 +6,9 @@
 
 use chrono::Utc;
 use entity::{
-    api_key, casbin_rule, company, customer, financial_transaction, incoming_webhook, membership,
-    order, order_item, order_status_history, outbox, payment, payment_settings, product,
-    provider_secret, refresh_token, refund, role, webhook_attempt, webhook_delivery,
+    api_key, casbin_rule, company, customer, financial_transaction, incoming_webhook, invitation,
+    membership, order, order_item, order_status_history, outbox, payment, payment_settings,
+    product, provider_secret, refresh_token, refund, role, webhook_attempt, webhook_delivery,
     webhook_endpoint, workflow,
 };
 use sea_orm::{
@@ -36,6 +36,7 @@ macro_rules! tenant_entities {
 
 tenant_entities!(
     membership,
+    invitation,
     role,
     casbin_rule,
     refresh_token,
