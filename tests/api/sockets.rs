@@ -164,7 +164,11 @@ async fn a_removed_member_gets_no_further_order_update_and_is_disconnected() {
         order_updates(&after).is_empty(),
         "a removed member still got {after:?}"
     );
-    assert!(disconnected, "still connected after {:?}", started.elapsed());
+    assert!(
+        disconnected,
+        "still connected after {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -256,9 +260,19 @@ async fn a_subscription_after_revoke_role_receives_nothing_and_is_closed() {
     app.transition(&admin, &order_id, "PREPARING", None).await;
     let (after, closed) = until_closed(&mut socket, Duration::from_secs(10)).await;
 
-    assert!(before.is_some(), "the subscription worked before the revoke");
-    assert_eq!(revoked["data"]["revokeRole"]["roles"], json!([]), "{revoked}");
-    assert!(status_changes(&after).is_empty(), "a revoked member got {after:?}");
+    assert!(
+        before.is_some(),
+        "the subscription worked before the revoke"
+    );
+    assert_eq!(
+        revoked["data"]["revokeRole"]["roles"],
+        json!([]),
+        "{revoked}"
+    );
+    assert!(
+        status_changes(&after).is_empty(),
+        "a revoked member got {after:?}"
+    );
     assert_eq!(closed, Some(4403));
 }
 
@@ -276,6 +290,9 @@ async fn a_subscription_whose_role_loses_the_permission_is_closed() {
     app.transition(&admin, &order_id, "CONFIRMED", None).await;
     let (after, closed) = until_closed(&mut socket, Duration::from_secs(10)).await;
 
-    assert!(status_changes(&after).is_empty(), "a role without orders:read got {after:?}");
+    assert!(
+        status_changes(&after).is_empty(),
+        "a role without orders:read got {after:?}"
+    );
     assert_eq!(closed, Some(4403));
 }

@@ -937,8 +937,20 @@ async fn two_tenants(prefix: &str, a_body: &'static str) -> TwoTenants {
     let b = shop(&app, &format!("{prefix}-b")).await;
     let a_receiver = Receiver::start().await;
     let b_receiver = Receiver::start().await;
-    let (a_endpoint, _) = register(&app, &a.tenant.access_token, &a_receiver.url, &["order.created"]).await;
-    let (b_endpoint, _) = register(&app, &b.tenant.access_token, &b_receiver.url, &["order.created"]).await;
+    let (a_endpoint, _) = register(
+        &app,
+        &a.tenant.access_token,
+        &a_receiver.url,
+        &["order.created"],
+    )
+    .await;
+    let (b_endpoint, _) = register(
+        &app,
+        &b.tenant.access_token,
+        &b_receiver.url,
+        &["order.created"],
+    )
+    .await;
     // Held about 500 ms past their arrival, both answered at once.
     let answer_at = Instant::now() + Duration::from_millis(1500);
     a_receiver.script(&[Reply::AnswerAt(answer_at, a_body)]);
@@ -1005,7 +1017,10 @@ async fn a_nul_in_one_tenants_answer_costs_no_other_tenant_its_outcome() {
     assert_eq!(b_delivered["attempts"].as_array().map(Vec::len), Some(1));
     assert_eq!(tenants.a_receiver.received().len(), 1);
     assert_eq!(b_requests.len(), 1, "{b_requests:?}");
-    assert!(b_requests.values().all(|count| *count == 1), "{b_requests:?}");
+    assert!(
+        b_requests.values().all(|count| *count == 1),
+        "{b_requests:?}"
+    );
 }
 
 #[tokio::test]
@@ -1030,7 +1045,10 @@ async fn an_endpoint_deleted_during_its_attempt_costs_no_other_tenant_its_outcom
     assert_eq!(b_delivered["attemptCount"], 1, "{b_delivered}");
     assert_eq!(b_delivered["attempts"].as_array().map(Vec::len), Some(1));
     assert_eq!(b_requests.len(), 1, "{b_requests:?}");
-    assert!(b_requests.values().all(|count| *count == 1), "{b_requests:?}");
+    assert!(
+        b_requests.values().all(|count| *count == 1),
+        "{b_requests:?}"
+    );
 }
 
 #[tokio::test]
@@ -1068,7 +1086,10 @@ async fn an_outcome_the_database_refuses_is_recorded_alone_without_its_excerpt()
     assert_eq!(tenants.a_receiver.received().len(), 1);
     assert_eq!(b_delivered["attemptCount"], 1, "{b_delivered}");
     assert_eq!(b_requests.len(), 1, "{b_requests:?}");
-    assert!(b_requests.values().all(|count| *count == 1), "{b_requests:?}");
+    assert!(
+        b_requests.values().all(|count| *count == 1),
+        "{b_requests:?}"
+    );
 }
 
 #[tokio::test]
@@ -1076,7 +1097,11 @@ async fn an_address_refusal_never_names_the_address_a_host_resolves_to() {
     let app = spawn_app_with(|settings| settings.webhooks.allowed_networks.clear()).await;
     let tenant = app.sign_up("guard-words", "RESTAURANT").await;
 
-    for url in ["http://localhost:9/hook", "http://127.0.0.1:9/hook", "http://[::ffff:10.0.0.1]/hook"] {
+    for url in [
+        "http://localhost:9/hook",
+        "http://127.0.0.1:9/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+    ] {
         let body = app
             .graphql_as(
                 &tenant.access_token,

@@ -173,8 +173,7 @@ where
     F: Fn(&BusEvent) -> bool + Send + 'static,
 {
     let state = state(ctx)?.clone();
-    if let (Some(permission), Ok(connection)) =
-        (permission, ctx.data::<SubscriptionPermissions>())
+    if let (Some(permission), Ok(connection)) = (permission, ctx.data::<SubscriptionPermissions>())
     {
         connection.require(permission);
     }
@@ -229,10 +228,15 @@ impl SubscriptionRoot {
             .as_ref()
             .map(|id| parse_id("orderId", id))
             .transpose()?;
-        Ok(company_stream(ctx, actor, Some(ORDERS_READ), move |event| {
-            event.aggregate_type == "order"
-                && order_id.is_none_or(|order_id| event.aggregate_id == order_id)
-        })?)
+        Ok(company_stream(
+            ctx,
+            actor,
+            Some(ORDERS_READ),
+            move |event| {
+                event.aggregate_type == "order"
+                    && order_id.is_none_or(|order_id| event.aggregate_id == order_id)
+            },
+        )?)
     }
 
     /// Every event of the company (`events:read`), optionally of some types only.
@@ -244,9 +248,12 @@ impl SubscriptionRoot {
         let actor = actor(ctx)?;
         authorize(state(ctx)?, actor, EVENTS_READ.0, EVENTS_READ.1).await?;
         let types = types.unwrap_or_default();
-        Ok(company_stream(ctx, actor, Some(EVENTS_READ), move |event| {
-            types.is_empty() || types.contains(&event.event_type)
-        })?)
+        Ok(company_stream(
+            ctx,
+            actor,
+            Some(EVENTS_READ),
+            move |event| types.is_empty() || types.contains(&event.event_type),
+        )?)
     }
 
     /// Notifications addressed to the logged-in person.

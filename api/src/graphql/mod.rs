@@ -21,10 +21,10 @@ mod workflows;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
+pub use events::SubscriptionPermissions;
 pub use guard::{
     Guard, PARSE_FAILED, TOO_COMPLEX, VALIDATION_FAILED, code_request_error, with_code,
 };
-pub use events::SubscriptionPermissions;
 pub use metrics::OperationMetrics;
 
 use crate::{configuration::Settings, state::AppState};

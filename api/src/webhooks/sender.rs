@@ -399,8 +399,19 @@ mod tests {
 
         for refusal in refusals {
             assert!(refusal.contains("not allowed"), "{refusal}");
-            for revealing in ["127.0.0.1", "::1", "169.254", "10.0.0.1", "loopback", "metadata", "private"] {
-                assert!(!refusal.contains(revealing), "{refusal} reveals {revealing}");
+            for revealing in [
+                "127.0.0.1",
+                "::1",
+                "169.254",
+                "10.0.0.1",
+                "loopback",
+                "metadata",
+                "private",
+            ] {
+                assert!(
+                    !refusal.contains(revealing),
+                    "{refusal} reveals {revealing}"
+                );
             }
         }
     }
@@ -408,7 +419,10 @@ mod tests {
     #[test]
     fn stored_text_has_no_nul_or_control_characters() {
         assert_eq!(printable("ok\0"), "ok\u{fffd}");
-        assert_eq!(printable("a\u{1b}[31mb\u{7f}\u{85}"), "a\u{fffd}[31mb\u{fffd}\u{fffd}");
+        assert_eq!(
+            printable("a\u{1b}[31mb\u{7f}\u{85}"),
+            "a\u{fffd}[31mb\u{fffd}\u{fffd}"
+        );
         assert_eq!(printable("line\r\nnext\tcell é"), "line\r\nnext\tcell é");
     }
 

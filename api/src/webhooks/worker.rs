@@ -25,11 +25,11 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
+use rand::Rng;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query},
 };
 use serde_json::json;
@@ -610,7 +610,10 @@ async fn still_there<'batch>(
     txn: &sea_orm::DatabaseTransaction,
     batch: &'batch [Attempted],
 ) -> anyhow::Result<Vec<&'batch Attempted>> {
-    let ids: Vec<Uuid> = batch.iter().map(|attempted| attempted.delivery.id).collect();
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .map(|attempted| attempted.delivery.id)
+        .collect();
     let mut existing = webhook_delivery::Entity::find()
         .select_only()
         .column(webhook_delivery::Column::Id)
@@ -742,7 +745,11 @@ mod tests {
     use super::*;
 
     /// Whether `at` is `delay` after `now`, plus at most the jitter.
-    fn within_jitter(at: Option<DateTime<Utc>>, now: DateTime<Utc>, delay: chrono::Duration) -> bool {
+    fn within_jitter(
+        at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        delay: chrono::Duration,
+    ) -> bool {
         at.is_some_and(|at| {
             let waited = at - now;
             waited >= delay && waited <= delay + delay / 100 * 5
@@ -790,7 +797,11 @@ mod tests {
         let delay = Duration::from_secs(300);
         let samples: Vec<Duration> = (0..1000).map(|_| jitter(delay)).collect();
 
-        assert!(samples.iter().all(|extra| *extra <= Duration::from_secs(15)));
+        assert!(
+            samples
+                .iter()
+                .all(|extra| *extra <= Duration::from_secs(15))
+        );
         let distinct: HashSet<Duration> = samples.iter().copied().collect();
         assert!(distinct.len() > 900, "{} distinct of 1000", distinct.len());
         let spread = samples.iter().max().copied().unwrap_or_default()
