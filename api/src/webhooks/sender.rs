@@ -220,7 +220,7 @@ fn lossy(mut bytes: Vec<u8>) -> String {
 
 /// `text` with NUL and every other control character but newline, carriage return and tab
 /// replaced by U+FFFD: PostgreSQL refuses NUL in text, and the rest garbles whoever reads it.
-pub fn printable(text: &str) -> String {
+fn printable(text: &str) -> String {
     text.chars()
         .map(|character| match character {
             '\n' | '\r' | '\t' => character,

@@ -385,7 +385,7 @@ async fn record_batch(worker: &Worker, batch: &[Attempted]) -> bool {
         if worker.db.ping().await.is_ok() {
             // The database answers, so something in the batch is at fault.
             tracing::warn!(error = ?error, attempts = batch.len(), "recording webhook attempts failed; isolating the one at fault");
-            return record_isolating(worker, batch).await;
+            return record_isolating(worker, batch, &error).await;
         }
         tracing::warn!(error = ?error, attempts = batch.len(), "recording webhook attempts failed; the database does not answer");
         tokio::time::sleep(RECORD_RETRY_DELAY).await;
@@ -399,9 +399,12 @@ async fn record_batch(worker: &Worker, batch: &[Attempted]) -> bool {
 
 /// Records the halves of a batch that failed, and their halves in turn, until each outcome
 /// that fails stands alone.
-async fn record_isolating(worker: &Worker, batch: &[Attempted]) -> bool {
+async fn record_isolating(worker: &Worker, batch: &[Attempted], error: &anyhow::Error) -> bool {
+    if let [alone] = batch {
+        return record_alone(worker, alone, error).await;
+    }
     let mut disabled = false;
-    let mut parts = halves(batch);
+    let mut parts = Vec::from(halves(batch));
     while let Some(part) = parts.pop() {
         match record(worker, part).await {
             Ok(part_disabled) => disabled |= part_disabled,
@@ -412,13 +415,10 @@ async fn record_isolating(worker: &Worker, batch: &[Attempted]) -> bool {
     disabled
 }
 
-/// The two halves of `batch`, the first one last so that it is recorded first.
-fn halves(batch: &[Attempted]) -> Vec<&[Attempted]> {
+/// The two halves of `batch` (of two or more), the first one last so that it is recorded first.
+fn halves(batch: &[Attempted]) -> [&[Attempted]; 2] {
     let (first, second) = batch.split_at(batch.len() / 2);
     [second, first]
-        .into_iter()
-        .filter(|part| !part.is_empty())
-        .collect()
 }
 
 /// An outcome that failed to record on its own: recorded again without what the receiver
