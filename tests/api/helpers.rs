@@ -1,5 +1,6 @@
 //! `spawn_app()` and the `TestApp` client every test talks through.
 
+use futures_util::{SinkExt, StreamExt};
 use std::{
     sync::{
         Arc,
@@ -12,6 +13,11 @@ use api::{Application, ShutdownHandle, configuration::Settings, services::rows::
 use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
 
 /// A running server with its own database, stopped (and its database dropped) on drop.
 pub struct TestApp {
@@ -550,4 +556,162 @@ pub fn require_shared_infrastructure() {
         shared_infrastructure(),
         "this test needs TEST_DATABASE_URL and TEST_REDIS_URL (PostgreSQL and Redis)"
     );
+}
+
+// Real-time clients, shared by the realtime and sockets tests.
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a socket produced within a time limit.
+#[derive(Debug)]
+pub enum Received {
+    Json(Value),
+    Closed(u16),
+    Nothing,
+}
+
+pub async fn receive(socket: &mut Socket, within: Duration) -> Received {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next()).await;
+        match next {
+            Err(_) => return Received::Nothing,
+            Ok(None) => return Received::Closed(0),
+            Ok(Some(Err(_))) => return Received::Closed(0),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return Received::Json(serde_json::from_str(&text).unwrap_or(Value::Null));
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Received::Closed(frame.map(|frame| u16::from(frame.code)).unwrap_or(0));
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// A graphql-transport-ws connection after `connection_init` with `token`.
+pub async fn graphql_ws(app: &TestApp, token: &str) -> (Socket, Received) {
+    let mut request = app
+        .ws_url("/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (mut socket, _) = connect_async(request).await.expect("the upgrade succeeds");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::text(init.to_string()))
+        .await
+        .expect("sends");
+    let ack = receive(&mut socket, Duration::from_secs(5)).await;
+    (socket, ack)
+}
+
+pub async fn subscribe(app: &TestApp, token: &str, query: &str, variables: Value) -> Socket {
+    let (mut socket, ack) = graphql_ws(app, token).await;
+    assert!(
+        matches!(&ack, Received::Json(message) if message["type"] == "connection_ack"),
+        "{ack:?}"
+    );
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } });
+    socket
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .expect("sends");
+    // The subscription is registered when the server has read the message; give it a moment.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    socket
+}
+
+/// The next status change of an order, skipping its creation (which may still be on its way).
+pub async fn next_status_change(socket: &mut Socket, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let event = next_event(socket, left).await?;
+        if event["orderEvents"]["type"] == "order.status_changed" {
+            return Some(event);
+        }
+    }
+}
+
+/// The next `next` payload's data, skipping pings.
+pub async fn next_event(socket: &mut Socket, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match receive(socket, left).await {
+            Received::Json(message) if message["type"] == "next" => {
+                return Some(message["payload"]["data"].clone());
+            }
+            Received::Json(message) if message["type"] == "ping" => {
+                socket.send(Message::text(r#"{"type":"pong"}"#)).await.ok();
+            }
+            Received::Json(message) => panic!("unexpected message {message}"),
+            _ => return None,
+        }
+    }
+}
+
+pub const ORDER_EVENTS: &str = "subscription S($orderId: ID) { orderEvents(orderId: $orderId) {
+    type aggregateId sequence payload } }";
+
+/// A Socket.IO v4 client speaking the wire protocol (Engine.IO 4 over WebSocket).
+pub async fn socketio(app: &TestApp, token: &str) -> (Socket, Value) {
+    let (mut socket, _) = connect_async(app.ws_url("/socket.io/?EIO=4&transport=websocket"))
+        .await
+        .expect("the upgrade succeeds");
+    let open = socket.next().await.expect("open packet").expect("ok");
+    assert!(
+        open.to_text().unwrap_or_default().starts_with('0'),
+        "{open:?}"
+    );
+    let connect = format!("40{}", json!({ "token": token }));
+    socket.send(Message::text(connect)).await.expect("sends");
+    let answer = socketio_packet(&mut socket, Duration::from_secs(5)).await;
+    (socket, answer)
+}
+
+/// The next Socket.IO packet as `[type, data]` (`["disconnect"]` when the server disconnects
+/// the socket, `["closed"]` when the connection ends), answering Engine.IO pings on the way;
+/// `null` when nothing came `within`.
+pub async fn socketio_packet(socket: &mut Socket, within: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return Value::Null,
+            Ok(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => return json!(["closed"]),
+            Ok(Some(Ok(message))) => message,
+        };
+        let Ok(text) = message.to_text() else {
+            continue;
+        };
+        if text == "2" {
+            socket.send(Message::text("3")).await.ok();
+            continue;
+        }
+        if let Some(body) = text.strip_prefix("40") {
+            return json!([
+                "connect",
+                serde_json::from_str::<Value>(body).unwrap_or(Value::Null)
+            ]);
+        }
+        if let Some(body) = text.strip_prefix("44") {
+            return json!([
+                "connect_error",
+                serde_json::from_str::<Value>(body).unwrap_or(Value::Null)
+            ]);
+        }
+        if text == "41" {
+            return json!(["disconnect"]);
+        }
+        if let Some(body) = text.strip_prefix("42") {
+            return json!([
+                "event",
+                serde_json::from_str::<Value>(body).unwrap_or(Value::Null)
+            ]);
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod lifecycle;
 mod orders;
 mod payments;
 mod realtime;
+mod sockets;
 mod surfaces;
 mod tenancy;
 mod webhooks;

@@ -39,6 +39,8 @@ pub enum Reply {
     Status(u16),
     /// Holds the request this long before answering 200.
     Delay(Duration),
+    /// Holds the request until then, and answers 200 with this body.
+    AnswerAt(Instant, &'static str),
 }
 
 #[derive(Clone, Default)]
@@ -138,6 +140,10 @@ async fn receive(
         Some(Reply::Delay(wait)) => {
             tokio::time::sleep(wait).await;
             (StatusCode::OK, "late ok")
+        }
+        Some(Reply::AnswerAt(at, body)) => {
+            tokio::time::sleep_until(at.into()).await;
+            (StatusCode::OK, body)
         }
     }
 }
@@ -903,4 +909,211 @@ async fn incoming_standard_webhooks_verify_with_the_partners_secret() {
     assert_eq!(accepted.status(), 200);
     assert_eq!(wrong.status(), 400);
     assert_eq!(stored_incoming(&app).await, 1);
+}
+
+/// Two companies, each with an endpoint for `order.created` whose receiver holds the request
+/// until the same instant, so that both outcomes reach the recorder together; A's receiver
+/// answers `a_body`.
+struct TwoTenants {
+    app: TestApp,
+    a: Shop,
+    b: Shop,
+    a_receiver: Receiver,
+    b_receiver: Receiver,
+    a_endpoint: String,
+    b_endpoint: String,
+    answer_at: Instant,
+}
+
+async fn two_tenants(prefix: &str, a_body: &'static str) -> TwoTenants {
+    assert!(
+        std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()),
+        "this test needs TEST_DATABASE_URL"
+    );
+    // A short deadline, so that a delivery whose outcome was lost goes out again soon.
+    let app = spawn_app_with(|settings| settings.webhooks.timeout_secs = 3).await;
+    let a = shop(&app, &format!("{prefix}-a")).await;
+    let b = shop(&app, &format!("{prefix}-b")).await;
+    let a_receiver = Receiver::start().await;
+    let b_receiver = Receiver::start().await;
+    let (a_endpoint, _) = register(
+        &app,
+        &a.tenant.access_token,
+        &a_receiver.url,
+        &["order.created"],
+    )
+    .await;
+    let (b_endpoint, _) = register(
+        &app,
+        &b.tenant.access_token,
+        &b_receiver.url,
+        &["order.created"],
+    )
+    .await;
+    // Held about 500 ms past their arrival, both answered at once.
+    let answer_at = Instant::now() + Duration::from_millis(1500);
+    a_receiver.script(&[Reply::AnswerAt(answer_at, a_body)]);
+    b_receiver.script(&[Reply::AnswerAt(answer_at, "ok")]);
+    futures_util::future::join(order(&app, &a), order(&app, &b)).await;
+    TwoTenants {
+        app,
+        a,
+        b,
+        a_receiver,
+        b_receiver,
+        a_endpoint,
+        b_endpoint,
+        answer_at,
+    }
+}
+
+impl TwoTenants {
+    /// B's delivery once DELIVERED, with how many requests B's receiver got per webhook-id.
+    async fn b_outcome(&self) -> (Value, HashMap<String, usize>) {
+        let delivered = wait_for_status(
+            &self.app,
+            &self.b.tenant.access_token,
+            &self.b_endpoint,
+            "DELIVERED",
+        )
+        .await;
+        let mut per_id: HashMap<String, usize> = HashMap::new();
+        for request in self.b_receiver.received() {
+            *per_id.entry(request.id).or_default() += 1;
+        }
+        (delivered, per_id)
+    }
+
+    fn both_arrived_before_the_answer(&self) -> bool {
+        [&self.a_receiver, &self.b_receiver].iter().all(|receiver| {
+            receiver
+                .received()
+                .first()
+                .is_some_and(|request| request.at < self.answer_at)
+        })
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn a_nul_in_one_tenants_answer_costs_no_other_tenant_its_outcome() {
+    let tenants = two_tenants("nul", "ok\0").await;
+
+    let a_delivered = wait_for_status(
+        &tenants.app,
+        &tenants.a.tenant.access_token,
+        &tenants.a_endpoint,
+        "DELIVERED",
+    )
+    .await;
+    let (b_delivered, b_requests) = tenants.b_outcome().await;
+
+    assert!(tenants.both_arrived_before_the_answer());
+    assert_eq!(a_delivered["attemptCount"], 1, "{a_delivered}");
+    assert_eq!(a_delivered["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(a_delivered["attempts"][0]["responseBody"], "ok\u{fffd}");
+    assert_eq!(b_delivered["attemptCount"], 1, "{b_delivered}");
+    assert_eq!(b_delivered["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(tenants.a_receiver.received().len(), 1);
+    assert_eq!(b_requests.len(), 1, "{b_requests:?}");
+    assert!(
+        b_requests.values().all(|count| *count == 1),
+        "{b_requests:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn an_endpoint_deleted_during_its_attempt_costs_no_other_tenant_its_outcome() {
+    let tenants = two_tenants("deleted", "ok").await;
+    tenants.a_receiver.wait_for(1, Duration::from_secs(5)).await;
+
+    let deleted = tenants
+        .app
+        .graphql_as(
+            &tenants.a.tenant.access_token,
+            "mutation D($id: ID!) { deleteWebhookEndpoint(id: $id) }",
+            json!({ "id": tenants.a_endpoint }),
+        )
+        .await;
+    let (b_delivered, b_requests) = tenants.b_outcome().await;
+
+    assert_eq!(deleted["data"]["deleteWebhookEndpoint"], true, "{deleted}");
+    assert!(Instant::now() > tenants.answer_at);
+    assert!(tenants.both_arrived_before_the_answer());
+    assert_eq!(b_delivered["attemptCount"], 1, "{b_delivered}");
+    assert_eq!(b_delivered["attempts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(b_requests.len(), 1, "{b_requests:?}");
+    assert!(
+        b_requests.values().all(|count| *count == 1),
+        "{b_requests:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn an_outcome_the_database_refuses_is_recorded_alone_without_its_excerpt() {
+    use sea_orm::ConnectionTrait;
+    let tenants = two_tenants("refused", "poison").await;
+    // Stands for any row the database refuses that nothing foresaw.
+    tenants
+        .app
+        .db
+        .execute_unprepared(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.response_body = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF;
+             RETURN NEW; END $$;
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON webhook_attempts
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        )
+        .await
+        .expect("trigger created");
+
+    let a_delivered = wait_for_status(
+        &tenants.app,
+        &tenants.a.tenant.access_token,
+        &tenants.a_endpoint,
+        "DELIVERED",
+    )
+    .await;
+    let (b_delivered, b_requests) = tenants.b_outcome().await;
+
+    assert!(tenants.both_arrived_before_the_answer());
+    assert_eq!(a_delivered["attemptCount"], 1, "{a_delivered}");
+    assert_eq!(a_delivered["attempts"][0]["statusCode"], 200);
+    assert_eq!(a_delivered["attempts"][0]["responseBody"], Value::Null);
+    assert_eq!(tenants.a_receiver.received().len(), 1);
+    assert_eq!(b_delivered["attemptCount"], 1, "{b_delivered}");
+    assert_eq!(b_requests.len(), 1, "{b_requests:?}");
+    assert!(
+        b_requests.values().all(|count| *count == 1),
+        "{b_requests:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_address_refusal_never_names_the_address_a_host_resolves_to() {
+    let app = spawn_app_with(|settings| settings.webhooks.allowed_networks.clear()).await;
+    let tenant = app.sign_up("guard-words", "RESTAURANT").await;
+
+    for url in [
+        "http://localhost:9/hook",
+        "http://127.0.0.1:9/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+    ] {
+        let body = app
+            .graphql_as(
+                &tenant.access_token,
+                CREATE_ENDPOINT,
+                json!({ "input": { "url": url, "events": ["*"] } }),
+            )
+            .await;
+        let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+
+        assert_eq!(first_error_code(&body), "VALIDATION", "{url}: {body}");
+        assert!(message.contains("not allowed"), "{url}: {message}");
+        for revealing in ["127.0.0.1", "::1", "10.0.0.1", "loopback", "private"] {
+            assert!(!message.contains(revealing), "{url}: {message}");
+        }
+    }
 }

@@ -1,9 +1,15 @@
 //! Domain events: the `events` catch-up query and the real-time subscriptions.
 //!
 //! A subscriber receives only its company's events: every stream filters on the actor's
-//! company before anything else, whatever ids the client names.
+//! company before anything else, whatever ids the client names. A stream that needs a
+//! permission checks it again for every event against the current policies, and records it in
+//! the connection's [`SubscriptionPermissions`], which the WebSocket re-checks every few
+//! seconds and closes the connection over when it no longer holds.
 
-use std::sync::Arc;
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use async_graphql::{Context, ID, Json, Object, Result, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
@@ -19,7 +25,35 @@ use crate::{
     error::ApiError,
     events::BusEvent,
     services::{authorize, events},
+    state::AppState,
 };
+
+/// A permission as `(resource, action)`.
+type Permission = (&'static str, &'static str);
+
+/// The permissions the subscriptions of one connection rely on. The connection puts one in the
+/// request data; each subscription records what it needs.
+#[derive(Clone, Default)]
+pub struct SubscriptionPermissions(Arc<Mutex<BTreeSet<Permission>>>);
+
+impl SubscriptionPermissions {
+    fn require(&self, permission: Permission) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(permission);
+    }
+
+    /// What the connection's subscriptions need, to check while it lives.
+    pub fn required(&self) -> Vec<Permission> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+}
 
 /// Something that happened in the company, e.g. `order.status_changed`.
 #[derive(SimpleObject, Clone)]
@@ -127,17 +161,25 @@ impl EventQuery {
     }
 }
 
-/// The company's events as they are published, filtered by `keep`.
+/// The company's events as they are published, filtered by `keep`; with a `permission`, only
+/// while the actor holds it.
 fn company_stream<F>(
     ctx: &Context<'_>,
     actor: &Actor,
+    permission: Option<Permission>,
     keep: F,
 ) -> Result<impl Stream<Item = DomainEvent> + use<F>, ApiError>
 where
     F: Fn(&BusEvent) -> bool + Send + 'static,
 {
+    let state = state(ctx)?.clone();
+    if let (Some(permission), Ok(connection)) = (permission, ctx.data::<SubscriptionPermissions>())
+    {
+        connection.require(permission);
+    }
     let company_id = actor.company_id();
-    let receiver = state(ctx)?.bus.subscribe();
+    let actor = actor.clone();
+    let receiver = state.bus.subscribe();
     Ok(BroadcastStream::new(receiver).filter_map(move |received| {
         let event = match received {
             Ok(event) => Some(event),
@@ -149,9 +191,26 @@ where
         let kept = event
             .filter(|event: &Arc<BusEvent>| event.company_id == company_id && keep(event))
             .map(|event| DomainEvent::from(event.as_ref()));
-        async move { kept }
+        let (state, actor) = (state.clone(), actor.clone());
+        async move {
+            let event = kept?;
+            still_allowed(&state, &actor, permission)
+                .await
+                .then_some(event)
+        }
     }))
 }
+
+/// Whether the actor holds `permission` now (no permission: always).
+async fn still_allowed(state: &AppState, actor: &Actor, permission: Option<Permission>) -> bool {
+    match permission {
+        Some((resource, action)) => authorize(state, actor, resource, action).await.is_ok(),
+        None => true,
+    }
+}
+
+const ORDERS_READ: Permission = ("orders", "read");
+const EVENTS_READ: Permission = ("events", "read");
 
 pub struct SubscriptionRoot;
 
@@ -164,15 +223,20 @@ impl SubscriptionRoot {
         order_id: Option<ID>,
     ) -> Result<impl Stream<Item = DomainEvent> + use<>> {
         let actor = actor(ctx)?;
-        authorize(state(ctx)?, actor, "orders", "read").await?;
+        authorize(state(ctx)?, actor, ORDERS_READ.0, ORDERS_READ.1).await?;
         let order_id = order_id
             .as_ref()
             .map(|id| parse_id("orderId", id))
             .transpose()?;
-        Ok(company_stream(ctx, actor, move |event| {
-            event.aggregate_type == "order"
-                && order_id.is_none_or(|order_id| event.aggregate_id == order_id)
-        })?)
+        Ok(company_stream(
+            ctx,
+            actor,
+            Some(ORDERS_READ),
+            move |event| {
+                event.aggregate_type == "order"
+                    && order_id.is_none_or(|order_id| event.aggregate_id == order_id)
+            },
+        )?)
     }
 
     /// Every event of the company (`events:read`), optionally of some types only.
@@ -182,11 +246,14 @@ impl SubscriptionRoot {
         types: Option<Vec<String>>,
     ) -> Result<impl Stream<Item = DomainEvent> + use<>> {
         let actor = actor(ctx)?;
-        authorize(state(ctx)?, actor, "events", "read").await?;
+        authorize(state(ctx)?, actor, EVENTS_READ.0, EVENTS_READ.1).await?;
         let types = types.unwrap_or_default();
-        Ok(company_stream(ctx, actor, move |event| {
-            types.is_empty() || types.contains(&event.event_type)
-        })?)
+        Ok(company_stream(
+            ctx,
+            actor,
+            Some(EVENTS_READ),
+            move |event| types.is_empty() || types.contains(&event.event_type),
+        )?)
     }
 
     /// Notifications addressed to the logged-in person.
@@ -199,7 +266,7 @@ impl SubscriptionRoot {
             .user_id()
             .ok_or_else(|| ApiError::forbidden("API keys receive no personal notifications"))?
             .to_string();
-        let stream = company_stream(ctx, actor, move |event| {
+        let stream = company_stream(ctx, actor, None, move |event| {
             event.event_type == "notification.created"
                 && event.payload.get("userId").and_then(|id| id.as_str()) == Some(user_id.as_str())
         })?;

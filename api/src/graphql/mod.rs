@@ -22,6 +22,7 @@ mod workflows;
 
 use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
+pub use events::SubscriptionPermissions;
 pub use guard::{
     Guard, PARSE_FAILED, TOO_COMPLEX, VALIDATION_FAILED, code_request_error, with_code,
 };

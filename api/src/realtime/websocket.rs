@@ -1,7 +1,8 @@
 //! `/graphql/ws`: the access token or API key arrives in `connection_init`
 //! (`{ "Authorization": "Bearer …" }`). Without a valid one the socket closes with 4401 (bad
 //! credentials) or 4403 (refused, e.g. a suspended company). The connection also closes when the
-//! token expires or the member loses access, checked every few seconds.
+//! token expires, the member loses access, or loses a permission one of the connection's
+//! subscriptions needs (4403), checked every few seconds.
 //!
 //! Only subscriptions run here: queries and mutations go through `POST /graphql`, where rate
 //! limits and batching rules apply.
@@ -23,13 +24,16 @@ use tokio::sync::mpsc;
 use crate::{
     auth::Viewer,
     error::ApiError,
-    graphql::{AppSchema, context::ClientIp, loaders::loaders},
-    services::identity::{self, Credentials},
+    graphql::{AppSchema, SubscriptionPermissions, context::ClientIp, loaders::loaders},
+    services::{
+        authorize,
+        identity::{self, Credentials},
+    },
     state::AppState,
 };
 
-/// How often a live connection re-checks its credentials.
-const RECHECK: Duration = Duration::from_secs(5);
+/// How often a live connection re-checks its credentials (Socket.IO's too).
+pub const RECHECK: Duration = Duration::from_secs(5);
 pub const CLOSE_UNAUTHENTICATED: u16 = 4401;
 pub const CLOSE_FORBIDDEN: u16 = 4403;
 
@@ -128,6 +132,8 @@ pub async fn serve(
     // A refusal at init; async-graphql closes with 1002, we close with 4401/4403 instead.
     let (refused, mut refused_rx) = mpsc::channel::<(u16, String)>(1);
     let init_state = state.clone();
+    let permissions = SubscriptionPermissions::default();
+    let init_permissions = permissions.clone();
     let graphql = GraphqlWebSocket::new(schema, input, protocol)
         .keepalive_timeout(Duration::from_secs(60))
         .on_connection_init(move |payload| async move {
@@ -141,6 +147,7 @@ pub async fn serve(
                     data.insert(viewer);
                     data.insert(ClientIp(client));
                     data.insert(OverWebSocket);
+                    data.insert(init_permissions);
                     Ok(data)
                 }
                 Err((code, reason)) => {
@@ -171,18 +178,33 @@ pub async fn serve(
             }
             Some(accepted) = accepted_rx.recv() => token = Some(accepted),
             _ = recheck.tick(), if token.is_some() => {
-                let credentials = Credentials::Bearer(token.clone().unwrap_or_default());
-                let verdict = match identity::authenticate(&state, credentials).await {
-                    Ok(Viewer::Member(_)) => None,
-                    Ok(_) => Some((CLOSE_FORBIDDEN, "access ended".to_string())),
-                    Err(ApiError::Unauthenticated(message)) => Some((CLOSE_UNAUTHENTICATED, message)),
-                    Err(error) => Some((CLOSE_FORBIDDEN, error.message())),
-                };
-                if let Some((code, reason)) = verdict {
+                let token = token.clone().unwrap_or_default();
+                if let Some((code, reason)) = still_admitted(&state, token, &permissions).await {
                     drop(sink.send(close(code, reason)).await);
                     break;
                 }
             }
         }
     }
+}
+
+/// `None` while the token still authenticates a member holding every permission the
+/// connection's subscriptions need; otherwise the close code and reason.
+async fn still_admitted(
+    state: &AppState,
+    token: String,
+    permissions: &SubscriptionPermissions,
+) -> Option<(u16, String)> {
+    let actor = match identity::authenticate(state, Credentials::Bearer(token)).await {
+        Ok(Viewer::Member(actor)) => actor,
+        Ok(_) => return Some((CLOSE_FORBIDDEN, "access ended".to_string())),
+        Err(ApiError::Unauthenticated(message)) => return Some((CLOSE_UNAUTHENTICATED, message)),
+        Err(error) => return Some((CLOSE_FORBIDDEN, error.message())),
+    };
+    for (resource, action) in permissions.required() {
+        if let Err(error) = authorize(state, &actor, resource, action).await {
+            return Some((CLOSE_FORBIDDEN, error.message()));
+        }
+    }
+    None
 }

@@ -5,6 +5,10 @@
 //! so it connects only to an address that passed — a DNS answer that changes between the
 //! check and the connection (rebinding) cannot slip a private address in. No proxy, no
 //! redirects, a deadline on the whole attempt and at most 1 KiB of the answer read.
+//!
+//! A refusal says only that the address is not allowed: naming the address a host resolved to,
+//! or its kind, would let a tenant map our internal network through the error messages. The
+//! detail goes to the log.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -24,6 +28,8 @@ use crate::configuration::Settings;
 
 /// How much of a response body an attempt keeps.
 pub const RESPONSE_CAPTURE: usize = 1024;
+/// What a refusal of a literal address says, whatever the address.
+const NOT_ALLOWED: &str = "the address is not allowed";
 /// Longest `Retry-After` honoured; a longer one waits this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -109,7 +115,10 @@ impl Sender {
             }
             None => return Err("the URL has no host".into()),
         };
-        self.resolver.policy.check(literal)
+        self.resolver.policy.check(literal).map_err(|reason| {
+            tracing::info!(%reason, "webhook address refused");
+            NOT_ALLOWED.to_string()
+        })
     }
 
     /// POSTs `body` with `headers`; never fails, the outcome says what happened.
@@ -127,6 +136,9 @@ impl Sender {
                 },
             };
         outcome.latency = started.elapsed();
+        // The receiver chose these bytes; what is stored must be valid text on every database.
+        outcome.body = outcome.body.as_deref().map(printable);
+        outcome.error = outcome.error.as_deref().map(printable);
         outcome
     }
 
@@ -206,6 +218,18 @@ fn lossy(mut bytes: Vec<u8>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// `text` with NUL and every other control character but newline, carriage return and tab
+/// replaced by U+FFFD: PostgreSQL refuses NUL in text, and the rest garbles whoever reads it.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|character| match character {
+            '\n' | '\r' | '\t' => character,
+            control if control.is_control() => char::REPLACEMENT_CHARACTER,
+            other => other,
+        })
+        .collect()
+}
+
 /// `Retry-After` in seconds or as an HTTP date, capped.
 fn parse_retry_after(value: &str) -> Option<Duration> {
     let wait = match value.trim().parse::<u64>() {
@@ -250,9 +274,10 @@ impl GuardedResolver {
             return Err(format!("`{host}` has no addresses"));
         }
         for address in &addresses {
-            self.policy
-                .check(address.ip())
-                .map_err(|refused| format!("`{host}` resolves to {refused}"))?;
+            self.policy.check(address.ip()).map_err(|reason| {
+                tracing::info!(host, %reason, "webhook address refused");
+                format!("`{host}` resolves to an address that is not allowed")
+            })?;
         }
         Ok(addresses)
     }
@@ -355,6 +380,50 @@ mod tests {
                 .contains("resolves to"),
             "{named:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_says_the_address_is_not_allowed_and_never_which_it_is() {
+        let guarded = sender(&[], false);
+        let mut refusals = Vec::new();
+        for url in [
+            "http://localhost:9/hook",
+            "http://127.0.0.1:9/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::ffff:10.0.0.1]/hook",
+        ] {
+            refusals.push(guarded.check_url(url).await.expect_err("refused"));
+            let sent = guarded.post(url, HeaderMap::new(), "{}".into()).await;
+            refusals.push(sent.error.unwrap_or_default());
+        }
+
+        for refusal in refusals {
+            assert!(refusal.contains("not allowed"), "{refusal}");
+            for revealing in [
+                "127.0.0.1",
+                "::1",
+                "169.254",
+                "10.0.0.1",
+                "loopback",
+                "metadata",
+                "private",
+            ] {
+                assert!(
+                    !refusal.contains(revealing),
+                    "{refusal} reveals {revealing}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stored_text_has_no_nul_or_control_characters() {
+        assert_eq!(printable("ok\0"), "ok\u{fffd}");
+        assert_eq!(
+            printable("a\u{1b}[31mb\u{7f}\u{85}"),
+            "a\u{fffd}[31mb\u{fffd}\u{fffd}"
+        );
+        assert_eq!(printable("line\r\nnext\tcell é"), "line\r\nnext\tcell é");
     }
 
     #[test]

@@ -10,15 +10,26 @@
 //! endpoint, so a slow or dead endpoint holds a few slots and never the others' deliveries.
 //! Outcomes are recorded by one recorder in batches — one transaction for every attempt that
 //! finished meanwhile — so the database's commit rate does not cap the delivery rate; until
-//! an outcome is recorded its delivery stays leased.
+//! an outcome is recorded its delivery stays leased. A batch mixes tenants, so no outcome may
+//! cost the others theirs: a delivery deleted meanwhile (with its endpoint) is left out of the
+//! batch, and a batch that still fails while the database answers is split until the outcome
+//! at fault stands alone, is recorded without its excerpts, or is given up alone.
+//!
+//! Retries wait their scheduled delay plus a few percent of it at random, so endpoints that
+//! failed together do not all come back at the same instant.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
+use rand::Rng;
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query},
 };
 use serde_json::json;
@@ -351,22 +362,90 @@ const RECORD_BATCH: usize = 256;
 async fn record_outcomes(worker: Worker, mut outcomes: mpsc::Receiver<Attempted>) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        // Retried: giving up would leave the leases to expire and send these once more.
-        for _ in 0..3 {
-            match record(&worker, &batch).await {
-                Ok(disabled) => {
-                    if disabled {
-                        worker.relay_wake.notify_one();
-                    }
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(error = ?error, attempts = batch.len(), "recording webhook attempts failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
+        if record_batch(&worker, &batch).await {
+            worker.relay_wake.notify_one();
         }
         batch.clear();
+    }
+}
+
+/// How often a batch is tried while the database does not answer.
+const RECORD_TRIES: usize = 3;
+const RECORD_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// Records `batch`, isolating any outcome that cannot be recorded; returns whether an endpoint
+/// got disabled. Giving up on an outcome leaves its lease to expire and its delivery to go out
+/// again, so that happens only to the outcome at fault, or to all while the database is away.
+async fn record_batch(worker: &Worker, batch: &[Attempted]) -> bool {
+    for _ in 0..RECORD_TRIES {
+        let error = match record(worker, batch).await {
+            Ok(disabled) => return disabled,
+            Err(error) => error,
+        };
+        if worker.db.ping().await.is_ok() {
+            // The database answers, so something in the batch is at fault.
+            tracing::warn!(error = ?error, attempts = batch.len(), "recording webhook attempts failed; isolating the one at fault");
+            return record_isolating(worker, batch, &error).await;
+        }
+        tracing::warn!(error = ?error, attempts = batch.len(), "recording webhook attempts failed; the database does not answer");
+        tokio::time::sleep(RECORD_RETRY_DELAY).await;
+    }
+    tracing::error!(
+        attempts = batch.len(),
+        "gave up recording webhook attempts; their leases will expire and they go out again"
+    );
+    false
+}
+
+/// Records the halves of a batch that failed, and their halves in turn, until each outcome
+/// that fails stands alone.
+async fn record_isolating(worker: &Worker, batch: &[Attempted], error: &anyhow::Error) -> bool {
+    if let [alone] = batch {
+        return record_alone(worker, alone, error).await;
+    }
+    let mut disabled = false;
+    let mut parts = Vec::from(halves(batch));
+    while let Some(part) = parts.pop() {
+        match record(worker, part).await {
+            Ok(part_disabled) => disabled |= part_disabled,
+            Err(_) if part.len() > 1 => parts.extend(halves(part)),
+            Err(error) => disabled |= record_alone(worker, &part[0], &error).await,
+        }
+    }
+    disabled
+}
+
+/// The two halves of `batch` (of two or more), the first one last so that it is recorded first.
+fn halves(batch: &[Attempted]) -> [&[Attempted]; 2] {
+    let (first, second) = batch.split_at(batch.len() / 2);
+    [second, first]
+}
+
+/// An outcome that failed to record on its own: recorded again without what the receiver
+/// sent back, which is all in it that a tenant chose.
+async fn record_alone(worker: &Worker, attempted: &Attempted, error: &anyhow::Error) -> bool {
+    let delivery = attempted.delivery.id;
+    let bare = Attempted {
+        delivery: attempted.delivery.clone(),
+        target: attempted.target.clone(),
+        outcome: Outcome {
+            status: attempted.outcome.status,
+            body: None,
+            error: Some("the attempt's outcome could not be stored in full".into()),
+            retry_after: attempted.outcome.retry_after,
+            latency: attempted.outcome.latency,
+        },
+        at: attempted.at,
+    };
+    match record(worker, std::slice::from_ref(&bare)).await {
+        Ok(disabled) => {
+            tracing::warn!(error = ?error, %delivery, "a webhook attempt was recorded without its response excerpt");
+            disabled
+        }
+        Err(second) => {
+            tracing::error!(error = ?error, again = ?second, %delivery, "cannot record a webhook attempt; its lease will expire and it goes out again");
+            false
+        }
     }
 }
 
@@ -395,6 +474,11 @@ pub fn signing_secrets(
 async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
     let now = Utc::now();
     let txn = worker.db.begin().await?;
+    let batch = still_there(&txn, batch).await?;
+    if batch.is_empty() {
+        txn.commit().await?;
+        return Ok(false);
+    }
     webhook_attempt::Entity::insert_many(batch.iter().map(|attempted| {
         let outcome = &attempted.outcome;
         webhook_attempt::ActiveModel {
@@ -412,7 +496,7 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
     .await?;
 
     let (succeeded, failed): (Vec<&Attempted>, Vec<&Attempted>) = batch
-        .iter()
+        .into_iter()
         .partition(|attempted| attempted.outcome.succeeded());
     // Successes differ only in their status code: one statement per code.
     let mut by_code: HashMap<Option<u16>, Vec<Uuid>> = HashMap::new();
@@ -519,8 +603,44 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
     Ok(disabled)
 }
 
+/// The outcomes of `batch` whose delivery still exists; the others' deliveries were deleted
+/// with their endpoint while the attempt was in flight, and nothing is left to record them on.
+/// On PostgreSQL the deliveries are locked against deletion until the outcomes are written.
+async fn still_there<'batch>(
+    txn: &sea_orm::DatabaseTransaction,
+    batch: &'batch [Attempted],
+) -> anyhow::Result<Vec<&'batch Attempted>> {
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .map(|attempted| attempted.delivery.id)
+        .collect();
+    let mut existing = webhook_delivery::Entity::find()
+        .select_only()
+        .column(webhook_delivery::Column::Id)
+        .filter(webhook_delivery::Column::Id.is_in(ids));
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        existing = existing.lock(LockType::KeyShare);
+    }
+    let existing: HashSet<Uuid> = existing.into_tuple().all(txn).await?.into_iter().collect();
+    Ok(batch
+        .iter()
+        .filter(|attempted| {
+            let there = existing.contains(&attempted.delivery.id);
+            if !there {
+                tracing::info!(
+                    delivery = %attempted.delivery.id,
+                    endpoint = %attempted.delivery.endpoint_id,
+                    "a webhook delivery was deleted with its endpoint during its attempt; its outcome is dropped"
+                );
+            }
+            there
+        })
+        .collect())
+}
+
 /// When the next attempt is due after `attempts` failed ones, or `None` when the schedule is
-/// spent. A `Retry-After` later than the schedule's delay is honoured.
+/// spent: the schedule's delay plus [`jitter`]. A `Retry-After` later than the schedule's delay
+/// is honoured, and the jitter only ever adds to it.
 pub fn next_attempt(
     settings: &WebhookSettings,
     attempts: i32,
@@ -533,7 +653,18 @@ pub fn next_attempt(
     let wait = outcome
         .retry_after
         .map_or(scheduled, |asked| asked.max(scheduled));
+    let wait = wait.saturating_add(jitter(wait));
     Some(now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX))
+}
+
+/// Share of a retry's delay added at random, at most.
+const JITTER_PERCENT: u32 = 5;
+
+/// A random extra wait between nothing and [`JITTER_PERCENT`] of `delay`.
+pub fn jitter(delay: Duration) -> Duration {
+    let most = delay / 100 * JITTER_PERCENT;
+    let nanos = u64::try_from(most.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(0..=nanos))
 }
 
 /// Starts or continues the endpoint's run of failures; disables it once the run is longer
@@ -613,24 +744,28 @@ async fn note_failure(
 mod tests {
     use super::*;
 
+    /// Whether `at` is `delay` after `now`, plus at most the jitter.
+    fn within_jitter(
+        at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        delay: chrono::Duration,
+    ) -> bool {
+        at.is_some_and(|at| {
+            let waited = at - now;
+            waited >= delay && waited <= delay + delay / 100 * 5
+        })
+    }
+
     #[test]
     fn the_schedule_gives_each_retry_its_delay_then_ends() {
         let settings = WebhookSettings::default();
         let now = Utc::now();
         let failed = Outcome::default();
-        assert_eq!(
-            next_attempt(&settings, 1, &failed, now),
-            Some(now + chrono::Duration::seconds(5))
-        );
-        assert_eq!(
-            next_attempt(&settings, 2, &failed, now),
-            Some(now + chrono::Duration::minutes(5))
-        );
-        assert_eq!(
-            next_attempt(&settings, 7, &failed, now),
-            Some(now + chrono::Duration::hours(10))
-        );
-        assert_eq!(next_attempt(&settings, 8, &failed, now), None);
+        let at = |attempts| next_attempt(&settings, attempts, &failed, now);
+        assert!(within_jitter(at(1), now, chrono::Duration::seconds(5)));
+        assert!(within_jitter(at(2), now, chrono::Duration::minutes(5)));
+        assert!(within_jitter(at(7), now, chrono::Duration::hours(10)));
+        assert_eq!(at(8), None);
     }
 
     #[test]
@@ -645,13 +780,33 @@ mod tests {
             retry_after: Some(Duration::from_secs(1)),
             ..Outcome::default()
         };
-        assert_eq!(
+        assert!(within_jitter(
             next_attempt(&settings, 1, &later, now),
-            Some(now + chrono::Duration::seconds(60))
-        );
-        assert_eq!(
+            now,
+            chrono::Duration::seconds(60)
+        ));
+        assert!(within_jitter(
             next_attempt(&settings, 1, &earlier, now),
-            Some(now + chrono::Duration::seconds(5))
+            now,
+            chrono::Duration::seconds(5)
+        ));
+    }
+
+    #[test]
+    fn jitter_adds_at_most_five_percent_and_spreads_retries() {
+        let delay = Duration::from_secs(300);
+        let samples: Vec<Duration> = (0..1000).map(|_| jitter(delay)).collect();
+
+        assert!(
+            samples
+                .iter()
+                .all(|extra| *extra <= Duration::from_secs(15))
         );
+        let distinct: HashSet<Duration> = samples.iter().copied().collect();
+        assert!(distinct.len() > 900, "{} distinct of 1000", distinct.len());
+        let spread = samples.iter().max().copied().unwrap_or_default()
+            - samples.iter().min().copied().unwrap_or_default();
+        assert!(spread > Duration::from_secs(10), "{spread:?}");
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
     }
 }
