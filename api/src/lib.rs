@@ -117,6 +117,13 @@ impl Application {
     /// Serves until a signal or the shutdown handle; requests in flight are finished first.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let mut stop = self.shutdown.0.subscribe();
+        self.state.bus.spawn_forwarder(
+            self.state.background_db.clone(),
+            self.shutdown.0.subscribe(),
+        );
+        self.state
+            .rbac
+            .spawn_notice_listener(self.shutdown.0.subscribe());
         let relay = tokio::spawn(events::relay::run(
             self.state.background_db.clone(),
             self.state.bus.clone(),

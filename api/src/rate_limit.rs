@@ -1,8 +1,15 @@
 //! Fixed-window rate limits, in Redis when configured (shared by every instance) or in process.
+//!
+//! When Redis cannot be reached, each limit does what its [`Outage`] says: limits that guard
+//! against guessing credentials (login, sign-up, password change — the default) refuse with
+//! `RATE_LIMITED` and a short `retryAfter`, because a per-instance count would multiply the
+//! attempts an attacker gets by the number of instances; the others (API calls, token refresh)
+//! count in this instance's memory until Redis is back, so the API keeps answering. Either way
+//! the failure is logged once per outage and counted in `rate_limit_redis_fallbacks_total`.
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -15,11 +22,40 @@ use crate::error::{ApiError, ApiResult};
 pub struct Limit {
     pub max: u32,
     pub window: Duration,
+    pub outage: Outage,
 }
 
+/// What a limit does while Redis, which holds the shared counters, cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Refuse every hit with `RATE_LIMITED` (retry after [`OUTAGE_RETRY_AFTER_SECS`]).
+    Refuse,
+    /// Count in this instance's memory instead.
+    CountPerInstance,
+}
+
+/// The `retryAfter` of a hit refused because Redis is unreachable.
+pub const OUTAGE_RETRY_AFTER_SECS: u64 = 10;
+/// How long limits skip Redis after it failed to answer.
+const REDIS_RETRY: Duration = Duration::from_secs(1);
+
 impl Limit {
+    /// A limit that refuses while Redis is unreachable, for surfaces where a per-instance count
+    /// would let credential guessing through.
     pub const fn per(max: u32, window: Duration) -> Self {
-        Self { max, window }
+        Self {
+            max,
+            window,
+            outage: Outage::Refuse,
+        }
+    }
+
+    /// The same limit, counted per instance while Redis is unreachable.
+    pub const fn or_per_instance(self) -> Self {
+        Self {
+            outage: Outage::CountPerInstance,
+            ..self
+        }
     }
 }
 
@@ -28,6 +64,11 @@ pub enum RateLimiter {
     Redis {
         connection: ConnectionManager,
         namespace: String,
+        /// Counts of [`Outage::CountPerInstance`] limits while Redis is unreachable.
+        fallback: Mutex<HashMap<String, Window>>,
+        /// While Redis is unreachable: when to try it again. Requests in between skip it, so an
+        /// outage costs one failed call per [`REDIS_RETRY`], not one per request.
+        retry_redis_at: Mutex<Option<Instant>>,
     },
 }
 
@@ -49,6 +90,8 @@ impl RateLimiter {
         Self::Redis {
             connection,
             namespace: namespace.to_string(),
+            fallback: Mutex::new(HashMap::new()),
+            retry_redis_at: Mutex::new(None),
         }
     }
 
@@ -59,8 +102,30 @@ impl RateLimiter {
             Self::Redis {
                 connection,
                 namespace,
+                fallback,
+                retry_redis_at,
             } => {
-                Self::hit_redis(connection.clone(), &format!("{namespace}:rl:{key}"), limit).await?
+                let counted = if Self::redis_known_down(retry_redis_at) {
+                    None
+                } else {
+                    let key = format!("{namespace}:rl:{key}");
+                    Self::counted_in_redis(connection.clone(), &key, limit, retry_redis_at).await
+                };
+                match (counted, limit.outage) {
+                    (Some(counted), _) => counted,
+                    (None, Outage::CountPerInstance) => {
+                        metrics::counter!("rate_limit_redis_fallbacks_total", "mode" => "per_instance")
+                            .increment(1);
+                        Self::hit_in_process(fallback, key, limit)?
+                    }
+                    (None, Outage::Refuse) => {
+                        metrics::counter!("rate_limit_redis_fallbacks_total", "mode" => "refused")
+                            .increment(1);
+                        return Err(ApiError::RateLimited {
+                            retry_after_secs: OUTAGE_RETRY_AFTER_SECS,
+                        });
+                    }
+                }
             }
         };
         if hits > limit.max {
@@ -69,6 +134,42 @@ impl RateLimiter {
             });
         }
         Ok(())
+    }
+
+    fn redis_known_down(retry_redis_at: &Mutex<Option<Instant>>) -> bool {
+        retry_redis_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|retry_at| Instant::now() < retry_at)
+    }
+
+    /// The count from Redis, or `None` when Redis failed (noted in `retry_redis_at`, and logged
+    /// once per outage).
+    async fn counted_in_redis(
+        connection: ConnectionManager,
+        key: &str,
+        limit: Limit,
+        retry_redis_at: &Mutex<Option<Instant>>,
+    ) -> Option<(u32, u64)> {
+        let counted = Self::hit_redis(connection, key, limit).await;
+        let mut retry_at = retry_redis_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match counted {
+            Ok(counted) => {
+                if retry_at.take().is_some() {
+                    tracing::info!("Redis answers again; rate limits are shared again");
+                }
+                Some(counted)
+            }
+            Err(error) => {
+                if retry_at.replace(Instant::now() + REDIS_RETRY).is_none() {
+                    tracing::warn!(%error, "Redis is unreachable: credential limits refuse, \
+                        other limits count per instance until it is back");
+                }
+                None
+            }
+        }
     }
 
     fn hit_in_process(
@@ -106,7 +207,7 @@ impl RateLimiter {
         mut connection: ConnectionManager,
         key: &str,
         limit: Limit,
-    ) -> ApiResult<(u32, u64)> {
+    ) -> redis::RedisResult<(u32, u64)> {
         let window_secs = limit.window.as_secs().max(1);
         // One round trip, atomically: open the window if absent, count, read its remaining time.
         let (_, hits, ttl): (Option<String>, u32, i64) = redis::pipe()
@@ -122,8 +223,7 @@ impl RateLimiter {
             .cmd("TTL")
             .arg(key)
             .query_async(&mut connection)
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
         Ok((hits, u64::try_from(ttl).unwrap_or(window_secs)))
     }
 }

@@ -489,3 +489,208 @@ pub fn shared_infrastructure() -> bool {
     let set = |name| std::env::var(name).is_ok_and(|url: String| !url.is_empty());
     set("TEST_DATABASE_URL") && set("TEST_REDIS_URL")
 }
+
+/// A `redis-server` of the test's own on a free port, for tests that stop, restart or kill its
+/// clients (the shared Redis is never touched). Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self {
+            port,
+            process: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port, with nothing persisted; returns once it answers.
+    pub async fn restart(&mut self) {
+        assert!(self.process.is_none(), "the Redis server is running");
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.process = Some(process);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().ok();
+            process.wait().ok();
+        }
+    }
+
+    /// Runs one command with `redis-cli`; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Real-time clients over real sockets, shared by test modules. (`realtime.rs` still has its
+/// own private copies of these; they can go once it imports them from here.)
+pub mod sockets {
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::{
+        MaybeTlsStream, WebSocketStream, connect_async,
+        tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+    };
+
+    use super::TestApp;
+
+    pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+    pub const ORDER_EVENTS: &str = "subscription S($orderId: ID) { orderEvents(orderId: $orderId) {
+        type aggregateId sequence payload } }";
+
+    /// A graphql-transport-ws subscription to `query`, acknowledged and registered.
+    pub async fn subscribe(app: &TestApp, token: &str, query: &str, variables: Value) -> Socket {
+        let mut request = app
+            .ws_url("/graphql/ws")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("graphql-transport-ws"),
+        );
+        let (mut socket, _) = connect_async(request).await.expect("the upgrade succeeds");
+        let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+        socket
+            .send(Message::text(init.to_string()))
+            .await
+            .expect("sends");
+        let ack = next_json(&mut socket, Duration::from_secs(5)).await;
+        assert_eq!(ack["type"], "connection_ack", "{ack}");
+        let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } });
+        socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .expect("sends");
+        // The subscription is registered when the server has read the message; give it a moment.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        socket
+    }
+
+    /// The next text message as JSON; `Null` when nothing came or the socket closed.
+    async fn next_json(socket: &mut Socket, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, socket.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return serde_json::from_str(&text).unwrap_or(Value::Null);
+                }
+                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return Value::Null,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next `next` payload's data, answering pings on the way.
+    pub async fn next_event(socket: &mut Socket, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = next_json(socket, left).await;
+            match message["type"].as_str() {
+                Some("next") => return Some(message["payload"]["data"].clone()),
+                Some("ping") => {
+                    socket.send(Message::text(r#"{"type":"pong"}"#)).await.ok();
+                }
+                Some(_) => panic!("unexpected message {message}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// The next status change of an order, skipping its creation (which may still be on its way).
+    pub async fn next_status_change(socket: &mut Socket, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let event = next_event(socket, left).await?;
+            if event["orderEvents"]["type"] == "order.status_changed" {
+                return Some(event);
+            }
+        }
+    }
+
+    /// A Socket.IO v4 client (Engine.IO 4 over WebSocket), connected with `token`; the socket
+    /// and the server's answer to the connect.
+    pub async fn socketio(app: &TestApp, token: &str) -> (Socket, Value) {
+        let (mut socket, _) = connect_async(app.ws_url("/socket.io/?EIO=4&transport=websocket"))
+            .await
+            .expect("the upgrade succeeds");
+        let open = socket.next().await.expect("open packet").expect("ok");
+        assert!(
+            open.to_text().unwrap_or_default().starts_with('0'),
+            "{open:?}"
+        );
+        let connect = format!("40{}", json!({ "token": token }));
+        socket.send(Message::text(connect)).await.expect("sends");
+        let answer = socketio_packet(&mut socket, Duration::from_secs(5)).await;
+        (socket, answer)
+    }
+
+    /// The next Socket.IO packet as `[type, data]`, answering Engine.IO pings on the way;
+    /// `Null` when nothing came.
+    pub async fn socketio_packet(socket: &mut Socket, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.next()).await
+            else {
+                return Value::Null;
+            };
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            if text == "2" {
+                socket.send(Message::text("3")).await.ok();
+                continue;
+            }
+            for (prefix, kind) in [("40", "connect"), ("44", "connect_error"), ("42", "event")] {
+                if let Some(body) = text.strip_prefix(prefix) {
+                    return json!([
+                        kind,
+                        serde_json::from_str::<Value>(body).unwrap_or(Value::Null)
+                    ]);
+                }
+            }
+        }
+    }
+}

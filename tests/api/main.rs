@@ -11,6 +11,7 @@ mod lifecycle;
 mod orders;
 mod payments;
 mod realtime;
+mod redis_outage;
 mod tenancy;
 mod webhooks;
 mod workflows;

@@ -253,7 +253,7 @@ pub async fn create_role(
     let txn = state.db.begin().await?;
     insert_role(&txn, tenant::company_of(actor), &name, false, &permissions).await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(RoleView {
         name,
         built_in: false,
@@ -290,7 +290,7 @@ pub async fn update_role(
         .await?;
     insert_permissions(&txn, tenant::company_of(actor), &role.name, &permissions).await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(RoleView {
         name: role.name,
         built_in: false,
@@ -344,7 +344,7 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResu
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(true)
 }
 
@@ -459,7 +459,7 @@ pub async fn invite_member(
         .await?;
     }
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     member_view(state, actor, user.id).await
 }
 
@@ -495,7 +495,7 @@ pub async fn assign_role(
     )
     .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     member_view(state, actor, user_id).await
 }
 
@@ -525,7 +525,7 @@ pub async fn revoke_role(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     member_view(state, actor, user_id).await
 }
 
@@ -582,7 +582,7 @@ pub async fn remove_member(state: &AppState, actor: &Actor, user_id: Uuid) -> Ap
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(true)
 }
 
@@ -645,7 +645,7 @@ pub async fn create_api_key(
     )
     .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(CreatedApiKey { key, secret })
 }
 
@@ -683,6 +683,6 @@ pub async fn revoke_api_key(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(revoked)
 }
