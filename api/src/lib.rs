@@ -70,7 +70,6 @@ impl Application {
     /// Connects to the database (and Redis when configured), migrates, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let state = AppState::connect(settings).await?;
-        state.rbac.spawn_periodic_reload();
         let schema = graphql::build_schema(&state.settings, state.clone());
         let ws_schema = graphql::build_ws_schema(&state.settings, state.clone());
         let (socketio, io) = realtime::socketio::layer(&state);
@@ -121,6 +120,9 @@ impl Application {
             self.state.background_db.clone(),
             self.shutdown.0.subscribe(),
         );
+        self.state
+            .rbac
+            .spawn_periodic_reload(self.shutdown.0.subscribe());
         self.state
             .rbac
             .spawn_notice_listener(self.shutdown.0.subscribe());

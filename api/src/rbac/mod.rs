@@ -155,32 +155,17 @@ impl Rbac {
             .map(|notifier| notifier.health.is_subscribed())
     }
 
-    /// Reloads periodically, in case a notice was missed.
-    pub fn spawn_periodic_reload(&self) {
-        let installed = Arc::downgrade(&self.policies.installed);
+    /// Reloads everything periodically, in case a notice was missed, until `stop` turns true.
+    pub fn spawn_periodic_reload(&self, mut stop: watch::Receiver<bool>) {
         let policies = self.policies.clone();
-        let Policies {
-            tickets,
-            members,
-            db,
-            ..
-        } = policies;
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(PERIODIC_RELOAD);
             ticker.tick().await;
             loop {
-                ticker.tick().await;
-                let Some(installed) = installed.upgrade() else {
-                    return;
-                };
-                Policies {
-                    installed,
-                    tickets: tickets.clone(),
-                    members: members.clone(),
-                    db: db.clone(),
+                tokio::select! {
+                    _ = ticker.tick() => policies.reload_all().await,
+                    () = subscription::stopped(&mut stop) => return,
                 }
-                .reload_all()
-                .await;
             }
         });
     }
