@@ -149,7 +149,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     .await
     .map_err(message)?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(company.id).await;
 
     let roles = state
         .rbac

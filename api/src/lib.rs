@@ -72,7 +72,6 @@ impl Application {
     /// Connects to the database (and Redis when configured), migrates, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let state = AppState::connect(settings).await?;
-        state.rbac.spawn_periodic_reload();
         let schema = graphql::build_schema(&state.settings, state.clone());
         let ws_schema = graphql::build_ws_schema(&state.settings, state.clone());
         let (socketio, io) = realtime::socketio::layer(&state);
@@ -130,6 +129,16 @@ impl Application {
     /// Serves until a signal or the shutdown handle; requests in flight are finished first.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let mut stop = self.shutdown.0.subscribe();
+        self.state.bus.spawn_forwarder(
+            self.state.background_db.clone(),
+            self.shutdown.0.subscribe(),
+        );
+        self.state
+            .rbac
+            .spawn_periodic_reload(self.shutdown.0.subscribe());
+        self.state
+            .rbac
+            .spawn_notice_listener(self.shutdown.0.subscribe());
         let relay = tokio::spawn(events::relay::run(
             self.state.background_db.clone(),
             self.state.bus.clone(),

@@ -1,8 +1,15 @@
 //! Fixed-window rate limits, in Redis when configured (shared by every instance) or in process.
+//!
+//! When Redis cannot be reached, each limit does what its [`Outage`] says: limits that guard
+//! against guessing credentials (login, sign-up, password change — the default) refuse with
+//! `RATE_LIMITED` and a short `retryAfter`, because a per-instance count would multiply the
+//! attempts an attacker gets by the number of instances; the others (API calls, token refresh)
+//! count in this instance's memory until Redis is back, so the API keeps answering. Either way
+//! the failure is logged once per outage and counted in `rate_limit_redis_fallbacks_total`.
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -15,11 +22,40 @@ use crate::error::{ApiError, ApiResult};
 pub struct Limit {
     pub max: u32,
     pub window: Duration,
+    pub outage: Outage,
 }
 
+/// What a limit does while Redis, which holds the shared counters, cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// Refuse every hit with `RATE_LIMITED` (retry after [`OUTAGE_RETRY_AFTER_SECS`]).
+    Refuse,
+    /// Count in this instance's memory instead.
+    CountPerInstance,
+}
+
+/// The `retryAfter` of a hit refused because Redis is unreachable.
+pub const OUTAGE_RETRY_AFTER_SECS: u64 = 10;
+/// How long limits skip Redis after it failed to answer.
+const REDIS_RETRY: Duration = Duration::from_secs(1);
+
 impl Limit {
+    /// A limit that refuses while Redis is unreachable, for surfaces where a per-instance count
+    /// would let credential guessing through.
     pub const fn per(max: u32, window: Duration) -> Self {
-        Self { max, window }
+        Self {
+            max,
+            window,
+            outage: Outage::Refuse,
+        }
+    }
+
+    /// The same limit, counted per instance while Redis is unreachable.
+    pub const fn or_per_instance(self) -> Self {
+        Self {
+            outage: Outage::CountPerInstance,
+            ..self
+        }
     }
 }
 
@@ -28,6 +64,11 @@ pub enum RateLimiter {
     Redis {
         connection: ConnectionManager,
         namespace: String,
+        /// Counts of [`Outage::CountPerInstance`] limits while Redis is unreachable.
+        fallback: Mutex<HashMap<String, Window>>,
+        /// While Redis is unreachable: when to try it again. Requests in between skip it, so an
+        /// outage costs one failed call per [`REDIS_RETRY`], not one per request.
+        retry_redis_at: Mutex<Option<Instant>>,
     },
 }
 
@@ -49,6 +90,8 @@ impl RateLimiter {
         Self::Redis {
             connection,
             namespace: namespace.to_string(),
+            fallback: Mutex::new(HashMap::new()),
+            retry_redis_at: Mutex::new(None),
         }
     }
 
@@ -59,8 +102,30 @@ impl RateLimiter {
             Self::Redis {
                 connection,
                 namespace,
+                fallback,
+                retry_redis_at,
             } => {
-                Self::hit_redis(connection.clone(), &format!("{namespace}:rl:{key}"), limit).await?
+                let counted = if Self::redis_known_down(retry_redis_at) {
+                    None
+                } else {
+                    let key = format!("{namespace}:rl:{key}");
+                    Self::counted_in_redis(connection.clone(), &key, limit, retry_redis_at).await
+                };
+                match (counted, limit.outage) {
+                    (Some(counted), _) => counted,
+                    (None, Outage::CountPerInstance) => {
+                        metrics::counter!("rate_limit_redis_fallbacks_total", "mode" => "per_instance")
+                            .increment(1);
+                        Self::hit_in_process(fallback, key, limit)?
+                    }
+                    (None, Outage::Refuse) => {
+                        metrics::counter!("rate_limit_redis_fallbacks_total", "mode" => "refused")
+                            .increment(1);
+                        return Err(ApiError::RateLimited {
+                            retry_after_secs: OUTAGE_RETRY_AFTER_SECS,
+                        });
+                    }
+                }
             }
         };
         if hits > limit.max {
@@ -76,34 +141,81 @@ impl RateLimiter {
     /// keeps concurrent attempts from all passing a check made before any of them is counted.
     pub async fn refund(&self, key: &str) -> ApiResult<()> {
         match self {
-            Self::InProcess(windows) => {
-                let now = Instant::now();
-                let mut windows = windows.lock().map_err(|_| {
-                    ApiError::internal(anyhow::anyhow!("rate-limit table poisoned"))
-                })?;
-                if let Some(window) = windows.get_mut(key)
-                    && now.duration_since(window.started) < window.length
-                {
-                    window.hits = window.hits.saturating_sub(1);
-                }
-                Ok(())
-            }
+            Self::InProcess(windows) => Self::refund_in_process(windows, key),
             Self::Redis {
                 connection,
                 namespace,
+                fallback,
+                retry_redis_at,
             } => {
+                if Self::redis_known_down(retry_redis_at) {
+                    return Self::refund_in_process(fallback, key);
+                }
                 // Only an open window is decremented: DECR on an expired key would create one
                 // with no expiry.
                 let script = redis::Script::new(
                     "local hits = tonumber(redis.call('GET', KEYS[1])) \
                      if hits and hits > 0 then return redis.call('DECR', KEYS[1]) end return 0",
                 );
-                let _: i64 = script
+                let refunded: Result<i64, _> = script
                     .key(format!("{namespace}:rl:{key}"))
                     .invoke_async(&mut connection.clone())
-                    .await
-                    .map_err(ApiError::internal)?;
+                    .await;
+                // A refund Redis cannot take leaves one hit too many in the window: the
+                // request it belongs to has succeeded and must not fail for it.
+                if let Err(error) = refunded {
+                    tracing::warn!(%error, "could not take back a rate-limit hit in Redis");
+                }
                 Ok(())
+            }
+        }
+    }
+
+    fn refund_in_process(windows: &Mutex<HashMap<String, Window>>, key: &str) -> ApiResult<()> {
+        let now = Instant::now();
+        let mut windows = windows
+            .lock()
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("rate-limit table poisoned")))?;
+        if let Some(window) = windows.get_mut(key)
+            && now.duration_since(window.started) < window.length
+        {
+            window.hits = window.hits.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    fn redis_known_down(retry_redis_at: &Mutex<Option<Instant>>) -> bool {
+        retry_redis_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|retry_at| Instant::now() < retry_at)
+    }
+
+    /// The count from Redis, or `None` when Redis failed (noted in `retry_redis_at`, and logged
+    /// once per outage).
+    async fn counted_in_redis(
+        connection: ConnectionManager,
+        key: &str,
+        limit: Limit,
+        retry_redis_at: &Mutex<Option<Instant>>,
+    ) -> Option<(u32, u64)> {
+        let counted = Self::hit_redis(connection, key, limit).await;
+        let mut retry_at = retry_redis_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match counted {
+            Ok(counted) => {
+                if retry_at.take().is_some() {
+                    tracing::info!("Redis answers again; rate limits are shared again");
+                }
+                Some(counted)
+            }
+            Err(error) => {
+                if retry_at.replace(Instant::now() + REDIS_RETRY).is_none() {
+                    tracing::warn!(%error, "Redis is unreachable: credential limits refuse, \
+                        other limits count per instance until it is back");
+                }
+                None
             }
         }
     }
@@ -143,7 +255,7 @@ impl RateLimiter {
         mut connection: ConnectionManager,
         key: &str,
         limit: Limit,
-    ) -> ApiResult<(u32, u64)> {
+    ) -> redis::RedisResult<(u32, u64)> {
         let window_secs = limit.window.as_secs().max(1);
         // One round trip, atomically: open the window if absent, count, read its remaining time.
         let (_, hits, ttl): (Option<String>, u32, i64) = redis::pipe()
@@ -159,8 +271,7 @@ impl RateLimiter {
             .cmd("TTL")
             .arg(key)
             .query_async(&mut connection)
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
         Ok((hits, u64::try_from(ttl).unwrap_or(window_secs)))
     }
 }
@@ -226,13 +337,12 @@ mod tests {
     }
 
     #[tokio::test]
+    #[ignore = "needs TEST_REDIS_URL"]
     async fn redis_limits_per_key_when_configured() {
-        let Some(url) = std::env::var("TEST_REDIS_URL")
+        let url = std::env::var("TEST_REDIS_URL")
             .ok()
             .filter(|url| !url.is_empty())
-        else {
-            return;
-        };
+            .expect("this test needs TEST_REDIS_URL");
         let client = redis::Client::open(url).expect("valid TEST_REDIS_URL");
         let connection = ConnectionManager::new(client)
             .await

@@ -68,6 +68,16 @@ impl AppState {
     }
 }
 
+/// Redis commands fail fast while Redis is down, rather than each waiting through the default six
+/// reconnection attempts (about six seconds): requests fall back (see [`crate::rate_limit`]) and
+/// the relay and `/readyz` carry on without it.
+fn redis_connection_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(1)))
+}
+
 impl AppState {
     /// Validates the settings, connects to the database (migrating it) and, when configured, to
     /// Redis. The server and the CLI commands that act through services both start here.
@@ -100,11 +110,14 @@ impl AppState {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
                     .context("REDIS_URL is not a valid Redis URL")?;
-                let connection = redis::aio::ConnectionManager::new(client.clone())
-                    .await
-                    .context(
-                        "Failed to connect to Redis: check REDIS_URL and that the server is reachable",
-                    )?;
+                let connection = redis::aio::ConnectionManager::new_with_config(
+                    client.clone(),
+                    redis_connection_config(),
+                )
+                .await
+                .context(
+                    "Failed to connect to Redis: check REDIS_URL and that the server is reachable",
+                )?;
                 rbac = rbac
                     .with_redis(&client, connection.clone(), &settings.redis_namespace)
                     .await?;

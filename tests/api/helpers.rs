@@ -712,6 +712,72 @@ pub async fn socketio_packet(socket: &mut Socket, within: Duration) -> Value {
                 "event",
                 serde_json::from_str::<Value>(body).unwrap_or(Value::Null)
             ]);
+
+/// A `redis-server` of the test's own on a free port, for tests that stop, restart or kill its
+/// clients (the shared Redis is never touched). Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self {
+            port,
+            process: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port, with nothing persisted; returns once it answers.
+    pub async fn restart(&mut self) {
+        assert!(self.process.is_none(), "the Redis server is running");
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.process = Some(process);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill().ok();
+            process.wait().ok();
+        }
+    }
+
+    /// Runs one command with `redis-cli`; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

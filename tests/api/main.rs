@@ -15,6 +15,7 @@ mod payments;
 mod realtime;
 mod sockets;
 mod surfaces;
+mod redis_outage;
 mod tenancy;
 mod webhooks;
 mod workflows;

@@ -1,6 +1,8 @@
-//! The outbox relay: publishes committed events in order and marks them relayed. A crash
-//! between publishing and marking means the batch is published again on restart — delivery is
-//! at least once, never lost.
+//! The outbox relay: numbers committed events in order, creates their webhook deliveries and
+//! marks them relayed, in one transaction that touches only the database; then it publishes
+//! the batch to the bus, best effort. Redis being down therefore never stalls relaying or
+//! webhook deliveries: instances read what a failed publish did not bring from the outbox (see
+//! the forwarder in [`super`]). A crash after the commit loses only the doorbell, not the events.
 //!
 //! On PostgreSQL several instances run a relay; a transaction-scoped advisory lock lets one of
 //! them relay at a time (so positions follow a single order), and the rows are claimed with
@@ -67,7 +69,7 @@ pub struct Relayed {
     pub deliveries: u64,
 }
 
-/// Publishes one batch and creates its webhook deliveries, in one transaction.
+/// Relays one batch and creates its webhook deliveries in one transaction, then publishes it.
 pub async fn relay_batch(
     db: &sea_orm::DatabaseConnection,
     bus: &EventBus,
@@ -93,6 +95,7 @@ pub async fn relay_batch(
     let mut position = last.flatten().unwrap_or(0);
     let now = Utc::now();
     let count = rows.len();
+    let mut events = Vec::with_capacity(count);
     for row in rows {
         position += 1;
         outbox::Entity::update_many()
@@ -101,22 +104,11 @@ pub async fn relay_batch(
             .filter(outbox::Column::Id.eq(row.id))
             .exec(&txn)
             .await?;
-        let payload = serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null);
-        bus.publish(BusEvent {
-            event_id: row.event_id,
-            position,
-            company_id: row.company_id,
-            event_type: row.event_type,
-            aggregate_type: row.aggregate_type,
-            aggregate_id: row.aggregate_id,
-            sequence: row.sequence,
-            occurred_at: row.occurred_at,
-            payload,
-        })
-        .await?;
+        events.push(BusEvent::from_row(row, position));
     }
     txn.commit().await?;
     metrics::counter!("outbox_events_relayed_total").increment(count as u64);
+    bus.publish(events).await;
     Ok(Relayed {
         events: count,
         deliveries,

@@ -254,7 +254,8 @@ async fn admit(state: &HttpState, headers: &HeaderMap, operations: u32) -> ApiRe
         let limit = Limit::per(
             actor.api_call_limit().unwrap_or(limits.api_calls),
             Duration::from_secs(limits.api_window_secs),
-        );
+        )
+        .or_per_instance();
         let key = format!("api:{}", actor.subject());
         for _ in 0..operations {
             state.app.limiter.hit(&key, limit).await?;

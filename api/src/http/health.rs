@@ -15,7 +15,10 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready: the database and, when configured, Redis answer.
+/// Ready: the database and, when configured, Redis answer and this instance is subscribed to
+/// Redis (events and access-change notices). While a subscription is down the instance still
+/// serves, but its subscribers get events only from its outbox catch-up and its access changes
+/// wait for the periodic reload, so the balancer should prefer the others.
 pub async fn readyz(State(state): State<HttpState>) -> Response {
     let database = state.app.db.execute_unprepared("SELECT 1").await.is_ok();
     let redis = match &state.app.redis {
@@ -26,7 +29,15 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
             Some(pong.is_ok())
         }
     };
-    let ready = database && redis.unwrap_or(true);
+    let events = state.app.bus.subscription_health();
+    let access_changes = state.app.rbac.subscription_health();
+    let subscribed = events.unwrap_or(true) && access_changes.unwrap_or(true);
+    let subscriptions = state
+        .app
+        .redis
+        .as_ref()
+        .map(|_| serde_json::json!({ "events": events, "accessChanges": access_changes }));
+    let ready = database && redis.unwrap_or(true) && subscribed;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -36,6 +47,7 @@ pub async fn readyz(State(state): State<HttpState>) -> Response {
         "status": if ready { "ready" } else { "unavailable" },
         "database": database,
         "redis": redis,
+        "subscriptions": subscriptions,
     });
     (status, axum::Json(body)).into_response()
 }

@@ -258,7 +258,7 @@ pub async fn create_role(
     let txn = state.db.begin().await?;
     insert_role(&txn, tenant::company_of(actor), &name, false, &permissions).await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(RoleView {
         name,
         built_in: false,
@@ -295,7 +295,7 @@ pub async fn update_role(
         .await?;
     insert_permissions(&txn, tenant::company_of(actor), &role.name, &permissions).await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(RoleView {
         name: role.name,
         built_in: false,
@@ -349,7 +349,7 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResu
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(true)
 }
 
@@ -435,7 +435,7 @@ pub async fn assign_role(
     )
     .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     member_view(state, actor, user_id).await
 }
 
@@ -465,7 +465,7 @@ pub async fn revoke_role(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     member_view(state, actor, user_id).await
 }
 
@@ -522,7 +522,7 @@ pub async fn remove_member(state: &AppState, actor: &Actor, user_id: Uuid) -> Ap
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(true)
 }
 
@@ -579,7 +579,7 @@ pub async fn create_api_key(
     )
     .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(CreatedApiKey { key, secret })
 }
 
@@ -617,6 +617,6 @@ pub async fn revoke_api_key(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(actor.company_id()).await;
     Ok(revoked)
 }

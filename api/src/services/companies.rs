@@ -166,7 +166,7 @@ pub async fn create_for_operator(
     };
     let company = create_with_admin(&txn, new, admin.id).await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(company.id).await;
     tracing::info!(company_id = %company.id, "operator created a company");
     Ok(company)
 }
@@ -201,7 +201,7 @@ pub async fn set_api_rate_limit(
     .update(&txn)
     .await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(company_id).await;
     Ok(updated)
 }
 
@@ -226,7 +226,7 @@ pub async fn set_status(
     .await?;
     txn.commit().await?;
     // Its members' tokens and keys stop (or work again) on every instance at once.
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(company_id).await;
     tracing::info!(%company_id, status = status.as_str(), "company status changed");
     Ok(updated)
 }

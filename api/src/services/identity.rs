@@ -155,7 +155,7 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
     .await?;
     let session = issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(session.company.id).await;
     tracing::info!(company_id = %session.company.id, "company signed up");
     Ok(session)
 }
@@ -384,7 +384,8 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult
         .limiter
         .hit(
             &format!("refresh:ip:{}", client_key(client)),
-            limit(limits.refreshes, limits.refresh_window_secs),
+            // A refresh token cannot be guessed; refusing would log everyone out.
+            limit(limits.refreshes, limits.refresh_window_secs).or_per_instance(),
         )
         .await?;
     let hash = secret_hash(token);
@@ -578,7 +579,7 @@ pub async fn change_password(
         .await?;
     txn.commit().await?;
     // Tokens issued before now stop working on every instance.
-    state.rbac.access_changed().await;
+    state.rbac.members_changed().await;
     Ok(true)
 }
 
