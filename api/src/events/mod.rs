@@ -259,6 +259,8 @@ impl Forwarder {
                 .all(&self.db)
                 .await?;
             let page = rows.len();
+            // Events Redis did not bring (or not yet): a steady rate means publishes are lost.
+            metrics::counter!("events_caught_up_total").increment(page as u64);
             for row in rows {
                 let Some(position) = row.position else {
                     continue;

@@ -178,8 +178,8 @@ where
         connection.require(permission);
     }
     let company_id = actor.company_id();
-    let actor = actor.clone();
     let receiver = state.bus.subscribe();
+    let viewer = Arc::new((state, actor.clone()));
     Ok(BroadcastStream::new(receiver).filter_map(move |received| {
         let event = match received {
             Ok(event) => Some(event),
@@ -191,10 +191,11 @@ where
         let kept = event
             .filter(|event: &Arc<BusEvent>| event.company_id == company_id && keep(event))
             .map(|event| DomainEvent::from(event.as_ref()));
-        let (state, actor) = (state.clone(), actor.clone());
+        let viewer = kept.is_some().then(|| viewer.clone());
         async move {
-            let event = kept?;
-            still_allowed(&state, &actor, permission)
+            let (event, viewer) = (kept?, viewer?);
+            let (state, actor) = viewer.as_ref();
+            still_allowed(state, actor, permission)
                 .await
                 .then_some(event)
         }

@@ -14,7 +14,7 @@
 //! (With the socket.io Redis adapter on top, every instance would also fan out every emit to the
 //! others, and each event would arrive once per instance.)
 
-use std::fmt;
+use std::{collections::HashMap, fmt};
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -173,13 +173,24 @@ fn emission(event: &BusEvent) -> Option<Emission> {
     }
 }
 
-/// Emits to each socket of the room that may receive it now.
+/// Emits to each socket of the room that may receive it now; the verdict is taken once per
+/// member, however many sockets they have open.
 async fn emit(io: &SocketIo, state: &AppState, emission: &Emission) {
+    let mut verdicts: HashMap<String, bool> = HashMap::new();
     for socket in io.to(emission.room.clone()).sockets() {
         let Some(session) = socket.extensions.get::<Session>() else {
             continue;
         };
-        if !emission.audience.admits(state, &session.actor).await {
+        let subject = session.actor.subject();
+        let admitted = match verdicts.get(&subject) {
+            Some(admitted) => *admitted,
+            None => {
+                let admitted = emission.audience.admits(state, &session.actor).await;
+                verdicts.insert(subject, admitted);
+                admitted
+            }
+        };
+        if !admitted {
             continue;
         }
         if let Err(error) = socket.emit(emission.name, &emission.payload) {

@@ -11,9 +11,10 @@
 //! Outcomes are recorded by one recorder in batches — one transaction for every attempt that
 //! finished meanwhile — so the database's commit rate does not cap the delivery rate; until
 //! an outcome is recorded its delivery stays leased. A batch mixes tenants, so no outcome may
-//! cost the others theirs: a delivery deleted meanwhile (with its endpoint) is left out of the
-//! batch, and a batch that still fails while the database answers is split until the outcome
-//! at fault stands alone, is recorded without its excerpts, or is given up alone.
+//! cost the others theirs: on PostgreSQL a delivery deleted meanwhile (with its endpoint) is
+//! left out of the batch, and a batch that still fails while the database answers is split
+//! until the outcome at fault stands alone, and is recorded without its excerpts, dropped when
+//! its delivery is gone, or given up alone.
 //!
 //! Retries wait their scheduled delay plus a few percent of it at random, so endpoints that
 //! failed together do not all come back at the same instant.
@@ -443,7 +444,15 @@ async fn record_alone(worker: &Worker, attempted: &Attempted, error: &anyhow::Er
             disabled
         }
         Err(second) => {
-            tracing::error!(error = ?error, again = ?second, %delivery, "cannot record a webhook attempt; its lease will expire and it goes out again");
+            let gone = webhook_delivery::Entity::find_by_id(delivery)
+                .one(&worker.db)
+                .await
+                .is_ok_and(|found| found.is_none());
+            if gone {
+                deleted_meanwhile(attempted);
+            } else {
+                tracing::error!(error = ?error, again = ?second, %delivery, "cannot record a webhook attempt; its lease will expire and it goes out again");
+            }
             false
         }
     }
@@ -605,37 +614,49 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
 
 /// The outcomes of `batch` whose delivery still exists; the others' deliveries were deleted
 /// with their endpoint while the attempt was in flight, and nothing is left to record them on.
-/// On PostgreSQL the deliveries are locked against deletion until the outcomes are written.
+/// On PostgreSQL the deliveries are locked against deletion until the outcomes are written. On
+/// SQLite a read before the first write would keep the transaction from becoming the writer
+/// when another commits meanwhile (`SQLITE_BUSY_SNAPSHOT`), so there the batch is left whole
+/// and a gone delivery's outcome is isolated as any other that fails.
 async fn still_there<'batch>(
     txn: &sea_orm::DatabaseTransaction,
     batch: &'batch [Attempted],
 ) -> anyhow::Result<Vec<&'batch Attempted>> {
+    if txn.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(batch.iter().collect());
+    }
     let ids: Vec<Uuid> = batch
         .iter()
         .map(|attempted| attempted.delivery.id)
         .collect();
-    let mut existing = webhook_delivery::Entity::find()
+    let existing: HashSet<Uuid> = webhook_delivery::Entity::find()
         .select_only()
         .column(webhook_delivery::Column::Id)
-        .filter(webhook_delivery::Column::Id.is_in(ids));
-    if txn.get_database_backend() == DatabaseBackend::Postgres {
-        existing = existing.lock(LockType::KeyShare);
-    }
-    let existing: HashSet<Uuid> = existing.into_tuple().all(txn).await?.into_iter().collect();
+        .filter(webhook_delivery::Column::Id.is_in(ids))
+        .lock(LockType::KeyShare)
+        .into_tuple()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
     Ok(batch
         .iter()
         .filter(|attempted| {
             let there = existing.contains(&attempted.delivery.id);
             if !there {
-                tracing::info!(
-                    delivery = %attempted.delivery.id,
-                    endpoint = %attempted.delivery.endpoint_id,
-                    "a webhook delivery was deleted with its endpoint during its attempt; its outcome is dropped"
-                );
+                deleted_meanwhile(attempted);
             }
             there
         })
         .collect())
+}
+
+fn deleted_meanwhile(attempted: &Attempted) {
+    tracing::info!(
+        delivery = %attempted.delivery.id,
+        endpoint = %attempted.delivery.endpoint_id,
+        "a webhook delivery was deleted with its endpoint during its attempt; its outcome is dropped"
+    );
 }
 
 /// When the next attempt is due after `attempts` failed ones, or `None` when the schedule is
