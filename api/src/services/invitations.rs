@@ -517,7 +517,7 @@ pub async fn accept(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Invi
     join(state, &txn, &row, user.id).await?;
     let accepted = view(&txn, row).await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(accepted.invitation.company_id).await;
     tracing::info!(invitation_id = %accepted.invitation.id, company_id = %accepted.invitation.company_id,
         "invitation accepted");
     Ok(accepted)
@@ -582,7 +582,7 @@ pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResu
     join(state, &txn, &row, user.id).await?;
     let session = identity::issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
-    state.rbac.access_changed().await;
+    state.rbac.access_changed(row.company_id).await;
     tracing::info!(invitation_id = %row.id, company_id = %row.company_id,
         "invitation accepted with its token");
     Ok(session)
