@@ -712,6 +712,9 @@ pub async fn socketio_packet(socket: &mut Socket, within: Duration) -> Value {
                 "event",
                 serde_json::from_str::<Value>(body).unwrap_or(Value::Null)
             ]);
+        }
+    }
+}
 
 /// A `redis-server` of the test's own on a free port, for tests that stop, restart or kill its
 /// clients (the shared Redis is never touched). Killed on drop.

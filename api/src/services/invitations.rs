@@ -517,7 +517,10 @@ pub async fn accept(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Invi
     join(state, &txn, &row, user.id).await?;
     let accepted = view(&txn, row).await?;
     txn.commit().await?;
-    state.rbac.access_changed(accepted.invitation.company_id).await;
+    state
+        .rbac
+        .access_changed(accepted.invitation.company_id)
+        .await;
     tracing::info!(invitation_id = %accepted.invitation.id, company_id = %accepted.invitation.company_id,
         "invitation accepted");
     Ok(accepted)
