@@ -122,16 +122,9 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
     let password_hash = password::hash(input.password.clone()).await?;
 
     let txn = state.db.begin().await?;
-    if user::Entity::find()
-        .filter(user::Column::Email.eq(input.email.as_str()))
-        .one(&txn)
-        .await?
-        .is_some()
-    {
-        return Err(ApiError::Conflict(
-            "an account with this email exists already: log in, then create the company".into(),
-        ));
-    }
+    // Inserting first (the unique email answers for a taken one) makes the transaction's first
+    // statement a write: on SQLite a transaction that reads first cannot take the write lock
+    // once another connection has committed meanwhile, and answers BUSY instead of waiting.
     let user = insert_user(
         &txn,
         &input.email,
@@ -139,7 +132,13 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
         Some(password_hash),
         input.locale,
     )
-    .await?;
+    .await
+    .map_err(|error| match error {
+        ApiError::Conflict(_) => ApiError::Conflict(
+            "an account with this email exists already: log in, then create the company".into(),
+        ),
+        other => other,
+    })?;
     let company = companies::create_with_admin(
         &txn,
         companies::NewCompany {
