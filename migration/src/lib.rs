@@ -10,6 +10,7 @@ mod m20261122_000003_create_orders;
 mod m20261122_000004_outbox_position;
 mod m20261122_000005_create_webhooks;
 mod m20261122_000006_create_payments;
+mod m20261202_000012_create_jobs;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_outbox_position::Migration),
             Box::new(m20261122_000005_create_webhooks::Migration),
             Box::new(m20261122_000006_create_payments::Migration),
+            Box::new(m20261202_000012_create_jobs::Migration),
         ]
     }
 }
