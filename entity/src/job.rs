@@ -21,7 +21,6 @@ pub struct Model {
     pub status: String,
     /// Claims so far, the running one included.
     pub attempts: i32,
-    pub max_attempts: i32,
     /// Unique per queue: enqueuing it again returns the existing job.
     pub idempotency_key: Option<String>,
     /// The key limits and pauses apply to (a WhatsApp instance, a company…).

@@ -27,7 +27,6 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone(Jobs::RunAt))
                     .col(string_len(Jobs::Status, 16))
                     .col(integer(Jobs::Attempts).default(0))
-                    .col(integer(Jobs::MaxAttempts))
                     .col(string_len_null(Jobs::IdempotencyKey, 200))
                     .col(string_len_null(Jobs::JobKey, 200))
                     .col(uuid_null(Jobs::CompanyId))
@@ -141,7 +140,6 @@ enum Jobs {
     RunAt,
     Status,
     Attempts,
-    MaxAttempts,
     IdempotencyKey,
     JobKey,
     CompanyId,

@@ -8,6 +8,7 @@ mod cross_tenant;
 mod foundation;
 mod helpers;
 mod identity;
+mod jobs;
 mod lifecycle;
 mod orders;
 mod payments;

@@ -226,10 +226,11 @@ impl Runtime {
     /// Leases up to `free` due jobs of this runtime's queues, best first, within their keys'
     /// limits, in one transaction.
     async fn claim(&self, free: usize) -> anyhow::Result<Vec<job::Model>> {
-        let now = self.jobs.now();
         let queues: Vec<&str> = self.queues.keys().copied().collect();
         let txn = self.db.begin().await?;
         take_write_lock(&txn).await?;
+        // Read after waiting for the lock: rate windows count the time a job really starts.
+        let now = self.jobs.now();
         requeue_expired_leases(&txn, &queues, now).await?;
         let paused_keys = Query::select()
             .column(job_key::Column::Key)
@@ -253,7 +254,10 @@ impl Runtime {
             due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
         let candidates = due.all(&txn).await?;
-        let mut keys = KeyAllowance::lock(self, &txn, &candidates, now).await?;
+        let mut keys = KeyAllowance::lock(self, &txn, &candidates).await?;
+        // Again after waiting for other instances' claims of the same keys.
+        let now = self.jobs.now();
+        keys.open_windows(now);
         let mut claimed = Vec::new();
         let mut dead = Vec::new();
         for candidate in candidates {
@@ -523,8 +527,8 @@ impl KeyAllowance {
         runtime: &Runtime,
         txn: &DatabaseTransaction,
         candidates: &[job::Model],
-        now: DateTime<Utc>,
     ) -> anyhow::Result<Self> {
+        let now = runtime.jobs.now();
         // Sorted, so two claims lock shared keys in the same order and never deadlock.
         let limited: BTreeSet<&str> = candidates
             .iter()
@@ -558,12 +562,8 @@ impl KeyAllowance {
                 .filter(job::Column::Status.eq(Status::Running.as_str()))
                 .count(txn)
                 .await?;
-            let mut recent_starts: Vec<DateTime<Utc>> =
+            let recent_starts: Vec<DateTime<Utc>> =
                 serde_json::from_str(&row.recent_starts).unwrap_or_default();
-            if let Some(rate) = limit.rate {
-                let window = chrono::Duration::from_std(rate.per).unwrap_or(chrono::Duration::zero());
-                recent_starts.retain(|start| *start > now - window);
-            }
             keys.insert(
                 key.to_string(),
                 Allowance {
@@ -575,6 +575,17 @@ impl KeyAllowance {
             );
         }
         Ok(Self { keys })
+    }
+
+    /// Forgets the starts older than each rate's interval before `now`.
+    fn open_windows(&mut self, now: DateTime<Utc>) {
+        for allowance in self.keys.values_mut() {
+            if let Some(rate) = allowance.limit.rate {
+                let window =
+                    chrono::Duration::from_std(rate.per).unwrap_or(chrono::Duration::zero());
+                allowance.recent_starts.retain(|start| *start > now - window);
+            }
+        }
     }
 
     /// Whether a job of `key` may start now; counts it when it may.
