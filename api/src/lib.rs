@@ -197,19 +197,22 @@ async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
     let sweeping = state.clone();
     runtime
         // A failed sweep is not retried: the next tick is a minute away.
-        .handle(jobs::RetryPolicy::once(), move |job, ExpireOverduePayments| {
-            let state = sweeping.clone();
-            async move {
-                // Cross-tenant: one sweep expires every company's overdue payments.
-                let expired =
-                    services::payments::expire_overdue(&state.background_db, job.started_at)
-                        .await?;
-                if expired > 0 {
-                    state.events_committed();
+        .handle(
+            jobs::RetryPolicy::once(),
+            move |job, ExpireOverduePayments| {
+                let state = sweeping.clone();
+                async move {
+                    // Cross-tenant: one sweep expires every company's overdue payments.
+                    let expired =
+                        services::payments::expire_overdue(&state.background_db, job.started_at)
+                            .await?;
+                    if expired > 0 {
+                        state.events_committed();
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-        })
+            },
+        )
         .schedule(jobs::Recurring::new(
             <ExpireOverduePayments as jobs::Job>::QUEUE,
             "* * * * *",

@@ -97,7 +97,10 @@ impl MigrationTrait for Migration {
                     .col(uuid_null(JobSchedules::CompanyId))
                     .col(timestamp_with_time_zone(JobSchedules::NextRunAt))
                     .col(timestamp_with_time_zone(JobSchedules::UpdatedAt))
-                    .foreign_key(&mut company_fk(JobSchedules::Table, JobSchedules::CompanyId))
+                    .foreign_key(&mut company_fk(
+                        JobSchedules::Table,
+                        JobSchedules::CompanyId,
+                    ))
                     .to_owned(),
             )
             .await?;

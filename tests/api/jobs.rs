@@ -199,7 +199,10 @@ async fn a_rate_limited_key_never_starts_more_than_its_rate_across_instances() {
         .await
         .expect("enqueued");
     }
-    eventually("all 16 started", || starts.lock().expect("not poisoned").len() == 16).await;
+    eventually("all 16 started", || {
+        starts.lock().expect("not poisoned").len() == 16
+    })
+    .await;
     let took = began.elapsed();
     for instance in instances {
         instance.stop().await;
@@ -214,13 +217,19 @@ async fn a_rate_limited_key_never_starts_more_than_its_rate_across_instances() {
         .map(|window| window[rate.count] - window[0])
         .min()
         .expect("more starts than the rate");
-    println!("{} consecutive starts spanned at least {tightest:?}; 16 took {took:?}", rate.count + 1);
+    println!(
+        "{} consecutive starts spanned at least {tightest:?}; 16 took {took:?}",
+        rate.count + 1
+    );
     assert!(
         tightest + Duration::from_millis(25) >= rate.per,
         "{} starts within {tightest:?}",
         rate.count + 1
     );
-    assert!(took >= rate.per * 3, "16 starts at 4 per 500 ms took {took:?}");
+    assert!(
+        took >= rate.per * 3,
+        "16 starts at 4 per 500 ms took {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -258,9 +267,13 @@ async fn a_key_limited_to_one_at_a_time_never_runs_two_across_instances() {
     }
     let jobs = jobs.expect("a handle");
     for number in 0..12 {
-        jobs.enqueue(&app.db, &Step { number }, Enqueue::default().key("company:one"))
-            .await
-            .expect("enqueued");
+        jobs.enqueue(
+            &app.db,
+            &Step { number },
+            Enqueue::default().key("company:one"),
+        )
+        .await
+        .expect("enqueued");
     }
     eventually("all 12 ran", || done.load(Ordering::SeqCst) == 12).await;
     for instance in instances {
@@ -324,18 +337,30 @@ async fn two_instances_share_jobs_and_never_run_one_twice(app: &TestApp) {
     let mut jobs = None;
     for counter in &by_instance {
         let mut runtime = runtime(app, fast(8), Arc::new(SystemClock)).await;
-        let (running, runs, overlaps, counter) =
-            (running.clone(), runs.clone(), overlaps.clone(), counter.clone());
+        let (running, runs, overlaps, counter) = (
+            running.clone(),
+            runs.clone(),
+            overlaps.clone(),
+            counter.clone(),
+        );
         runtime.handle(RetryPolicy::default(), move |job, _: Step| {
-            let (running, runs, overlaps, counter) =
-                (running.clone(), runs.clone(), overlaps.clone(), counter.clone());
+            let (running, runs, overlaps, counter) = (
+                running.clone(),
+                runs.clone(),
+                overlaps.clone(),
+                counter.clone(),
+            );
             async move {
                 if !running.lock().expect("not poisoned").insert(job.id) {
                     overlaps.fetch_add(1, Ordering::SeqCst);
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 running.lock().expect("not poisoned").remove(&job.id);
-                *runs.lock().expect("not poisoned").entry(job.id).or_default() += 1;
+                *runs
+                    .lock()
+                    .expect("not poisoned")
+                    .entry(job.id)
+                    .or_default() += 1;
                 counter.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
@@ -352,7 +377,10 @@ async fn two_instances_share_jobs_and_never_run_one_twice(app: &TestApp) {
                 .expect("enqueued"),
         );
     }
-    eventually("all 200 ran", || runs.lock().expect("not poisoned").len() == 200).await;
+    eventually("all 200 ran", || {
+        runs.lock().expect("not poisoned").len() == 200
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     for instance in instances {
         instance.stop().await;
@@ -362,8 +390,13 @@ async fn two_instances_share_jobs_and_never_run_one_twice(app: &TestApp) {
     assert_eq!(overlaps.load(Ordering::SeqCst), 0);
     assert!(runs.values().all(|count| *count == 1), "{runs:?}");
     assert!(ids.iter().all(|id| runs.contains_key(id)));
-    let shares = by_instance.each_ref().map(|counter| counter.load(Ordering::SeqCst));
-    assert!(shares.iter().all(|share| *share > 0), "both instances worked: {shares:?}");
+    let shares = by_instance
+        .each_ref()
+        .map(|counter| counter.load(Ordering::SeqCst));
+    assert!(
+        shares.iter().all(|share| *share > 0),
+        "both instances worked: {shares:?}"
+    );
 }
 
 #[tokio::test]
@@ -433,8 +466,7 @@ async fn enqueuing_one_idempotency_key_twice_makes_one_job_and_commits_with_the_
 }
 
 #[tokio::test]
-async fn a_job_failing_every_attempt_follows_its_retry_schedule_then_is_dead_with_its_last_error()
-{
+async fn a_job_failing_every_attempt_follows_its_retry_schedule_then_is_dead_with_its_last_error() {
     let app = spawn_app().await;
     let clock = ManualClock::starting_at(chrono::Utc::now());
     let mut runtime = runtime(&app, fast(4), Arc::new(clock.clone())).await;
@@ -460,7 +492,10 @@ async fn a_job_failing_every_attempt_follows_its_retry_schedule_then_is_dead_wit
     let instance = start(runtime);
     let mut waits = Vec::new();
     for attempt in 1..=2 {
-        eventually("the attempt failed", || attempts.load(Ordering::SeqCst) == attempt).await;
+        eventually("the attempt failed", || {
+            attempts.load(Ordering::SeqCst) == attempt
+        })
+        .await;
         let deadline = Instant::now() + Duration::from_secs(10);
         let failed = loop {
             let failed = row(&app, id).await;
@@ -481,7 +516,10 @@ async fn a_job_failing_every_attempt_follows_its_retry_schedule_then_is_dead_wit
         assert_eq!(attempts.load(Ordering::SeqCst), attempt);
         clock.advance(chrono::Duration::seconds(1));
     }
-    eventually("the last attempt failed", || attempts.load(Ordering::SeqCst) == 3).await;
+    eventually("the last attempt failed", || {
+        attempts.load(Ordering::SeqCst) == 3
+    })
+    .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let dead = loop {
         let dead = row(&app, id).await;
@@ -495,8 +533,14 @@ async fn a_job_failing_every_attempt_follows_its_retry_schedule_then_is_dead_wit
     tokio::time::sleep(Duration::from_millis(200)).await;
     instance.stop().await;
 
-    assert!((48..=72).contains(&waits[0]), "first wait 60 s ± 20 %: {waits:?}");
-    assert!((96..=144).contains(&waits[1]), "second wait 120 s ± 20 %: {waits:?}");
+    assert!(
+        (48..=72).contains(&waits[0]),
+        "first wait 60 s ± 20 %: {waits:?}"
+    );
+    assert!(
+        (96..=144).contains(&waits[1]),
+        "second wait 120 s ± 20 %: {waits:?}"
+    );
     assert_eq!(dead.attempts, 3);
     assert_eq!(dead.last_error.as_deref(), Some("attempt 3 failed"));
     assert_eq!(attempts.load(Ordering::SeqCst), 3, "a dead job stays dead");
@@ -547,12 +591,20 @@ async fn a_cancelled_job_never_runs() {
     let jobs = runtime.jobs();
     let later = jobs.now() + chrono::Duration::minutes(1);
     let cancelled = jobs
-        .enqueue(&app.db, &Step { number: 1 }, Enqueue::default().run_at(later))
+        .enqueue(
+            &app.db,
+            &Step { number: 1 },
+            Enqueue::default().run_at(later),
+        )
         .await
         .expect("enqueued");
-    jobs.enqueue(&app.db, &Step { number: 2 }, Enqueue::default().run_at(later))
-        .await
-        .expect("enqueued");
+    jobs.enqueue(
+        &app.db,
+        &Step { number: 2 },
+        Enqueue::default().run_at(later),
+    )
+    .await
+    .expect("enqueued");
     let instance = start(runtime);
     let withdrawn = jobs.cancel(&app.db, cancelled).await.expect("cancelled");
     clock.advance(chrono::Duration::minutes(2));
@@ -564,7 +616,10 @@ async fn a_cancelled_job_never_runs() {
     assert!(withdrawn);
     assert!(!again, "a cancelled job cannot be cancelled twice");
     assert_eq!(ran(&ran_steps), [2]);
-    assert_eq!(row(&app, cancelled).await.status, Status::Cancelled.as_str());
+    assert_eq!(
+        row(&app, cancelled).await.status,
+        Status::Cancelled.as_str()
+    );
 }
 
 #[derive(Serialize, Deserialize)]

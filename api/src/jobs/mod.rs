@@ -228,13 +228,14 @@ impl Jobs {
         let cancelled = job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(Status::Cancelled.as_str()))
             .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
-            .col_expr(job::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                job::Column::LeasedUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .col_expr(job::Column::FinishedAt, Expr::value(now))
             .col_expr(job::Column::UpdatedAt, Expr::value(now))
             .filter(job::Column::Id.eq(id))
-            .filter(
-                job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]),
-            )
+            .filter(job::Column::Status.is_in([Status::Queued.as_str(), Status::Running.as_str()]))
             .exec(conn)
             .await?;
         Ok(cancelled.rows_affected == 1)

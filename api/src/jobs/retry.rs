@@ -70,7 +70,10 @@ mod tests {
         let expected = [10.0, 20.0, 40.0, 60.0, 60.0];
         for _ in 0..200 {
             for (failed, base) in (1..).zip(expected) {
-                let delay = policy.delay_after(failed).expect("attempts left").as_secs_f64();
+                let delay = policy
+                    .delay_after(failed)
+                    .expect("attempts left")
+                    .as_secs_f64();
                 assert!(
                     (base * 0.8..=base * 1.2).contains(&delay),
                     "after {failed} failures: {delay}"

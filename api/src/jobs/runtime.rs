@@ -207,7 +207,10 @@ impl Runtime {
             };
         }
         let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(runtime.settings.lease, drain).await.is_err() {
+        if tokio::time::timeout(runtime.settings.lease, drain)
+            .await
+            .is_err()
+        {
             tracing::warn!("jobs still running at shutdown; their leases will expire");
         }
         if let Err(error) = runtime.db.clone().close().await {
@@ -294,7 +297,10 @@ impl Runtime {
         let leased_until = now + self.lease();
         job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(Status::Running.as_str()))
-            .col_expr(job::Column::Attempts, Expr::col(job::Column::Attempts).add(1))
+            .col_expr(
+                job::Column::Attempts,
+                Expr::col(job::Column::Attempts).add(1),
+            )
             .col_expr(job::Column::LeaseId, Expr::value(lease_id))
             .col_expr(job::Column::LeasedUntil, Expr::value(leased_until))
             .col_expr(job::Column::StartedAt, Expr::value(now))
@@ -361,7 +367,8 @@ impl Runtime {
                         tracing::info!(job = %job.id, queue = job.queue, attempt = failed, error, "job failed; retrying");
                         let run_at = self.jobs.now()
                             + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-                        self.finish(&job, Status::Queued, Some(error), Some(run_at)).await
+                        self.finish(&job, Status::Queued, Some(error), Some(run_at))
+                            .await
                     }
                     None => {
                         tracing::warn!(job = %job.id, queue = job.queue, attempts = failed, error, "job dead");
@@ -401,7 +408,10 @@ impl Runtime {
         let mut update = job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(status.as_str()))
             .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
-            .col_expr(job::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                job::Column::LeasedUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .col_expr(job::Column::LastError, Expr::value(error))
             .col_expr(job::Column::FinishedAt, Expr::value(finished_at))
             .col_expr(job::Column::UpdatedAt, Expr::value(now));
@@ -430,7 +440,10 @@ impl Runtime {
             .all(&self.db)
             .await?;
         for queue in self.queues.keys() {
-            for (status, gauge) in [(Status::Queued, "jobs_queued"), (Status::Running, "jobs_running")] {
+            for (status, gauge) in [
+                (Status::Queued, "jobs_queued"),
+                (Status::Running, "jobs_running"),
+            ] {
                 let count = counts
                     .iter()
                     .find(|(name, of, _)| name == queue && of == status.as_str())
@@ -444,23 +457,14 @@ impl Runtime {
     /// Deletes jobs finished or cancelled longer ago than the retention; dead ones stay for
     /// someone to look at.
     async fn prune(&self) -> anyhow::Result<()> {
-        let retention =
-            chrono::Duration::from_std(self.settings.retention).unwrap_or(chrono::Duration::weeks(1));
+        let retention = chrono::Duration::from_std(self.settings.retention)
+            .unwrap_or(chrono::Duration::weeks(1));
         job::Entity::delete_many()
             .filter(job::Column::Status.is_in([Status::Done.as_str(), Status::Cancelled.as_str()]))
             .filter(job::Column::FinishedAt.lt(self.jobs.now() - retention))
             .exec(&self.db)
             .await?;
         Ok(())
-    }
-
-    /// How many of this runtime's jobs are in `status` (for tests and operators).
-    pub async fn count(&self, status: Status) -> anyhow::Result<u64> {
-        Ok(job::Entity::find()
-            .filter(job::Column::Status.eq(status.as_str()))
-            .filter(job::Column::Queue.is_in(self.queues.keys().copied()))
-            .count(&self.db)
-            .await?)
     }
 }
 
@@ -495,7 +499,10 @@ async fn requeue_expired_leases(
     job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(Status::Queued.as_str()))
         .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
-        .col_expr(job::Column::LeasedUntil, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(
+            job::Column::LeasedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
         .col_expr(
             job::Column::LastError,
             Expr::value("the lease expired: the worker stopped during the attempt"),
@@ -546,7 +553,11 @@ impl KeyAllowance {
                 recent_starts: Set("[]".to_string()),
                 updated_at: Set(now),
             })
-            .on_conflict(OnConflict::column(job_key::Column::Key).do_nothing().to_owned())
+            .on_conflict(
+                OnConflict::column(job_key::Column::Key)
+                    .do_nothing()
+                    .to_owned(),
+            )
             .exec_without_returning(txn)
             .await?;
             let mut row = job_key::Entity::find_by_id(key.to_string());
@@ -583,7 +594,9 @@ impl KeyAllowance {
             if let Some(rate) = allowance.limit.rate {
                 let window =
                     chrono::Duration::from_std(rate.per).unwrap_or(chrono::Duration::zero());
-                allowance.recent_starts.retain(|start| *start > now - window);
+                allowance
+                    .recent_starts
+                    .retain(|start| *start > now - window);
             }
         }
     }

@@ -77,7 +77,8 @@ impl Recurring {
 }
 
 fn parse(pattern: &str) -> anyhow::Result<Cron> {
-    Cron::from_str(pattern).map_err(|error| anyhow::anyhow!("invalid cron pattern {pattern:?}: {error}"))
+    Cron::from_str(pattern)
+        .map_err(|error| anyhow::anyhow!("invalid cron pattern {pattern:?}: {error}"))
 }
 
 fn next_tick(cron: &Cron, time_zone: Tz, after: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
@@ -129,17 +130,12 @@ impl Jobs {
         Ok(())
     }
 
-    /// Removes a schedule; jobs it already enqueued stay.
-    pub async fn unschedule(&self, conn: &impl ConnectionTrait, name: &str) -> anyhow::Result<()> {
-        job_schedule::Entity::delete_by_id(name.to_string())
-            .exec(conn)
-            .await?;
-        Ok(())
-    }
-
     /// Enqueues the job of every schedule whose tick has passed and moves each to its next
     /// tick; returns how many fired.
-    pub(super) async fn fire_due_schedules(&self, db: &DatabaseConnection) -> anyhow::Result<usize> {
+    pub(super) async fn fire_due_schedules(
+        &self,
+        db: &DatabaseConnection,
+    ) -> anyhow::Result<usize> {
         let now = self.now();
         let txn = db.begin().await?;
         take_write_lock(&txn).await?;
@@ -153,9 +149,11 @@ impl Jobs {
         let fired = due.len();
         for schedule in due {
             let tick = schedule.next_run_at;
-            let mut options = Enqueue::default()
-                .run_at(tick)
-                .idempotency_key(format!("schedule:{}:{}", schedule.name, tick.to_rfc3339()));
+            let mut options = Enqueue::default().run_at(tick).idempotency_key(format!(
+                "schedule:{}:{}",
+                schedule.name,
+                tick.to_rfc3339()
+            ));
             if let Some(company_id) = schedule.company_id {
                 options = options.company(company_id);
             }
