@@ -167,7 +167,11 @@ async fn a_rate_limited_key_never_starts_more_than_its_rate_across_instances() {
         count: 4,
         per: Duration::from_millis(500),
     };
-    let starts = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    // When each handler began (wall clock) and when its claim started it (the runtime's clock,
+    // what the limit counts), across both instances.
+    let starts = Arc::new(Mutex::new(
+        Vec::<(Instant, chrono::DateTime<chrono::Utc>)>::new(),
+    ));
     let mut instances = Vec::new();
     let mut jobs = None;
     for _ in 0..2 {
@@ -181,8 +185,11 @@ async fn a_rate_limited_key_never_starts_more_than_its_rate_across_instances() {
                     rate: Some(rate),
                 },
             )
-            .handle(RetryPolicy::default(), move |_, _: Step| {
-                record.lock().expect("not poisoned").push(Instant::now());
+            .handle(RetryPolicy::default(), move |job, _: Step| {
+                record
+                    .lock()
+                    .expect("not poisoned")
+                    .push((Instant::now(), job.started_at));
                 async { Ok(()) }
             });
         jobs.get_or_insert(runtime.jobs());
@@ -208,17 +215,32 @@ async fn a_rate_limited_key_never_starts_more_than_its_rate_across_instances() {
         instance.stop().await;
     }
 
-    let mut starts = starts.lock().expect("not poisoned").clone();
-    starts.sort();
-    // Any `count + 1` consecutive starts span at least the interval (a few milliseconds
-    // allowed between the claim, which the limit counts, and the handler's first line).
-    let tightest = starts
+    let starts = starts.lock().expect("not poisoned").clone();
+    let mut began_at: Vec<Instant> = starts.iter().map(|(began, _)| *began).collect();
+    began_at.sort();
+    let mut claimed_at: Vec<chrono::DateTime<chrono::Utc>> =
+        starts.iter().map(|(_, claimed)| *claimed).collect();
+    claimed_at.sort();
+    let per = chrono::Duration::from_std(rate.per).expect("a short interval");
+    let tightest_claims = claimed_at
+        .windows(rate.count + 1)
+        .map(|window| window[rate.count] - window[0])
+        .min()
+        .expect("more starts than the rate");
+    // As the handlers saw it: a few milliseconds allowed between the claim and the handler's
+    // first line.
+    let tightest = began_at
         .windows(rate.count + 1)
         .map(|window| window[rate.count] - window[0])
         .min()
         .expect("more starts than the rate");
     println!(
-        "{} consecutive starts spanned at least {tightest:?}; 16 took {took:?}",
+        "{} consecutive starts spanned at least {tightest:?} (claims {tightest_claims}); 16 took {took:?}",
+        rate.count + 1
+    );
+    assert!(
+        tightest_claims >= per,
+        "{} claims within {tightest_claims}",
         rate.count + 1
     );
     assert!(

@@ -136,7 +136,7 @@ pub struct JobContext {
     /// used for that company alone.
     pub company_id: Option<Uuid>,
     pub key: Option<String>,
-    /// When the runtime started this attempt, by its clock.
+    /// When the runtime claimed this attempt, by its clock (what rate limits count).
     pub started_at: DateTime<Utc>,
 }
 

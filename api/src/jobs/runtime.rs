@@ -163,48 +163,45 @@ impl Runtime {
             }
         }
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let mut last_metrics: Option<tokio::time::Instant> = None;
-        let mut last_prune: Option<tokio::time::Instant> = None;
-        let mut claim_now = true;
+        let (mut schedules_fired, mut gauges_read, mut pruned) = (None, None, None);
         loop {
-            if claim_now {
-                if let Err(error) = runtime.jobs.fire_due_schedules(&runtime.db).await {
-                    tracing::warn!(error = ?error, "firing job schedules failed; retrying");
-                }
-                while tasks.len() < runtime.settings.max_in_flight {
-                    let free = runtime.settings.max_in_flight - tasks.len();
-                    match runtime.claim(free).await {
-                        Ok(claimed) if claimed.is_empty() => break,
-                        Ok(claimed) => {
-                            for job in claimed {
-                                tasks.spawn(runtime.clone().execute(job));
-                            }
+            // Ticks are seconds apart at the finest: no need to look on every wake.
+            if elapsed(&mut schedules_fired, runtime.settings.poll)
+                && let Err(error) = runtime.jobs.fire_due_schedules(&runtime.db).await
+            {
+                tracing::warn!(error = ?error, "firing job schedules failed; retrying");
+            }
+            while tasks.len() < runtime.settings.max_in_flight {
+                let free = runtime.settings.max_in_flight - tasks.len();
+                match runtime.claim(free).await {
+                    Ok(claimed) if claimed.is_empty() => break,
+                    Ok(claimed) => {
+                        for job in claimed {
+                            tasks.spawn(runtime.clone().execute(job));
                         }
-                        Err(error) => {
-                            tracing::warn!(error = ?error, "claiming jobs failed; retrying");
-                            break;
-                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = ?error, "claiming jobs failed; retrying");
+                        break;
                     }
                 }
             }
-            if last_metrics.is_none_or(|at| at.elapsed() >= METRICS_EVERY) {
-                last_metrics = Some(tokio::time::Instant::now());
-                if let Err(error) = runtime.report_gauges().await {
-                    tracing::warn!(error = ?error, "reading job gauges failed");
-                }
+            if elapsed(&mut gauges_read, METRICS_EVERY)
+                && let Err(error) = runtime.report_gauges().await
+            {
+                tracing::warn!(error = ?error, "reading job gauges failed");
             }
-            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-                last_prune = Some(tokio::time::Instant::now());
-                if let Err(error) = runtime.prune().await {
-                    tracing::warn!(error = ?error, "pruning finished jobs failed");
-                }
+            if elapsed(&mut pruned, PRUNE_EVERY)
+                && let Err(error) = runtime.prune().await
+            {
+                tracing::warn!(error = ?error, "pruning finished jobs failed");
             }
-            claim_now = tokio::select! {
-                () = runtime.jobs.wake.notified() => true,
-                () = tokio::time::sleep(runtime.settings.poll) => true,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => true,
+            tokio::select! {
+                () = runtime.jobs.wake.notified() => {}
+                () = tokio::time::sleep(runtime.settings.poll) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = stop.wait_for(|stopped| *stopped) => break,
-            };
+            }
         }
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(runtime.settings.lease, drain)
@@ -329,7 +326,7 @@ impl Runtime {
             return;
         };
         let labels = [("queue", job.queue.clone())];
-        let started_at = self.jobs.now();
+        let started_at = job.started_at.unwrap_or_else(|| self.jobs.now());
         let wait = (started_at - job.run_at).to_std().unwrap_or_default();
         metrics::histogram!("job_wait_seconds", &labels).record(wait.as_secs_f64());
         let context = JobContext {
@@ -466,6 +463,16 @@ impl Runtime {
             .await?;
         Ok(())
     }
+}
+
+/// Whether `every` has passed since `last` (or it never happened); if so, it happens now.
+fn elapsed(last: &mut Option<tokio::time::Instant>, every: Duration) -> bool {
+    let now = tokio::time::Instant::now();
+    if last.is_some_and(|at| now - at < every) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 /// Still held by the claim that leased `job`.
