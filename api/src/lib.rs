@@ -218,6 +218,7 @@ async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
             "* * * * *",
             &ExpireOverduePayments,
         )?);
+    runtime.declare_schedules().await?;
     Ok(runtime)
 }
 

@@ -666,6 +666,7 @@ async fn a_recurring_schedule_fires_once_per_tick_across_two_instances() {
                 async { Ok(()) }
             })
             .schedule(Recurring::new("test.every-minute", "* * * * *", &Tick).expect("valid"));
+        runtime.declare_schedules().await.expect("declared");
         instances.push(start(runtime));
     }
     let count = || ticks.lock().expect("not poisoned").len();

@@ -19,7 +19,9 @@
 //!   caps how many of a key's jobs run at once and how many start per interval;
 //!   [`Jobs::pause_key`] holds them until [`Jobs::resume_key`]. [`Jobs::cancel`] withdraws a job.
 //! - [`Recurring`] schedules are cron patterns read in a time zone (a company's, where asked);
-//!   each tick enqueues one job, whichever instances are running ([`schedule`]).
+//!   declared with [`Runtime::schedule`] (written by [`Runtime::declare_schedules`] as the server
+//!   starts) or per company with [`Jobs::schedule`]; each tick enqueues one job, however many
+//!   instances run ([`schedule`]).
 //! - Every decision by time reads a [`Clock`]; tests move a [`ManualClock`].
 //! - Metrics per queue: `jobs_queued`, `jobs_running` (gauges), `jobs_completed_total`,
 //!   `jobs_failed_total`, `jobs_dead_total` (counters), `job_wait_seconds` (due to started) and

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use entity::{job, job_key};
 use sea_orm::{
@@ -146,10 +147,22 @@ impl Runtime {
         self
     }
 
-    /// Declares a recurring schedule, written (or updated) when the runtime starts.
+    /// Declares a recurring schedule, written (or updated) by [`Runtime::declare_schedules`].
     pub fn schedule(&mut self, recurring: Recurring) -> &mut Self {
         self.schedules.push(recurring);
         self
+    }
+
+    /// Writes the declared schedules. The server does it while it starts, before it serves:
+    /// on SQLite a write racing the first requests' transactions could fail one of them.
+    pub async fn declare_schedules(&self) -> anyhow::Result<()> {
+        for recurring in &self.schedules {
+            self.jobs
+                .schedule(&self.db, recurring)
+                .await
+                .with_context(|| format!("declaring the job schedule {}", recurring.name()))?;
+        }
+        Ok(())
     }
 
     /// Runs until `stop` turns true, then lets running jobs finish within one lease (jobs
@@ -157,11 +170,6 @@ impl Runtime {
     /// closes the runtime's pool.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let runtime = Arc::new(self);
-        for recurring in &runtime.schedules {
-            if let Err(error) = runtime.jobs.schedule(&runtime.db, recurring).await {
-                tracing::error!(error = ?error, schedule = recurring.name(), "declaring a job schedule failed");
-            }
-        }
         let mut tasks: JoinSet<()> = JoinSet::new();
         let (mut schedules_fired, mut gauges_read, mut pruned) = (None, None, None);
         loop {
