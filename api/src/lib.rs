@@ -9,6 +9,7 @@
 //! - [`graphql`]: the schema, its limits and one module per domain.
 //! - [`error`]: the one [`ApiError`](error::ApiError) and its `extensions.code`.
 //! - [`db`]: SQLite or PostgreSQL, migrated at start.
+//! - [`jobs`]: the durable job runtime; background work (the payment-expiry sweep) runs on it.
 //! - [`cli`]: `serve`, `migrate`, `print-schema`, `demo-seed`.
 //!
 //! [`Application`] ties them together: `build` binds the port (0 picks a free one, as the tests
@@ -26,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod jobs;
 pub mod payments;
 pub mod rate_limit;
 pub mod rbac;
@@ -55,6 +57,7 @@ pub struct Application {
     /// The `PLATFORM_METRICS_BIND` listener and its router, when configured.
     metrics: Option<(TcpListener, Router)>,
     state: AppState,
+    jobs: jobs::Runtime,
     shutdown: ShutdownHandle,
 }
 
@@ -104,12 +107,14 @@ impl Application {
             .context("Failed to read bound address")?
             .port();
         let (sender, _) = watch::channel(false);
+        let jobs = background_jobs(&state).await?;
         Ok(Self {
             port,
             listener,
             router,
             metrics,
             state,
+            jobs,
             shutdown: ShutdownHandle(Arc::new(sender)),
         })
     }
@@ -150,10 +155,7 @@ impl Application {
             self.state.webhook_worker(),
             self.shutdown.0.subscribe(),
         ));
-        tokio::spawn(expire_payments(
-            self.state.clone(),
-            self.shutdown.0.subscribe(),
-        ));
+        let jobs = tokio::spawn(self.jobs.run(self.shutdown.0.subscribe()));
         if let Some((listener, router)) = self.metrics {
             let mut stop = self.shutdown.0.subscribe();
             tracing::info!(address = %listener.local_addr()?, "serving /metrics");
@@ -193,6 +195,9 @@ impl Application {
         if webhook_worker.await.is_err() {
             tracing::warn!("the webhook worker ended abnormally");
         }
+        if jobs.await.is_err() {
+            tracing::warn!("the job runtime ended abnormally");
+        }
         self.state
             .db
             .close()
@@ -213,22 +218,45 @@ impl Application {
     }
 }
 
-/// How often unpaid PIX charges and boletos are checked for expiry.
-const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(60);
+/// Expires unpaid PIX charges and boletos past their validity; a recurring job, once a
+/// minute across all instances.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ExpireOverduePayments;
 
-/// Expires overdue payments once a minute until the server stops.
-async fn expire_payments(state: AppState, mut stop: watch::Receiver<bool>) {
-    loop {
-        match services::payments::expire_overdue(&state.background_db, chrono::Utc::now()).await {
-            Ok(0) => {}
-            Ok(_) => state.events_committed(),
-            Err(error) => tracing::warn!(error = ?error, "expiring overdue payments failed"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(EXPIRY_SWEEP) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
-    }
+impl jobs::Job for ExpireOverduePayments {
+    const QUEUE: &'static str = "payments.expire-overdue";
+}
+
+/// This instance's job runtime, on its own pool, with the server's handlers and schedules.
+async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
+    let pool = db::connect_with(&state.settings, 4).await?;
+    let mut runtime = jobs::Runtime::new(pool, jobs::RuntimeSettings::default());
+    let sweeping = state.clone();
+    runtime
+        // A failed sweep is not retried: the next tick is a minute away.
+        .handle(
+            jobs::RetryPolicy::once(),
+            move |job, ExpireOverduePayments| {
+                let state = sweeping.clone();
+                async move {
+                    // Cross-tenant: one sweep expires every company's overdue payments.
+                    let expired =
+                        services::payments::expire_overdue(&state.background_db, job.started_at)
+                            .await?;
+                    if expired > 0 {
+                        state.events_committed();
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .schedule(jobs::Recurring::new(
+            <ExpireOverduePayments as jobs::Job>::QUEUE,
+            "* * * * *",
+            &ExpireOverduePayments,
+        )?);
+    runtime.declare_schedules().await?;
+    Ok(runtime)
 }
 
 async fn termination_signal() {

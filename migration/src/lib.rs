@@ -11,6 +11,7 @@ mod m20261122_000004_outbox_position;
 mod m20261122_000005_create_webhooks;
 mod m20261122_000006_create_payments;
 mod m20261202_000007_create_invitations;
+mod m20261202_000012_create_jobs;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_create_webhooks::Migration),
             Box::new(m20261122_000006_create_payments::Migration),
             Box::new(m20261202_000007_create_invitations::Migration),
+            Box::new(m20261202_000012_create_jobs::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@ mod foundation;
 mod helpers;
 mod identity;
 mod invitations;
+mod jobs;
 mod lifecycle;
 mod orders;
 mod payments;

@@ -1511,3 +1511,74 @@ async fn no_price_order_total_or_payment_goes_beyond_the_one_maximum() {
     );
     assert_eq!(first_error_code(&tip_beyond), "VALIDATION", "{tip_beyond}");
 }
+
+#[tokio::test]
+async fn the_expiry_sweep_runs_as_a_recurring_job_once_a_minute() {
+    use entity::{job_schedule, payment};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+
+    let app = spawn_app().await;
+    let shop = shop(&app, "sweep").await;
+    let token = shop.tenant.access_token.clone();
+    settings(
+        &app,
+        &token,
+        json!({ "pixKey": "caixa@sweep.test", "pixMerchantName": "Sweep", "pixMerchantCity": "Natal" }),
+    )
+    .await;
+    let order_id = order(&app, &shop).await;
+    let created = create_payment(
+        &app,
+        &token,
+        json!({ "orderId": order_id, "method": "PIX", "amountMinor": 100, "idempotencyKey": "pix" }),
+    )
+    .await;
+    let id = text(&created["data"]["createPayment"]["id"]);
+    let schedule = job_schedule::Entity::find_by_id("payments.expire-overdue".to_string())
+        .one(&app.db)
+        .await
+        .expect("a query")
+        .expect("the server declared the sweep's schedule");
+    let now = chrono::Utc::now();
+    assert_eq!(schedule.cron, "* * * * *");
+    assert!(
+        schedule.next_run_at > now - chrono::Duration::seconds(5)
+            && schedule.next_run_at <= now + chrono::Duration::minutes(1),
+        "the next tick is within a minute: {schedule:?}"
+    );
+
+    // A day and an hour old, and the sweep's tick has come.
+    payment::Entity::update_many()
+        .col_expr(
+            payment::Column::CreatedAt,
+            Expr::value(now - chrono::Duration::hours(25)),
+        )
+        .filter(payment::Column::Id.eq(uuid::Uuid::parse_str(&id).expect("a uuid")))
+        .exec(&app.db)
+        .await
+        .expect("backdated");
+    job_schedule::Entity::update_many()
+        .col_expr(
+            job_schedule::Column::NextRunAt,
+            Expr::value(now - chrono::Duration::seconds(1)),
+        )
+        .filter(job_schedule::Column::Name.eq("payments.expire-overdue"))
+        .exec(&app.db)
+        .await
+        .expect("tick due");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let statuses = balance(&app, &token, &order_id).await["payments"].clone();
+        if statuses == json!([{ "id": id, "status": "EXPIRED" }]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{statuses}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let moved_on = job_schedule::Entity::find_by_id("payments.expire-overdue".to_string())
+        .one(&app.db)
+        .await
+        .expect("a query")
+        .expect("the schedule");
+    assert!(moved_on.next_run_at > now, "{moved_on:?}");
+}
