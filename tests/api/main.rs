@@ -11,6 +11,7 @@ mod identity;
 mod lifecycle;
 mod orders;
 mod payments;
+mod plain;
 mod realtime;
 mod tenancy;
 mod webhooks;
