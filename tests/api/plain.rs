@@ -164,7 +164,11 @@ fn comparable(mut body: Value) -> Value {
 
 /// The response with what `EXECUTOR_ONLY` added taken out again.
 fn without_executor_only(mut body: Value) -> Value {
-    if let Some(edges) = body["data"]["orders"]["edges"].as_array_mut() {
+    // `pointer_mut`, not indexing: indexing a `null` (a page nulled by an error) would add keys.
+    if let Some(edges) = body
+        .pointer_mut("/data/orders/edges")
+        .and_then(Value::as_array_mut)
+    {
         for edge in edges {
             let Some(edge) = edge.as_object_mut() else {
                 continue;
