@@ -13,6 +13,7 @@ mod jobs;
 mod lifecycle;
 mod orders;
 mod payments;
+mod plain;
 mod realtime;
 mod redis_outage;
 mod sockets;

@@ -9,9 +9,16 @@
 //!
 //! A type answers only the fields it knows to be plain. Anything that needs I/O or a permission
 //! check (a customer's email, an order's available transitions) answers `None`, the walk gives
-//! up, and the executor resolves the list as before — so the walk can never skip a check.
-//! Scalars are converted by async-graphql's own `ScalarType`s; a test compares every plain
-//! field with what the executor answers for the same object.
+//! up, and the executor resolves the list as before; so does a field given arguments, which the
+//! walk does not read. Scalars are converted by async-graphql's own `ScalarType`s.
+//!
+//! Each `PlainObject` impl is a second copy of its type's resolvers, kept beside them. What
+//! keeps the copies equal is the parity test in `tests/api/plain.rs`: it reads the schema,
+//! and for every field reachable from the one list answered this way (`orders { edges }`,
+//! through [`Prepared::list`]) compares the walk with the executor as every built-in role and
+//! as an API key with a narrow role. A new field, a guard added to a field the walk answers,
+//! or a role that loses a permission shows there as a difference. Another list answered this
+//! way needs its starting point added to that test.
 //!
 //! The written JSON reaches the response through [`PreparedJson`]: the field's value is a
 //! placeholder naming a random token, and the HTTP handler puts the JSON in the placeholder's
@@ -34,6 +41,8 @@ use uuid::Uuid;
 pub struct Selected<'a> {
     key: &'a str,
     name: &'a str,
+    /// Whether the request gives the field arguments, which the walk does not read.
+    with_arguments: bool,
     children: Vec<Selected<'a>>,
 }
 
@@ -44,6 +53,10 @@ impl<'a> Selected<'a> {
         let mut selected = Self {
             key: field.alias().unwrap_or(field.name()),
             name: field.name(),
+            // Arguments that cannot be read (a missing variable) count as given.
+            with_arguments: field
+                .arguments()
+                .map_or(true, |arguments| !arguments.is_empty()),
             children: Vec::new(),
         };
         for child in field.selection_set() {
@@ -103,6 +116,10 @@ impl Json {
             self.0.push(b':');
             if child.name == "__typename" {
                 self.text(T::TYPE_NAME);
+            } else if child.with_arguments {
+                // The walk answers a field as it is without arguments; given some, the field
+                // is the executor's.
+                return None;
             } else {
                 value.plain_field(child, self)?;
             }
@@ -304,8 +321,8 @@ mod tests {
 
     #[Object]
     impl Item {
-        async fn number(&self) -> i32 {
-            self.0
+        async fn number(&self, times: Option<i32>) -> i32 {
+            self.0 * times.unwrap_or(1)
         }
         async fn label(&self) -> String {
             format!("item {}", self.0)
@@ -364,6 +381,15 @@ mod tests {
         assert_eq!(
             mixed["data"]["items"][1],
             serde_json::json!({ "number": 2, "label": "item 2" })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_field_given_arguments_is_left_to_the_executor() {
+        let tripled = answer("{ items { number(times: 3) } }", true).await;
+        assert_eq!(
+            tripled["data"]["items"],
+            serde_json::json!([{ "number": 3 }, { "number": 6 }])
         );
     }
 
