@@ -7,7 +7,7 @@
 //! `POST /graphql` runs [`Guard::prepare`] in the handler and hands async-graphql the parsed
 //! document: an async-graphql extension would wrap every field resolution of every request,
 //! which costs more than the rest of a typical query. The WebSocket schema, which only runs
-//! subscriptions, uses the [`RequestGuard`] extension.
+//! subscriptions, uses the [`WebSocketGuard`] extension.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -107,10 +107,11 @@ pub fn code_request_error(error: ServerError) -> ServerError {
     with_code(error, code)
 }
 
-/// The guard as an extension, for the WebSocket schema.
-pub struct RequestGuard(pub Guard);
+/// The guard as an extension of the WebSocket schema: every operation it sees arrived over the
+/// WebSocket, so it also refuses anything but subscriptions.
+pub struct WebSocketGuard(pub Guard);
 
-impl ExtensionFactory for RequestGuard {
+impl ExtensionFactory for WebSocketGuard {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(GuardExtension(self.0.clone()))
     }
@@ -137,12 +138,7 @@ impl Extension for GuardExtension {
             with_code(error, code)
         })?;
         self.0.check_shape(&document)?;
-        if ctx
-            .data_opt::<crate::realtime::websocket::OverWebSocket>()
-            .is_some()
-        {
-            only_subscriptions(&document)?;
-        }
+        only_subscriptions(&document)?;
         Ok(document)
     }
 

@@ -80,10 +80,11 @@ pub fn build_schema(settings: &Settings, state: AppState) -> AppSchema {
     configure(builder().data(state), settings).finish()
 }
 
-/// The schema the WebSocket runs subscriptions on, with the guard as an extension.
+/// The schema the WebSocket runs subscriptions on, with the guard as an extension that refuses
+/// queries and mutations.
 pub fn build_ws_schema(settings: &Settings, state: AppState) -> AppSchema {
     configure(builder().data(state), settings)
-        .extension(guard::RequestGuard(guard(settings)))
+        .extension(guard::WebSocketGuard(guard(settings)))
         .finish()
 }
 

@@ -12,7 +12,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::HttpState;
-use crate::webhooks::incoming::{self, Provider, Receipt};
+use crate::{
+    services::incoming_webhooks::{self, Receipt},
+    webhooks::incoming::Provider,
+};
 
 /// Largest webhook body accepted; providers send a few KiB.
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -36,7 +39,7 @@ pub async fn receive(
             &format!("the body is over {BODY_LIMIT} bytes"),
         );
     };
-    match incoming::receive(
+    match incoming_webhooks::receive(
         &state.app,
         provider,
         company_id,

@@ -37,10 +37,6 @@ pub const RECHECK: Duration = Duration::from_secs(5);
 pub const CLOSE_UNAUTHENTICATED: u16 = 4401;
 pub const CLOSE_FORBIDDEN: u16 = 4403;
 
-/// Marks GraphQL operations that arrived over the WebSocket.
-#[derive(Clone, Copy)]
-pub struct OverWebSocket;
-
 /// The sub-protocol the client asked for, if it is one we speak.
 pub fn protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
     headers
@@ -146,7 +142,6 @@ pub async fn serve(
                     }
                     data.insert(viewer);
                     data.insert(ClientIp(client));
-                    data.insert(OverWebSocket);
                     data.insert(init_permissions);
                     Ok(data)
                 }

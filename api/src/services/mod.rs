@@ -7,6 +7,7 @@ pub mod companies;
 pub mod customers;
 pub mod events;
 pub mod identity;
+pub mod incoming_webhooks;
 pub mod invitations;
 pub mod orders;
 pub mod outbox;

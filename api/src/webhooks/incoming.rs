@@ -1,29 +1,18 @@
-//! Webhooks providers send us: `POST /webhooks/in/{provider}/{companyId}`.
-//!
-//! Each provider has its own signature scheme; the company's secret for that provider is
-//! stored encrypted. A request is processed only when its signature verifies within the
-//! tolerance. A verified event is stored under its provider's event id, unique per company, in
-//! the same transaction as its handling — so an event sent twice, even concurrently, is handled
-//! once and acknowledged both times, and a handler that fails leaves nothing behind for the
-//! provider's retry to trip over.
+//! Webhooks providers send us (`POST /webhooks/in/{provider}/{companyId}`): their
+//! signatures. Each provider has its own scheme; a request is read only when its signature
+//! verifies within the tolerance. Receiving, storing and dispatching a verified event is
+//! [`crate::services::incoming_webhooks`]'s: verification needs no database, so it stays here,
+//! below the services.
 
 use std::fmt;
 
 use axum::http::HeaderMap;
-use chrono::Utc;
-use entity::{incoming_webhook, provider_secret};
-use sea_orm::{
-    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set, TransactionTrait,
-    sea_query::Expr,
-};
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::signature::{
     DEFAULT_TOLERANCE_SECS, SigningSecret, VerifyError, verify_mercadopago, verify_standard,
     verify_stripe,
 };
-use crate::{crypto::Purpose, services::tenant, state::AppState};
 
 /// Providers whose webhooks we verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
@@ -168,100 +157,6 @@ fn query_value(query: &str, key: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(name, _)| name == key)
         .map(|(_, value)| value.into_owned())
-}
-
-/// What became of a verified request.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Receipt {
-    Processed,
-    /// Seen before: acknowledged, not processed again.
-    Duplicate,
-}
-
-/// Verifies and stores one incoming webhook, handing it to its handler.
-pub async fn receive(
-    state: &AppState,
-    provider: Provider,
-    company_id: Uuid,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    body: &[u8],
-) -> anyhow::Result<Result<Receipt, Refused>> {
-    // One answer for an unknown company and an unconfigured provider: ids are not probed.
-    let Some(stored) = tenant::find_in::<provider_secret::Entity>(company_id)
-        .filter(provider_secret::Column::Provider.eq(provider.as_str()))
-        .one(&state.db)
-        .await?
-    else {
-        return Ok(Err(Refused(format!(
-            "no {} webhook secret is configured for this company",
-            provider.as_str()
-        ))));
-    };
-    let secret = state.secrets.open(
-        company_id,
-        Purpose::ProviderSecret,
-        &stored.secret_ciphertext,
-    )?;
-    let verified = match verify(
-        provider,
-        &secret,
-        headers,
-        query,
-        body,
-        Utc::now().timestamp(),
-    ) {
-        Ok(verified) => verified,
-        Err(refused) => return Ok(Err(refused)),
-    };
-    let txn = state.db.begin().await?;
-    let id = Uuid::now_v7();
-    let inserted = incoming_webhook::Entity::insert(incoming_webhook::ActiveModel {
-        id: Set(id),
-        company_id: Set(company_id),
-        provider: Set(provider.as_str().to_string()),
-        external_id: Set(verified.external_id.clone()),
-        event_type: Set(verified.event_type.clone()),
-        payload: Set(verified.payload.to_string()),
-        received_at: Set(Utc::now()),
-        outcome: Set(None),
-    })
-    .on_conflict_do_nothing_on([
-        incoming_webhook::Column::CompanyId,
-        incoming_webhook::Column::Provider,
-        incoming_webhook::Column::ExternalId,
-    ])
-    .exec_without_returning(&txn)
-    .await?;
-    if !matches!(inserted, sea_orm::TryInsertResult::Inserted(1)) {
-        txn.rollback().await?;
-        tracing::info!(provider = provider.as_str(), %company_id, event = %verified.external_id, "duplicate incoming webhook acknowledged");
-        return Ok(Ok(Receipt::Duplicate));
-    }
-    let outcome = dispatch(&txn, state, provider, company_id, &verified).await?;
-    incoming_webhook::Entity::update_many()
-        .col_expr(
-            incoming_webhook::Column::Outcome,
-            Expr::value(outcome.clone()),
-        )
-        .filter(incoming_webhook::Column::Id.eq(id))
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
-    state.events_committed();
-    tracing::info!(provider = provider.as_str(), %company_id, event = %verified.external_id, event_type = %verified.event_type, %outcome, "incoming webhook processed");
-    Ok(Ok(Receipt::Processed))
-}
-
-/// Hands a verified event to the domain that handles it; returns what it did.
-async fn dispatch(
-    txn: &DatabaseTransaction,
-    state: &AppState,
-    provider: Provider,
-    company_id: Uuid,
-    event: &Verified,
-) -> anyhow::Result<String> {
-    crate::services::payments::handle_provider_event(txn, state, provider, company_id, event).await
 }
 
 #[cfg(test)]
