@@ -3,6 +3,7 @@
 //! `TEST_REDIS_URL` are set (and then an unreachable server fails the test, never skips it).
 
 mod access;
+mod architecture;
 mod catalog;
 mod cross_tenant;
 mod errors;
