@@ -4,8 +4,9 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use entity::product;
 
 use super::{
-    commerce::{Money, id_cursor, page_size, parse_id_cursor},
     context::{actor, parse_id, state},
+    money::Money,
+    pagination::{id_cursor, page_size, parse_id_cursor},
     plain::{Json, PlainObject, Selected},
 };
 use crate::services::catalog::{self, NewProduct, ProductChanges};

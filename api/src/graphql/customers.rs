@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use entity::customer;
 
 use super::{
-    commerce::{id_cursor, page_size, parse_id_cursor},
     context::{actor, parse_id, require, state},
     identity::field,
+    pagination::{id_cursor, page_size, parse_id_cursor},
     plain::{Json, PlainObject, Selected},
 };
 use crate::{

@@ -17,8 +17,8 @@ use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    commerce::{PageInfo, decode_cursor, encode_cursor, page_size},
     context::{actor, parse_id, state},
+    pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
 };
 use crate::{
     auth::Actor,

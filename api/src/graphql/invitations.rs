@@ -4,9 +4,9 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject
 use chrono::{DateTime, Utc};
 
 use super::{
-    commerce::{PageInfo, id_page, page_size, parse_id_cursor},
     context::{actor, parse_id, state},
     identity::{AuthPayload, field},
+    pagination::{PageInfo, id_page, page_size, parse_id_cursor},
 };
 use crate::{
     domain::{Email, Locale},

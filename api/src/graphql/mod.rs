@@ -3,7 +3,6 @@
 
 mod access;
 mod catalog;
-mod commerce;
 pub mod context;
 mod customers;
 mod events;
@@ -12,8 +11,10 @@ mod identity;
 mod invitations;
 pub mod loaders;
 mod metrics;
+mod money;
 mod operator;
 mod orders;
+mod pagination;
 mod payments;
 pub(crate) mod plain;
 mod system;

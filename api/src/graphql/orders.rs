@@ -12,14 +12,15 @@ use entity::{order, order_item, order_status_history};
 
 use super::{
     catalog::Product,
-    commerce::{Money, PageInfo, decode_cursor, encode_cursor, loaders, page_size},
-    context::{actor, parse_id, require, state},
+    context::{actor, loaders, parse_id, require, state},
     customers::Customer,
     identity::User,
     loaders::{
         CustomerKey, HistoryOfOrder, ItemsOfOrder, LoadError, PaymentsOfOrder, ProductKey,
         TenantLoader, UserKey, WorkflowKey,
     },
+    money::Money,
+    pagination::{PageInfo, decode_cursor, encode_cursor, page_size},
     payments::{OrderBalance, OrderPaymentStatus, Payment},
     plain::{Json, PlainObject, Prepared, Selected},
     workflows::{Workflow, WorkflowTransition},

@@ -5,9 +5,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use entity::{payment, refund};
 
 use super::{
-    commerce::{Money, PageInfo, id_page, loaders, page_size, parse_id_cursor},
-    context::{actor, parse_id, state},
+    context::{actor, loaders, parse_id, state},
     loaders::RefundsOfPayment,
+    money::Money,
+    pagination::{PageInfo, id_page, page_size, parse_id_cursor},
 };
 use crate::{
     domain::{

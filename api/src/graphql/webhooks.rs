@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use entity::{provider_secret, webhook_attempt, webhook_endpoint};
 
 use super::{
-    commerce::{PageInfo, id_page, page_size, parse_id_cursor},
     context::{actor, parse_id, state},
+    pagination::{PageInfo, id_page, page_size, parse_id_cursor},
 };
 use crate::{
     services::webhooks::{

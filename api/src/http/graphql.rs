@@ -27,14 +27,13 @@ use crate::{
     error::{ApiError, ApiResult},
     graphql::{
         MAX_NAME_CHARS, Operation, VALIDATION_FAILED, code_request_error,
-        context::ClientIp,
-        loaders::{Loaders, loaders},
+        context::{RequestData, credentials},
         plain::PreparedJson,
         shortened, with_code,
     },
     rate_limit::Limit,
     realtime::websocket,
-    services::identity::{self, Credentials},
+    services::identity,
 };
 
 /// The id of the HTTP request, echoed in `X-Request-Id` and in every error's extensions.
@@ -108,19 +107,12 @@ pub async fn graphql_post(
         Ok(viewer) => viewer,
         Err(error) => return api_error_response(&error, &request_id),
     };
-    let loaders = match &viewer {
-        Viewer::Member(actor) => {
-            tracing::Span::current()
-                .record("company_id", tracing::field::display(actor.company_id()));
-            Some(loaders(state.app.db.clone(), actor.clone()))
-        }
-        _ => None,
-    };
+    if let Viewer::Member(actor) = &viewer {
+        tracing::Span::current().record("company_id", tracing::field::display(actor.company_id()));
+    }
     let context = RequestContext {
         request_id: request_id.clone(),
-        client: ClientIp(client),
-        viewer,
-        loaders,
+        data: RequestData::new(&state.app, viewer, client),
         prepared: Arc::default(),
     };
     let response = match batch {
@@ -189,9 +181,7 @@ fn retry_after_if_refused_for_rate(response: &BatchResponse) -> Option<u64> {
 /// What every operation of one HTTP request shares.
 struct RequestContext {
     request_id: RequestId,
-    client: ClientIp,
-    viewer: Viewer,
-    loaders: Option<Loaders>,
+    data: RequestData,
     /// What the plain walk wrote, put into the serialised response.
     prepared: Arc<PreparedJson>,
 }
@@ -209,14 +199,11 @@ async fn execute(
         Ok(operation) => operation,
         Err(error) => return GraphqlResponse::from_errors(vec![error]),
     };
-    let mut request = request
-        .data(context.request_id.clone())
-        .data(context.client)
-        .data(context.viewer.clone())
-        .data(context.prepared.clone());
-    if let Some(loaders) = &context.loaders {
-        request = request.data(loaders.clone());
-    }
+    let request = context.data.attach(
+        request
+            .data(context.request_id.clone())
+            .data(context.prepared.clone()),
+    );
     let started = Instant::now();
     let response = state.schema.execute(request).await;
     state
@@ -262,37 +249,6 @@ async fn admit(state: &HttpState, headers: &HeaderMap, operations: u32) -> ApiRe
         }
     }
     Ok(viewer)
-}
-
-/// `Authorization: Bearer …` (a JWT or a `pk_` key) or `X-API-Key`.
-fn credentials(headers: &HeaderMap) -> ApiResult<Credentials> {
-    let header_text = |name| {
-        headers
-            .get(name)
-            .map(|value| {
-                value
-                    .to_str()
-                    .map(str::trim)
-                    .map_err(|_| ApiError::unauthenticated("malformed credentials header"))
-            })
-            .transpose()
-    };
-    if let Some(key) = header_text(header::HeaderName::from_static("x-api-key"))? {
-        return Ok(Credentials::ApiKey(key.to_string()));
-    }
-    match header_text(header::AUTHORIZATION)? {
-        None => Ok(Credentials::None),
-        Some(value) => {
-            let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
-                Ok(Credentials::Bearer(token.trim().to_string()))
-            } else {
-                Err(ApiError::unauthenticated(
-                    "use `Authorization: Bearer <token>`",
-                ))
-            }
-        }
-    }
 }
 
 /// The client address: the peer, unless the peer is a trusted proxy, in which case the

@@ -8,7 +8,7 @@ use axum::{
 use sea_orm::ConnectionTrait;
 
 use super::{HttpState, error_response};
-use crate::auth::secret_hash;
+use crate::{auth::secret_hash, graphql::context::bearer};
 
 /// Alive: the process answers. Says nothing about its dependencies.
 pub async fn healthz() -> &'static str {
@@ -86,7 +86,6 @@ fn presents(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .is_some_and(|(_, presented)| secret_hash(presented.trim()) == secret_hash(token))
+        .and_then(bearer)
+        .is_some_and(|presented| secret_hash(presented) == secret_hash(token))
 }

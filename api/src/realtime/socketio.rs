@@ -31,6 +31,7 @@ use super::websocket::RECHECK;
 use crate::{
     auth::{Actor, Viewer},
     events::BusEvent,
+    graphql::context::realtime_token,
     services::{
         authorize,
         identity::{self, Credentials},
@@ -94,7 +95,7 @@ async fn authenticate(
     Data(handshake): Data<Handshake>,
     State(state): State<AppState>,
 ) -> Result<(), Refused> {
-    let token = handshake.token.trim().to_string();
+    let token = realtime_token(&handshake.token).to_string();
     let actor = admit(&state, &token).await?;
     // Joined before the client is told it is connected, so no event can slip between.
     let mut rooms = vec![company_room(actor.company_id())];

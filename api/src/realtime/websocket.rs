@@ -9,9 +9,8 @@
 
 use std::{net::IpAddr, str::FromStr, time::Duration};
 
-use async_graphql::{
-    Data,
-    http::{ALL_WEBSOCKET_PROTOCOLS, WebSocket as GraphqlWebSocket, WebSocketProtocols, WsMessage},
+use async_graphql::http::{
+    ALL_WEBSOCKET_PROTOCOLS, WebSocket as GraphqlWebSocket, WebSocketProtocols, WsMessage,
 };
 use axum::{
     extract::ws::{CloseFrame, Message, WebSocket},
@@ -24,7 +23,10 @@ use tokio::sync::mpsc;
 use crate::{
     auth::Viewer,
     error::ApiError,
-    graphql::{AppSchema, SubscriptionPermissions, context::ClientIp, loaders::loaders},
+    graphql::{
+        AppSchema, SubscriptionPermissions,
+        context::{RequestData, realtime_token},
+    },
     services::{
         authorize,
         identity::{self, Credentials},
@@ -67,30 +69,19 @@ async fn authenticate(
     state: &AppState,
     payload: &serde_json::Value,
 ) -> Result<(Viewer, String), (u16, String)> {
-    let header = payload
+    let Some(header) = payload
         .get("Authorization")
         .or_else(|| payload.get("authorization"))
         .and_then(|value| value.as_str())
-        .map(str::trim);
-    let credentials = match header {
-        Some(value) => {
-            let token = value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-                .unwrap_or(value)
-                .trim()
-                .to_string();
-            (token.clone(), Credentials::Bearer(token))
-        }
-        None => {
-            return Err((
-                CLOSE_UNAUTHENTICATED,
-                "send Authorization in connection_init".into(),
-            ));
-        }
+    else {
+        return Err((
+            CLOSE_UNAUTHENTICATED,
+            "send Authorization in connection_init".into(),
+        ));
     };
-    match identity::authenticate(state, credentials.1).await {
-        Ok(viewer @ Viewer::Member(_)) => Ok((viewer, credentials.0)),
+    let token = realtime_token(header).to_string();
+    match identity::authenticate(state, Credentials::Bearer(token.clone())).await {
+        Ok(viewer @ Viewer::Member(_)) => Ok((viewer, token)),
         Ok(_) => Err((
             CLOSE_FORBIDDEN,
             "subscriptions are for company members".into(),
@@ -136,12 +127,7 @@ pub async fn serve(
             match authenticate(&init_state, &payload).await {
                 Ok((viewer, token)) => {
                     drop(accepted.send(token).await);
-                    let mut data = Data::default();
-                    if let Viewer::Member(actor) = &viewer {
-                        data.insert(loaders(init_state.db.clone(), actor.clone()));
-                    }
-                    data.insert(viewer);
-                    data.insert(ClientIp(client));
+                    let mut data = RequestData::new(&init_state, viewer, client).into_data();
                     data.insert(init_permissions);
                     Ok(data)
                 }

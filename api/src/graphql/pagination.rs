@@ -1,26 +1,13 @@
-//! Shared GraphQL pieces of the commerce domains: money, pages and the per-request loaders.
+//! Pagination of connections: page sizes, opaque cursors and `PageInfo`.
 
-use async_graphql::{Context, Object, SimpleObject};
+use async_graphql::SimpleObject;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use uuid::Uuid;
 
-use super::{
-    loaders::{CompanyKey, Loaders},
-    plain::{Json, PlainObject, Selected},
-};
-use crate::{
-    domain::{Currency, money::Money as DomainMoney},
-    error::{ApiError, ApiResult},
-};
+use crate::error::{ApiError, ApiResult};
 
 pub const DEFAULT_PAGE: i32 = 50;
 pub const MAX_PAGE: i32 = 100;
-
-/// The request's loaders; present for every member request.
-pub fn loaders<'a>(ctx: &Context<'a>) -> ApiResult<&'a Loaders> {
-    ctx.data::<Loaders>()
-        .map_err(|_| ApiError::unauthenticated("log in first"))
-}
 
 /// `first` clamped to 1..=100.
 pub fn page_size(first: Option<i32>) -> u64 {
@@ -75,55 +62,6 @@ pub fn id_page<T>(
         started_after,
     );
     (rows, page_info)
-}
-
-/// Money in integer minor units of an ISO 4217 currency (BRL 12.34 = 1234).
-pub struct Money(pub DomainMoney);
-
-impl Money {
-    pub fn of(minor: i64, currency: &str) -> ApiResult<Self> {
-        let currency = Currency::parse(currency)
-            .map_err(|message| ApiError::internal(anyhow::anyhow!("stored currency: {message}")))?;
-        Ok(Self(DomainMoney::new(minor, currency)))
-    }
-}
-
-#[Object]
-impl Money {
-    /// The amount in minor units (cents for BRL). A 64-bit integer; amounts stay far below 2^53.
-    async fn amount_minor(&self) -> i64 {
-        self.0.minor()
-    }
-    /// ISO 4217 code.
-    async fn currency(&self) -> String {
-        self.0.currency().to_string()
-    }
-    /// In the company's locale, e.g. `R$ 12,34`.
-    async fn formatted(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
-        let locale = match loaders(ctx)?
-            .load_one(CompanyKey)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Some(company) => company.locale,
-            None => "pt-BR".to_string(),
-        };
-        Ok(self.0.format(&locale))
-    }
-}
-
-/// `formatted` depends on the company's locale, which the executor loads.
-impl PlainObject for Money {
-    const TYPE_NAME: &'static str = "Money";
-
-    fn plain_field(&self, field: &Selected<'_>, json: &mut Json) -> Option<()> {
-        match field.name() {
-            "amountMinor" => json.scalar(&self.0.minor()),
-            "currency" => json.text(self.0.currency().as_str()),
-            _ => return None,
-        }
-        Some(())
-    }
 }
 
 /// Where a page of a connection stands.
