@@ -134,6 +134,13 @@ tenant_entities!(
     payment_settings,
 );
 
+/// Rows of `company`, for the pipelined reads of the order list ([`crate::services::rows`]),
+/// which run outside a [`TenantTxn`] and set `app.company_id` on their own connection.
+pub fn select_in<E: TenantEntity>(company: CompanyId) -> Select<E> {
+    #[allow(clippy::disallowed_methods)] // scoped on the next line
+    E::find().filter(E::company_column().eq(company.get()))
+}
+
 /// A transaction acting for one company. Run its scoped queries on it (`.one(&txn)`,
 /// `.exec(&txn)`); dropping it without [`commit`](TenantTxn::commit) rolls back.
 pub struct TenantTxn {
@@ -141,7 +148,8 @@ pub struct TenantTxn {
     company: CompanyId,
     intent: Intent,
     recorded: AtomicBool,
-    relay_wake: Arc<Notify>,
+    /// Woken at commit when events were recorded.
+    relay_wake: Option<Arc<Notify>>,
     /// Only for [`Intent::ChangeAccess`], which announces through it.
     rbac: Option<Rbac>,
 }
@@ -159,8 +167,24 @@ impl TenantTxn {
         company: CompanyId,
         intent: Intent,
     ) -> Result<Self, DbErr> {
-        let txn = opening
-            .db
+        let mut txn = Self::begin(opening.db, company, intent).await?;
+        txn.relay_wake = (intent != Intent::Read).then(|| opening.relay_wake.clone());
+        txn.rbac = (intent == Intent::ChangeAccess).then(|| opening.rbac.clone());
+        Ok(txn)
+    }
+
+    /// A read transaction on `db`, for the per-request loaders, which hold a connection
+    /// rather than the application's state.
+    pub(crate) async fn read(db: &DatabaseConnection, company: CompanyId) -> Result<Self, DbErr> {
+        Self::begin(db, company, Intent::Read).await
+    }
+
+    async fn begin(
+        db: &DatabaseConnection,
+        company: CompanyId,
+        intent: Intent,
+    ) -> Result<Self, DbErr> {
+        let txn = db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(match intent {
                     Intent::Read => SqliteTransactionMode::Deferred,
@@ -201,8 +225,8 @@ impl TenantTxn {
             company,
             intent,
             recorded: AtomicBool::new(false),
-            relay_wake: opening.relay_wake.clone(),
-            rbac: (intent == Intent::ChangeAccess).then(|| opening.rbac.clone()),
+            relay_wake: None,
+            rbac: None,
         })
     }
 
@@ -213,8 +237,12 @@ impl TenantTxn {
 
     /// Rows of the company.
     pub fn find<E: TenantEntity>(&self) -> Select<E> {
-        #[allow(clippy::disallowed_methods)] // scoped on the next line
-        E::find().filter(E::company_column().eq(self.company.get()))
+        select_in(self.company)
+    }
+
+    /// The company's own row (its currency, locale, status).
+    pub fn find_company(&self) -> Select<company::Entity> {
+        global::find::<company::Entity>().filter(company::Column::Id.eq(self.company.get()))
     }
 
     /// An update limited to the company's rows.
@@ -274,8 +302,10 @@ impl TenantTxn {
     /// [`Intent::ChangeAccess`], reloads and announces the company's access.
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await?;
-        if self.recorded.load(Ordering::Relaxed) {
-            self.relay_wake.notify_one();
+        if self.recorded.load(Ordering::Relaxed)
+            && let Some(relay_wake) = &self.relay_wake
+        {
+            relay_wake.notify_one();
         }
         if let Some(rbac) = &self.rbac {
             rbac.access_changed(self.company.get()).await;
