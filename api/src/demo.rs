@@ -24,10 +24,9 @@ use crate::{
         catalog::{self, NewProduct, ProductKind},
         companies::{self, NewCompany},
         customers::{self, CustomerDetails},
-        identity,
         invitations::{self, NewAccount, NewInvitation},
         orders::{self, NewOrder, TransitionRequest},
-        payments, workflows,
+        payments, users, workflows,
     },
     state::AppState,
 };
@@ -126,7 +125,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     let admin_email = format!("admin@{}.example", demo.slug);
     let hash = password::hash(password.clone()).await.map_err(message)?;
     let txn = state.db.begin().await?;
-    let admin = identity::insert_user(
+    let admin = users::insert_user(
         &txn,
         &Email::parse(&admin_email).map_err(anyhow::Error::msg)?,
         "Admin",

@@ -9,6 +9,7 @@
 mod access;
 mod catalog;
 mod cross_tenant;
+mod errors;
 mod foundation;
 mod helpers;
 mod identity;

@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod payments;
 pub mod rows;
 pub mod tenant;
+pub mod users;
 pub mod webhooks;
 pub mod workflows;
 
