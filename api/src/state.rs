@@ -140,7 +140,9 @@ impl AppState {
         )?;
         let background_db = db::connect_with(&settings, 2).await?;
         let worker_db = db::connect_with(&settings, 4).await?;
-        let mut rbac = Rbac::load(db.clone()).await?;
+        // The full reload reads every company's rules.
+        let system_db = db.clone();
+        let mut rbac = Rbac::load(system_db.clone()).await?;
         let (redis, limiter, bus) = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
@@ -164,7 +166,7 @@ impl AppState {
             None => (None, RateLimiter::in_process(), EventBus::in_process()),
         };
         Ok(Self {
-            system_db: db.clone(),
+            system_db,
             db,
             reads,
             background_db,
