@@ -3,7 +3,7 @@
 use std::sync::{Arc, atomic::AtomicU64};
 
 use anyhow::Context;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
 
 use crate::{
@@ -14,13 +14,23 @@ use crate::{
 };
 
 use crate::{
-    auth::jwt::JwtKeys, configuration::Settings, db, rate_limit::RateLimiter, rbac::Rbac,
+    auth::{Actor, jwt::JwtKeys},
+    configuration::Settings,
+    db,
+    db::tenant::{CompanyId, Intent, Opening, TenantTxn},
+    rate_limit::RateLimiter,
+    rbac::Rbac,
     services::rows::ReadPool,
 };
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    /// The connection of the few cross-tenant places (the relay, workers, the job runtime,
+    /// sweeps, the operator, login by email, the RBAC full reload, incoming webhooks before
+    /// their company is known, the demo seed). Today the same pool as `db`; on PostgreSQL it
+    /// becomes the one whose role bypasses row-level security.
+    pub system_db: DatabaseConnection,
     /// Where list pages read several tables at once (see [`crate::services::rows`]).
     pub reads: ReadPool,
     /// A separate small pool for background workers (the outbox relay), so they neither wait
@@ -50,6 +60,31 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Opens a transaction acting for the actor's company, declaring what it will do.
+    pub async fn begin_for(&self, actor: &Actor, intent: Intent) -> Result<TenantTxn, DbErr> {
+        TenantTxn::open(self.opening(), actor.company(), intent).await
+    }
+
+    /// Opens a transaction acting for `company` without an actor: a verified incoming webhook
+    /// or a job acting on a row it read. `reason` says which, in the trace.
+    pub async fn begin_for_company(
+        &self,
+        company: CompanyId,
+        reason: &'static str,
+        intent: Intent,
+    ) -> Result<TenantTxn, DbErr> {
+        tracing::debug!(%company, reason, "acting for a company without an actor");
+        TenantTxn::open(self.opening(), company, intent).await
+    }
+
+    fn opening(&self) -> Opening<'_> {
+        Opening {
+            db: &self.db,
+            relay_wake: &self.relay_wake,
+            rbac: &self.rbac,
+        }
+    }
+
     /// Call after committing a transaction that wrote outbox events.
     pub fn events_committed(&self) {
         self.relay_wake.notify_one();
@@ -105,7 +140,9 @@ impl AppState {
         )?;
         let background_db = db::connect_with(&settings, 2).await?;
         let worker_db = db::connect_with(&settings, 4).await?;
-        let mut rbac = Rbac::load(db.clone()).await?;
+        // The full reload reads every company's rules.
+        let system_db = db.clone();
+        let mut rbac = Rbac::load(system_db.clone()).await?;
         let (redis, limiter, bus) = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
@@ -129,6 +166,7 @@ impl AppState {
             None => (None, RateLimiter::in_process(), EventBus::in_process()),
         };
         Ok(Self {
+            system_db,
             db,
             reads,
             background_db,

@@ -1,5 +1,7 @@
 //! Database connection and migrations, for SQLite (embedded default) and PostgreSQL alike.
 
+pub mod tenant;
+
 use std::{
     sync::{
         Arc,
