@@ -14,14 +14,23 @@ use crate::{
 };
 
 use crate::{
-    auth::jwt::JwtKeys, configuration::Settings, db, rate_limit::RateLimiter, rbac::Rbac,
-    services::rows::ReadPool,
+    auth::jwt::JwtKeys,
+    configuration::Settings,
+    db::{self, Role, rows::ReadPool},
+    rate_limit::RateLimiter,
+    rbac::Rbac,
 };
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Requests' pool; on PostgreSQL row-level security holds it to the company a transaction
+    /// sets (see [`db::rls`]).
     pub db: DatabaseConnection,
-    /// Where list pages read several tables at once (see [`crate::services::rows`]).
+    /// The one connection cross-tenant places use (relay, workers, job runtime, sweeps,
+    /// operator, login by email, RBAC's full reload, incoming webhooks before their company is
+    /// known); on PostgreSQL its role bypasses row-level security.
+    pub system_db: DatabaseConnection,
+    /// Where list pages read several tables at once (see [`db::rows`]).
     pub reads: ReadPool,
     /// A separate small pool for background workers (the outbox relay), so they neither wait
     /// behind request traffic nor show up in its statement count.
@@ -95,17 +104,19 @@ impl AppState {
             )
             .map_err(anyhow::Error::msg)?,
         );
-        let mut db = db::connect(&settings).await?;
-        db::migrate(&db).await?;
+        db::migrate_as_owner(&settings).await?;
+        let mut db = db::connect(&settings, Role::Tenant).await?;
+        db::rls::check_tenant_pool(&db).await?;
         let statements = db::instrument(&mut db);
         let reads = ReadPool::new(
             &db,
             &settings.database_url(),
             settings.database_list_connections,
         )?;
-        let background_db = db::connect_with(&settings, 2).await?;
-        let worker_db = db::connect_with(&settings, 4).await?;
-        let mut rbac = Rbac::load(db.clone()).await?;
+        let system_db = db::connect_with(&settings, Role::CrossTenant, 8).await?;
+        let background_db = db::connect_with(&settings, Role::CrossTenant, 2).await?;
+        let worker_db = db::connect_with(&settings, Role::CrossTenant, 4).await?;
+        let mut rbac = Rbac::load(system_db.clone()).await?;
         let (redis, limiter, bus) = match &settings.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str())
@@ -130,6 +141,7 @@ impl AppState {
         };
         Ok(Self {
             db,
+            system_db,
             reads,
             background_db,
             redis,

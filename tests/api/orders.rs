@@ -579,7 +579,7 @@ async fn an_api_key_loses_its_role_when_its_creator_does() {
 async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
     use std::{fmt::Debug, sync::atomic::AtomicU64};
 
-    use api::services::rows::{Positional, Reader};
+    use api::db::rows::{Positional, Reader};
     use entity::{customer, order, order_item, order_status_history, product};
     use sea_orm::{EntityTrait, QueryOrder, sea_query::Expr};
 
@@ -627,7 +627,14 @@ async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
         .await;
     assert!(noted["data"]["createOrder"]["id"].is_string(), "{noted}");
 
-    async fn same_rows<M>(app: &TestApp)
+    // The shop is the database's only company: the reader's rows are all of them.
+    let company = order::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("an order")
+        .expect("the shop has orders")
+        .company_id;
+    async fn same_rows<M>(app: &TestApp, company: uuid::Uuid)
     where
         M: Positional + PartialEq + Debug + sea_orm::FromQueryResult,
         M::Entity: EntityTrait<Model = M>,
@@ -635,18 +642,18 @@ async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
         let by_id = || M::Entity::find().order_by_asc(Expr::col("id"));
         let expected = by_id().all(&app.db).await.expect("sea-orm read");
         let statements = AtomicU64::new(0);
-        let reader = Reader::acquire(&app.reads, &statements)
+        let reader = Reader::acquire(&app.reads, company, &statements)
             .await
             .expect("a connection");
         let actual: Vec<M> = reader.all(by_id()).await.expect("read by position");
         assert!(!expected.is_empty());
         assert_eq!(actual, expected);
     }
-    same_rows::<order::Model>(&app).await;
-    same_rows::<customer::Model>(&app).await;
-    same_rows::<order_item::Model>(&app).await;
-    same_rows::<product::Model>(&app).await;
-    same_rows::<order_status_history::Model>(&app).await;
+    same_rows::<order::Model>(&app, company).await;
+    same_rows::<customer::Model>(&app, company).await;
+    same_rows::<order_item::Model>(&app, company).await;
+    same_rows::<product::Model>(&app, company).await;
+    same_rows::<order_status_history::Model>(&app, company).await;
 }
 
 /// The list pages' own connections (tokio-postgres, for pipelining) reach the same database as
@@ -654,7 +661,7 @@ async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
 #[tokio::test]
 #[ignore = "needs TEST_DATABASE_URL"]
 async fn list_reads_connect_as_the_rest_of_the_server() {
-    use api::services::rows::ReadPool;
+    use api::db::rows::ReadPool;
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
     let app = spawn_app().await;
@@ -665,7 +672,7 @@ async fn list_reads_connect_as_the_rest_of_the_server() {
         current_setting('plan_cache_mode'),
         (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
     let server = app
-        .db
+        .request_db
         .query_one_raw(Statement::from_string(DbBackend::Postgres, SESSION))
         .await
         .expect("the server's pool answers")

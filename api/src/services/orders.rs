@@ -23,12 +23,12 @@ use uuid::Uuid;
 use super::{
     authorize, one_of, optional_text,
     outbox::{self, Event},
-    rows::Reader,
     tenant,
     workflows::{self, WorkflowVersion},
 };
 use crate::{
     auth::{Actor, Principal},
+    db::rows::Reader,
     domain::{
         Currency,
         money::{MAX_AMOUNT_MINOR, Money},
@@ -590,7 +590,7 @@ pub async fn list(
             .order_by_asc(order::Column::TotalMinor)
             .order_by_asc(order::Column::Number),
     };
-    let reader = Reader::acquire(&state.reads, &state.statements).await?;
+    let reader = Reader::acquire(&state.reads, actor.company_id(), &state.statements).await?;
     let mut orders: Vec<order::Model> = reader.all(query.limit(first + 1)).await?;
     let has_next_page = orders.len() as u64 > first;
     orders.truncate(usize::try_from(first).unwrap_or(usize::MAX));
