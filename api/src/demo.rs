@@ -17,16 +17,16 @@ use uuid::Uuid;
 
 use crate::{
     auth::{self, Actor, Principal, password, user_subject},
+    db::tenant::{CompanyId, Intent, global},
     domain::{BusinessType, Currency, Email, Locale, Timezone, phone::Phone},
     rbac::built_in_roles,
     services::{
         catalog::{self, NewProduct, ProductKind},
         companies::{self, NewCompany},
         customers::{self, CustomerDetails},
-        identity,
         invitations::{self, NewAccount, NewInvitation},
         orders::{self, NewOrder, TransitionRequest},
-        payments, workflows,
+        payments, users, workflows,
     },
     state::AppState,
 };
@@ -101,21 +101,21 @@ pub async fn seed(state: &AppState, bulk_orders: u64) -> anyhow::Result<()> {
         seed_company(state, demo).await?;
     }
     if bulk_orders > 0 {
-        let restaurant = company::Entity::find()
+        let restaurant = global::find::<company::Entity>()
             .filter(company::Column::Slug.eq(DEMOS[0].slug))
-            .one(&state.db)
+            .one(&state.system_db)
             .await?
             .context("the demo restaurant is missing")?;
-        bulk(state, restaurant.id, bulk_orders).await?;
+        bulk(state, CompanyId::from_row(restaurant.id), bulk_orders).await?;
         println!("added {bulk_orders} orders to {}", DEMOS[0].slug);
     }
     Ok(())
 }
 
 async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
-    let existing = company::Entity::find()
+    let existing = global::find::<company::Entity>()
         .filter(company::Column::Slug.eq(demo.slug))
-        .one(&state.db)
+        .one(&state.system_db)
         .await?;
     if existing.is_some() {
         println!("{} ({}) exists already", demo.name, demo.slug);
@@ -125,7 +125,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     let admin_email = format!("admin@{}.example", demo.slug);
     let hash = password::hash(password.clone()).await.map_err(message)?;
     let txn = state.db.begin().await?;
-    let admin = identity::insert_user(
+    let admin = users::insert_user(
         &txn,
         &Email::parse(&admin_email).map_err(anyhow::Error::msg)?,
         "Admin",
@@ -244,9 +244,11 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     .await
     .map_err(message)?;
 
-    let workflow = workflows::active(&state.db, &actor, workflows::ORDER)
+    let txn = state.begin_for(&actor, Intent::Read).await?;
+    let workflow = workflows::active(&txn, workflows::ORDER)
         .await
         .map_err(message)?;
+    txn.commit().await?;
     let path = happy_path(&workflow.definition);
     for (index, steps) in demo.progress.iter().enumerate() {
         let items = vec![
@@ -316,22 +318,20 @@ fn happy_path(definition: &crate::domain::workflow::Definition) -> Vec<String> {
 }
 
 /// Adds `count` orders (three items, three history rows each) with batched inserts.
-async fn bulk(state: &AppState, company_id: Uuid, count: u64) -> anyhow::Result<()> {
+async fn bulk(state: &AppState, company: CompanyId, count: u64) -> anyhow::Result<()> {
     const BATCH: u64 = 500;
-    let products = product::Entity::find()
-        .filter(product::Column::CompanyId.eq(company_id))
-        .all(&state.db)
+    let txn = state
+        .begin_for_company(company, "demo seed", Intent::Read)
         .await?;
-    let customers = entity::customer::Entity::find()
-        .filter(entity::customer::Column::CompanyId.eq(company_id))
-        .all(&state.db)
-        .await?;
-    let workflow = entity::workflow::Entity::find()
-        .filter(entity::workflow::Column::CompanyId.eq(company_id))
+    let products = txn.find::<product::Entity>().all(&txn).await?;
+    let customers = txn.find::<entity::customer::Entity>().all(&txn).await?;
+    let workflow = txn
+        .find::<entity::workflow::Entity>()
         .filter(entity::workflow::Column::Active.eq(true))
-        .one(&state.db)
+        .one(&txn)
         .await?
         .context("the restaurant has no active workflow")?;
+    txn.commit().await?;
     anyhow::ensure!(
         products.len() >= 3 && !customers.is_empty(),
         "seed the demo first"
@@ -340,15 +340,18 @@ async fn bulk(state: &AppState, company_id: Uuid, count: u64) -> anyhow::Result<
     let mut done = 0;
     while done < count {
         let size = BATCH.min(count - done);
-        let txn = state.db.begin().await?;
+        let txn = state
+            .begin_for_company(company, "demo seed", Intent::Write)
+            .await?;
         order_counter::Entity::insert(order_counter::ActiveModel {
-            company_id: Set(company_id),
+            company_id: Set(company.get()),
             last_number: Set(0),
         })
         .on_conflict_do_nothing_on([order_counter::Column::CompanyId])
         .exec(&txn)
         .await?;
-        let last: i64 = order_counter::Entity::find_by_id(company_id)
+        let last: i64 = txn
+            .find::<order_counter::Entity>()
             .one(&txn)
             .await?
             .map(|counter| counter.last_number)
@@ -369,7 +372,6 @@ async fn bulk(state: &AppState, company_id: Uuid, count: u64) -> anyhow::Result<
                 total += line;
                 items.push(order_item::ActiveModel {
                     id: Set(Uuid::now_v7()),
-                    company_id: Set(company_id),
                     order_id: Set(order_id),
                     product_id: Set(product.id),
                     position: Set(i32::try_from(position).unwrap_or(0)),
@@ -378,12 +380,12 @@ async fn bulk(state: &AppState, company_id: Uuid, count: u64) -> anyhow::Result<
                     line_total_minor: Set(line),
                     created_at: Set(now),
                     updated_at: Set(now),
+                    ..Default::default()
                 });
             }
             for (index, to) in statuses.iter().enumerate() {
                 history.push(order_status_history::ActiveModel {
                     id: Set(Uuid::now_v7()),
-                    company_id: Set(company_id),
                     order_id: Set(order_id),
                     from_status: Set(index
                         .checked_sub(1)
@@ -394,11 +396,11 @@ async fn bulk(state: &AppState, company_id: Uuid, count: u64) -> anyhow::Result<
                     comment: Set(None),
                     created_at: Set(now),
                     updated_at: Set(now),
+                    ..Default::default()
                 });
             }
             orders.push(order::ActiveModel {
                 id: Set(order_id),
-                company_id: Set(company_id),
                 number: Set(number),
                 customer_id: Set(
                     customers[usize::try_from(number).unwrap_or(0) % customers.len()].id,
@@ -412,21 +414,18 @@ async fn bulk(state: &AppState, company_id: Uuid, count: u64) -> anyhow::Result<
                 notes: Set(None),
                 created_at: Set(now),
                 updated_at: Set(now),
+                ..Default::default()
             });
         }
-        order::Entity::insert_many(orders).exec(&txn).await?;
+        txn.insert_many(orders).await?;
         for chunk in items.chunks(1000) {
-            order_item::Entity::insert_many(chunk.to_vec())
-                .exec(&txn)
-                .await?;
+            txn.insert_many(chunk.to_vec()).await?;
         }
         for chunk in history.chunks(1000) {
-            order_status_history::Entity::insert_many(chunk.to_vec())
-                .exec(&txn)
-                .await?;
+            txn.insert_many(chunk.to_vec()).await?;
         }
         order_counter::Entity::insert(order_counter::ActiveModel {
-            company_id: Set(company_id),
+            company_id: Set(company.get()),
             last_number: Set(last + i64::try_from(size).unwrap_or(0)),
         })
         .on_conflict(

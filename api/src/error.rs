@@ -9,7 +9,7 @@
 //! resolver can only go through our conversion below.
 
 use async_graphql::ErrorExtensions;
-use sea_orm::{DbErr, SqlErr};
+use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx::error::ErrorKind};
 
 /// Everything that can go wrong in a request, as the client sees it.
 #[derive(Debug)]
@@ -102,12 +102,86 @@ impl ApiError {
         }
     }
 
+    /// Turns a violation of `key` into `CONFLICT` with `message`; anything else (another key's
+    /// violation included) is internal.
+    pub fn conflict_on(error: DbErr, key: UniqueKey, message: impl Into<String>) -> Self {
+        if key.violated_by(&error) {
+            Self::Conflict(message.into())
+        } else {
+            Self::internal(error)
+        }
+    }
+
     /// Turns a unique-constraint violation into `CONFLICT` with `message`; anything else is internal.
     pub fn conflict_on_unique(error: DbErr, message: impl Into<String>) -> Self {
         match error.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => Self::Conflict(message.into()),
             _ => Self::internal(error),
         }
+    }
+}
+
+/// One unique constraint or unique index, named the way each database reports its violation:
+/// PostgreSQL gives the constraint's (or index's) name; SQLite's message names the columns
+/// (`UNIQUE constraint failed: users.email`), or the index when it is on expressions. A caller
+/// matches the key it means, so a violation of another key stays an internal error instead of
+/// being answered as the one the caller expected.
+#[derive(Debug, Clone, Copy)]
+pub struct UniqueKey {
+    /// As PostgreSQL names it: the migration's index name, or `<table>_<column>_key` for a
+    /// column declared unique.
+    pub name: &'static str,
+    pub table: &'static str,
+    /// In the order the index lists them, as SQLite's message does.
+    pub columns: &'static [&'static str],
+}
+
+impl UniqueKey {
+    pub const fn new(
+        name: &'static str,
+        table: &'static str,
+        columns: &'static [&'static str],
+    ) -> Self {
+        Self {
+            name,
+            table,
+            columns,
+        }
+    }
+
+    /// Whether `error` is a violation of this key (and not of another unique key).
+    pub fn violated_by(&self, error: &DbErr) -> bool {
+        let (DbErr::Exec(RuntimeErr::SqlxError(error))
+        | DbErr::Query(RuntimeErr::SqlxError(error))) = error
+        else {
+            return false;
+        };
+        let Some(database) = error.as_database_error() else {
+            return false;
+        };
+        if database.kind() != ErrorKind::UniqueViolation {
+            return false;
+        }
+        if let Some(constraint) = database.constraint() {
+            return constraint == self.name;
+        }
+        let Some(named) = database
+            .message()
+            .strip_prefix("UNIQUE constraint failed: ")
+        else {
+            return false;
+        };
+        if let Some(index) = named.strip_prefix("index '") {
+            return index.strip_suffix('\'') == Some(self.name);
+        }
+        let mut columns = named.split(", ");
+        self.columns.iter().all(|column| {
+            columns.next().is_some_and(|named| {
+                named
+                    .split_once('.')
+                    .is_some_and(|(table, named)| table == self.table && named == *column)
+            })
+        }) && columns.next().is_none()
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::{Arc, atomic::AtomicU64};
 
 use anyhow::Context;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
 
 use crate::{
@@ -14,9 +14,13 @@ use crate::{
 };
 
 use crate::{
-    auth::jwt::JwtKeys,
+    auth::{Actor, jwt::JwtKeys},
     configuration::Settings,
-    db::{self, Role, rows::ReadPool},
+    db::{
+        self, Role,
+        rows::ReadPool,
+        tenant::{CompanyId, Intent, Opening, TenantTxn},
+    },
     rate_limit::RateLimiter,
     rbac::Rbac,
 };
@@ -26,9 +30,10 @@ pub struct AppState {
     /// Requests' pool; on PostgreSQL row-level security holds it to the company a transaction
     /// sets (see [`db::rls`]).
     pub db: DatabaseConnection,
-    /// The one connection cross-tenant places use (relay, workers, job runtime, sweeps,
-    /// operator, login by email, RBAC's full reload, incoming webhooks before their company is
-    /// known); on PostgreSQL its role bypasses row-level security.
+    /// The connection of the few cross-tenant places (the relay, workers, the job runtime,
+    /// sweeps, the operator, login by email, the RBAC full reload, incoming webhooks before
+    /// their company is known, the demo seed); on PostgreSQL its role bypasses row-level
+    /// security (see [`db::rls`]).
     pub system_db: DatabaseConnection,
     /// Where list pages read several tables at once (see [`db::rows`]).
     pub reads: ReadPool,
@@ -59,6 +64,31 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Opens a transaction acting for the actor's company, declaring what it will do.
+    pub async fn begin_for(&self, actor: &Actor, intent: Intent) -> Result<TenantTxn, DbErr> {
+        TenantTxn::open(self.opening(), actor.company(), intent).await
+    }
+
+    /// Opens a transaction acting for `company` without an actor: a verified incoming webhook
+    /// or a job acting on a row it read. `reason` says which, in the trace.
+    pub async fn begin_for_company(
+        &self,
+        company: CompanyId,
+        reason: &'static str,
+        intent: Intent,
+    ) -> Result<TenantTxn, DbErr> {
+        tracing::debug!(%company, reason, "acting for a company without an actor");
+        TenantTxn::open(self.opening(), company, intent).await
+    }
+
+    fn opening(&self) -> Opening<'_> {
+        Opening {
+            db: &self.db,
+            relay_wake: &self.relay_wake,
+            rbac: &self.rbac,
+        }
+    }
+
     /// Call after committing a transaction that wrote outbox events.
     pub fn events_committed(&self) {
         self.relay_wake.notify_one();

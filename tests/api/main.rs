@@ -2,9 +2,14 @@
 //! it over HTTP. On SQLite by default; on PostgreSQL and Redis when `TEST_DATABASE_URL` and
 //! `TEST_REDIS_URL` are set (and then an unreachable server fails the test, never skips it).
 
+// Tests read and check rows across companies on purpose (that B's row is untouched, that a
+// row landed where it should): the tenant-scoping lint is for the application.
+#![allow(clippy::disallowed_methods)]
+
 mod access;
 mod catalog;
 mod cross_tenant;
+mod errors;
 mod foundation;
 mod helpers;
 mod identity;
@@ -20,5 +25,6 @@ mod rls;
 mod sockets;
 mod surfaces;
 mod tenancy;
+mod tenant_transaction;
 mod webhooks;
 mod workflows;

@@ -579,7 +579,10 @@ async fn an_api_key_loses_its_role_when_its_creator_does() {
 async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
     use std::{fmt::Debug, sync::atomic::AtomicU64};
 
-    use api::db::rows::{Positional, Reader};
+    use api::db::{
+        rows::{Positional, Reader},
+        tenant::CompanyId,
+    };
     use entity::{customer, order, order_item, order_status_history, product};
     use sea_orm::{EntityTrait, QueryOrder, sea_query::Expr};
 
@@ -642,7 +645,7 @@ async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
         let by_id = || M::Entity::find().order_by_asc(Expr::col("id"));
         let expected = by_id().all(&app.db).await.expect("sea-orm read");
         let statements = AtomicU64::new(0);
-        let reader = Reader::acquire(&app.reads, company, &statements)
+        let reader = Reader::acquire(&app.reads, CompanyId::from_row(company), &statements)
             .await
             .expect("a connection");
         let actual: Vec<M> = reader.all(by_id()).await.expect("read by position");

@@ -5,7 +5,10 @@
 
 use std::sync::atomic::AtomicU64;
 
-use api::db::rows::{ReadPool, Reader};
+use api::db::{
+    rows::{ReadPool, Reader},
+    tenant::CompanyId,
+};
 use chrono::Utc;
 use entity::{company, customer};
 use sea_orm::{
@@ -355,7 +358,7 @@ async fn a_list_reader_sees_its_company_only_on_every_pooled_connection() {
         } else {
             (second, second_customer)
         };
-        let reader = Reader::acquire(&app.reads, company, &statements)
+        let reader = Reader::acquire(&app.reads, CompanyId::from_row(company), &statements)
             .await
             .expect("a reader");
         let seen: Vec<customer::Model> = reader
@@ -368,7 +371,7 @@ async fn a_list_reader_sees_its_company_only_on_every_pooled_connection() {
             "round {round}"
         );
     }
-    let nobody = Reader::acquire(&app.reads, Uuid::now_v7(), &statements)
+    let nobody = Reader::acquire(&app.reads, CompanyId::from_row(Uuid::now_v7()), &statements)
         .await
         .expect("a reader");
     let seen: Vec<customer::Model> = nobody

@@ -2,6 +2,8 @@
 
 use uuid::Uuid;
 
+use crate::db::tenant::CompanyId;
+
 /// A member of a company acting through a user token or an API key. Every tenant-owned read
 /// and write is scoped to `company_id`, which comes from here and never from input.
 #[derive(Clone, Debug)]
@@ -55,6 +57,11 @@ impl Actor {
 
     pub fn company_id(&self) -> Uuid {
         self.company_id
+    }
+
+    /// The company the actor acts for, to open its transactions with.
+    pub fn company(&self) -> CompanyId {
+        CompanyId::of_actor(self.company_id)
     }
 
     pub fn principal(&self) -> &Principal {

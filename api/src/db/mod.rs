@@ -4,6 +4,8 @@
 pub mod rls;
 pub mod rows;
 
+pub mod tenant;
+
 use std::{
     sync::{
         Arc,

@@ -9,7 +9,8 @@
 
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use uuid::Uuid;
+
+use super::tenant::CompanyId;
 
 /// Who a pool's connections act as on PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub const COMPANY_SETTING: &str = "app.company_id";
 
 /// Opens a read-only transaction for `company`'s rows, as one simple-protocol message: it needs
 /// no statement prepared first, so nothing can overtake it on the connection.
-pub(super) fn begin_reads(company: Uuid) -> String {
+pub(super) fn begin_reads(company: CompanyId) -> String {
     // A uuid's text is hex digits and dashes: nothing to quote.
     format!("BEGIN READ ONLY; SELECT set_config('{COMPANY_SETTING}', '{company}', true)")
 }

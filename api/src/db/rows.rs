@@ -31,7 +31,7 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::{
-    db,
+    db::{self, tenant::CompanyId},
     error::{ApiError, ApiResult},
 };
 
@@ -193,7 +193,7 @@ impl<'a> Reader<'a> {
     /// first read, so it costs no round trip of its own.
     pub async fn acquire(
         pool: &ReadPool,
-        company: Uuid,
+        company: CompanyId,
         statements: &'a AtomicU64,
     ) -> ApiResult<Self> {
         let connection = match pool {

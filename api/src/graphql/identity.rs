@@ -10,6 +10,7 @@ use crate::{
     services::{
         companies::{self, CompanyChanges},
         identity::{self, NewSignUp, Session},
+        users,
     },
 };
 
@@ -223,7 +224,7 @@ impl IdentityQuery {
         let user_id = actor
             .user_id()
             .ok_or_else(|| ApiError::forbidden("an API key is not a person"))?;
-        let user = identity::user_by_id(state(ctx)?, user_id).await?;
+        let user = users::user_by_id(state(ctx)?, user_id).await?;
         Ok(User(user))
     }
 

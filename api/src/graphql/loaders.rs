@@ -8,13 +8,14 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use entity::{
     company, customer, order_item, order_status_history, payment, product, refund, user, workflow,
 };
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{DatabaseConnection, DbErr, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 use crate::{
     auth::Actor,
+    db::tenant::TenantTxn,
     error::ApiError,
-    services::{one_of, tenant, workflows::WorkflowVersion},
+    services::{one_of, workflows::WorkflowVersion},
 };
 
 /// Batches lookups of one request; keyed by the newtypes below.
@@ -69,6 +70,13 @@ fn ids<K, F: Fn(&K) -> Uuid>(keys: &[K], id: F) -> Vec<Uuid> {
     keys.iter().map(id).collect()
 }
 
+impl TenantLoader {
+    /// A batch's read transaction, in the actor's company.
+    async fn read(&self) -> Result<TenantTxn, DbErr> {
+        TenantTxn::read(&self.db, self.actor.company()).await
+    }
+}
+
 impl Loader<CustomerKey> for TenantLoader {
     type Value = customer::Model;
     type Error = LoadError;
@@ -77,14 +85,14 @@ impl Loader<CustomerKey> for TenantLoader {
         &self,
         keys: &[CustomerKey],
     ) -> Result<HashMap<CustomerKey, Self::Value>, Self::Error> {
-        Ok(tenant::find::<customer::Entity>(&self.actor)
-            .filter(one_of(
-                customer::Column::Id,
-                ids(keys, |key| key.0),
-                &self.db,
-            ))
-            .all(&self.db)
-            .await?
+        let txn = self.read().await?;
+        let rows = txn
+            .find::<customer::Entity>()
+            .filter(one_of(customer::Column::Id, ids(keys, |key| key.0), &txn))
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(rows
             .into_iter()
             .map(|row| (CustomerKey(row.id), row))
             .collect())
@@ -99,14 +107,14 @@ impl Loader<ProductKey> for TenantLoader {
         &self,
         keys: &[ProductKey],
     ) -> Result<HashMap<ProductKey, Self::Value>, Self::Error> {
-        Ok(tenant::find::<product::Entity>(&self.actor)
-            .filter(one_of(
-                product::Column::Id,
-                ids(keys, |key| key.0),
-                &self.db,
-            ))
-            .all(&self.db)
-            .await?
+        let txn = self.read().await?;
+        let rows = txn
+            .find::<product::Entity>()
+            .filter(one_of(product::Column::Id, ids(keys, |key| key.0), &txn))
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(rows
             .into_iter()
             .map(|row| (ProductKey(row.id), row))
             .collect())
@@ -124,11 +132,14 @@ macro_rules! rows_of {
             async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Self::Value>, Self::Error> {
                 let mut grouped: HashMap<$key, Self::Value> =
                     keys.iter().map(|key| (*key, Vec::new())).collect();
-                let rows = tenant::find::<$module::Entity>(&self.actor)
-                    .filter(one_of($module::Column::$parent, ids(keys, |key| key.0), &self.db))
+                let txn = self.read().await?;
+                let rows = txn
+                    .find::<$module::Entity>()
+                    .filter(one_of($module::Column::$parent, ids(keys, |key| key.0), &txn))
                     $(.order_by_asc($order))+
-                    .all(&self.db)
+                    .all(&txn)
                     .await?;
+                txn.commit().await?;
                 for row in rows {
                     grouped.entry($key(row.$parent_field)).or_default().push(row);
                 }
@@ -172,15 +183,14 @@ impl Loader<WorkflowKey> for TenantLoader {
         &self,
         keys: &[WorkflowKey],
     ) -> Result<HashMap<WorkflowKey, Self::Value>, Self::Error> {
-        tenant::find::<workflow::Entity>(&self.actor)
-            .filter(one_of(
-                workflow::Column::Id,
-                ids(keys, |key| key.0),
-                &self.db,
-            ))
-            .all(&self.db)
-            .await?
-            .into_iter()
+        let txn = self.read().await?;
+        let rows = txn
+            .find::<workflow::Entity>()
+            .filter(one_of(workflow::Column::Id, ids(keys, |key| key.0), &txn))
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        rows.into_iter()
             .map(|row| {
                 let id = row.id;
                 WorkflowVersion::from_row(row)
@@ -198,15 +208,18 @@ impl Loader<UserKey> for TenantLoader {
     type Error = LoadError;
 
     async fn load(&self, keys: &[UserKey]) -> Result<HashMap<UserKey, Self::Value>, Self::Error> {
-        let members = tenant::find::<entity::membership::Entity>(&self.actor)
+        let txn = self.read().await?;
+        let members = txn
+            .find::<entity::membership::Entity>()
             .filter(one_of(
                 entity::membership::Column::UserId,
                 ids(keys, |key| key.0),
-                &self.db,
+                &txn,
             ))
             .find_also_related(user::Entity)
-            .all(&self.db)
+            .all(&txn)
             .await?;
+        txn.commit().await?;
         Ok(members
             .into_iter()
             .filter_map(|(_, user)| user)
@@ -223,9 +236,10 @@ impl Loader<CompanyKey> for TenantLoader {
         &self,
         _: &[CompanyKey],
     ) -> Result<HashMap<CompanyKey, Self::Value>, Self::Error> {
-        Ok(company::Entity::find_by_id(self.actor.company_id())
-            .one(&self.db)
-            .await?
+        let txn = self.read().await?;
+        let company = txn.find_company().one(&txn).await?;
+        txn.commit().await?;
+        Ok(company
             .map(|company| (CompanyKey, company))
             .into_iter()
             .collect())

@@ -4,14 +4,14 @@
 use chrono::Utc;
 use entity::{company, product};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use uuid::Uuid;
 
-use super::{authorize, tenant, valid_name};
+use super::{authorize, valid_name};
 use crate::{
     auth::Actor,
+    db::tenant::Intent,
     domain::money::MAX_AMOUNT_MINOR,
     error::{ApiError, ApiResult},
     state::AppState,
@@ -94,26 +94,33 @@ pub async fn list(
     include_inactive: bool,
 ) -> ApiResult<Vec<product::Model>> {
     authorize(state, actor, "catalog", "read").await?;
-    let mut query = tenant::find::<product::Entity>(actor);
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let mut query = txn.find::<product::Entity>();
     if let Some(after) = after {
         query = query.filter(product::Column::Id.gt(after));
     }
     if !include_inactive {
         query = query.filter(product::Column::Active.eq(true));
     }
-    Ok(query
+    let page = query
         .order_by_asc(product::Column::Id)
         .limit(first)
-        .all(&state.db)
-        .await?)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(page)
 }
 
 pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Option<product::Model>> {
     authorize(state, actor, "catalog", "read").await?;
-    Ok(tenant::find::<product::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let product = txn
+        .find::<product::Entity>()
         .filter(product::Column::Id.eq(id))
-        .one(&state.db)
-        .await?)
+        .one(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(product)
 }
 
 pub async fn create(state: &AppState, actor: &Actor, new: NewProduct) -> ApiResult<product::Model> {
@@ -137,11 +144,10 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewProduct) -> ApiResu
             "services have no stock",
         ));
     }
-    let txn = state.db.begin().await?;
-    // Write first: on SQLite a read-then-write transaction fails with BUSY when another
-    // writer commits in between, instead of waiting for the lock.
-    tenant::lock_company(&txn, actor).await?;
-    let currency: Option<String> = company::Entity::find_by_id(actor.company_id())
+    // Reads before it writes: `Intent::Write` takes SQLite's write lock at the start.
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let currency: Option<String> = txn
+        .find_company()
         .select_only()
         .column(company::Column::Currency)
         .into_tuple()
@@ -149,26 +155,28 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewProduct) -> ApiResu
         .await?;
     let currency = currency.ok_or(ApiError::NotFound("company"))?;
     let now = Utc::now();
-    let created = product::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(tenant::company_of(actor)),
-        sku: Set(sku.clone()),
-        name: Set(name),
-        kind: Set(new.kind.as_str().to_string()),
-        price_minor: Set(price_minor),
-        currency: Set(currency),
-        active: Set(true),
-        track_stock: Set(new.track_stock),
-        stock: Set(stock),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await
-    .map_err(|error| match ApiError::conflict_on_unique(error, "") {
-        ApiError::Conflict(_) => ApiError::validation("input.sku", format!("SKU {sku} is taken")),
-        other => other,
-    })?;
+    let created = txn
+        .insert(product::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            sku: Set(sku.clone()),
+            name: Set(name),
+            kind: Set(new.kind.as_str().to_string()),
+            price_minor: Set(price_minor),
+            currency: Set(currency),
+            active: Set(true),
+            track_stock: Set(new.track_stock),
+            stock: Set(stock),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| match ApiError::conflict_on_unique(error, "") {
+            ApiError::Conflict(_) => {
+                ApiError::validation("input.sku", format!("SKU {sku} is taken"))
+            }
+            other => other,
+        })?;
     txn.commit().await?;
     Ok(created)
 }
@@ -180,7 +188,9 @@ pub async fn update(
     changes: ProductChanges,
 ) -> ApiResult<product::Model> {
     authorize(state, actor, "catalog", "update").await?;
-    let mut update = tenant::update::<product::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let mut update = txn
+        .update::<product::Entity>()
         .col_expr(product::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(product::Column::Id.eq(id));
     if let Some(name) = changes.name {
@@ -203,9 +213,9 @@ pub async fn update(
             .col_expr(product::Column::Stock, Expr::value(valid_stock(stock)?))
             .filter(product::Column::TrackStock.eq(true));
     }
-    let txn = state.db.begin().await?;
     let changed = update.exec(&txn).await?.rows_affected;
-    let product = tenant::find::<product::Entity>(actor)
+    let product = txn
+        .find::<product::Entity>()
         .filter(product::Column::Id.eq(id))
         .one(&txn)
         .await?
@@ -227,14 +237,15 @@ pub async fn archive(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<pro
 }
 
 async fn update_active(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<product::Model> {
-    let txn = state.db.begin().await?;
-    tenant::update::<product::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    txn.update::<product::Entity>()
         .col_expr(product::Column::Active, Expr::value(false))
         .col_expr(product::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(product::Column::Id.eq(id))
         .exec(&txn)
         .await?;
-    let product = tenant::find::<product::Entity>(actor)
+    let product = txn
+        .find::<product::Entity>()
         .filter(product::Column::Id.eq(id))
         .one(&txn)
         .await?

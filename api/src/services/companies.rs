@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{access, authorize, identity, tenant, valid_name, workflows};
+use super::{access, authorize, tenant, users, valid_name, workflows};
 use crate::{
     auth::{Actor, password, user_subject},
     domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
@@ -161,7 +161,7 @@ pub async fn create_for_operator(
     let admin = match existing {
         Some(user) => user,
         None => {
-            identity::insert_user(&txn, &admin_email, admin_name, password_hash, new.locale).await?
+            users::insert_user(&txn, &admin_email, admin_name, password_hash, new.locale).await?
         }
     };
     let company = create_with_admin(&txn, new, admin.id).await?;

@@ -3,14 +3,14 @@
 use chrono::Utc;
 use entity::customer;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use uuid::Uuid;
 
-use super::{authorize, optional_text, tenant, valid_name};
+use super::{authorize, optional_text, valid_name};
 use crate::{
     auth::Actor,
+    db::tenant::Intent,
     domain::{Email, document::TaxDocument, phone::Phone, text},
     error::{ApiError, ApiResult},
     state::AppState,
@@ -36,26 +36,33 @@ pub async fn list(
     include_archived: bool,
 ) -> ApiResult<Vec<customer::Model>> {
     authorize(state, actor, "customers", "read").await?;
-    let mut query = tenant::find::<customer::Entity>(actor);
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let mut query = txn.find::<customer::Entity>();
     if let Some(after) = after {
         query = query.filter(customer::Column::Id.gt(after));
     }
     if !include_archived {
         query = query.filter(customer::Column::ArchivedAt.is_null());
     }
-    Ok(query
+    let page = query
         .order_by_asc(customer::Column::Id)
         .limit(first)
-        .all(&state.db)
-        .await?)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(page)
 }
 
 pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Option<customer::Model>> {
     authorize(state, actor, "customers", "read").await?;
-    Ok(tenant::find::<customer::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let customer = txn
+        .find::<customer::Entity>()
         .filter(customer::Column::Id.eq(id))
-        .one(&state.db)
-        .await?)
+        .one(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(customer)
 }
 
 pub async fn create(
@@ -70,32 +77,32 @@ pub async fn create(
         200,
     )?;
     let now = Utc::now();
-    let txn = state.db.begin().await?;
-    let created = customer::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(tenant::company_of(actor)),
-        name: Set(name),
-        email: Set(details.email.map(|email| email.as_str().to_string())),
-        phone: Set(details.phone.map(|phone| phone.as_str().to_string())),
-        document: Set(details
-            .document
-            .map(|document| document.digits().to_string())),
-        address: Set(optional_text(
-            "input.address",
-            details.address.as_deref(),
-            text::ADDRESS,
-        )?),
-        notes: Set(optional_text(
-            "input.notes",
-            details.notes.as_deref(),
-            text::NOTES,
-        )?),
-        archived_at: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let created = txn
+        .insert(customer::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(name),
+            email: Set(details.email.map(|email| email.as_str().to_string())),
+            phone: Set(details.phone.map(|phone| phone.as_str().to_string())),
+            document: Set(details
+                .document
+                .map(|document| document.digits().to_string())),
+            address: Set(optional_text(
+                "input.address",
+                details.address.as_deref(),
+                text::ADDRESS,
+            )?),
+            notes: Set(optional_text(
+                "input.notes",
+                details.notes.as_deref(),
+                text::NOTES,
+            )?),
+            archived_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await?;
     txn.commit().await?;
     Ok(created)
 }
@@ -107,7 +114,9 @@ pub async fn update(
     details: CustomerDetails,
 ) -> ApiResult<customer::Model> {
     authorize(state, actor, "customers", "update").await?;
-    let mut update = tenant::update::<customer::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let mut update = txn
+        .update::<customer::Entity>()
         .col_expr(customer::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(customer::Column::Id.eq(id));
     if let Some(name) = details.name {
@@ -133,11 +142,11 @@ pub async fn update(
         let notes = optional_text("input.notes", Some(&notes), text::NOTES)?;
         update = update.col_expr(customer::Column::Notes, Expr::value(notes));
     }
-    let txn = state.db.begin().await?;
     if update.exec(&txn).await?.rows_affected == 0 {
         return Err(ApiError::NotFound("customer"));
     }
-    let updated = tenant::find::<customer::Entity>(actor)
+    let updated = txn
+        .find::<customer::Entity>()
         .filter(customer::Column::Id.eq(id))
         .one(&txn)
         .await?
@@ -150,15 +159,17 @@ pub async fn update(
 pub async fn archive(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<customer::Model> {
     authorize(state, actor, "customers", "delete").await?;
     let now = Utc::now();
-    let txn = state.db.begin().await?;
-    let archived = tenant::update::<customer::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let archived = txn
+        .update::<customer::Entity>()
         .col_expr(customer::Column::ArchivedAt, Expr::value(now))
         .col_expr(customer::Column::UpdatedAt, Expr::value(now))
         .filter(customer::Column::Id.eq(id))
         .filter(customer::Column::ArchivedAt.is_null())
         .exec(&txn)
         .await?;
-    let customer = tenant::find::<customer::Entity>(actor)
+    let customer = txn
+        .find::<customer::Entity>()
         .filter(customer::Column::Id.eq(id))
         .one(&txn)
         .await?

@@ -16,7 +16,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{companies, tenant};
+use super::{companies, tenant, users::insert_user};
 use crate::{
     auth::{
         self, API_KEY_PREFIX, Actor, Principal, Viewer, api_key_subject, jwt, password,
@@ -157,42 +157,6 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
     state.rbac.access_changed(session.company.id).await;
     tracing::info!(company_id = %session.company.id, "company signed up");
     Ok(session)
-}
-
-/// Inserts a user; the email must be free (unique constraint → `CONFLICT`).
-pub async fn insert_user(
-    txn: &DatabaseTransaction,
-    email: &Email,
-    name: &str,
-    password_hash: Option<String>,
-    locale: Locale,
-) -> ApiResult<user::Model> {
-    let name = super::valid_name("name", name, 200)?;
-    let now = Utc::now();
-    user::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        email: Set(email.as_str().to_string()),
-        name: Set(name),
-        password_hash: Set(password_hash),
-        locale: Set(locale.as_str().to_string()),
-        is_operator: Set(false),
-        password_changed_at: Set(now),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(txn)
-    .await
-    .map_err(|error| {
-        ApiError::conflict_on_unique(error, "an account with this email exists already")
-    })
-}
-
-/// A user by id (the actor's own account).
-pub async fn user_by_id(state: &AppState, id: Uuid) -> ApiResult<user::Model> {
-    user::Entity::find_by_id(id)
-        .one(&state.db)
-        .await?
-        .ok_or(ApiError::NotFound("user"))
 }
 
 /// Logs a member in; `company_slug` chooses among several companies.

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::{
     access, authorize,
     identity::{self, Session},
-    tenant,
+    tenant, users,
 };
 use crate::{
     auth::{self, Actor, password, secret_hash, user_subject},
@@ -406,7 +406,7 @@ async fn invitee(state: &AppState, actor: &Actor) -> ApiResult<user::Model> {
     let user_id = actor
         .user_id()
         .ok_or_else(|| ApiError::forbidden("API keys receive no invitations"))?;
-    identity::user_by_id(state, user_id).await
+    users::user_by_id(state, user_id).await
 }
 
 /// Invitations addressed to `email`, in every company.
@@ -576,7 +576,7 @@ pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResu
 
     let txn = state.db.begin().await?;
     let row = answer(&txn, row, InvitationStatus::Accepted).await?;
-    let user = identity::insert_user(&txn, &email, &account.name, Some(password_hash), locale)
+    let user = users::insert_user(&txn, &email, &account.name, Some(password_hash), locale)
         .await
         .map_err(|error| match error {
             ApiError::Conflict(_) => log_in_instead(),

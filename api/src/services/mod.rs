@@ -12,6 +12,7 @@ pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod tenant;
+pub mod users;
 pub mod webhooks;
 pub mod workflows;
 

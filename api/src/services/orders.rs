@@ -1,20 +1,18 @@
 //! Orders: created with prices copied from the catalog and stock reserved, moved along their
 //! workflow version by people holding the transition's roles, listed with filters.
 //!
-//! Both mutations write before they read: on SQLite a transaction that reads first cannot
-//! later take the write lock when another writer got in between, so claiming the row (or the
-//! order counter) first makes concurrent requests queue instead of fail. On PostgreSQL the same
-//! statement takes the row lock.
+//! Both mutations claim a row before they read it (the order counter, the order): on PostgreSQL
+//! that takes the row lock, so concurrent requests queue; on SQLite their transactions queue
+//! at `BEGIN IMMEDIATE` already.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use entity::{customer, order, order_counter, order_item, order_status_history, product};
 use sea_orm::{
-    ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, TransactionTrait,
+    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Select,
     sea_query::{Expr, ExprTrait, Func},
 };
 use serde_json::json;
@@ -22,13 +20,15 @@ use uuid::Uuid;
 
 use super::{
     authorize, one_of, optional_text,
-    outbox::{self, Event},
-    tenant,
+    outbox::Event,
     workflows::{self, WorkflowVersion},
 };
 use crate::{
     auth::{Actor, Principal},
-    db::rows::Reader,
+    db::{
+        rows::Reader,
+        tenant::{self, CompanyId, Intent, TenantTxn},
+    },
     domain::{
         Currency,
         money::{MAX_AMOUNT_MINOR, Money},
@@ -92,23 +92,23 @@ fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError 
 }
 
 /// Hands out the company's next order number; the update locks the counter until commit.
-async fn next_number(txn: &DatabaseTransaction, actor: &Actor) -> ApiResult<i64> {
+async fn next_number(txn: &TenantTxn) -> ApiResult<i64> {
     order_counter::Entity::insert(order_counter::ActiveModel {
-        company_id: Set(tenant::company_of(actor)),
+        company_id: Set(txn.company().get()),
         last_number: Set(0),
     })
     .on_conflict_do_nothing_on([order_counter::Column::CompanyId])
     .exec(txn)
     .await?;
-    order_counter::Entity::update_many()
+    txn.update::<order_counter::Entity>()
         .col_expr(
             order_counter::Column::LastNumber,
             Expr::col(order_counter::Column::LastNumber).add(1),
         )
-        .filter(order_counter::Column::CompanyId.eq(actor.company_id()))
         .exec(txn)
         .await?;
-    let number: Option<i64> = order_counter::Entity::find_by_id(actor.company_id())
+    let number: Option<i64> = txn
+        .find::<order_counter::Entity>()
         .select_only()
         .column(order_counter::Column::LastNumber)
         .into_tuple()
@@ -142,23 +142,24 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
         }
     }
 
-    let txn = state.db.begin().await?;
-    let number = next_number(&txn, actor).await?;
-    tenant::find::<customer::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let number = next_number(&txn).await?;
+    txn.find::<customer::Entity>()
         .filter(customer::Column::Id.eq(new.customer_id))
         .filter(customer::Column::ArchivedAt.is_null())
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("customer"))?;
     let product_ids: Vec<Uuid> = new.items.iter().map(|(id, _)| *id).collect();
-    let products: BTreeMap<Uuid, product::Model> = tenant::find::<product::Entity>(actor)
-        .filter(one_of(product::Column::Id, product_ids, &state.db))
+    let products: BTreeMap<Uuid, product::Model> = txn
+        .find::<product::Entity>()
+        .filter(one_of(product::Column::Id, product_ids, &txn))
         .all(&txn)
         .await?
         .into_iter()
         .map(|product| (product.id, product))
         .collect();
-    let workflow = workflows::active(&txn, actor, workflows::ORDER).await?;
+    let workflow = workflows::active(&txn, workflows::ORDER).await?;
     let initial = workflow
         .definition
         .initial()
@@ -166,7 +167,8 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
         .key
         .clone();
 
-    let currency_code: Option<String> = entity::company::Entity::find_by_id(actor.company_id())
+    let currency_code: Option<String> = txn
+        .find_company()
         .select_only()
         .column(entity::company::Column::Currency)
         .into_tuple()
@@ -206,34 +208,33 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
         ));
     }
     for (product_id, quantity) in &reserved {
-        reserve_stock(&txn, actor, &products[product_id], *quantity).await?;
+        reserve_stock(&txn, &products[product_id], *quantity).await?;
     }
 
     let now = Utc::now();
-    let order = order::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(tenant::company_of(actor)),
-        number: Set(number),
-        customer_id: Set(new.customer_id),
-        workflow_id: Set(workflow.row.id),
-        status: Set(initial.clone()),
-        version: Set(1),
-        subtotal_minor: Set(total.minor()),
-        total_minor: Set(total.minor()),
-        currency: Set(currency.as_str().to_string()),
-        notes: Set(notes),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
+    let order = txn
+        .insert(order::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            number: Set(number),
+            customer_id: Set(new.customer_id),
+            workflow_id: Set(workflow.row.id),
+            status: Set(initial.clone()),
+            version: Set(1),
+            subtotal_minor: Set(total.minor()),
+            total_minor: Set(total.minor()),
+            currency: Set(currency.as_str().to_string()),
+            notes: Set(notes),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await?;
     let items = lines
         .iter()
         .enumerate()
         .map(
             |(position, (product, quantity, unit, line))| order_item::ActiveModel {
                 id: Set(Uuid::now_v7()),
-                company_id: Set(tenant::company_of(actor)),
                 order_id: Set(order.id),
                 product_id: Set(product.id),
                 position: Set(i32::try_from(position).unwrap_or(i32::MAX)),
@@ -242,39 +243,31 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
                 line_total_minor: Set(line.minor()),
                 created_at: Set(now),
                 updated_at: Set(now),
+                ..Default::default()
             },
         );
-    order_item::Entity::insert_many(items).exec(&txn).await?;
+    txn.insert_many(items).await?;
     record_history(&txn, actor, order.id, None, &initial, None).await?;
-    outbox::record(
-        &txn,
-        actor,
-        Event {
-            event_type: "order.created",
-            aggregate_type: "order",
-            aggregate_id: order.id,
-            payload: json!({
-                "orderId": order.id, "number": order.number, "status": order.status,
-                "version": order.version, "customerId": order.customer_id,
-                "totalMinor": order.total_minor, "currency": order.currency,
-            }),
-        },
-    )
+    txn.record(Event {
+        event_type: "order.created",
+        aggregate_type: "order",
+        aggregate_id: order.id,
+        payload: json!({
+            "orderId": order.id, "number": order.number, "status": order.status,
+            "version": order.version, "customerId": order.customer_id,
+            "totalMinor": order.total_minor, "currency": order.currency,
+        }),
+    })
     .await?;
     txn.commit().await?;
-    state.events_committed();
     tracing::info!(order_id = %order.id, number = order.number, "order created");
     Ok(order)
 }
 
 /// Takes `quantity` from tracked stock, only if that much is left.
-async fn reserve_stock(
-    txn: &DatabaseTransaction,
-    actor: &Actor,
-    product: &product::Model,
-    quantity: i32,
-) -> ApiResult<()> {
-    let taken = tenant::update::<product::Entity>(actor)
+async fn reserve_stock(txn: &TenantTxn, product: &product::Model, quantity: i32) -> ApiResult<()> {
+    let taken = txn
+        .update::<product::Entity>()
         .col_expr(
             product::Column::Stock,
             Expr::col(product::Column::Stock).sub(quantity),
@@ -285,7 +278,8 @@ async fn reserve_stock(
         .exec(txn)
         .await?;
     if taken.rows_affected == 0 {
-        let left: Option<Option<i32>> = tenant::find::<product::Entity>(actor)
+        let left: Option<Option<i32>> = txn
+            .find::<product::Entity>()
             .select_only()
             .column(product::Column::Stock)
             .filter(product::Column::Id.eq(product.id))
@@ -306,13 +300,14 @@ async fn reserve_stock(
 }
 
 /// Gives back the tracked stock an order reserved.
-async fn release_stock(txn: &DatabaseTransaction, actor: &Actor, order_id: Uuid) -> ApiResult<()> {
-    let items = tenant::find::<order_item::Entity>(actor)
+async fn release_stock(txn: &TenantTxn, order_id: Uuid) -> ApiResult<()> {
+    let items = txn
+        .find::<order_item::Entity>()
         .filter(order_item::Column::OrderId.eq(order_id))
         .all(txn)
         .await?;
     for item in items {
-        tenant::update::<product::Entity>(actor)
+        txn.update::<product::Entity>()
             .col_expr(
                 product::Column::Stock,
                 Expr::col(product::Column::Stock).add(item.quantity),
@@ -327,7 +322,7 @@ async fn release_stock(txn: &DatabaseTransaction, actor: &Actor, order_id: Uuid)
 }
 
 async fn record_history(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     actor: &Actor,
     order_id: Uuid,
     from: Option<&str>,
@@ -339,9 +334,8 @@ async fn record_history(
         Principal::ApiKey { id, .. } => (None, Some(*id)),
     };
     let now = Utc::now();
-    order_status_history::ActiveModel {
+    txn.insert(order_status_history::ActiveModel {
         id: Set(Uuid::now_v7()),
-        company_id: Set(tenant::company_of(actor)),
         order_id: Set(order_id),
         from_status: Set(from.map(String::from)),
         to_status: Set(to.to_string()),
@@ -350,8 +344,8 @@ async fn record_history(
         comment: Set(comment),
         created_at: Set(now),
         updated_at: Set(now),
-    }
-    .insert(txn)
+        ..Default::default()
+    })
     .await?;
     Ok(())
 }
@@ -373,9 +367,10 @@ pub async fn transition(
 ) -> ApiResult<order::Model> {
     authorize(state, actor, "orders", "transition").await?;
     let comment = optional_text("input.comment", request.comment.as_deref(), text::COMMENT)?;
-    let txn = state.db.begin().await?;
+    let txn = state.begin_for(actor, Intent::Write).await?;
     // Claim the row first (see the module comment); the version check makes a stale request lose.
-    let mut claim = tenant::update::<order::Entity>(actor)
+    let mut claim = txn
+        .update::<order::Entity>()
         .col_expr(
             order::Column::Version,
             Expr::col(order::Column::Version).add(1),
@@ -386,7 +381,8 @@ pub async fn transition(
         claim = claim.filter(order::Column::Version.eq(expected));
     }
     let claimed = claim.exec(&txn).await?.rows_affected == 1;
-    let order = tenant::find::<order::Entity>(actor)
+    let order = txn
+        .find::<order::Entity>()
         .filter(order::Column::Id.eq(request.order_id))
         .one(&txn)
         .await?
@@ -397,7 +393,7 @@ pub async fn transition(
             order.status, order.version
         )));
     }
-    let workflow = workflow_of(&txn, actor, &order).await?;
+    let workflow = workflow_of(&txn, &order).await?;
     let from = order.status.clone();
     let to = request.to.trim().to_string();
     let current = workflow.definition.state(&from).ok_or_else(|| {
@@ -433,7 +429,7 @@ pub async fn transition(
         )));
     }
     if step.requires_payment
-        && !super::payments::balance_of(&txn, actor, &order)
+        && !super::payments::balance_of(txn.inner(), actor, &order)
             .await?
             .settled()
     {
@@ -447,31 +443,26 @@ pub async fn transition(
         .state(&to)
         .is_some_and(|state| state.releases_stock)
         && !current.releases_stock;
-    tenant::update::<order::Entity>(actor)
+    txn.update::<order::Entity>()
         .col_expr(order::Column::Status, Expr::value(to.clone()))
         .filter(order::Column::Id.eq(order.id))
         .exec(&txn)
         .await?;
     if releases {
-        release_stock(&txn, actor, order.id).await?;
+        release_stock(&txn, order.id).await?;
     }
     record_history(&txn, actor, order.id, Some(&from), &to, comment).await?;
-    outbox::record(
-        &txn,
-        actor,
-        Event {
-            event_type: "order.status_changed",
-            aggregate_type: "order",
-            aggregate_id: order.id,
-            payload: json!({
-                "orderId": order.id, "number": order.number, "from": from, "to": to,
-                "version": order.version, "actor": actor.subject(),
-            }),
-        },
-    )
+    txn.record(Event {
+        event_type: "order.status_changed",
+        aggregate_type: "order",
+        aggregate_id: order.id,
+        payload: json!({
+            "orderId": order.id, "number": order.number, "from": from, "to": to,
+            "version": order.version, "actor": actor.subject(),
+        }),
+    })
     .await?;
     txn.commit().await?;
-    state.events_committed();
     tracing::info!(%from, %to, "order moved");
     Ok(order::Model {
         status: to,
@@ -479,14 +470,11 @@ pub async fn transition(
     })
 }
 
-async fn workflow_of(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    order: &order::Model,
-) -> ApiResult<WorkflowVersion> {
-    let row = tenant::find::<entity::workflow::Entity>(actor)
+async fn workflow_of(txn: &TenantTxn, order: &order::Model) -> ApiResult<WorkflowVersion> {
+    let row = txn
+        .find::<entity::workflow::Entity>()
         .filter(entity::workflow::Column::Id.eq(order.workflow_id))
-        .one(db)
+        .one(txn)
         .await?
         .ok_or_else(|| {
             ApiError::internal(anyhow::anyhow!("order {} lost its workflow", order.id))
@@ -496,14 +484,18 @@ async fn workflow_of(
 
 pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Option<order::Model>> {
     authorize(state, actor, "orders", "read").await?;
-    Ok(tenant::find::<order::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let order = txn
+        .find::<order::Entity>()
         .filter(order::Column::Id.eq(id))
-        .one(&state.db)
-        .await?)
+        .one(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(order)
 }
 
-fn filtered(actor: &Actor, filter: &OrderFilter) -> Select<order::Entity> {
-    let mut query = tenant::find::<order::Entity>(actor);
+fn filtered(company: CompanyId, filter: &OrderFilter) -> Select<order::Entity> {
+    let mut query = tenant::select_in::<order::Entity>(company);
     if !filter.statuses.is_empty() {
         query = query.filter(order::Column::Status.is_in(filter.statuses.clone()));
     }
@@ -523,7 +515,7 @@ fn filtered(actor: &Actor, filter: &OrderFilter) -> Select<order::Entity> {
         .filter(|s| !s.is_empty())
     {
         let pattern = format!("%{}%", search.to_lowercase().replace(['%', '_'], ""));
-        let customers = tenant::find::<customer::Entity>(actor)
+        let customers = tenant::select_in::<customer::Entity>(company)
             .select_only()
             .column(customer::Column::Id)
             .filter(Func::lower(Expr::col(customer::Column::Name)).like(pattern.clone()))
@@ -562,7 +554,7 @@ pub async fn list(
         after,
     } = request;
     authorize(state, actor, "orders", "read").await?;
-    let mut query = filtered(actor, filter);
+    let mut query = filtered(actor.company(), filter);
     if let Some(after) = after {
         let (number, total) = (order::Column::Number, order::Column::TotalMinor);
         query = query.filter(match sort {
@@ -590,11 +582,11 @@ pub async fn list(
             .order_by_asc(order::Column::TotalMinor)
             .order_by_asc(order::Column::Number),
     };
-    let reader = Reader::acquire(&state.reads, actor.company_id(), &state.statements).await?;
+    let reader = Reader::acquire(&state.reads, actor.company(), &state.statements).await?;
     let mut orders: Vec<order::Model> = reader.all(query.limit(first + 1)).await?;
     let has_next_page = orders.len() as u64 > first;
     orders.truncate(usize::try_from(first).unwrap_or(usize::MAX));
-    let details = page_details(&reader, actor, &orders, parts).await?;
+    let details = page_details(&reader, actor.company(), &orders, parts).await?;
     Ok(OrderPage {
         orders,
         has_next_page,
@@ -605,7 +597,10 @@ pub async fn list(
 /// How many orders match the filter (for `totalCount`, computed only when asked for).
 pub async fn count(state: &AppState, actor: &Actor, filter: &OrderFilter) -> ApiResult<u64> {
     authorize(state, actor, "orders", "read").await?;
-    Ok(filtered(actor, filter).count(&state.db).await?)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let count = filtered(actor.company(), filter).count(&txn).await?;
+    txn.commit().await?;
+    Ok(count)
 }
 
 /// The transitions from the order's state that this actor may take.
@@ -647,7 +642,7 @@ pub struct PageDetails {
 /// asking for everything at once is several times cheaper.
 async fn page_details(
     reader: &Reader<'_>,
-    actor: &Actor,
+    company: CompanyId,
     orders: &[order::Model],
     parts: PageParts,
 ) -> ApiResult<PageDetails> {
@@ -658,7 +653,7 @@ async fn page_details(
         }
         let ids = distinct(orders.iter().map(|order| order.customer_id));
         reader
-            .all(tenant::find(actor).filter(reader.one_of(customer::Column::Id, ids)))
+            .all(tenant::select_in(company).filter(reader.one_of(customer::Column::Id, ids)))
             .await
     };
     let items = async {
@@ -667,7 +662,7 @@ async fn page_details(
         }
         reader
             .all(
-                tenant::find(actor)
+                tenant::select_in(company)
                     .filter(reader.one_of(order_item::Column::OrderId, order_ids()))
                     .order_by_asc(order_item::Column::Position),
             )
@@ -679,13 +674,16 @@ async fn page_details(
         if !(parts.items && parts.products) {
             return Ok(Vec::new());
         }
-        let products_of_items = tenant::find::<order_item::Entity>(actor)
+        let products_of_items = tenant::select_in::<order_item::Entity>(company)
             .select_only()
             .column(order_item::Column::ProductId)
             .filter(reader.one_of(order_item::Column::OrderId, order_ids()))
             .into_query();
         reader
-            .all(tenant::find(actor).filter(product::Column::Id.in_subquery(products_of_items)))
+            .all(
+                tenant::select_in(company)
+                    .filter(product::Column::Id.in_subquery(products_of_items)),
+            )
             .await
     };
     let history = async {
@@ -694,7 +692,7 @@ async fn page_details(
         }
         reader
             .all(
-                tenant::find(actor)
+                tenant::select_in(company)
                     .filter(reader.one_of(order_status_history::Column::OrderId, order_ids()))
                     .order_by_asc(order_status_history::Column::CreatedAt)
                     .order_by_asc(order_status_history::Column::Id),

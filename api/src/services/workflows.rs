@@ -4,14 +4,15 @@
 use chrono::Utc;
 use entity::{role, workflow};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
 };
 use uuid::Uuid;
 
-use super::{authorize, tenant, valid_name};
+use super::{authorize, valid_name};
 use crate::{
     auth::Actor,
+    db::tenant::{Intent, TenantTxn},
     domain::workflow::{Definition, order_template},
     error::{ApiError, ApiResult},
     state::AppState,
@@ -67,16 +68,13 @@ fn valid_entity_type(entity_type: &str) -> ApiResult<String> {
 }
 
 /// Checks a definition against the company's roles.
-async fn validate(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    definition: &Definition,
-) -> ApiResult<()> {
-    let roles: Vec<String> = tenant::find::<role::Entity>(actor)
+async fn validate(txn: &TenantTxn, definition: &Definition) -> ApiResult<()> {
+    let roles: Vec<String> = txn
+        .find::<role::Entity>()
         .select_only()
         .column(role::Column::Name)
         .into_tuple()
-        .all(db)
+        .all(txn)
         .await?;
     let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
     definition
@@ -116,51 +114,45 @@ pub async fn list(
     entity_type: Option<&str>,
 ) -> ApiResult<Vec<WorkflowVersion>> {
     authorize(state, actor, "workflows", "read").await?;
-    let mut query = tenant::find::<workflow::Entity>(actor);
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let mut query = txn.find::<workflow::Entity>();
     if let Some(entity_type) = entity_type {
         query = query.filter(workflow::Column::EntityType.eq(entity_type.trim()));
     }
-    query
+    let rows = query
         .order_by_asc(workflow::Column::EntityType)
         .order_by_asc(workflow::Column::FamilyId)
         .order_by_desc(workflow::Column::Version)
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(WorkflowVersion::from_row)
-        .collect()
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    rows.into_iter().map(WorkflowVersion::from_row).collect()
 }
 
 pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Option<WorkflowVersion>> {
     authorize(state, actor, "workflows", "read").await?;
-    find(&state.db, actor, id)
-        .await?
-        .map(WorkflowVersion::from_row)
-        .transpose()
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let row = find(&txn, id).await?;
+    txn.commit().await?;
+    row.map(WorkflowVersion::from_row).transpose()
 }
 
-async fn find(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    id: Uuid,
-) -> ApiResult<Option<workflow::Model>> {
-    Ok(tenant::find::<workflow::Entity>(actor)
+async fn find(txn: &TenantTxn, id: Uuid) -> ApiResult<Option<workflow::Model>> {
+    Ok(txn
+        .find::<workflow::Entity>()
         .filter(workflow::Column::Id.eq(id))
-        .one(db)
+        .one(txn)
         .await?)
 }
 
 /// The active version for `entity_type`, which new orders start on.
-pub async fn active(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    entity_type: &str,
-) -> ApiResult<WorkflowVersion> {
-    let row = tenant::find::<workflow::Entity>(actor)
+pub async fn active(txn: &TenantTxn, entity_type: &str) -> ApiResult<WorkflowVersion> {
+    let row = txn
+        .find::<workflow::Entity>()
         .filter(workflow::Column::EntityType.eq(entity_type))
         .filter(workflow::Column::Active.eq(true))
         .order_by_desc(workflow::Column::UpdatedAt)
-        .one(db)
+        .one(txn)
         .await?
         .ok_or_else(|| {
             ApiError::Conflict(format!(
@@ -171,12 +163,8 @@ pub async fn active(
 }
 
 /// Deactivates every version of `entity_type` (inside the caller's transaction).
-async fn deactivate_all(
-    txn: &DatabaseTransaction,
-    actor: &Actor,
-    entity_type: &str,
-) -> ApiResult<()> {
-    tenant::update::<workflow::Entity>(actor)
+async fn deactivate_all(txn: &TenantTxn, entity_type: &str) -> ApiResult<()> {
+    txn.update::<workflow::Entity>()
         .col_expr(workflow::Column::Active, Expr::value(false))
         .filter(workflow::Column::EntityType.eq(entity_type))
         .filter(workflow::Column::Active.eq(true))
@@ -194,10 +182,10 @@ pub async fn create(
     authorize(state, actor, "workflows", "manage").await?;
     let entity_type = valid_entity_type(&new.entity_type)?;
     let name = valid_name("input.name", &new.name, 100)?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    validate(&txn, actor, &new.definition).await?;
-    let has_active = tenant::find::<workflow::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    validate(&txn, &new.definition).await?;
+    let has_active = txn
+        .find::<workflow::Entity>()
         .filter(workflow::Column::EntityType.eq(&entity_type))
         .filter(workflow::Column::Active.eq(true))
         .one(&txn)
@@ -205,7 +193,6 @@ pub async fn create(
         .is_some();
     let row = insert_version(
         &txn,
-        actor,
         Uuid::now_v7(),
         &entity_type,
         &name,
@@ -220,8 +207,7 @@ pub async fn create(
 
 #[allow(clippy::too_many_arguments)]
 async fn insert_version(
-    txn: &DatabaseTransaction,
-    actor: &Actor,
+    txn: &TenantTxn,
     family_id: Uuid,
     entity_type: &str,
     name: &str,
@@ -230,20 +216,20 @@ async fn insert_version(
     definition: &Definition,
 ) -> ApiResult<workflow::Model> {
     let now = Utc::now();
-    Ok(workflow::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(tenant::company_of(actor)),
-        family_id: Set(family_id),
-        entity_type: Set(entity_type.to_string()),
-        name: Set(name.to_string()),
-        version: Set(version),
-        active: Set(active),
-        definition: Set(to_json(definition)?),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(txn)
-    .await?)
+    Ok(txn
+        .insert(workflow::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            family_id: Set(family_id),
+            entity_type: Set(entity_type.to_string()),
+            name: Set(name.to_string()),
+            version: Set(version),
+            active: Set(active),
+            definition: Set(to_json(definition)?),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await?)
 }
 
 /// Stores an edit as the next version of `id`'s workflow; it takes over if `id` was active.
@@ -255,9 +241,8 @@ pub async fn update(
 ) -> ApiResult<WorkflowVersion> {
     authorize(state, actor, "workflows", "manage").await?;
     let name = valid_name("input.name", &new.name, 100)?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let source = find(&txn, actor, id)
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let source = find(&txn, id)
         .await?
         .ok_or(ApiError::NotFound("workflow"))?;
     if valid_entity_type(&new.entity_type)? != source.entity_type {
@@ -266,8 +251,9 @@ pub async fn update(
             "a new version keeps the entity type of the workflow",
         ));
     }
-    validate(&txn, actor, &new.definition).await?;
-    let latest: Option<i32> = tenant::find::<workflow::Entity>(actor)
+    validate(&txn, &new.definition).await?;
+    let latest: Option<i32> = txn
+        .find::<workflow::Entity>()
         .select_only()
         .column_as(workflow::Column::Version.max(), "latest")
         .filter(workflow::Column::FamilyId.eq(source.family_id))
@@ -276,11 +262,10 @@ pub async fn update(
         .await?
         .flatten();
     if source.active {
-        deactivate_all(&txn, actor, &source.entity_type).await?;
+        deactivate_all(&txn, &source.entity_type).await?;
     }
     let row = insert_version(
         &txn,
-        actor,
         source.family_id,
         &source.entity_type,
         &name,
@@ -302,13 +287,12 @@ pub async fn update(
 /// Makes `id` the version new orders of its entity type start on.
 pub async fn activate(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<WorkflowVersion> {
     authorize(state, actor, "workflows", "manage").await?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let row = find(&txn, actor, id)
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let row = find(&txn, id)
         .await?
         .ok_or(ApiError::NotFound("workflow"))?;
-    deactivate_all(&txn, actor, &row.entity_type).await?;
-    tenant::update::<workflow::Entity>(actor)
+    deactivate_all(&txn, &row.entity_type).await?;
+    txn.update::<workflow::Entity>()
         .col_expr(workflow::Column::Active, Expr::value(true))
         .col_expr(workflow::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(workflow::Column::Id.eq(row.id))
