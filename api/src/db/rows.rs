@@ -232,15 +232,15 @@ impl<'a> Reader<'a> {
                 let client = client.as_ref().ok_or_else(|| {
                     ApiError::internal(anyhow::anyhow!("the reader's connection is gone"))
                 })?;
-                let begin = begin
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
                 let (sql, values) = query.build(PostgresQueryBuilder);
                 let parameters = values
                     .into_iter()
                     .map(parameter)
                     .collect::<ApiResult<Vec<_>>>()?;
+                let begin = begin
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
                 // A future sends its first message when first polled, and the join polls in
                 // order: the transaction's opening is on the wire before this read (and before
                 // any read awaited with this one), prepared or not.
