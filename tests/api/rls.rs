@@ -472,3 +472,25 @@ async fn the_order_list_answers_through_row_level_security() {
         }
     }
 }
+
+/// The check the server runs on its request pool at start accepts that pool and refuses one
+/// the policies would not hold: the cross-tenant pool's role, or the owner's own connection.
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn the_server_refuses_a_request_pool_the_policies_would_not_hold() {
+    let app = postgres_app().await;
+    api::db::rls::check_tenant_pool(&app.request_db)
+        .await
+        .expect("the request pool is held by the policies");
+
+    let bypasses = api::db::rls::check_tenant_pool(&app.db)
+        .await
+        .expect_err("a BYPASSRLS role is refused");
+    assert!(bypasses.to_string().contains("bypasses"), "{bypasses}");
+
+    let owner = api::db::connect_with(&app.settings, api::db::Role::Owner, 1)
+        .await
+        .expect("the owner connects");
+    assert!(api::db::rls::check_tenant_pool(&owner).await.is_err());
+    owner.close().await.ok();
+}
