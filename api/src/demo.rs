@@ -10,8 +10,7 @@ use anyhow::Context;
 use chrono::Utc;
 use entity::{company, order, order_counter, order_item, order_status_history, product};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
-    sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::OnConflict,
 };
 use uuid::Uuid;
 
@@ -124,9 +123,11 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     let password = demo_password();
     let admin_email = format!("admin@{}.example", demo.slug);
     let hash = password::hash(password.clone()).await.map_err(message)?;
-    let txn = state.db.begin().await?;
+    let txn = state
+        .begin_for_company(CompanyId::new_company(), "demo seed", Intent::ChangeAccess)
+        .await?;
     let admin = users::insert_user(
-        &txn,
+        txn.inner(),
         &Email::parse(&admin_email).map_err(anyhow::Error::msg)?,
         "Admin",
         Some(hash),
@@ -149,7 +150,6 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     .await
     .map_err(message)?;
     txn.commit().await?;
-    state.rbac.access_changed(company.id).await;
 
     let roles = state
         .rbac

@@ -50,11 +50,17 @@ impl CompanyId {
         Self(id)
     }
 
-    /// The company of a row a cross-tenant job or worker read through
-    /// [`AppState::system_db`](crate::state::AppState::system_db) (an outbox event, a
-    /// delivery, an expired payment, a company being seeded): it acts for that row's company.
+    /// The company of a row a cross-tenant path read (a job's or worker's row, a company the
+    /// operator or the demo seed picked, a refresh token or invitation found by its secret, a
+    /// membership found by its user): it acts for that row's company.
     pub fn from_row(id: Uuid) -> Self {
         Self(id)
+    }
+
+    /// A fresh id for a company being created (sign-up, the operator, the demo seed): it
+    /// reaches no existing rows.
+    pub fn new_company() -> Self {
+        Self(Uuid::now_v7())
     }
 
     pub fn get(self) -> Uuid {
@@ -311,6 +317,11 @@ impl TenantTxn {
             rbac.access_changed(self.company.get()).await;
         }
         Ok(())
+    }
+
+    /// Undoes everything the transaction did (dropping it does the same).
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
     }
 
     /// The sea-orm transaction underneath, for helpers that take one (the rbac adapter, the

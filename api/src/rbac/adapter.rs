@@ -344,6 +344,8 @@ fn section_condition(sec: &str, filter: &[&str]) -> Option<Condition> {
 #[async_trait]
 impl Adapter for SeaOrmAdapter {
     async fn load_policy(&mut self, m: &mut dyn Model) -> casbin::Result<()> {
+        #[allow(clippy::disallowed_methods)]
+        // cross-tenant: casbin's adapter keeps every company's rules; domains scope them
         let rows = CasbinRule::find()
             .order_by_asc(Column::Id)
             .all(&self.db)
@@ -372,6 +374,8 @@ impl Adapter for SeaOrmAdapter {
             return Ok(());
         }
         let condition = sections.into_iter().fold(Condition::any(), Condition::add);
+        #[allow(clippy::disallowed_methods)]
+        // cross-tenant: casbin's adapter keeps every company's rules; domains scope them
         let rows = CasbinRule::find()
             .filter(condition)
             .order_by_asc(Column::Id)
@@ -397,6 +401,8 @@ impl Adapter for SeaOrmAdapter {
             }
         }
         let txn = self.db.begin().await.map_err(db_error)?;
+        #[allow(clippy::disallowed_methods)]
+        // cross-tenant: casbin's adapter keeps every company's rules; domains scope them
         CasbinRule::delete_many()
             .exec(&txn)
             .await
@@ -407,6 +413,8 @@ impl Adapter for SeaOrmAdapter {
     }
 
     async fn clear_policy(&mut self) -> casbin::Result<()> {
+        #[allow(clippy::disallowed_methods)]
+        // cross-tenant: casbin's adapter keeps every company's rules; domains scope them
         CasbinRule::delete_many()
             .exec(&self.db)
             .await
@@ -456,6 +464,8 @@ impl Adapter for SeaOrmAdapter {
         rule: Vec<String>,
     ) -> casbin::Result<bool> {
         let rule = StoredRule::new(ptype, &rule).map_err(rule_error)?;
+        #[allow(clippy::disallowed_methods)]
+        // cross-tenant: casbin's adapter keeps every company's rules; domains scope them
         let result = CasbinRule::delete_many()
             .filter(rule.condition())
             .exec(&self.db)
@@ -473,6 +483,8 @@ impl Adapter for SeaOrmAdapter {
         let rules = StoredRule::many(ptype, &rules).map_err(rule_error)?;
         let txn = self.db.begin().await.map_err(db_error)?;
         for rule in &rules {
+            #[allow(clippy::disallowed_methods)]
+            // cross-tenant: casbin's adapter keeps every company's rules; domains scope them
             let result = CasbinRule::delete_many()
                 .filter(rule.condition())
                 .exec(&txn)
@@ -522,6 +534,8 @@ impl Adapter for SeaOrmAdapter {
                 }
             }
         }
+        #[allow(clippy::disallowed_methods)]
+        // cross-tenant: casbin's adapter keeps every company's rules; domains scope them
         let result = CasbinRule::delete_many()
             .filter(condition)
             .exec(&self.db)
@@ -532,6 +546,8 @@ impl Adapter for SeaOrmAdapter {
 }
 
 #[cfg(test)]
+// The tests check the stored rules of every company as they are.
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use casbin::{CoreApi, DefaultModel, Enforcer, MgmtApi};
     use migration::{Migrator, MigratorTrait};

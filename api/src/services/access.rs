@@ -11,14 +11,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use entity::{api_key, casbin_rule, membership, refresh_token, role, user, workflow};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    sea_query::Expr,
 };
 use uuid::Uuid;
 
-use super::{authorize, tenant};
+use super::authorize;
 use crate::{
     auth::{self, Actor, api_key_subject, secret_hash, user_subject},
+    db::tenant::{Intent, TenantTxn, global},
     domain::workflow::Definition,
     error::{ApiError, ApiResult},
     rbac::{ADMIN, Permission, is_valid_role_name},
@@ -49,9 +50,9 @@ pub struct CreatedApiKey {
 
 // ---- casbin rules, written inside the caller's transaction ----
 
-fn rule(company_id: Uuid, ptype: &str, values: [&str; 4]) -> casbin_rule::ActiveModel {
+/// A rule; the transaction that inserts it sets its company.
+fn rule(ptype: &str, values: [&str; 4]) -> casbin_rule::ActiveModel {
     casbin_rule::ActiveModel {
-        company_id: Set(company_id),
         ptype: Set(ptype.to_string()),
         v0: Set(values[0].to_string()),
         v1: Set(values[1].to_string()),
@@ -65,79 +66,64 @@ fn rule(company_id: Uuid, ptype: &str, values: [&str; 4]) -> casbin_rule::Active
 
 /// Stores a role and its permissions.
 pub(super) async fn insert_role(
-    txn: &DatabaseTransaction,
-    company_id: Uuid,
+    txn: &TenantTxn,
     name: &str,
     built_in: bool,
     permissions: &[Permission],
 ) -> ApiResult<()> {
     let now = Utc::now();
-    role::ActiveModel {
+    txn.insert(role::ActiveModel {
         id: Set(Uuid::now_v7()),
-        company_id: Set(company_id),
         name: Set(name.to_string()),
         built_in: Set(built_in),
         created_at: Set(now),
         updated_at: Set(now),
-    }
-    .insert(txn)
+        ..Default::default()
+    })
     .await
     .map_err(|error| {
         ApiError::conflict_on_unique(error, format!("a role named {name} exists already"))
     })?;
-    insert_permissions(txn, company_id, name, permissions).await
+    insert_permissions(txn, name, permissions).await
 }
 
 async fn insert_permissions(
-    txn: &DatabaseTransaction,
-    company_id: Uuid,
+    txn: &TenantTxn,
     role: &str,
     permissions: &[Permission],
 ) -> ApiResult<()> {
-    if permissions.is_empty() {
-        return Ok(());
-    }
-    let domain = company_id.to_string();
-    let rules = permissions.iter().map(|permission| {
+    let domain = txn.company().to_string();
+    txn.insert_many(permissions.iter().map(|permission| {
         rule(
-            company_id,
             POLICY,
             [role, &domain, &permission.resource, &permission.action],
         )
-    });
-    casbin_rule::Entity::insert_many(rules).exec(txn).await?;
+    }))
+    .await?;
     Ok(())
 }
 
 /// `subject` holds `role` in the company (idempotent: the unique index absorbs a repeat).
-pub(super) async fn grant(
-    txn: &DatabaseTransaction,
-    company_id: Uuid,
-    subject: &str,
-    role: &str,
-) -> ApiResult<()> {
-    let domain = company_id.to_string();
-    casbin_rule::Entity::insert(rule(company_id, GROUPING, [subject, role, &domain, ""]))
+pub(super) async fn grant(txn: &TenantTxn, subject: &str, role: &str) -> ApiResult<()> {
+    let domain = txn.company().to_string();
+    let mut grant = rule(GROUPING, [subject, role, &domain, ""]);
+    grant.company_id = Set(txn.company().get());
+    casbin_rule::Entity::insert(grant)
         .on_conflict_do_nothing()
         .exec(txn)
         .await?;
     Ok(())
 }
 
-pub(super) async fn add_member(
-    txn: &DatabaseTransaction,
-    company_id: Uuid,
-    user_id: Uuid,
-) -> ApiResult<()> {
+pub(super) async fn add_member(txn: &TenantTxn, user_id: Uuid) -> ApiResult<()> {
     let now = Utc::now();
-    membership::ActiveModel {
+    txn.insert(membership::ActiveModel {
         id: Set(Uuid::now_v7()),
-        company_id: Set(company_id),
         user_id: Set(user_id),
         created_at: Set(now),
         updated_at: Set(now),
-    }
-    .insert(txn)
+        ..Default::default()
+    })
     .await
     .map_err(|error| ApiError::conflict_on_unique(error, "this person is a member already"))?;
     Ok(())
@@ -187,37 +173,30 @@ async fn require_all(state: &AppState, actor: &Actor, permissions: &[Permission]
     Ok(())
 }
 
-pub(super) async fn find_role(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    name: &str,
-) -> ApiResult<role::Model> {
-    tenant::find::<role::Entity>(actor)
+pub(super) async fn find_role(txn: &TenantTxn, name: &str) -> ApiResult<role::Model> {
+    txn.find::<role::Entity>()
         .filter(role::Column::Name.eq(name))
-        .one(db)
+        .one(txn)
         .await?
         .ok_or(ApiError::NotFound("role"))
 }
 
-async fn find_member(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    user_id: Uuid,
-) -> ApiResult<membership::Model> {
-    tenant::find::<membership::Entity>(actor)
+async fn find_member(txn: &TenantTxn, user_id: Uuid) -> ApiResult<membership::Model> {
+    txn.find::<membership::Entity>()
         .filter(membership::Column::UserId.eq(user_id))
-        .one(db)
+        .one(txn)
         .await?
         .ok_or(ApiError::NotFound("member"))
 }
 
-fn grouping_rules(actor: &Actor) -> sea_orm::Select<casbin_rule::Entity> {
-    tenant::find::<casbin_rule::Entity>(actor).filter(casbin_rule::Column::Ptype.eq(GROUPING))
+fn grouping_rules(txn: &TenantTxn) -> sea_orm::Select<casbin_rule::Entity> {
+    txn.find::<casbin_rule::Entity>()
+        .filter(casbin_rule::Column::Ptype.eq(GROUPING))
 }
 
-/// Users (not keys) holding ADMIN in the actor's company.
-async fn admin_count(txn: &DatabaseTransaction, actor: &Actor) -> ApiResult<u64> {
-    Ok(grouping_rules(actor)
+/// Users (not keys) holding ADMIN in the transaction's company.
+async fn admin_count(txn: &TenantTxn) -> ApiResult<u64> {
+    Ok(grouping_rules(txn)
         .filter(casbin_rule::Column::V1.eq(ADMIN))
         .filter(casbin_rule::Column::V0.starts_with("u:"))
         .count(txn)
@@ -228,10 +207,13 @@ async fn admin_count(txn: &DatabaseTransaction, actor: &Actor) -> ApiResult<u64>
 
 pub async fn roles(state: &AppState, actor: &Actor) -> ApiResult<Vec<RoleView>> {
     authorize(state, actor, "roles", "read").await?;
-    let roles = tenant::find::<role::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let roles = txn
+        .find::<role::Entity>()
         .order_by_asc(role::Column::Name)
-        .all(&state.db)
+        .all(&txn)
         .await?;
+    txn.commit().await?;
     let mut views = Vec::with_capacity(roles.len());
     for role in roles {
         views.push(RoleView {
@@ -255,10 +237,9 @@ pub async fn create_role(
     authorize(state, actor, "roles", "manage").await?;
     let name = role_name("name", name)?;
     require_all(state, actor, &permissions).await?;
-    let txn = state.db.begin().await?;
-    insert_role(&txn, tenant::company_of(actor), &name, false, &permissions).await?;
+    let txn = state.begin_for(actor, Intent::ChangeAccess).await?;
+    insert_role(&txn, &name, false, &permissions).await?;
     txn.commit().await?;
-    state.rbac.access_changed(actor.company_id()).await;
     Ok(RoleView {
         name,
         built_in: false,
@@ -273,9 +254,8 @@ pub async fn update_role(
     permissions: Vec<Permission>,
 ) -> ApiResult<RoleView> {
     authorize(state, actor, "roles", "manage").await?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let role = find_role(&txn, actor, name.trim()).await?;
+    let txn = state.begin_for(actor, Intent::ChangeAccess).await?;
+    let role = find_role(&txn, name.trim()).await?;
     if role.built_in {
         return Err(ApiError::validation(
             "name",
@@ -288,14 +268,13 @@ pub async fn update_role(
         .await;
     require_all(state, actor, &current).await?;
     require_all(state, actor, &permissions).await?;
-    tenant::delete::<casbin_rule::Entity>(actor)
+    txn.delete::<casbin_rule::Entity>()
         .filter(casbin_rule::Column::Ptype.eq(POLICY))
         .filter(casbin_rule::Column::V0.eq(&role.name))
         .exec(&txn)
         .await?;
-    insert_permissions(&txn, tenant::company_of(actor), &role.name, &permissions).await?;
+    insert_permissions(&txn, &role.name, &permissions).await?;
     txn.commit().await?;
-    state.rbac.access_changed(actor.company_id()).await;
     Ok(RoleView {
         name: role.name,
         built_in: false,
@@ -306,16 +285,15 @@ pub async fn update_role(
 /// Deletes a custom role nobody holds any more.
 pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResult<bool> {
     authorize(state, actor, "roles", "manage").await?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let role = find_role(&txn, actor, name.trim()).await?;
+    let txn = state.begin_for(actor, Intent::ChangeAccess).await?;
+    let role = find_role(&txn, name.trim()).await?;
     if role.built_in {
         return Err(ApiError::validation(
             "name",
             "built-in roles cannot be deleted",
         ));
     }
-    let holders = grouping_rules(actor)
+    let holders = grouping_rules(&txn)
         .filter(casbin_rule::Column::V1.eq(&role.name))
         .count(&txn)
         .await?;
@@ -325,7 +303,7 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResu
             role.name
         )));
     }
-    let workflows = tenant::find::<workflow::Entity>(actor).all(&txn).await?;
+    let workflows = txn.find::<workflow::Entity>().all(&txn).await?;
     if let Some(user) = workflows.iter().find(|workflow| {
         serde_json::from_str::<Definition>(&workflow.definition).is_ok_and(|definition| {
             definition
@@ -339,17 +317,16 @@ pub async fn delete_role(state: &AppState, actor: &Actor, name: &str) -> ApiResu
             user.name, user.version, role.name
         )));
     }
-    tenant::delete::<casbin_rule::Entity>(actor)
+    txn.delete::<casbin_rule::Entity>()
         .filter(casbin_rule::Column::Ptype.eq(POLICY))
         .filter(casbin_rule::Column::V0.eq(&role.name))
         .exec(&txn)
         .await?;
-    tenant::delete::<role::Entity>(actor)
+    txn.delete::<role::Entity>()
         .filter(role::Column::Id.eq(role.id))
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed(actor.company_id()).await;
     Ok(true)
 }
 
@@ -367,11 +344,14 @@ pub(super) async fn require_role_grantable(
 
 pub async fn members(state: &AppState, actor: &Actor) -> ApiResult<Vec<MemberView>> {
     authorize(state, actor, "members", "read").await?;
-    let rows = tenant::find::<membership::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let rows = txn
+        .find::<membership::Entity>()
         .find_also_related(user::Entity)
-        .all(&state.db)
+        .all(&txn)
         .await?;
-    let grants = grouping_rules(actor).all(&state.db).await?;
+    let grants = grouping_rules(&txn).all(&txn).await?;
+    txn.commit().await?;
     let mut roles_by_subject: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for grant in grants {
         roles_by_subject.entry(grant.v0).or_default().push(grant.v1);
@@ -392,7 +372,8 @@ pub async fn members(state: &AppState, actor: &Actor) -> ApiResult<Vec<MemberVie
 }
 
 async fn member_view(state: &AppState, actor: &Actor, user_id: Uuid) -> ApiResult<MemberView> {
-    let user = user::Entity::find_by_id(user_id)
+    let user = global::find::<user::Entity>()
+        .filter(user::Column::Id.eq(user_id))
         .one(&state.db)
         .await?
         .ok_or(ApiError::NotFound("member"))?;
@@ -410,12 +391,11 @@ async fn begin_role_change(
     actor: &Actor,
     user_id: Uuid,
     role: &str,
-) -> ApiResult<(DatabaseTransaction, role::Model)> {
+) -> ApiResult<(TenantTxn, role::Model)> {
     authorize(state, actor, "members", "manage").await?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    find_member(&txn, actor, user_id).await?;
-    let role = find_role(&txn, actor, role.trim()).await?;
+    let txn = state.begin_for(actor, Intent::ChangeAccess).await?;
+    find_member(&txn, user_id).await?;
+    let role = find_role(&txn, role.trim()).await?;
     require_role_grantable(state, actor, &role.name).await?;
     Ok((txn, role))
 }
@@ -427,15 +407,8 @@ pub async fn assign_role(
     role: &str,
 ) -> ApiResult<MemberView> {
     let (txn, role) = begin_role_change(state, actor, user_id, role).await?;
-    grant(
-        &txn,
-        tenant::company_of(actor),
-        &user_subject(user_id),
-        &role.name,
-    )
-    .await?;
+    grant(&txn, &user_subject(user_id), &role.name).await?;
     txn.commit().await?;
-    state.rbac.access_changed(actor.company_id()).await;
     member_view(state, actor, user_id).await
 }
 
@@ -447,36 +420,34 @@ pub async fn revoke_role(
 ) -> ApiResult<MemberView> {
     let (txn, role) = begin_role_change(state, actor, user_id, role).await?;
     let subject = user_subject(user_id);
-    let holds = grouping_rules(actor)
+    let holds = grouping_rules(&txn)
         .filter(casbin_rule::Column::V0.eq(&subject))
         .filter(casbin_rule::Column::V1.eq(&role.name))
         .count(&txn)
         .await?
         > 0;
-    if holds && role.name == ADMIN && admin_count(&txn, actor).await? <= 1 {
+    if holds && role.name == ADMIN && admin_count(&txn).await? <= 1 {
         return Err(ApiError::Conflict(
             "the last ADMIN cannot be demoted".into(),
         ));
     }
-    tenant::delete::<casbin_rule::Entity>(actor)
+    txn.delete::<casbin_rule::Entity>()
         .filter(casbin_rule::Column::Ptype.eq(GROUPING))
         .filter(casbin_rule::Column::V0.eq(&subject))
         .filter(casbin_rule::Column::V1.eq(&role.name))
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed(actor.company_id()).await;
     member_view(state, actor, user_id).await
 }
 
 /// Removes a member: their roles, their sessions in this company and the keys they made.
 pub async fn remove_member(state: &AppState, actor: &Actor, user_id: Uuid) -> ApiResult<bool> {
     authorize(state, actor, "members", "manage").await?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let membership = find_member(&txn, actor, user_id).await?;
+    let txn = state.begin_for(actor, Intent::ChangeAccess).await?;
+    let membership = find_member(&txn, user_id).await?;
     let subject = user_subject(user_id);
-    let held: Vec<String> = grouping_rules(actor)
+    let held: Vec<String> = grouping_rules(&txn)
         .filter(casbin_rule::Column::V0.eq(&subject))
         .all(&txn)
         .await?
@@ -486,13 +457,14 @@ pub async fn remove_member(state: &AppState, actor: &Actor, user_id: Uuid) -> Ap
     for role in &held {
         require_role_grantable(state, actor, role).await?;
     }
-    if held.iter().any(|role| role == ADMIN) && admin_count(&txn, actor).await? <= 1 {
+    if held.iter().any(|role| role == ADMIN) && admin_count(&txn).await? <= 1 {
         return Err(ApiError::Conflict(
             "the last ADMIN cannot be removed".into(),
         ));
     }
     let now = Utc::now();
-    let keys: Vec<Uuid> = tenant::find::<api_key::Entity>(actor)
+    let keys: Vec<Uuid> = txn
+        .find::<api_key::Entity>()
         .filter(api_key::Column::CreatedBy.eq(user_id))
         .all(&txn)
         .await?
@@ -500,29 +472,28 @@ pub async fn remove_member(state: &AppState, actor: &Actor, user_id: Uuid) -> Ap
         .map(|key| key.id)
         .collect();
     let key_subjects: Vec<String> = keys.iter().map(|id| api_key_subject(*id)).collect();
-    tenant::update::<api_key::Entity>(actor)
+    txn.update::<api_key::Entity>()
         .col_expr(api_key::Column::RevokedAt, Expr::value(now))
         .filter(api_key::Column::Id.is_in(keys))
         .filter(api_key::Column::RevokedAt.is_null())
         .exec(&txn)
         .await?;
-    tenant::delete::<casbin_rule::Entity>(actor)
+    txn.delete::<casbin_rule::Entity>()
         .filter(casbin_rule::Column::Ptype.eq(GROUPING))
         .filter(casbin_rule::Column::V0.is_in(key_subjects.into_iter().chain([subject])))
         .exec(&txn)
         .await?;
-    tenant::update::<refresh_token::Entity>(actor)
+    txn.update::<refresh_token::Entity>()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
         .filter(refresh_token::Column::UserId.eq(user_id))
         .filter(refresh_token::Column::RevokedAt.is_null())
         .exec(&txn)
         .await?;
-    tenant::delete::<membership::Entity>(actor)
+    txn.delete::<membership::Entity>()
         .filter(membership::Column::Id.eq(membership.id))
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed(actor.company_id()).await;
     Ok(true)
 }
 
@@ -530,10 +501,14 @@ pub async fn remove_member(state: &AppState, actor: &Actor, user_id: Uuid) -> Ap
 
 pub async fn api_keys(state: &AppState, actor: &Actor) -> ApiResult<Vec<api_key::Model>> {
     authorize(state, actor, "api_keys", "read").await?;
-    Ok(tenant::find::<api_key::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let keys = txn
+        .find::<api_key::Entity>()
         .order_by_desc(api_key::Column::CreatedAt)
-        .all(&state.db)
-        .await?)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(keys)
 }
 
 /// Creates a key holding `role`; its creator must hold every permission of the role.
@@ -548,38 +523,30 @@ pub async fn create_api_key(
         .user_id()
         .ok_or_else(|| ApiError::forbidden("API keys are created by people, not by other keys"))?;
     let name = super::valid_name("name", name, 100)?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let role = find_role(&txn, actor, role.trim())
+    let txn = state.begin_for(actor, Intent::ChangeAccess).await?;
+    let role = find_role(&txn, role.trim())
         .await
         .map_err(|_| ApiError::validation("role", format!("no role named {}", role.trim())))?;
     require_role_grantable(state, actor, &role.name).await?;
     let secret = auth::new_api_key_secret();
     let now = Utc::now();
-    let key = api_key::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(tenant::company_of(actor)),
-        name: Set(name.to_string()),
-        role: Set(role.name.clone()),
-        prefix: Set(secret.chars().take(10).collect()),
-        secret_hash: Set(secret_hash(&secret)),
-        created_by: Set(created_by),
-        last_used_at: Set(None),
-        revoked_at: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
-    grant(
-        &txn,
-        tenant::company_of(actor),
-        &api_key_subject(key.id),
-        &role.name,
-    )
-    .await?;
+    let key = txn
+        .insert(api_key::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(name.to_string()),
+            role: Set(role.name.clone()),
+            prefix: Set(secret.chars().take(10).collect()),
+            secret_hash: Set(secret_hash(&secret)),
+            created_by: Set(created_by),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await?;
+    grant(&txn, &api_key_subject(key.id), &role.name).await?;
     txn.commit().await?;
-    state.rbac.access_changed(actor.company_id()).await;
     Ok(CreatedApiKey { key, secret })
 }
 
@@ -589,15 +556,15 @@ pub async fn revoke_api_key(
     id: Uuid,
 ) -> ApiResult<api_key::Model> {
     authorize(state, actor, "api_keys", "manage").await?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let key = tenant::find::<api_key::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::ChangeAccess).await?;
+    let key = txn
+        .find::<api_key::Entity>()
         .filter(api_key::Column::Id.eq(id))
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("API key"))?;
     let now: DateTime<Utc> = Utc::now();
-    tenant::update::<api_key::Entity>(actor)
+    txn.update::<api_key::Entity>()
         .col_expr(
             api_key::Column::RevokedAt,
             Expr::value(key.revoked_at.unwrap_or(now)),
@@ -611,12 +578,11 @@ pub async fn revoke_api_key(
         updated_at: now,
         ..key
     };
-    tenant::delete::<casbin_rule::Entity>(actor)
+    txn.delete::<casbin_rule::Entity>()
         .filter(casbin_rule::Column::Ptype.eq(GROUPING))
         .filter(casbin_rule::Column::V0.eq(api_key_subject(key.id)))
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.rbac.access_changed(actor.company_id()).await;
     Ok(revoked)
 }

@@ -4,14 +4,15 @@
 use chrono::Utc;
 use entity::company;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use uuid::Uuid;
 
-use super::{access, authorize, tenant, users, valid_name, workflows};
+use super::{access, authorize, users, valid_name, workflows};
 use crate::{
     auth::{Actor, password, user_subject},
+    db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
     error::{ApiError, ApiResult},
     rbac::{ADMIN, built_in_roles},
@@ -36,15 +37,16 @@ pub struct CompanyChanges {
     pub currency: Option<Currency>,
 }
 
-/// Creates a company with its built-in roles and makes `admin` its first ADMIN.
+/// Creates the company `txn` acts for (opened with [`CompanyId::new_company`]) with its
+/// built-in roles, and makes `admin` its first ADMIN.
 pub async fn create_with_admin(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     new: NewCompany,
     admin: Uuid,
 ) -> ApiResult<company::Model> {
     let now = Utc::now();
     let company = company::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(txn.company().get()),
         name: Set(valid_name("input.companyName", &new.name, 200)?),
         slug: Set(new.slug.as_str().to_string()),
         business_type: Set(new.business_type.as_str().to_string()),
@@ -65,17 +67,18 @@ pub async fn create_with_admin(
         other => other,
     })?;
     for role in built_in_roles(new.business_type.as_str()) {
-        access::insert_role(txn, company.id, role.name, true, &role.permissions).await?;
+        access::insert_role(txn, role.name, true, &role.permissions).await?;
     }
-    workflows::install_templates(txn, company.id, new.business_type.as_str()).await?;
-    access::add_member(txn, company.id, admin).await?;
-    access::grant(txn, company.id, &user_subject(admin), ADMIN).await?;
+    workflows::install_templates(txn, new.business_type.as_str()).await?;
+    access::add_member(txn, admin).await?;
+    access::grant(txn, &user_subject(admin), ADMIN).await?;
     Ok(company)
 }
 
 /// The actor's company.
 pub async fn current(state: &AppState, actor: &Actor) -> ApiResult<company::Model> {
-    company::Entity::find_by_id(actor.company_id())
+    global::find::<company::Entity>()
+        .filter(company::Column::Id.eq(actor.company_id()))
         .one(&state.db)
         .await?
         .ok_or(ApiError::NotFound("company"))
@@ -102,16 +105,16 @@ pub async fn update(
     if let Some(timezone) = changes.timezone {
         model.timezone = Set(timezone.as_str().to_string());
     }
-    let txn = state.db.begin().await?;
+    let txn = state.begin_for(actor, Intent::Write).await?;
     if let Some(currency) = changes.currency {
-        let current = current(state, actor).await?;
+        let current = txn
+            .find_company()
+            .one(&txn)
+            .await?
+            .ok_or(ApiError::NotFound("company"))?;
         if current.currency != currency.as_str() {
-            let priced = tenant::find::<entity::product::Entity>(actor)
-                .count(&txn)
-                .await?
-                + tenant::find::<entity::order::Entity>(actor)
-                    .count(&txn)
-                    .await?;
+            let priced = txn.find::<entity::product::Entity>().count(&txn).await?
+                + txn.find::<entity::order::Entity>().count(&txn).await?;
             if priced > 0 {
                 return Err(ApiError::validation(
                     "input.currency",
@@ -132,9 +135,13 @@ pub async fn list_all(
     limit: u64,
     offset: u64,
 ) -> ApiResult<(Vec<company::Model>, u64)> {
-    let query = company::Entity::find().order_by_desc(company::Column::CreatedAt);
-    let total = query.clone().count(&state.db).await?;
-    let companies = query.limit(limit).offset(offset).all(&state.db).await?;
+    let query = global::find::<company::Entity>().order_by_desc(company::Column::CreatedAt);
+    let total = query.clone().count(&state.system_db).await?;
+    let companies = query
+        .limit(limit)
+        .offset(offset)
+        .all(&state.system_db)
+        .await?;
     Ok((companies, total))
 }
 
@@ -153,20 +160,32 @@ pub async fn create_for_operator(
         }
         None => None,
     };
-    let txn = state.db.begin().await?;
-    let existing = entity::user::Entity::find()
+    let txn = state
+        .begin_for_company(
+            CompanyId::new_company(),
+            "the operator creates a company",
+            Intent::ChangeAccess,
+        )
+        .await?;
+    let existing = global::find::<entity::user::Entity>()
         .filter(entity::user::Column::Email.eq(admin_email.as_str()))
         .one(&txn)
         .await?;
     let admin = match existing {
         Some(user) => user,
         None => {
-            users::insert_user(&txn, &admin_email, admin_name, password_hash, new.locale).await?
+            users::insert_user(
+                txn.inner(),
+                &admin_email,
+                admin_name,
+                password_hash,
+                new.locale,
+            )
+            .await?
         }
     };
     let company = create_with_admin(&txn, new, admin.id).await?;
     txn.commit().await?;
-    state.rbac.access_changed(company.id).await;
     tracing::info!(company_id = %company.id, "operator created a company");
     Ok(company)
 }
@@ -187,13 +206,9 @@ pub async fn set_api_rate_limit(
                 })
         })
         .transpose()?;
-    let txn = state.db.begin().await?;
-    let existing = company::Entity::find_by_id(company_id)
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("company"))?;
+    let txn = operator_change(state, company_id).await?;
     let updated = company::ActiveModel {
-        id: Set(existing.id),
+        id: Set(txn.company().get()),
         api_rate_limit: Set(limit),
         updated_at: Set(Utc::now()),
         ..Default::default()
@@ -201,7 +216,6 @@ pub async fn set_api_rate_limit(
     .update(&txn)
     .await?;
     txn.commit().await?;
-    state.rbac.access_changed(company_id).await;
     Ok(updated)
 }
 
@@ -211,22 +225,34 @@ pub async fn set_status(
     company_id: Uuid,
     status: CompanyStatus,
 ) -> ApiResult<company::Model> {
-    let txn = state.db.begin().await?;
-    let existing = company::Entity::find_by_id(company_id)
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("company"))?;
+    let txn = operator_change(state, company_id).await?;
     let updated = company::ActiveModel {
-        id: Set(existing.id),
+        id: Set(txn.company().get()),
         status: Set(status.as_str().to_string()),
         updated_at: Set(Utc::now()),
         ..Default::default()
     }
     .update(&txn)
     .await?;
-    txn.commit().await?;
     // Its members' tokens and keys stop (or work again) on every instance at once.
-    state.rbac.access_changed(company_id).await;
+    txn.commit().await?;
     tracing::info!(%company_id, status = status.as_str(), "company status changed");
     Ok(updated)
+}
+
+/// The operator's change to a company's status or limits: it acts for the company it named,
+/// once that exists, and the commit announces the change of access.
+async fn operator_change(state: &AppState, company_id: Uuid) -> ApiResult<TenantTxn> {
+    let company = global::find::<company::Entity>()
+        .filter(company::Column::Id.eq(company_id))
+        .one(&state.system_db)
+        .await?
+        .ok_or(ApiError::NotFound("company"))?;
+    Ok(state
+        .begin_for_company(
+            CompanyId::from_row(company.id),
+            "the operator changes a company",
+            Intent::ChangeAccess,
+        )
+        .await?)
 }

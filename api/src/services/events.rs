@@ -3,8 +3,8 @@
 use entity::outbox;
 use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::{authorize, tenant};
-use crate::{auth::Actor, error::ApiResult, state::AppState};
+use super::authorize;
+use crate::{auth::Actor, db::tenant::Intent, error::ApiResult, state::AppState};
 
 pub struct EventPage {
     pub events: Vec<outbox::Model>,
@@ -20,7 +20,9 @@ pub async fn list(
     first: u64,
 ) -> ApiResult<EventPage> {
     authorize(state, actor, "events", "read").await?;
-    let mut query = tenant::find::<outbox::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let mut query = txn
+        .find::<outbox::Entity>()
         .filter(outbox::Column::Position.is_not_null())
         .filter(outbox::Column::Position.gt(after.unwrap_or(0)));
     if !types.is_empty() {
@@ -29,8 +31,9 @@ pub async fn list(
     let mut events = query
         .order_by_asc(outbox::Column::Position)
         .limit(first + 1)
-        .all(&state.db)
+        .all(&txn)
         .await?;
+    txn.commit().await?;
     let has_next_page = events.len() as u64 > first;
     events.truncate(usize::try_from(first).unwrap_or(usize::MAX));
     Ok(EventPage {

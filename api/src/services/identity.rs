@@ -10,18 +10,18 @@ use std::{net::IpAddr, time::Duration};
 use chrono::{DateTime, Utc};
 use entity::{api_key, company, membership, refresh_token, user};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait, TransactionTrait,
-    sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, JoinType,
+    QueryFilter, QuerySelect, RelationTrait, TransactionTrait, sea_query::Expr,
 };
 use uuid::Uuid;
 
-use super::{companies, tenant, users::insert_user};
+use super::{companies, users::insert_user};
 use crate::{
     auth::{
         self, API_KEY_PREFIX, Actor, Principal, Viewer, api_key_subject, jwt, password,
         secret_hash, user_subject,
     },
+    db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
     error::{ApiError, ApiResult},
     rate_limit::Limit,
@@ -121,12 +121,12 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
     password::validate("input.password", &input.password)?;
     let password_hash = password::hash(input.password.clone()).await?;
 
-    let txn = state.db.begin().await?;
-    // Inserting first (the unique email answers for a taken one) makes the transaction's first
-    // statement a write: on SQLite a transaction that reads first cannot take the write lock
-    // once another connection has committed meanwhile, and answers BUSY instead of waiting.
+    let txn = state
+        .begin_for_company(CompanyId::new_company(), "sign-up", Intent::ChangeAccess)
+        .await?;
+    // The unique email answers for a taken one.
     let user = insert_user(
-        &txn,
+        txn.inner(),
         &input.email,
         &input.name,
         Some(password_hash),
@@ -154,7 +154,6 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
     .await?;
     let session = issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
-    state.rbac.access_changed(session.company.id).await;
     tracing::info!(company_id = %session.company.id, "company signed up");
     Ok(session)
 }
@@ -193,7 +192,9 @@ pub async fn login(
         },
     };
     ensure_active(&company.status)?;
-    let txn = state.db.begin().await?;
+    let txn = state
+        .begin_for_company(CompanyId::from_row(company.id), "login", Intent::Write)
+        .await?;
     let session = issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
     Ok(session)
@@ -249,9 +250,9 @@ async fn verify_password(
         )
         .await?;
     let email = email?;
-    let user = user::Entity::find()
+    let user = global::find::<user::Entity>()
         .filter(user::Column::Email.eq(email.as_str()))
-        .one(&state.db)
+        .one(&state.system_db)
         .await?;
     let stored = user.as_ref().and_then(|user| user.password_hash.clone());
     if !password::verify(password, stored).await? {
@@ -273,10 +274,11 @@ async fn verify_password(
 
 /// The companies a user belongs to, by slug.
 async fn member_companies(state: &AppState, user_id: Uuid) -> ApiResult<Vec<company::Model>> {
+    #[allow(clippy::disallowed_methods)] // cross-tenant: logging in finds the user's companies
     let rows = membership::Entity::find()
         .filter(membership::Column::UserId.eq(user_id))
         .find_also_related(company::Entity)
-        .all(&state.db)
+        .all(&state.system_db)
         .await?;
     let mut companies: Vec<company::Model> = rows
         .into_iter()
@@ -295,9 +297,10 @@ pub(super) struct Rotation {
 
 /// Signs an access token and stores a new refresh token: a random one in a new family, or the
 /// successor of a rotation.
+/// `txn` acts for `company`.
 pub(super) async fn issue_session(
     state: &AppState,
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     user: user::Model,
     company: company::Model,
     rotation: Option<Rotation>,
@@ -307,9 +310,8 @@ pub(super) async fn issue_session(
         None => (Uuid::now_v7(), auth::random_token(32)),
     };
     let now = Utc::now();
-    refresh_token::ActiveModel {
+    txn.insert(refresh_token::ActiveModel {
         id: Set(Uuid::now_v7()),
-        company_id: Set(company.id),
         user_id: Set(user.id),
         family_id: Set(family_id),
         token_hash: Set(secret_hash(&refresh_token)),
@@ -318,8 +320,8 @@ pub(super) async fn issue_session(
         revoked_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
-    }
-    .insert(txn)
+        ..Default::default()
+    })
     .await?;
     Ok(Session {
         access_token: state.jwt.issue(user.id, Some(company.id))?,
@@ -352,9 +354,19 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult
         )
         .await?;
     let hash = secret_hash(token);
+    let Some(found) = by_secret(state, &hash).await? else {
+        return Err(invalid_refresh());
+    };
+    let txn = state
+        .begin_for_company(
+            CompanyId::from_row(found.company_id),
+            "refresh",
+            Intent::Write,
+        )
+        .await?;
     let now = Utc::now();
-    let txn = state.db.begin().await?;
-    let consumed = refresh_token::Entity::update_many()
+    let consumed = txn
+        .update::<refresh_token::Entity>()
         .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
         .col_expr(refresh_token::Column::UpdatedAt, Expr::value(now))
         .filter(refresh_token::Column::TokenHash.eq(&hash))
@@ -363,7 +375,8 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult
         .filter(refresh_token::Column::ExpiresAt.gt(now))
         .exec(&txn)
         .await?;
-    let Some(row) = refresh_token::Entity::find()
+    let Some(row) = txn
+        .find::<refresh_token::Entity>()
         .filter(refresh_token::Column::TokenHash.eq(&hash))
         .one(&txn)
         .await?
@@ -402,7 +415,7 @@ pub async fn refresh(state: &AppState, token: &str, client: IpAddr) -> ApiResult
 /// successor's row is there when it exists.
 async fn successor_within_grace(
     state: &AppState,
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     row: &refresh_token::Model,
     token: &str,
     now: DateTime<Utc>,
@@ -419,7 +432,8 @@ async fn successor_within_grace(
         return Ok(None);
     }
     let successor = state.jwt.refresh_successor(token);
-    let unused = refresh_token::Entity::find()
+    let unused = txn
+        .find::<refresh_token::Entity>()
         .filter(refresh_token::Column::TokenHash.eq(secret_hash(&successor)))
         .filter(refresh_token::Column::FamilyId.eq(row.family_id))
         .filter(refresh_token::Column::UsedAt.is_null())
@@ -444,12 +458,8 @@ async fn successor_within_grace(
     }))
 }
 
-async fn revoke_family(
-    txn: &DatabaseTransaction,
-    family_id: Uuid,
-    now: DateTime<Utc>,
-) -> ApiResult<()> {
-    refresh_token::Entity::update_many()
+async fn revoke_family(txn: &TenantTxn, family_id: Uuid, now: DateTime<Utc>) -> ApiResult<()> {
+    txn.update::<refresh_token::Entity>()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
         .col_expr(refresh_token::Column::UpdatedAt, Expr::value(now))
         .filter(refresh_token::Column::FamilyId.eq(family_id))
@@ -461,16 +471,24 @@ async fn revoke_family(
 
 /// Revokes the family of `token`; unknown tokens are accepted silently (logging out twice is fine).
 pub async fn logout(state: &AppState, token: &str) -> ApiResult<bool> {
-    let txn = state.db.begin().await?;
-    if let Some(row) = refresh_token::Entity::find()
-        .filter(refresh_token::Column::TokenHash.eq(secret_hash(token)))
-        .one(&txn)
-        .await?
-    {
+    if let Some(row) = by_secret(state, &secret_hash(token)).await? {
+        let txn = state
+            .begin_for_company(CompanyId::from_row(row.company_id), "logout", Intent::Write)
+            .await?;
         revoke_family(&txn, row.family_id, Utc::now()).await?;
+        txn.commit().await?;
     }
-    txn.commit().await?;
     Ok(true)
+}
+
+/// The refresh token whose secret hashes to `hash`, in whichever company it was issued.
+async fn by_secret(state: &AppState, hash: &str) -> ApiResult<Option<refresh_token::Model>> {
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the holder of the secret is its user
+    let row = refresh_token::Entity::find()
+        .filter(refresh_token::Column::TokenHash.eq(hash))
+        .one(&state.system_db)
+        .await?;
+    Ok(row)
 }
 
 /// New tokens for the same user in another company they belong to.
@@ -482,11 +500,17 @@ pub async fn switch_company(
     let user_id = actor
         .user_id()
         .ok_or_else(|| ApiError::forbidden("API keys belong to one company and cannot switch"))?;
-    let txn = state.db.begin().await?;
-    let (user, company) = membership_of(&txn, user_id, company_id)
+    let (user, company) = membership_of(&state.system_db, user_id, company_id)
         .await?
         .ok_or(ApiError::NotFound("company"))?;
     ensure_active(&company.status)?;
+    let txn = state
+        .begin_for_company(
+            CompanyId::from_row(company.id),
+            "switch company",
+            Intent::Write,
+        )
+        .await?;
     let session = issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
     Ok(session)
@@ -512,7 +536,8 @@ pub async fn change_password(
             limit(limits.login_attempts, limits.login_window_secs),
         )
         .await?;
-    let user = user::Entity::find_by_id(user_id)
+    let user = global::find::<user::Entity>()
+        .filter(user::Column::Id.eq(user_id))
         .one(&state.db)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
@@ -524,7 +549,7 @@ pub async fn change_password(
     }
     let hash = password::hash(new).await?;
     let now = Utc::now();
-    let txn = state.db.begin().await?;
+    let txn = state.system_db.begin().await?;
     user::ActiveModel {
         id: Set(user.id),
         password_hash: Set(Some(hash)),
@@ -534,6 +559,7 @@ pub async fn change_password(
     }
     .update(&txn)
     .await?;
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the user's sessions in every company
     refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
         .filter(refresh_token::Column::UserId.eq(user.id))
@@ -552,6 +578,7 @@ async fn membership_of(
     user_id: Uuid,
     company_id: Uuid,
 ) -> ApiResult<Option<(user::Model, company::Model)>> {
+    #[allow(clippy::disallowed_methods)] // cross-tenant: whether the user belongs to the company
     let found = membership::Entity::find()
         .filter(membership::Column::UserId.eq(user_id))
         .filter(membership::Column::CompanyId.eq(company_id))
@@ -561,7 +588,10 @@ async fn membership_of(
     let Some((_, Some(company))) = found else {
         return Ok(None);
     };
-    let user = user::Entity::find_by_id(user_id).one(db).await?;
+    let user = global::find::<user::Entity>()
+        .filter(user::Column::Id.eq(user_id))
+        .one(db)
+        .await?;
     Ok(user.map(|user| (user, company)))
 }
 
@@ -582,8 +612,9 @@ async fn authenticate_access_token(state: &AppState, token: &str) -> ApiResult<V
     let unauthenticated = || ApiError::unauthenticated("the access token is invalid or expired");
     let claims = state.jwt.verify(token).ok_or_else(unauthenticated)?;
     let Some(company_id) = claims.cid else {
-        let operator = user::Entity::find_by_id(claims.sub)
-            .one(&state.db)
+        let operator = global::find::<user::Entity>()
+            .filter(user::Column::Id.eq(claims.sub))
+            .one(&state.system_db)
             .await?
             .filter(|user| user.is_operator && claims.iat >= user.password_changed_at.timestamp())
             .ok_or_else(unauthenticated)?;
@@ -624,6 +655,7 @@ async fn member_state(
         return Ok(Some(member));
     }
     let generation = members.generation();
+    #[allow(clippy::disallowed_methods)] // cross-tenant: authentication, before an actor exists
     let found: Option<(String, Option<i32>, DateTime<Utc>)> = membership::Entity::find()
         .select_only()
         .column(company::Column::Status)
@@ -634,7 +666,7 @@ async fn member_state(
         .filter(membership::Column::UserId.eq(user_id))
         .filter(membership::Column::CompanyId.eq(company_id))
         .into_tuple()
-        .one(&state.db)
+        .one(&state.system_db)
         .await?;
     Ok(
         found.map(|(company_status, api_rate_limit, password_changed_at)| {
@@ -651,11 +683,12 @@ async fn member_state(
 
 async fn authenticate_api_key(state: &AppState, secret: &str) -> ApiResult<Viewer> {
     let unauthenticated = || ApiError::unauthenticated("the API key is invalid or revoked");
+    #[allow(clippy::disallowed_methods)] // cross-tenant: authentication finds the key by its secret
     let found = api_key::Entity::find()
         .filter(api_key::Column::SecretHash.eq(secret_hash(secret)))
         .filter(api_key::Column::RevokedAt.is_null())
         .find_also_related(company::Entity)
-        .one(&state.db)
+        .one(&state.system_db)
         .await?;
     let Some((key, Some(company))) = found else {
         return Err(unauthenticated());
@@ -690,16 +723,27 @@ async fn authenticate_api_key(state: &AppState, secret: &str) -> ApiResult<Viewe
         .is_none_or(|at| (now - at).num_seconds() >= API_KEY_TOUCH_INTERVAL_SECS);
     if stale {
         // Bookkeeping only: a failure must not refuse the request.
-        if let Err(error) = tenant::update::<api_key::Entity>(&actor)
-            .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
-            .filter(api_key::Column::Id.eq(key.id))
-            .exec(&state.db)
-            .await
-        {
+        if let Err(error) = touch(state, &actor, key.id, now).await {
             tracing::warn!(%error, "failed to record API key use");
         }
     }
     Ok(Viewer::Member(actor))
+}
+
+/// Records that the key was used just now.
+async fn touch(
+    state: &AppState,
+    actor: &Actor,
+    key: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    txn.update::<api_key::Entity>()
+        .col_expr(api_key::Column::LastUsedAt, Expr::value(now))
+        .filter(api_key::Column::Id.eq(key))
+        .exec(&txn)
+        .await?;
+    txn.commit().await
 }
 
 /// `platform create-operator`: a user outside every company who manages companies.
@@ -715,7 +759,7 @@ pub async fn create_operator(
         .await
         .map_err(|error| anyhow::anyhow!(error.message()))?;
     let txn = db.begin().await?;
-    let existing = user::Entity::find()
+    let existing = global::find::<user::Entity>()
         .filter(user::Column::Email.eq(email.as_str()))
         .one(&txn)
         .await?;

@@ -10,27 +10,28 @@
 //!
 //! The invitee's side reads across companies on purpose: an invitation is found by the
 //! invitee's own email, or by the token they hold, the way identity finds credentials, and
-//! only ever returns invitations addressed to them. The company's side goes through
-//! [`tenant`] like every other tenant table.
+//! only ever returns invitations addressed to them; the answer then acts in the invitation's
+//! company. The company's side goes through the tenant transaction like every other tenant
+//! table.
 
 use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use entity::{company, invitation, membership, role, user};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
-    DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RelationTrait,
-    TransactionTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, RelationTrait, sea_query::Expr,
 };
 use uuid::Uuid;
 
 use super::{
     access, authorize,
     identity::{self, Session},
-    tenant, users,
+    users,
 };
 use crate::{
     auth::{self, Actor, password, secret_hash, user_subject},
+    db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{Email, Locale},
     error::{ApiError, ApiResult},
     rate_limit::Limit,
@@ -177,14 +178,14 @@ async fn views(
     }
     let company_ids: Vec<Uuid> = rows.iter().map(|row| row.company_id).collect();
     let inviter_ids: Vec<Uuid> = rows.iter().map(|row| row.invited_by).collect();
-    let companies: HashMap<Uuid, company::Model> = company::Entity::find()
+    let companies: HashMap<Uuid, company::Model> = global::find::<company::Entity>()
         .filter(company::Column::Id.is_in(company_ids))
         .all(db)
         .await?
         .into_iter()
         .map(|company| (company.id, company))
         .collect();
-    let inviters: HashMap<Uuid, String> = user::Entity::find()
+    let inviters: HashMap<Uuid, String> = global::find::<user::Entity>()
         .filter(user::Column::Id.is_in(inviter_ids))
         .all(db)
         .await?
@@ -246,21 +247,19 @@ pub async fn invite(
             ),
         )
         .await?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
     let mut roles: Vec<String> = Vec::with_capacity(new.roles.len());
     for (index, name) in new.roles.iter().enumerate() {
-        let role = access::find_role(&txn, actor, name.trim())
-            .await
-            .map_err(|_| {
-                ApiError::validation(format!("roles.{index}"), format!("no role named {name}"))
-            })?;
+        let role = access::find_role(&txn, name.trim()).await.map_err(|_| {
+            ApiError::validation(format!("roles.{index}"), format!("no role named {name}"))
+        })?;
         access::require_role_grantable(state, actor, &role.name).await?;
         if !roles.contains(&role.name) {
             roles.push(role.name);
         }
     }
-    let is_member = tenant::find::<membership::Entity>(actor)
+    let is_member = txn
+        .find::<membership::Entity>()
         .join(
             sea_orm::JoinType::InnerJoin,
             membership::Relation::User.def(),
@@ -278,7 +277,7 @@ pub async fn invite(
         new.email
     );
     // An unanswered invitation past its expiry no longer stands in the way of a new one.
-    tenant::update::<invitation::Entity>(actor)
+    txn.update::<invitation::Entity>()
         .col_expr(
             invitation::Column::Status,
             Expr::value(InvitationStatus::Expired.as_str()),
@@ -290,23 +289,23 @@ pub async fn invite(
         .exec(&txn)
         .await?;
     let token = format!("{TOKEN_PREFIX}{}", auth::random_token(32));
-    let row = invitation::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(tenant::company_of(actor)),
-        email: Set(new.email.as_str().to_string()),
-        roles: Set(roles.join(&ROLE_SEPARATOR.to_string())),
-        invited_by: Set(invited_by),
-        token_hash: Set(secret_hash(&token)),
-        status: Set(InvitationStatus::Pending.as_str().to_string()),
-        expires_at: Set(now + chrono::Duration::days(TTL_DAYS)),
-        responded_at: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await
-    // Only the pending-invitation index can collide: tokens carry 256 random bits.
-    .map_err(|error| ApiError::conflict_on_unique(error, duplicate))?;
+    let row = txn
+        .insert(invitation::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            email: Set(new.email.as_str().to_string()),
+            roles: Set(roles.join(&ROLE_SEPARATOR.to_string())),
+            invited_by: Set(invited_by),
+            token_hash: Set(secret_hash(&token)),
+            status: Set(InvitationStatus::Pending.as_str().to_string()),
+            expires_at: Set(now + chrono::Duration::days(TTL_DAYS)),
+            responded_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await
+        // Only the pending-invitation index can collide: tokens carry 256 random bits.
+        .map_err(|error| ApiError::conflict_on_unique(error, duplicate))?;
     let invitation = view(&txn, row).await?;
     txn.commit().await?;
     tracing::info!(invitation_id = %invitation.invitation.id, "invitation sent");
@@ -322,7 +321,8 @@ pub async fn list(
     after: Option<Uuid>,
 ) -> ApiResult<Vec<InvitationView>> {
     authorize(state, actor, "members", "manage").await?;
-    let mut query = tenant::find::<invitation::Entity>(actor);
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let mut query = txn.find::<invitation::Entity>();
     if let Some(status) = status {
         query = query.filter(status.condition(Utc::now()));
     }
@@ -332,9 +332,11 @@ pub async fn list(
     let rows = query
         .order_by_desc(invitation::Column::Id)
         .limit(first)
-        .all(&state.db)
+        .all(&txn)
         .await?;
-    views(&state.db, rows).await
+    let views = views(&txn, rows).await?;
+    txn.commit().await?;
+    Ok(views)
 }
 
 /// Withdraws a pending invitation (`members:manage`); its token stops working at once.
@@ -342,8 +344,9 @@ pub async fn list(
 #[tracing::instrument(skip_all, fields(company_id = %actor.company_id()))]
 pub async fn revoke(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<InvitationView> {
     authorize(state, actor, "members", "manage").await?;
-    let txn = state.db.begin().await?;
-    let row = tenant::find::<invitation::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let row = txn
+        .find::<invitation::Entity>()
         .filter(invitation::Column::Id.eq(id))
         .one(&txn)
         .await?
@@ -368,7 +371,7 @@ pub async fn revoke(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Invi
 /// Moves a pending invitation to `to`, unless someone else answered, revoked or it expired
 /// first: the update only applies to a row still pending, so of two answers exactly one wins.
 async fn answer(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     row: invitation::Model,
     to: InvitationStatus,
 ) -> ApiResult<invitation::Model> {
@@ -377,13 +380,12 @@ async fn answer(
     if status != InvitationStatus::Pending {
         return Err(status.refusal());
     }
-    // The row was found by its company's id or by its invitee; this update names both.
-    let answered = invitation::Entity::update_many()
+    let answered = txn
+        .update::<invitation::Entity>()
         .col_expr(invitation::Column::Status, Expr::value(to.as_str()))
         .col_expr(invitation::Column::RespondedAt, Expr::value(now))
         .col_expr(invitation::Column::UpdatedAt, Expr::value(now))
         .filter(invitation::Column::Id.eq(row.id))
-        .filter(invitation::Column::CompanyId.eq(row.company_id))
         .filter(invitation::Column::Status.eq(InvitationStatus::Pending.as_str()))
         .filter(invitation::Column::ExpiresAt.gt(now))
         .exec(txn)
@@ -411,29 +413,46 @@ async fn invitee(state: &AppState, actor: &Actor) -> ApiResult<user::Model> {
 
 /// Invitations addressed to `email`, in every company.
 fn addressed_to(email: &str) -> sea_orm::Select<invitation::Entity> {
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the invitee's own invitations, by email
     invitation::Entity::find().filter(invitation::Column::Email.eq(email))
 }
 
 /// The invitation the logged-in person's `id` names; another person's answers as unknown.
 async fn own_invitation(
-    txn: &DatabaseTransaction,
+    state: &AppState,
     user: &user::Model,
     id: Uuid,
 ) -> ApiResult<invitation::Model> {
     addressed_to(&user.email)
         .filter(invitation::Column::Id.eq(id))
-        .one(txn)
+        .one(&state.system_db)
         .await?
         .ok_or(ApiError::NotFound("invitation"))
 }
 
 /// The invitation a token opens; an unknown token answers like an unknown invitation.
-async fn by_token(db: &impl ConnectionTrait, token: &str) -> ApiResult<invitation::Model> {
-    invitation::Entity::find()
+async fn by_token(state: &AppState, token: &str) -> ApiResult<invitation::Model> {
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the holder of the token is the invitee
+    let row = invitation::Entity::find()
         .filter(invitation::Column::TokenHash.eq(secret_hash(token.trim())))
-        .one(db)
-        .await?
-        .ok_or(ApiError::NotFound("invitation"))
+        .one(&state.system_db)
+        .await?;
+    row.ok_or(ApiError::NotFound("invitation"))
+}
+
+/// A transaction in the company of an invitation its invitee answers.
+async fn begin_answer(
+    state: &AppState,
+    row: &invitation::Model,
+    intent: Intent,
+) -> ApiResult<TenantTxn> {
+    Ok(state
+        .begin_for_company(
+            CompanyId::from_row(row.company_id),
+            "the invitee answers",
+            intent,
+        )
+        .await?)
 }
 
 /// Pending invitations addressed to the logged-in person's email, in every company, newest first.
@@ -442,9 +461,9 @@ pub async fn mine(state: &AppState, actor: &Actor) -> ApiResult<Vec<InvitationVi
     let rows = addressed_to(&user.email)
         .filter(InvitationStatus::Pending.condition(Utc::now()))
         .order_by_desc(invitation::Column::Id)
-        .all(&state.db)
+        .all(&state.system_db)
         .await?;
-    views(&state.db, rows).await
+    views(&state.system_db, rows).await
 }
 
 /// Whether the invitation's sender still holds every permission of `role` in its company.
@@ -479,11 +498,12 @@ async fn sender_may_grant(state: &AppState, row: &invitation::Model, role: &str)
 /// lost a role since.
 async fn join(
     state: &AppState,
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     row: &invitation::Model,
     user_id: Uuid,
 ) -> ApiResult<()> {
-    let existing = tenant::find_in::<role::Entity>(row.company_id)
+    let existing = txn
+        .find::<role::Entity>()
         .filter(role::Column::Name.is_in(role_list(row)))
         .all(txn)
         .await?;
@@ -499,9 +519,9 @@ async fn join(
                 .into(),
         ));
     }
-    access::add_member(txn, row.company_id, user_id).await?;
+    access::add_member(txn, user_id).await?;
     for role in &roles {
-        access::grant(txn, row.company_id, &user_subject(user_id), role).await?;
+        access::grant(txn, &user_subject(user_id), role).await?;
     }
     Ok(())
 }
@@ -511,16 +531,12 @@ async fn join(
 #[tracing::instrument(skip_all)]
 pub async fn accept(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<InvitationView> {
     let user = invitee(state, actor).await?;
-    let txn = state.db.begin().await?;
-    let row = own_invitation(&txn, &user, id).await?;
+    let row = own_invitation(state, &user, id).await?;
+    let txn = begin_answer(state, &row, Intent::ChangeAccess).await?;
     let row = answer(&txn, row, InvitationStatus::Accepted).await?;
     join(state, &txn, &row, user.id).await?;
     let accepted = view(&txn, row).await?;
     txn.commit().await?;
-    state
-        .rbac
-        .access_changed(accepted.invitation.company_id)
-        .await;
     tracing::info!(invitation_id = %accepted.invitation.id, company_id = %accepted.invitation.company_id,
         "invitation accepted");
     Ok(accepted)
@@ -529,8 +545,8 @@ pub async fn accept(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Invi
 /// Declines one of the logged-in person's invitations; nothing else changes.
 pub async fn decline(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<InvitationView> {
     let user = invitee(state, actor).await?;
-    let txn = state.db.begin().await?;
-    let row = own_invitation(&txn, &user, id).await?;
+    let row = own_invitation(state, &user, id).await?;
+    let txn = begin_answer(state, &row, Intent::Write).await?;
     let row = answer(&txn, row, InvitationStatus::Declined).await?;
     let declined = view(&txn, row).await?;
     txn.commit().await?;
@@ -542,7 +558,7 @@ pub async fn decline(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Inv
 /// account already must log in and accept from `myInvitations` (`UNAUTHENTICATED`).
 #[tracing::instrument(skip_all)]
 pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResult<Session> {
-    let row = by_token(&state.db, &account.token).await?;
+    let row = by_token(state, &account.token).await?;
     let status = InvitationStatus::of(&row, Utc::now());
     if status != InvitationStatus::Pending {
         return Err(status.refusal());
@@ -552,7 +568,7 @@ pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResu
             "an account with this email exists: log in and accept the invitation from myInvitations",
         )
     };
-    let has_account = user::Entity::find()
+    let has_account = global::find::<user::Entity>()
         .filter(user::Column::Email.eq(row.email.as_str()))
         .one(&state.db)
         .await?
@@ -560,7 +576,8 @@ pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResu
     if has_account {
         return Err(log_in_instead());
     }
-    let company = company::Entity::find_by_id(row.company_id)
+    let company = global::find::<company::Entity>()
+        .filter(company::Column::Id.eq(row.company_id))
         .one(&state.db)
         .await?
         .ok_or(ApiError::NotFound("invitation"))?;
@@ -574,18 +591,23 @@ pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResu
         .locale
         .unwrap_or_else(|| Locale::parse(&company.locale).unwrap_or(Locale::DEFAULT));
 
-    let txn = state.db.begin().await?;
+    let txn = begin_answer(state, &row, Intent::ChangeAccess).await?;
     let row = answer(&txn, row, InvitationStatus::Accepted).await?;
-    let user = users::insert_user(&txn, &email, &account.name, Some(password_hash), locale)
-        .await
-        .map_err(|error| match error {
-            ApiError::Conflict(_) => log_in_instead(),
-            other => other,
-        })?;
+    let user = users::insert_user(
+        txn.inner(),
+        &email,
+        &account.name,
+        Some(password_hash),
+        locale,
+    )
+    .await
+    .map_err(|error| match error {
+        ApiError::Conflict(_) => log_in_instead(),
+        other => other,
+    })?;
     join(state, &txn, &row, user.id).await?;
     let session = identity::issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;
-    state.rbac.access_changed(row.company_id).await;
     tracing::info!(invitation_id = %row.id, company_id = %row.company_id,
         "invitation accepted with its token");
     Ok(session)
@@ -594,8 +616,8 @@ pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResu
 /// Declines with the token. Whoever holds the link may turn it down, with or without an
 /// account, so a declined invitation says nothing about whether the address has one.
 pub async fn decline_with_token(state: &AppState, token: &str) -> ApiResult<bool> {
-    let txn = state.db.begin().await?;
-    let row = by_token(&txn, token).await?;
+    let row = by_token(state, token).await?;
+    let txn = begin_answer(state, &row, Intent::Write).await?;
     answer(&txn, row, InvitationStatus::Declined).await?;
     txn.commit().await?;
     Ok(true)

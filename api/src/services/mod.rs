@@ -11,7 +11,6 @@ pub mod invitations;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
-pub mod tenant;
 pub mod users;
 pub mod webhooks;
 pub mod workflows;

@@ -428,11 +428,7 @@ pub async fn transition(
             step.roles.join(", ")
         )));
     }
-    if step.requires_payment
-        && !super::payments::balance_of(txn.inner(), actor, &order)
-            .await?
-            .settled()
-    {
+    if step.requires_payment && !super::payments::balance_of(&txn, &order).await?.settled() {
         return Err(validation(
             "input.to",
             format!("moving to {to} requires the order to be paid"),

@@ -10,9 +10,6 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::tenant;
-use crate::{auth::Actor, error::ApiResult};
-
 /// Version of the payload layout; bumped when a payload changes incompatibly.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -24,18 +21,15 @@ pub struct Event {
     pub payload: Value,
 }
 
-/// Appends `event` with the next sequence number of its aggregate.
-pub async fn record(txn: &DatabaseTransaction, actor: &Actor, event: Event) -> ApiResult<()> {
-    Ok(append(txn, tenant::company_of(actor), event).await?)
-}
-
-/// Appends an event of `company_id` on behalf of the system (a background worker), which
-/// has no actor; request code goes through [`record`].
+/// Appends an event of `company_id` with the next sequence number of its aggregate. Request
+/// code records through [`TenantTxn::record`](crate::db::tenant::TenantTxn::record); a
+/// background worker without an actor calls this with the company of the row it handles.
 pub async fn append(
     txn: &DatabaseTransaction,
     company_id: Uuid,
     event: Event,
 ) -> Result<(), DbErr> {
+    #[allow(clippy::disallowed_methods)] // scoped: filtered by the caller's company below
     let last: Option<Option<i64>> = outbox::Entity::find()
         .filter(outbox::Column::CompanyId.eq(company_id))
         .select_only()

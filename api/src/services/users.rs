@@ -3,10 +3,11 @@
 
 use chrono::Utc;
 use entity::user;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, EntityTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, QueryFilter};
 use uuid::Uuid;
 
 use crate::{
+    db::tenant::global,
     domain::{Email, Locale},
     error::{ApiError, ApiResult},
     state::AppState,
@@ -42,7 +43,8 @@ pub async fn insert_user(
 
 /// A user by id (the actor's own account).
 pub async fn user_by_id(state: &AppState, id: Uuid) -> ApiResult<user::Model> {
-    user::Entity::find_by_id(id)
+    global::find::<user::Entity>()
+        .filter(user::Column::Id.eq(id))
         .one(&state.db)
         .await?
         .ok_or(ApiError::NotFound("user"))

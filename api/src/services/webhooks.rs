@@ -5,15 +5,16 @@ use entity::{provider_secret, webhook_attempt, webhook_delivery, webhook_endpoin
 use rand::RngCore;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, sea_query::Expr,
+    QuerySelect, sea_query::Expr,
 };
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{authorize, optional_text, tenant};
+use super::{authorize, optional_text};
 use crate::{
     auth::Actor,
     crypto::Purpose,
+    db::tenant::{Intent, TenantTxn},
     domain::text,
     error::{ApiError, ApiResult},
     state::AppState,
@@ -45,10 +46,14 @@ async fn manage(state: &AppState, actor: &Actor) -> ApiResult<()> {
 
 pub async fn endpoints(state: &AppState, actor: &Actor) -> ApiResult<Vec<webhook_endpoint::Model>> {
     manage(state, actor).await?;
-    Ok(tenant::find::<webhook_endpoint::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let endpoints = txn
+        .find::<webhook_endpoint::Entity>()
         .order_by_asc(webhook_endpoint::Column::Id)
-        .all(&state.db)
-        .await?)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(endpoints)
 }
 
 pub async fn endpoint(
@@ -57,17 +62,19 @@ pub async fn endpoint(
     id: Uuid,
 ) -> ApiResult<Option<webhook_endpoint::Model>> {
     manage(state, actor).await?;
-    Ok(find_endpoint(state, actor, id).await?)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let endpoint = find_endpoint(&txn, id).await?;
+    txn.commit().await?;
+    Ok(endpoint)
 }
 
 async fn find_endpoint(
-    state: &AppState,
-    actor: &Actor,
+    txn: &TenantTxn,
     id: Uuid,
 ) -> Result<Option<webhook_endpoint::Model>, sea_orm::DbErr> {
-    tenant::find::<webhook_endpoint::Entity>(actor)
+    txn.find::<webhook_endpoint::Entity>()
         .filter(webhook_endpoint::Column::Id.eq(id))
-        .one(&state.db)
+        .one(txn)
         .await
 }
 
@@ -134,38 +141,37 @@ pub async fn create_endpoint(
     )?;
     let url = valid_url(state, url).await?;
     let secret = new_secret();
-    let company_id = tenant::company_of(actor);
     let now = Utc::now();
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let existing = tenant::find::<webhook_endpoint::Entity>(actor)
-        .count(&txn)
-        .await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let company_id = txn.company().get();
+    let existing = txn.find::<webhook_endpoint::Entity>().count(&txn).await?;
     if existing >= MAX_ENDPOINTS {
         return Err(ApiError::QuotaExceeded(format!(
             "a company can register at most {MAX_ENDPOINTS} webhook endpoints"
         )));
     }
-    let endpoint = webhook_endpoint::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(company_id),
-        url: Set(url),
-        description: Set(description),
-        events: Set(events),
-        secret_ciphertext: Set(state
-            .secrets
-            .seal(company_id, Purpose::WebhookSigning, &secret)),
-        previous_secret_ciphertext: Set(None),
-        previous_secret_expires_at: Set(None),
-        enabled: Set(true),
-        disabled_reason: Set(None),
-        failing_since: Set(None),
-        created_by: Set(actor.user_id()),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
+    let endpoint = txn
+        .insert(webhook_endpoint::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            url: Set(url),
+            description: Set(description),
+            events: Set(events),
+            secret_ciphertext: Set(state.secrets.seal(
+                company_id,
+                Purpose::WebhookSigning,
+                &secret,
+            )),
+            previous_secret_ciphertext: Set(None),
+            previous_secret_expires_at: Set(None),
+            enabled: Set(true),
+            disabled_reason: Set(None),
+            failing_since: Set(None),
+            created_by: Set(actor.user_id()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await?;
     txn.commit().await?;
     tracing::info!(endpoint = %endpoint.id, company = %company_id, "webhook endpoint created");
     Ok(EndpointWithSecret { endpoint, secret })
@@ -183,8 +189,9 @@ pub async fn update_endpoint(
         None => None,
     };
     let events = changes.events.as_deref().map(valid_events).transpose()?;
-    let txn = state.db.begin().await?;
-    let mut update = tenant::update::<webhook_endpoint::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let mut update = txn
+        .update::<webhook_endpoint::Entity>()
         .col_expr(webhook_endpoint::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(webhook_endpoint::Column::Id.eq(id));
     if let Some(url) = url {
@@ -225,9 +232,7 @@ pub async fn update_endpoint(
     if update.exec(&txn).await?.rows_affected == 0 {
         return Err(ApiError::NotFound("webhook endpoint"));
     }
-    let endpoint = tenant::find::<webhook_endpoint::Entity>(actor)
-        .filter(webhook_endpoint::Column::Id.eq(id))
-        .one(&txn)
+    let endpoint = find_endpoint(&txn, id)
         .await?
         .ok_or(ApiError::NotFound("webhook endpoint"))?;
     txn.commit().await?;
@@ -240,13 +245,16 @@ pub async fn update_endpoint(
 /// Deletes an endpoint with its deliveries and their attempts.
 pub async fn delete_endpoint(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<bool> {
     manage(state, actor).await?;
-    let deleted = tenant::delete::<webhook_endpoint::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let deleted = txn
+        .delete::<webhook_endpoint::Entity>()
         .filter(webhook_endpoint::Column::Id.eq(id))
-        .exec(&state.db)
+        .exec(&txn)
         .await?;
     if deleted.rows_affected == 0 {
         return Err(ApiError::NotFound("webhook endpoint"));
     }
+    txn.commit().await?;
     Ok(true)
 }
 
@@ -259,15 +267,15 @@ pub async fn rotate_secret(
 ) -> ApiResult<EndpointWithSecret> {
     manage(state, actor).await?;
     let secret = new_secret();
-    let company_id = tenant::company_of(actor);
     let now = Utc::now();
     let grace = chrono::Duration::seconds(
         i64::try_from(state.settings.webhooks.rotation_grace_secs).unwrap_or(i64::MAX),
     );
-    let txn = state.db.begin().await?;
-    // Written first, so two rotations queue instead of both replacing the same secret.
-    tenant::lock_company(&txn, actor).await?;
-    let current = tenant::find::<webhook_endpoint::Entity>(actor)
+    // Serialized, so two rotations queue instead of both replacing the same secret.
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let company_id = txn.company().get();
+    let current = txn
+        .find::<webhook_endpoint::Entity>()
         .filter(webhook_endpoint::Column::Id.eq(id))
         .lock_exclusive()
         .one(&txn)
@@ -302,10 +310,12 @@ pub async fn deliveries(
     after: Option<Uuid>,
 ) -> ApiResult<Vec<DeliveryWithAttempts>> {
     manage(state, actor).await?;
-    if find_endpoint(state, actor, endpoint_id).await?.is_none() {
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    if find_endpoint(&txn, endpoint_id).await?.is_none() {
         return Err(ApiError::NotFound("webhook endpoint"));
     }
-    let mut query = tenant::find::<webhook_delivery::Entity>(actor)
+    let mut query = txn
+        .find::<webhook_delivery::Entity>()
         .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id));
     if let Some(status) = status {
         query = query.filter(webhook_delivery::Column::Status.eq(status.as_str()));
@@ -316,25 +326,26 @@ pub async fn deliveries(
     let page = query
         .order_by_desc(webhook_delivery::Column::Id)
         .limit(first)
-        .all(&state.db)
+        .all(&txn)
         .await?;
-    with_attempts(state, actor, page).await
+    let page = with_attempts(&txn, page).await?;
+    txn.commit().await?;
+    Ok(page)
 }
 
 /// Attaches the attempts of a page of deliveries with one query.
 async fn with_attempts(
-    state: &AppState,
-    actor: &Actor,
+    txn: &TenantTxn,
     deliveries: Vec<webhook_delivery::Model>,
 ) -> ApiResult<Vec<DeliveryWithAttempts>> {
     let ids: Vec<Uuid> = deliveries.iter().map(|delivery| delivery.id).collect();
     let mut attempts = if ids.is_empty() {
         Vec::new()
     } else {
-        tenant::find::<webhook_attempt::Entity>(actor)
+        txn.find::<webhook_attempt::Entity>()
             .filter(webhook_attempt::Column::DeliveryId.is_in(ids))
             .order_by_asc(webhook_attempt::Column::Id)
-            .all(&state.db)
+            .all(txn)
             .await?
     };
     Ok(deliveries
@@ -353,15 +364,19 @@ async fn with_attempts(
 }
 
 async fn delivery(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<DeliveryWithAttempts> {
-    let found = tenant::find::<webhook_delivery::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let found = txn
+        .find::<webhook_delivery::Entity>()
         .filter(webhook_delivery::Column::Id.eq(id))
-        .one(&state.db)
+        .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("webhook delivery"))?;
-    with_attempts(state, actor, vec![found])
+    let found = with_attempts(&txn, vec![found])
         .await?
         .pop()
-        .ok_or(ApiError::NotFound("webhook delivery"))
+        .ok_or(ApiError::NotFound("webhook delivery"))?;
+    txn.commit().await?;
+    Ok(found)
 }
 
 /// Sends a delivery again from the start of the schedule, with the same `webhook-id`.
@@ -372,7 +387,9 @@ pub async fn redeliver(
 ) -> ApiResult<DeliveryWithAttempts> {
     manage(state, actor).await?;
     let now = Utc::now();
-    let restarted = tenant::update::<webhook_delivery::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let restarted = txn
+        .update::<webhook_delivery::Entity>()
         .col_expr(
             webhook_delivery::Column::Status,
             Expr::value(DeliveryStatus::Pending.as_str()),
@@ -387,8 +404,9 @@ pub async fn redeliver(
                 .add(webhook_delivery::Column::LeasedUntil.is_null())
                 .add(webhook_delivery::Column::LeasedUntil.lt(now)),
         )
-        .exec(&state.db)
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     if restarted.rows_affected == 0 {
         // Either not ours (or unknown), or in flight.
         delivery(state, actor, id).await?;
@@ -407,7 +425,8 @@ pub async fn send_test(
     endpoint_id: Uuid,
 ) -> ApiResult<DeliveryWithAttempts> {
     manage(state, actor).await?;
-    let endpoint = find_endpoint(state, actor, endpoint_id)
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    let endpoint = find_endpoint(&txn, endpoint_id)
         .await?
         .ok_or(ApiError::NotFound("webhook endpoint"))?;
     if !endpoint.enabled {
@@ -418,7 +437,7 @@ pub async fn send_test(
     }
     let now = Utc::now();
     let event_id = Uuid::now_v7();
-    let company_id = tenant::company_of(actor);
+    let company_id = txn.company().get();
     let body = webhooks::envelope(
         event_id,
         "webhook.test",
@@ -426,10 +445,17 @@ pub async fn send_test(
         now,
         json!({ "endpointId": endpoint.id, "message": "This is a test delivery." }),
     );
-    let created =
-        webhooks::new_delivery(company_id, endpoint.id, event_id, "webhook.test", body, now)
-            .insert(&state.db)
-            .await?;
+    let created = txn
+        .insert(webhooks::new_delivery(
+            company_id,
+            endpoint.id,
+            event_id,
+            "webhook.test",
+            body,
+            now,
+        ))
+        .await?;
+    txn.commit().await?;
     state.deliveries_wake.notify_one();
     Ok(DeliveryWithAttempts {
         delivery: created,
@@ -443,10 +469,14 @@ pub async fn provider_secrets(
     actor: &Actor,
 ) -> ApiResult<Vec<provider_secret::Model>> {
     manage(state, actor).await?;
-    Ok(tenant::find::<provider_secret::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let secrets = txn
+        .find::<provider_secret::Entity>()
         .order_by_asc(provider_secret::Column::Provider)
-        .all(&state.db)
-        .await?)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(secrets)
 }
 
 /// Sets (or replaces) the secret a provider signs its webhooks with; `None` removes it.
@@ -457,37 +487,35 @@ pub async fn set_provider_secret(
     secret: Option<&str>,
 ) -> ApiResult<bool> {
     manage(state, actor).await?;
-    let txn = state.db.begin().await?;
-    store_provider_secret(&txn, state, actor, provider, secret).await?;
+    let txn = state.begin_for(actor, Intent::Write).await?;
+    store_provider_secret(&txn, state, provider, secret).await?;
     txn.commit().await?;
     Ok(secret.is_some())
 }
 
 /// Writes a provider secret (encrypted) in the caller's transaction; `None` removes it.
 pub async fn store_provider_secret(
-    txn: &sea_orm::DatabaseTransaction,
+    txn: &TenantTxn,
     state: &AppState,
-    actor: &Actor,
     provider: Provider,
     secret: Option<&str>,
 ) -> ApiResult<()> {
-    tenant::delete::<provider_secret::Entity>(actor)
+    txn.delete::<provider_secret::Entity>()
         .filter(provider_secret::Column::Provider.eq(provider.as_str()))
         .exec(txn)
         .await?;
     if let Some(secret) = secret {
         let secret = valid_provider_secret(provider, secret)?;
-        let company_id = tenant::company_of(actor);
-        provider_secret::ActiveModel {
+        let company_id = txn.company().get();
+        txn.insert(provider_secret::ActiveModel {
             id: Set(Uuid::now_v7()),
-            company_id: Set(company_id),
             provider: Set(provider.as_str().to_string()),
             secret_ciphertext: Set(state
                 .secrets
                 .seal(company_id, Purpose::ProviderSecret, secret)),
             updated_at: Set(Utc::now()),
-        }
-        .insert(txn)
+            ..Default::default()
+        })
         .await?;
     }
     Ok(())

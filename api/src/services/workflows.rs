@@ -4,8 +4,7 @@
 use chrono::Utc;
 use entity::{role, workflow};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -83,16 +82,11 @@ async fn validate(txn: &TenantTxn, definition: &Definition) -> ApiResult<()> {
 }
 
 /// Copies the business type's templates into a new company (active, version 1).
-pub async fn install_templates(
-    txn: &DatabaseTransaction,
-    company_id: Uuid,
-    business_type: &str,
-) -> ApiResult<()> {
+pub async fn install_templates(txn: &TenantTxn, business_type: &str) -> ApiResult<()> {
     let (name, definition) = order_template(business_type);
     let now = Utc::now();
-    workflow::ActiveModel {
+    txn.insert(workflow::ActiveModel {
         id: Set(Uuid::now_v7()),
-        company_id: Set(company_id),
         family_id: Set(Uuid::now_v7()),
         entity_type: Set(ORDER.to_string()),
         name: Set(name.to_string()),
@@ -101,8 +95,8 @@ pub async fn install_templates(
         definition: Set(to_json(&definition)?),
         created_at: Set(now),
         updated_at: Set(now),
-    }
-    .insert(txn)
+        ..Default::default()
+    })
     .await?;
     Ok(())
 }

@@ -12,10 +12,7 @@ use std::fmt;
 use axum::http::HeaderMap;
 use chrono::Utc;
 use entity::{incoming_webhook, provider_secret};
-use sea_orm::{
-    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set, TransactionTrait,
-    sea_query::Expr,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -23,7 +20,11 @@ use super::signature::{
     DEFAULT_TOLERANCE_SECS, SigningSecret, VerifyError, verify_mercadopago, verify_standard,
     verify_stripe,
 };
-use crate::{crypto::Purpose, services::tenant, state::AppState};
+use crate::{
+    crypto::Purpose,
+    db::tenant::{CompanyId, Intent, TenantTxn},
+    state::AppState,
+};
 
 /// Providers whose webhooks we verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
@@ -188,11 +189,13 @@ pub async fn receive(
     body: &[u8],
 ) -> anyhow::Result<Result<Receipt, Refused>> {
     // One answer for an unknown company and an unconfigured provider: ids are not probed.
-    let Some(stored) = tenant::find_in::<provider_secret::Entity>(company_id)
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the URL claims the company until verified
+    let stored = provider_secret::Entity::find()
+        .filter(provider_secret::Column::CompanyId.eq(company_id))
         .filter(provider_secret::Column::Provider.eq(provider.as_str()))
-        .one(&state.db)
-        .await?
-    else {
+        .one(&state.system_db)
+        .await?;
+    let Some(stored) = stored else {
         return Ok(Err(Refused(format!(
             "no {} webhook secret is configured for this company",
             provider.as_str()
@@ -214,7 +217,13 @@ pub async fn receive(
         Ok(verified) => verified,
         Err(refused) => return Ok(Err(refused)),
     };
-    let txn = state.db.begin().await?;
+    let txn = state
+        .begin_for_company(
+            CompanyId::from_verified_webhook(company_id),
+            "verified incoming webhook",
+            Intent::Write,
+        )
+        .await?;
     let id = Uuid::now_v7();
     let inserted = incoming_webhook::Entity::insert(incoming_webhook::ActiveModel {
         id: Set(id),
@@ -238,8 +247,8 @@ pub async fn receive(
         tracing::info!(provider = provider.as_str(), %company_id, event = %verified.external_id, "duplicate incoming webhook acknowledged");
         return Ok(Ok(Receipt::Duplicate));
     }
-    let outcome = dispatch(&txn, state, provider, company_id, &verified).await?;
-    incoming_webhook::Entity::update_many()
+    let outcome = dispatch(&txn, state, provider, &verified).await?;
+    txn.update::<incoming_webhook::Entity>()
         .col_expr(
             incoming_webhook::Column::Outcome,
             Expr::value(outcome.clone()),
@@ -248,20 +257,18 @@ pub async fn receive(
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    state.events_committed();
     tracing::info!(provider = provider.as_str(), %company_id, event = %verified.external_id, event_type = %verified.event_type, %outcome, "incoming webhook processed");
     Ok(Ok(Receipt::Processed))
 }
 
 /// Hands a verified event to the domain that handles it; returns what it did.
 async fn dispatch(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     state: &AppState,
     provider: Provider,
-    company_id: Uuid,
     event: &Verified,
 ) -> anyhow::Result<String> {
-    crate::services::payments::handle_provider_event(txn, state, provider, company_id, event).await
+    crate::services::payments::handle_provider_event(txn, state, provider, event).await
 }
 
 #[cfg(test)]

@@ -2,10 +2,7 @@
 
 use chrono::{Duration, NaiveDate, Utc};
 use entity::{order, payment, payment_settings};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, PaginatorTrait, QueryFilter,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -18,6 +15,7 @@ use super::{
 };
 use crate::{
     auth::Actor,
+    db::tenant::{Intent, TenantTxn},
     domain::{
         boleto,
         payment::{Balance, Method, Status},
@@ -25,7 +23,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     payments::stripe::{IntentRequest, IntentStatus},
-    services::{authorize, outbox, tenant},
+    services::authorize,
     state::AppState,
 };
 
@@ -82,14 +80,10 @@ fn left_to_ask(
     Ok((balance, Some(asked.max(0))))
 }
 
-async fn order_of(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    order_id: Uuid,
-) -> ApiResult<order::Model> {
-    tenant::find::<order::Entity>(actor)
+async fn order_of(txn: &TenantTxn, order_id: Uuid) -> ApiResult<order::Model> {
+    txn.find::<order::Entity>()
         .filter(order::Column::Id.eq(order_id))
-        .one(db)
+        .one(txn)
         .await?
         .ok_or(ApiError::NotFound("order"))
 }
@@ -112,9 +106,9 @@ pub async fn create(
             .amount_minor
             .map_or_else(|| "due".to_string(), |amount| amount.to_string()),
     ]);
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    if let Some(existing) = tenant::find::<payment::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    if let Some(existing) = txn
+        .find::<payment::Entity>()
         .filter(payment::Column::IdempotencyKey.eq(&key))
         .one(&txn)
         .await?
@@ -122,8 +116,9 @@ pub async fn create(
         txn.commit().await?;
         return replay(state, actor, existing, &hash).await;
     }
-    let order = order_of(&txn, actor, request.order_id).await?;
-    let payments = tenant::find::<payment::Entity>(actor)
+    let order = order_of(&txn, request.order_id).await?;
+    let payments = txn
+        .find::<payment::Entity>()
         .filter(payment::Column::OrderId.eq(order.id))
         .all(&txn)
         .await?;
@@ -145,12 +140,9 @@ pub async fn create(
     };
     let id = Uuid::now_v7();
     let now = Utc::now();
-    let settings = tenant::find::<payment_settings::Entity>(actor)
-        .one(&txn)
-        .await?;
+    let settings = txn.find::<payment_settings::Entity>().one(&txn).await?;
     let mut created = payment::ActiveModel {
         id: Set(id),
-        company_id: Set(tenant::company_of(actor)),
         order_id: Set(order.id),
         method: Set(request.method.as_str().to_string()),
         provider: Set(request.method.provider().to_string()),
@@ -174,6 +166,7 @@ pub async fn create(
         paid_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        ..Default::default()
     };
     match request.method {
         Method::Pix => {
@@ -183,7 +176,8 @@ pub async fn create(
             created.pix_br_code = Set(Some(br_code));
         }
         Method::Boleto => {
-            let issued = tenant::find::<payment::Entity>(actor)
+            let issued = txn
+                .find::<payment::Entity>()
                 .filter(payment::Column::Method.eq(Method::Boleto.as_str()))
                 .count(&txn)
                 .await?;
@@ -199,20 +193,15 @@ pub async fn create(
         }
         Method::Cash => {}
     }
-    let payment = created.insert(&txn).await?;
+    let payment = txn.insert(created).await?;
     if request.method != Method::Card {
-        outbox::record(
-            &txn,
-            actor,
-            payment_event("payment.created", &payment, json!({})),
-        )
-        .await?;
+        txn.record(payment_event("payment.created", &payment, json!({})))
+            .await?;
     }
     txn.commit().await?;
     if request.method == Method::Card {
         return open_card_intent(state, actor, payment).await;
     }
-    state.events_committed();
     Ok(payment)
 }
 
@@ -252,10 +241,8 @@ async fn replay(
             && existing.provider_reference.is_none()
             && status_of(&existing) == Status::Pending =>
         {
-            let txn = state.db.begin().await?;
-            tenant::lock_company(&txn, actor).await?;
-            let mut claim: payment::ActiveModel =
-                payment_of(&txn, actor, existing.id).await?.into();
+            let txn = state.begin_for(actor, Intent::Serialized).await?;
+            let mut claim: payment::ActiveModel = payment_of(&txn, existing.id).await?.into();
             claim.processing_until = Set(Some(Utc::now() + PROCESSING_WINDOW));
             let claimed = claim.update(&txn).await?;
             txn.commit().await?;
@@ -357,9 +344,8 @@ async fn open_card_intent(
             manual_capture: true,
         })
         .await;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let current = payment_of(&txn, actor, payment.id).await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let current = payment_of(&txn, payment.id).await?;
     let result = match answer {
         Ok(intent) => {
             let mut active: payment::ActiveModel = current.into();
@@ -368,12 +354,8 @@ async fn open_card_intent(
             active.processing_until = Set(None);
             active.updated_at = Set(Utc::now());
             let mut opened = active.update(&txn).await?;
-            outbox::record(
-                &txn,
-                actor,
-                payment_event("payment.created", &opened, json!({})),
-            )
-            .await?;
+            txn.record(payment_event("payment.created", &opened, json!({})))
+                .await?;
             opened = match intent.status {
                 IntentStatus::RequiresCapture => {
                     move_to(&txn, opened, Status::Authorized, |_| {}).await?
@@ -396,22 +378,17 @@ async fn open_card_intent(
                 active.failure_reason = Set(Some(reason.clone()));
             })
             .await?;
-            outbox::record(
-                &txn,
-                actor,
-                payment_event("payment.created", &failed, json!({})),
-            )
-            .await?;
-            outbox::record(
-                &txn,
-                actor,
-                payment_event("payment.failed", &failed, json!({ "reason": reason })),
-            )
+            txn.record(payment_event("payment.created", &failed, json!({})))
+                .await?;
+            txn.record(payment_event(
+                "payment.failed",
+                &failed,
+                json!({ "reason": reason }),
+            ))
             .await?;
             Ok(failed)
         }
     };
     txn.commit().await?;
-    state.events_committed();
     result
 }

@@ -2,28 +2,26 @@
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{financial_transaction, payment};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::{
     auth::Actor,
+    db::tenant::{Intent, TenantTxn},
     error::{ApiError, ApiResult},
-    services::{authorize, tenant},
+    services::authorize,
     state::AppState,
 };
 
 pub(super) async fn record(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     payment: &payment::Model,
     kind: &str,
     amount: i64,
     refund_id: Option<Uuid>,
     description: &str,
 ) -> ApiResult<()> {
-    financial_transaction::ActiveModel {
-        company_id: Set(payment.company_id),
+    txn.insert(financial_transaction::ActiveModel {
         payment_id: Set(Some(payment.id)),
         refund_id: Set(refund_id),
         kind: Set(kind.to_string()),
@@ -33,8 +31,7 @@ pub(super) async fn record(
         description: Set(Some(description.to_string())),
         occurred_at: Set(Utc::now()),
         ..Default::default()
-    }
-    .insert(txn)
+    })
     .await?;
     Ok(())
 }
@@ -97,19 +94,23 @@ pub async fn financial_summary(
             "`to` must come after `from`, at most 366 days later",
         ));
     }
-    let company = entity::company::Entity::find_by_id(actor.company_id())
-        .one(&state.db)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let company = txn
+        .find_company()
+        .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("company"))?;
     let zone: chrono_tz::Tz = company
         .timezone
         .parse()
         .unwrap_or(chrono_tz::America::Sao_Paulo);
-    let rows = tenant::find::<financial_transaction::Entity>(actor)
+    let rows = txn
+        .find::<financial_transaction::Entity>()
         .filter(financial_transaction::Column::OccurredAt.gte(from))
         .filter(financial_transaction::Column::OccurredAt.lt(to))
-        .all(&state.db)
+        .all(&txn)
         .await?;
+    txn.commit().await?;
     let mut totals = Totals::default();
     let mut by_method: std::collections::BTreeMap<String, Totals> = Default::default();
     let mut by_day: std::collections::BTreeMap<NaiveDate, Totals> = Default::default();

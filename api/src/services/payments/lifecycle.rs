@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use entity::payment;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -12,16 +12,17 @@ use super::{
 };
 use crate::{
     auth::Actor,
+    db::tenant::{Intent, TenantTxn},
     domain::payment::{Method, Status},
     error::{ApiError, ApiResult},
     payments::stripe::IntentStatus,
-    services::{authorize, optional_text, outbox, tenant},
+    services::{authorize, optional_text},
     state::AppState,
 };
 
 /// Moves `payment` to `next` (validated by the state machine) and saves it.
 pub(super) async fn move_to(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     payment: payment::Model,
     next: Status,
     change: impl FnOnce(&mut payment::ActiveModel),
@@ -43,7 +44,7 @@ pub(super) async fn move_to(
 
 /// Marks a payment paid: the status, the ledger's charge and `payment.paid`.
 pub(super) async fn settle(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     payment: payment::Model,
     note: Option<String>,
 ) -> ApiResult<payment::Model> {
@@ -64,19 +65,15 @@ pub(super) async fn settle(
         "payment received",
     )
     .await?;
-    outbox::append(
-        txn,
-        paid.company_id,
-        payment_event("payment.paid", &paid, json!({})),
-    )
-    .await?;
+    txn.record(payment_event("payment.paid", &paid, json!({})))
+        .await?;
     Ok(paid)
 }
 
 /// Captures an authorized card payment.
 pub async fn capture(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<payment::Model> {
     authorize(state, actor, "payments", "update").await?;
-    let payment = find_payment(&state.db, actor, id).await?;
+    let payment = find_payment(state, actor, id).await?;
     if method_of(&payment) != Method::Card || status_of(&payment) != Status::Authorized {
         return Err(ApiError::validation(
             "id",
@@ -93,9 +90,8 @@ pub async fn capture(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<pay
         .capture(&secret_key, &reference, &format!("capture-{}", payment.id))
         .await
         .map_err(provider_error)?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let current = payment_of(&txn, actor, id).await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let current = payment_of(&txn, id).await?;
     // Stripe's payment_intent.succeeded may have settled it meanwhile.
     let result =
         if intent.status == IntentStatus::Succeeded && status_of(&current) == Status::Authorized {
@@ -104,14 +100,13 @@ pub async fn capture(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<pay
             current
         };
     txn.commit().await?;
-    state.events_committed();
     Ok(result)
 }
 
 /// Cancels a payment that has not been collected.
 pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<payment::Model> {
     authorize(state, actor, "payments", "update").await?;
-    let payment = find_payment(&state.db, actor, id).await?;
+    let payment = find_payment(state, actor, id).await?;
     status_of(&payment)
         .transition(Status::Cancelled)
         .map_err(|message| ApiError::validation("id", message))?;
@@ -125,18 +120,12 @@ pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<paym
             .await
             .map_err(provider_error)?;
     }
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let current = payment_of(&txn, actor, id).await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let current = payment_of(&txn, id).await?;
     let cancelled = move_to(&txn, current, Status::Cancelled, |_| {}).await?;
-    outbox::record(
-        &txn,
-        actor,
-        payment_event("payment.cancelled", &cancelled, json!({})),
-    )
-    .await?;
+    txn.record(payment_event("payment.cancelled", &cancelled, json!({})))
+        .await?;
     txn.commit().await?;
-    state.events_committed();
     Ok(cancelled)
 }
 
@@ -150,9 +139,8 @@ pub async fn mark_paid(
 ) -> ApiResult<payment::Model> {
     authorize(state, actor, "payments", "update").await?;
     let note = optional_text("note", note.as_deref(), 500)?;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let payment = payment_of(&txn, actor, id).await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let payment = payment_of(&txn, id).await?;
     if !method_of(&payment).confirmed_by_staff() {
         return Err(ApiError::validation(
             "id",
@@ -161,6 +149,5 @@ pub async fn mark_paid(
     }
     let paid = settle(&txn, payment, note).await?;
     txn.commit().await?;
-    state.events_committed();
     Ok(paid)
 }

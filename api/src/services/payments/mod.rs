@@ -25,20 +25,22 @@ mod settings;
 
 use chrono::Duration;
 use entity::{order, payment};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{outbox, tenant};
+use super::outbox;
 use crate::{
     auth::Actor,
+    db::tenant::{Intent, TenantTxn},
     domain::{
         money::MAX_AMOUNT_MINOR,
         payment::{Balance, Method, Status, balance},
     },
     error::{ApiError, ApiResult},
     payments::stripe::ProviderError,
+    state::AppState,
 };
 
 pub use charges::{NewPayment, create};
@@ -95,14 +97,11 @@ fn provider_error(error: ProviderError) -> ApiError {
 }
 
 /// The balance of `order` from its payments.
-pub async fn balance_of(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    order: &order::Model,
-) -> ApiResult<Balance> {
-    let payments = tenant::find::<payment::Entity>(actor)
+pub async fn balance_of(txn: &TenantTxn, order: &order::Model) -> ApiResult<Balance> {
+    let payments = txn
+        .find::<payment::Entity>()
         .filter(payment::Column::OrderId.eq(order.id))
-        .all(db)
+        .all(txn)
         .await?;
     order_balance(order, &payments)
 }
@@ -122,26 +121,23 @@ pub fn order_balance(order: &order::Model, payments: &[payment::Model]) -> ApiRe
     .map_err(|message| ApiError::validation("orderId", message))
 }
 
-/// A payment of the actor's company, for a mutation that authorized itself already.
-async fn find_payment(
-    db: &impl ConnectionTrait,
-    actor: &Actor,
-    id: Uuid,
-) -> ApiResult<payment::Model> {
-    tenant::find::<payment::Entity>(actor)
+/// A payment of the actor's company, for a mutation that authorized itself already and calls
+/// the provider before it writes.
+async fn find_payment(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<payment::Model> {
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let payment = txn
+        .find::<payment::Entity>()
         .filter(payment::Column::Id.eq(id))
-        .one(db)
+        .one(&txn)
         .await?
-        .ok_or(ApiError::NotFound("payment"))
+        .ok_or(ApiError::NotFound("payment"))?;
+    txn.commit().await?;
+    Ok(payment)
 }
 
-/// A payment of the actor's company, locked for the rest of the transaction.
-async fn payment_of(
-    txn: &DatabaseTransaction,
-    actor: &Actor,
-    id: Uuid,
-) -> ApiResult<payment::Model> {
-    tenant::find::<payment::Entity>(actor)
+/// A payment of the transaction's company, locked for the rest of the transaction.
+async fn payment_of(txn: &TenantTxn, id: Uuid) -> ApiResult<payment::Model> {
+    txn.find::<payment::Entity>()
         .filter(payment::Column::Id.eq(id))
         .lock_exclusive()
         .one(txn)

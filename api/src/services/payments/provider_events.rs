@@ -2,9 +2,7 @@
 
 use chrono::Utc;
 use entity::{payment, refund};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, QueryFilter, QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter, QuerySelect};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -15,21 +13,21 @@ use super::{
     request_hash, status_of,
 };
 use crate::{
+    db::tenant::TenantTxn,
     domain::payment::{Method, Status},
     error::{ApiError, ApiResult},
-    services::{outbox, tenant},
     state::AppState,
     webhooks::incoming::{Provider, Verified},
 };
 
-/// Applies a verified provider event to the company's payments; returns what it did. Stripe
-/// events find their payment by PaymentIntent id within `company_id` only, so an event signed
-/// with one company's secret can never touch another company's payment.
+/// Applies a verified provider event to the company's payments; returns what it did. `txn`
+/// acts for the company whose secret verified the event, so Stripe events find their payment
+/// by PaymentIntent id within that company only: an event signed with one company's secret can
+/// never touch another company's payment.
 pub async fn handle_provider_event(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     _state: &AppState,
     provider: Provider,
-    company_id: Uuid,
     event: &Verified,
 ) -> anyhow::Result<String> {
     if provider != Provider::Stripe {
@@ -49,7 +47,8 @@ pub async fn handle_provider_event(
             event.event_type
         ));
     };
-    let Some(payment) = tenant::find_in::<payment::Entity>(company_id)
+    let Some(payment) = txn
+        .find::<payment::Entity>()
         .filter(payment::Column::ProviderReference.eq(intent_id))
         .filter(payment::Column::Method.eq(Method::Card.as_str()))
         .lock_exclusive()
@@ -80,27 +79,25 @@ pub async fn handle_provider_event(
             })
             .await
             {
-                Ok(failed) => outbox::append(
-                    txn,
-                    company_id,
-                    payment_event("payment.failed", &failed, json!({ "reason": reason })),
-                )
-                .await
-                .map(|()| "failed")
-                .map_err(ApiError::from),
+                Ok(failed) => txn
+                    .record(payment_event(
+                        "payment.failed",
+                        &failed,
+                        json!({ "reason": reason }),
+                    ))
+                    .await
+                    .map(|()| "failed")
+                    .map_err(ApiError::from),
                 Err(error) => Err(error),
             }
         }
         "payment_intent.canceled" if current.can_become(Status::Cancelled) => {
             match move_to(txn, payment, Status::Cancelled, |_| {}).await {
-                Ok(cancelled) => outbox::append(
-                    txn,
-                    company_id,
-                    payment_event("payment.cancelled", &cancelled, json!({})),
-                )
-                .await
-                .map(|()| "cancelled")
-                .map_err(ApiError::from),
+                Ok(cancelled) => txn
+                    .record(payment_event("payment.cancelled", &cancelled, json!({})))
+                    .await
+                    .map(|()| "cancelled")
+                    .map_err(ApiError::from),
                 Err(error) => Err(error),
             }
         }
@@ -122,7 +119,7 @@ pub async fn handle_provider_event(
 /// an authorization released when its intent was cancelled: no money moved, and
 /// `payment_intent.canceled` says what became of the payment.
 async fn refunded_at_provider(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     payment: payment::Model,
     charge: &Value,
     event_id: &str,
@@ -142,27 +139,27 @@ async fn refunded_at_provider(
         return Ok("refund already recorded");
     }
     let now = Utc::now();
-    let recorded = refund::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(payment.company_id),
-        payment_id: Set(payment.id),
-        amount_minor: Set(new),
-        currency: Set(payment.currency.clone()),
-        reason: Set(Some("refunded at the provider".into())),
-        status: Set("SUCCEEDED".into()),
-        provider_reference: Set(charge["refunds"]["data"][0]["id"]
-            .as_str()
-            .map(String::from)),
-        idempotency_key: Set(format!("stripe:{event_id}")),
-        request_hash: Set(request_hash(&[event_id])),
-        processing_until: Set(None),
-        failure_reason: Set(None),
-        created_by: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
+    let recorded = txn
+        .insert(refund::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            payment_id: Set(payment.id),
+            amount_minor: Set(new),
+            currency: Set(payment.currency.clone()),
+            reason: Set(Some("refunded at the provider".into())),
+            status: Set("SUCCEEDED".into()),
+            provider_reference: Set(charge["refunds"]["data"][0]["id"]
+                .as_str()
+                .map(String::from)),
+            idempotency_key: Set(format!("stripe:{event_id}")),
+            request_hash: Set(request_hash(&[event_id])),
+            processing_until: Set(None),
+            failure_reason: Set(None),
+            created_by: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await?;
     let reserved = reserve_refund(txn, payment, new).await?;
     complete_refund(txn, reserved, &recorded).await?;
     Ok("refunded")

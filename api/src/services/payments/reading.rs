@@ -6,9 +6,10 @@ use uuid::Uuid;
 
 use crate::{
     auth::Actor,
+    db::tenant::Intent,
     domain::payment::{Method, Status},
     error::ApiResult,
-    services::{authorize, tenant},
+    services::authorize,
     state::AppState,
 };
 
@@ -22,10 +23,14 @@ pub struct PaymentFilter {
 
 pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<Option<payment::Model>> {
     authorize(state, actor, "payments", "read").await?;
-    Ok(tenant::find::<payment::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let payment = txn
+        .find::<payment::Entity>()
         .filter(payment::Column::Id.eq(id))
-        .one(&state.db)
-        .await?)
+        .one(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(payment)
 }
 
 /// One page of payments, newest first, before the payment `after`.
@@ -37,7 +42,8 @@ pub async fn list(
     after: Option<Uuid>,
 ) -> ApiResult<Vec<payment::Model>> {
     authorize(state, actor, "payments", "read").await?;
-    let mut query = tenant::find::<payment::Entity>(actor);
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let mut query = txn.find::<payment::Entity>();
     if let Some(status) = filter.status {
         query = query.filter(payment::Column::Status.eq(status.as_str()));
     }
@@ -50,9 +56,11 @@ pub async fn list(
     if let Some(after) = after {
         query = query.filter(payment::Column::Id.lt(after));
     }
-    Ok(query
+    let page = query
         .order_by_desc(payment::Column::Id)
         .limit(first)
-        .all(&state.db)
-        .await?)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(page)
 }

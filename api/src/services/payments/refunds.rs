@@ -2,10 +2,7 @@
 
 use chrono::Utc;
 use entity::{payment, refund};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, QueryFilter,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -16,10 +13,11 @@ use super::{
 };
 use crate::{
     auth::Actor,
+    db::tenant::{Intent, TenantTxn},
     domain::payment::{Method, Status},
     error::{ApiError, ApiResult},
     payments::stripe::{RefundRequest, RefundStatus},
-    services::{authorize, optional_text, outbox, tenant},
+    services::{authorize, optional_text},
     state::AppState,
 };
 
@@ -49,9 +47,9 @@ pub async fn refund(
             .amount_minor
             .map_or_else(|| "rest".to_string(), |amount| amount.to_string()),
     ]);
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    if let Some(existing) = tenant::find::<refund::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    if let Some(existing) = txn
+        .find::<refund::Entity>()
         .filter(refund::Column::IdempotencyKey.eq(&key))
         .one(&txn)
         .await?
@@ -80,7 +78,7 @@ pub async fn refund(
         txn.commit().await?;
         return settle_card_refund(state, actor, claimed).await;
     }
-    let payment = payment_of(&txn, actor, request.payment_id).await?;
+    let payment = payment_of(&txn, request.payment_id).await?;
     if !status_of(&payment).collected() {
         return Err(ApiError::validation(
             "input.paymentId",
@@ -102,31 +100,30 @@ pub async fn refund(
     }
     let now = Utc::now();
     let is_card = method_of(&payment) == Method::Card;
-    let created = refund::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        company_id: Set(payment.company_id),
-        payment_id: Set(payment.id),
-        amount_minor: Set(amount),
-        currency: Set(payment.currency.clone()),
-        reason: Set(reason.clone()),
-        status: Set(if is_card { "PENDING" } else { "SUCCEEDED" }.to_string()),
-        provider_reference: Set(None),
-        idempotency_key: Set(key),
-        request_hash: Set(hash),
-        processing_until: Set(is_card.then(|| now + PROCESSING_WINDOW)),
-        failure_reason: Set(None),
-        created_by: Set(actor.user_id()),
-        created_at: Set(now),
-        updated_at: Set(now),
-    }
-    .insert(&txn)
-    .await?;
+    let created = txn
+        .insert(refund::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            payment_id: Set(payment.id),
+            amount_minor: Set(amount),
+            currency: Set(payment.currency.clone()),
+            reason: Set(reason.clone()),
+            status: Set(if is_card { "PENDING" } else { "SUCCEEDED" }.to_string()),
+            provider_reference: Set(None),
+            idempotency_key: Set(key),
+            request_hash: Set(hash),
+            processing_until: Set(is_card.then(|| now + PROCESSING_WINDOW)),
+            failure_reason: Set(None),
+            created_by: Set(actor.user_id()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .await?;
     // The amount is reserved now, so a concurrent refund sees what remains after this one.
     let reserved = reserve_refund(&txn, payment, amount).await?;
     if !is_card {
         complete_refund(&txn, reserved, &created).await?;
         txn.commit().await?;
-        state.events_committed();
         return Ok(created);
     }
     txn.commit().await?;
@@ -141,7 +138,7 @@ async fn settle_card_refund(
     actor: &Actor,
     pending: refund::Model,
 ) -> ApiResult<refund::Model> {
-    let payment = find_payment(&state.db, actor, pending.payment_id).await?;
+    let payment = find_payment(state, actor, pending.payment_id).await?;
     let secret_key = company_stripe_key(state, actor).await?;
     let answer = state
         .payment_provider
@@ -153,9 +150,8 @@ async fn settle_card_refund(
             reason: pending.reason.as_deref(),
         })
         .await;
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let payment = payment_of(&txn, actor, payment.id).await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let payment = payment_of(&txn, payment.id).await?;
     let mut recorded: refund::ActiveModel = pending.clone().into();
     recorded.updated_at = Set(Utc::now());
     recorded.processing_until = Set(None);
@@ -189,12 +185,11 @@ async fn settle_card_refund(
         }
     };
     txn.commit().await?;
-    state.events_committed();
     result
 }
 
 pub(super) async fn reserve_refund(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     payment: payment::Model,
     amount: i64,
 ) -> ApiResult<payment::Model> {
@@ -207,7 +202,7 @@ pub(super) async fn reserve_refund(
 
 /// A refund that went through: the payment's status, the ledger and `payment.refunded`.
 pub(super) async fn complete_refund(
-    txn: &DatabaseTransaction,
+    txn: &TenantTxn,
     payment: payment::Model,
     refund: &refund::Model,
 ) -> ApiResult<payment::Model> {
@@ -222,15 +217,11 @@ pub(super) async fn complete_refund(
         "refund",
     )
     .await?;
-    outbox::append(
-        txn,
-        moved.company_id,
-        payment_event(
-            "payment.refunded",
-            &moved,
-            json!({ "refundId": refund.id, "refundAmountMinor": refund.amount_minor }),
-        ),
-    )
+    txn.record(payment_event(
+        "payment.refunded",
+        &moved,
+        json!({ "refundId": refund.id, "refundAmountMinor": refund.amount_minor }),
+    ))
     .await?;
     Ok(moved)
 }

@@ -2,17 +2,16 @@
 
 use chrono::Utc;
 use entity::payment_settings;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, PaginatorTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, PaginatorTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::{
     auth::Actor,
     crypto::Purpose,
+    db::tenant::Intent,
     domain::pix,
     error::{ApiError, ApiResult},
-    services::{authorize, optional_text, tenant},
+    services::{authorize, optional_text},
     state::AppState,
     webhooks::incoming::Provider,
 };
@@ -39,14 +38,15 @@ pub struct SettingsView {
 
 pub async fn settings(state: &AppState, actor: &Actor) -> ApiResult<SettingsView> {
     authorize(state, actor, "settings", "manage").await?;
-    let settings = tenant::find::<payment_settings::Entity>(actor)
-        .one(&state.db)
-        .await?;
-    let stripe_webhook_secret_set = tenant::find::<entity::provider_secret::Entity>(actor)
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let settings = txn.find::<payment_settings::Entity>().one(&txn).await?;
+    let stripe_webhook_secret_set = txn
+        .find::<entity::provider_secret::Entity>()
         .filter(entity::provider_secret::Column::Provider.eq(Provider::Stripe.as_str()))
-        .count(&state.db)
+        .count(&txn)
         .await?
         > 0;
+    txn.commit().await?;
     Ok(SettingsView {
         settings,
         stripe_webhook_secret_set,
@@ -73,18 +73,14 @@ pub async fn update_settings(
     changes: SettingsChanges,
 ) -> ApiResult<SettingsView> {
     authorize(state, actor, "settings", "manage").await?;
-    let company_id = tenant::company_of(actor);
-    let txn = state.db.begin().await?;
-    tenant::lock_company(&txn, actor).await?;
-    let existing = tenant::find::<payment_settings::Entity>(actor)
-        .one(&txn)
-        .await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let company_id = txn.company().get();
+    let existing = txn.find::<payment_settings::Entity>().one(&txn).await?;
     let is_new = existing.is_none();
     let mut active = match existing {
         Some(row) => row.into(),
         None => payment_settings::ActiveModel {
             id: Set(Uuid::now_v7()),
-            company_id: Set(company_id),
             ..Default::default()
         },
     };
@@ -140,7 +136,7 @@ pub async fn update_settings(
     }
     active.updated_at = Set(Utc::now());
     if is_new {
-        active.insert(&txn).await?;
+        txn.insert(active).await?;
     } else {
         active.update(&txn).await?;
     }
@@ -149,7 +145,6 @@ pub async fn update_settings(
         crate::services::webhooks::store_provider_secret(
             &txn,
             state,
-            actor,
             Provider::Stripe,
             (!secret.is_empty()).then_some(secret),
         )
@@ -181,9 +176,10 @@ pub(super) fn stripe_key(
         .open(company_id, Purpose::PaymentCredential, sealed)?)
 }
 
+/// The company's Stripe key, read in its own transaction: the provider is called outside any.
 pub(super) async fn company_stripe_key(state: &AppState, actor: &Actor) -> ApiResult<String> {
-    let settings = tenant::find::<payment_settings::Entity>(actor)
-        .one(&state.db)
-        .await?;
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let settings = txn.find::<payment_settings::Entity>().one(&txn).await?;
+    txn.commit().await?;
     stripe_key(state, settings.as_ref())
 }
