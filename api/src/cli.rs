@@ -49,14 +49,14 @@ pub async fn run() -> anyhow::Result<()> {
             application.run_until_stopped().await
         }
         Command::Migrate => {
-            let connection = db::connect(&load_settings()?).await?;
+            let connection = db::connect(&load_settings()?, db::Role::Owner).await?;
             db::migrate(&connection).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
         Command::CreateOperator { email, name } => {
             let password = operator_password()?;
-            let connection = db::connect(&load_settings()?).await?;
+            let connection = db::connect(&load_settings()?, db::Role::Owner).await?;
             db::migrate(&connection).await?;
             crate::services::identity::create_operator(&connection, &email, &name, password)
                 .await?;

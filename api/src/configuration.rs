@@ -196,7 +196,7 @@ pub struct Settings {
     /// PostgreSQL or SQLite URL; `None` means SQLite at `{data_dir}/platform.db`.
     pub database_url: Option<String>,
     /// Connections of the PostgreSQL pool list pages read through, several statements per
-    /// round trip (see `services::rows`). PostgreSQL answers more of them with a few busy
+    /// round trip (see `db::rows`). PostgreSQL answers more of them with a few busy
     /// connections than with many: a handful per database core.
     pub database_list_connections: usize,
     /// Redis URL; `None` keeps everything in-process.

@@ -229,7 +229,7 @@ impl jobs::Job for ExpireOverduePayments {
 
 /// This instance's job runtime, on its own pool, with the server's handlers and schedules.
 async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
-    let pool = db::connect_with(&state.settings, 4).await?;
+    let pool = db::connect_with(&state.settings, db::Role::CrossTenant, 4).await?;
     let mut runtime = jobs::Runtime::new(pool, jobs::RuntimeSettings::default());
     let sweeping = state.clone();
     runtime

@@ -16,22 +16,26 @@ use crate::{
 use crate::{
     auth::{Actor, jwt::JwtKeys},
     configuration::Settings,
-    db,
-    db::tenant::{CompanyId, Intent, Opening, TenantTxn},
+    db::{
+        self, Role,
+        rows::ReadPool,
+        tenant::{CompanyId, Intent, Opening, TenantTxn},
+    },
     rate_limit::RateLimiter,
     rbac::Rbac,
-    services::rows::ReadPool,
 };
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Requests' pool; on PostgreSQL row-level security holds it to the company a transaction
+    /// sets (see [`db::rls`]).
     pub db: DatabaseConnection,
     /// The connection of the few cross-tenant places (the relay, workers, the job runtime,
     /// sweeps, the operator, login by email, the RBAC full reload, incoming webhooks before
-    /// their company is known, the demo seed). Today the same pool as `db`; on PostgreSQL it
-    /// becomes the one whose role bypasses row-level security.
+    /// their company is known, the demo seed); on PostgreSQL its role bypasses row-level
+    /// security (see [`db::rls`]).
     pub system_db: DatabaseConnection,
-    /// Where list pages read several tables at once (see [`crate::services::rows`]).
+    /// Where list pages read several tables at once (see [`db::rows`]).
     pub reads: ReadPool,
     /// A separate small pool for background workers (the outbox relay), so they neither wait
     /// behind request traffic nor show up in its statement count.
@@ -130,18 +134,18 @@ impl AppState {
             )
             .map_err(anyhow::Error::msg)?,
         );
-        let mut db = db::connect(&settings).await?;
-        db::migrate(&db).await?;
+        db::migrate_as_owner(&settings).await?;
+        let mut db = db::connect(&settings, Role::Tenant).await?;
+        db::rls::check_tenant_pool(&db).await?;
         let statements = db::instrument(&mut db);
         let reads = ReadPool::new(
             &db,
             &settings.database_url(),
             settings.database_list_connections,
         )?;
-        let background_db = db::connect_with(&settings, 2).await?;
-        let worker_db = db::connect_with(&settings, 4).await?;
-        // The full reload reads every company's rules.
-        let system_db = db.clone();
+        let system_db = db::connect_with(&settings, Role::CrossTenant, 8).await?;
+        let background_db = db::connect_with(&settings, Role::CrossTenant, 2).await?;
+        let worker_db = db::connect_with(&settings, Role::CrossTenant, 4).await?;
         let mut rbac = Rbac::load(system_db.clone()).await?;
         let (redis, limiter, bus) = match &settings.redis_url {
             Some(url) => {
@@ -166,8 +170,8 @@ impl AppState {
             None => (None, RateLimiter::in_process(), EventBus::in_process()),
         };
         Ok(Self {
-            system_db,
             db,
+            system_db,
             reads,
             background_db,
             redis,

@@ -1,6 +1,7 @@
 //! The database schema, one migration per change. The same migrations run on SQLite and
 //! PostgreSQL; every tenant-owned table has `company_id NOT NULL`, a foreign key to `companies`
-//! and an index that starts with it.
+//! and an index that starts with it, and on PostgreSQL row-level security
+//! ([`enable_row_level_security`]).
 
 pub use sea_orm_migration::prelude::*;
 
@@ -12,6 +13,11 @@ mod m20261122_000005_create_webhooks;
 mod m20261122_000006_create_payments;
 mod m20261202_000007_create_invitations;
 mod m20261202_000012_create_jobs;
+mod m20261202_000013_row_level_security;
+
+pub use m20261202_000013_row_level_security::{
+    APP_ROLE, CROSS_TENANT_ROLE, enable_row_level_security,
+};
 
 pub struct Migrator;
 
@@ -27,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000006_create_payments::Migration),
             Box::new(m20261202_000007_create_invitations::Migration),
             Box::new(m20261202_000012_create_jobs::Migration),
+            Box::new(m20261202_000013_row_level_security::Migration),
         ]
     }
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use api::{Application, ShutdownHandle, configuration::Settings, services::rows::ReadPool};
+use api::{Application, ShutdownHandle, configuration::Settings, db::rows::ReadPool};
 use migration::MigratorTrait;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
@@ -23,7 +23,11 @@ use tokio_tungstenite::{
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    /// The test's own hand on the database, across companies: the server's cross-tenant pool,
+    /// which row-level security does not hold.
     pub db: DatabaseConnection,
+    /// The server's request pool, which on PostgreSQL sees only the company a transaction sets.
+    pub request_db: DatabaseConnection,
     /// SQL statements the server has run, for tests that count them.
     pub statements: Arc<AtomicU64>,
     /// The server's list-page reads, for tests of how they decode.
@@ -116,7 +120,8 @@ async fn start(
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", application.port());
-    let db = application.state().db.clone();
+    let db = application.state().system_db.clone();
+    let request_db = application.state().db.clone();
     let statements = application.state().statements.clone();
     let reads = application.state().reads.clone();
     let shutdown = application.shutdown_handle();
@@ -128,6 +133,7 @@ async fn start(
             .build()
             .expect("Failed to build the HTTP client"),
         db,
+        request_db,
         statements,
         reads,
         settings,
@@ -783,4 +789,13 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// For the tests marked `#[ignore = "needs TEST_DATABASE_URL"]` that need PostgreSQL alone: run
+/// with `--include-ignored` but without it, they fail instead of passing unchecked.
+pub fn require_postgres() {
+    assert!(
+        std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()),
+        "this test needs TEST_DATABASE_URL (PostgreSQL)"
+    );
 }

@@ -60,7 +60,7 @@ fn fast(max_in_flight: usize) -> RuntimeSettings {
 }
 
 async fn runtime(app: &TestApp, settings: RuntimeSettings, clock: Arc<dyn Clock>) -> Runtime {
-    let pool = api::db::connect_with(&app.settings, 4)
+    let pool = api::db::connect_with(&app.settings, api::db::Role::CrossTenant, 4)
         .await
         .expect("a pool of the instance's own");
     Runtime::with_clock(pool, settings, clock)

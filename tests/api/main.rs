@@ -22,6 +22,7 @@ mod payments;
 mod plain;
 mod realtime;
 mod redis_outage;
+mod rls;
 mod sockets;
 mod surfaces;
 mod tenancy;

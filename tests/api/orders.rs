@@ -579,7 +579,10 @@ async fn an_api_key_loses_its_role_when_its_creator_does() {
 async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
     use std::{fmt::Debug, sync::atomic::AtomicU64};
 
-    use api::services::rows::{Positional, Reader};
+    use api::db::{
+        rows::{Positional, Reader},
+        tenant::CompanyId,
+    };
     use entity::{customer, order, order_item, order_status_history, product};
     use sea_orm::{EntityTrait, QueryOrder, sea_query::Expr};
 
@@ -627,7 +630,14 @@ async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
         .await;
     assert!(noted["data"]["createOrder"]["id"].is_string(), "{noted}");
 
-    async fn same_rows<M>(app: &TestApp)
+    // The shop is the database's only company: the reader's rows are all of them.
+    let company = order::Entity::find()
+        .one(&app.db)
+        .await
+        .expect("an order")
+        .expect("the shop has orders")
+        .company_id;
+    async fn same_rows<M>(app: &TestApp, company: uuid::Uuid)
     where
         M: Positional + PartialEq + Debug + sea_orm::FromQueryResult,
         M::Entity: EntityTrait<Model = M>,
@@ -635,37 +645,36 @@ async fn rows_read_by_position_are_the_rows_sea_orm_reads() {
         let by_id = || M::Entity::find().order_by_asc(Expr::col("id"));
         let expected = by_id().all(&app.db).await.expect("sea-orm read");
         let statements = AtomicU64::new(0);
-        let reader = Reader::acquire(&app.reads, &statements)
+        let reader = Reader::acquire(&app.reads, CompanyId::from_row(company), &statements)
             .await
             .expect("a connection");
         let actual: Vec<M> = reader.all(by_id()).await.expect("read by position");
         assert!(!expected.is_empty());
         assert_eq!(actual, expected);
     }
-    same_rows::<order::Model>(&app).await;
-    same_rows::<customer::Model>(&app).await;
-    same_rows::<order_item::Model>(&app).await;
-    same_rows::<product::Model>(&app).await;
-    same_rows::<order_status_history::Model>(&app).await;
+    same_rows::<order::Model>(&app, company).await;
+    same_rows::<customer::Model>(&app, company).await;
+    same_rows::<order_item::Model>(&app, company).await;
+    same_rows::<product::Model>(&app, company).await;
+    same_rows::<order_status_history::Model>(&app, company).await;
 }
 
 /// The list pages' own connections (tokio-postgres, for pipelining) reach the same database as
-/// the rest of the server, with the same user, TLS and session settings.
+/// the rest of the server, with the same user, role, TLS and session settings.
 #[tokio::test]
 #[ignore = "needs TEST_DATABASE_URL"]
 async fn list_reads_connect_as_the_rest_of_the_server() {
-    use api::services::rows::ReadPool;
+    use api::db::rows::ReadPool;
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
     let app = spawn_app().await;
     let ReadPool::Postgres(pool) = &app.reads else {
         panic!("needs TEST_DATABASE_URL: SQLite's list reads take the server's own pool");
     };
-    const SESSION: &str = "SELECT current_database()::text, current_user::text,
-        current_setting('plan_cache_mode'),
-        (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
+    const SESSION: &str = "SELECT current_database()::text, session_user::text,
+        current_user::text, current_setting('plan_cache_mode'), pg_backend_pid()";
     let server = app
-        .db
+        .request_db
         .query_one_raw(Statement::from_string(DbBackend::Postgres, SESSION))
         .await
         .expect("the server's pool answers")
@@ -677,15 +686,37 @@ async fn list_reads_connect_as_the_rest_of_the_server() {
         .query_one(SESSION, &[])
         .await
         .expect("the read pool answers");
-    let server: (String, String, String, bool) = (
-        server.try_get_by_index(0).expect("database"),
-        server.try_get_by_index(1).expect("user"),
-        server.try_get_by_index(2).expect("plan_cache_mode"),
-        server.try_get_by_index(3).expect("ssl"),
+    let (server, server_pid): ((String, String, String, String), i32) = (
+        (
+            server.try_get_by_index(0).expect("database"),
+            server.try_get_by_index(1).expect("login"),
+            server.try_get_by_index(2).expect("role"),
+            server.try_get_by_index(3).expect("plan_cache_mode"),
+        ),
+        server.try_get_by_index(4).expect("pid"),
     );
-    let reads: (String, String, String, bool) =
-        (reads.get(0), reads.get(1), reads.get(2), reads.get(3));
+    let (reads, reads_pid): ((String, String, String, String), i32) = (
+        (reads.get(0), reads.get(1), reads.get(2), reads.get(3)),
+        reads.get(4),
+    );
 
     assert_eq!(reads, server);
-    assert_eq!(reads.2, "force_generic_plan");
+    assert_eq!(reads.3, "force_generic_plan");
+    // Another role's sessions show no TLS details to the server's role; the owner sees both.
+    let owner = sea_orm::Database::connect(app.settings.database_url())
+        .await
+        .expect("the owner connects");
+    let tls = owner
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT ssl FROM pg_stat_ssl WHERE pid IN ({server_pid}, {reads_pid})"),
+        ))
+        .await
+        .expect("the sessions' TLS")
+        .iter()
+        .map(|row| row.try_get_by_index(0).expect("ssl"))
+        .collect::<Vec<bool>>();
+    assert_eq!(tls.len(), 2);
+    assert_eq!(tls[0], tls[1]);
+    owner.close().await.ok();
 }

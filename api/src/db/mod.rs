@@ -1,4 +1,8 @@
-//! Database connection and migrations, for SQLite (embedded default) and PostgreSQL alike.
+//! Database connection and migrations, for SQLite (embedded default) and PostgreSQL alike;
+//! each pool acts as the [`Role`] its work calls for ([`rls`]), and [`rows`] reads list pages.
+
+pub mod rls;
+pub mod rows;
 
 pub mod tenant;
 
@@ -29,17 +33,26 @@ use sea_orm::{
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use rls::Role;
+
 use crate::configuration::Settings;
 
-/// Connects to the configured database; SQLite gets WAL, foreign keys and a busy timeout.
-pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+/// Connects to the configured database as `role`; SQLite gets WAL, foreign keys and a busy
+/// timeout.
+pub async fn connect(settings: &Settings, role: Role) -> anyhow::Result<DatabaseConnection> {
     let url = settings.database_url();
-    connect_with(settings, if url.starts_with("sqlite:") { 8 } else { 32 }).await
+    connect_with(
+        settings,
+        role,
+        if url.starts_with("sqlite:") { 8 } else { 32 },
+    )
+    .await
 }
 
 /// Like [`connect`], with a pool of at most `max_connections`.
 pub async fn connect_with(
     settings: &Settings,
+    role: Role,
     max_connections: u32,
 ) -> anyhow::Result<DatabaseConnection> {
     let url = settings.database_url();
@@ -68,8 +81,12 @@ pub async fn connect_with(
         // PostgreSQL re-plans each execution of the id-list statements the list pages and
         // loaders send (the planning cost as much as running them); one generic plan serves
         // every company.
-        .map_sqlx_postgres_opts(|options| {
-            options.options([("plan_cache_mode", "force_generic_plan")])
+        .map_sqlx_postgres_opts(move |options| {
+            options.options(
+                [("plan_cache_mode", "force_generic_plan")]
+                    .into_iter()
+                    .chain(role.postgres_role().map(|role| ("role", role))),
+            )
         });
     options
         .max_connections(max_connections)
@@ -89,8 +106,8 @@ pub async fn connect_with(
     Ok(db)
 }
 
-/// A pool of tokio-postgres connections for the reads [`crate::services::rows`] pipelines, which
-/// sqlx cannot. It connects as `db`'s pool does (see [`read_connection`]).
+/// A pool of tokio-postgres connections for the reads [`rows`] pipelines, which sqlx cannot. It
+/// connects as `db`'s pool does, in the same role (see [`read_connection`]).
 pub fn postgres_read_pool(
     db: &DatabaseConnection,
     url: &str,
@@ -128,7 +145,7 @@ enum ServerCheck {
 
 /// The tokio-postgres settings for the server sqlx parsed from `url` into `options`: the same
 /// host or socket, port, user, password, database, application name, session options
-/// (`plan_cache_mode`) and TLS mode. The password and `sslrootcert`, which sqlx keeps to itself,
+/// (`plan_cache_mode`, `role`) and TLS mode. The password and `sslrootcert`, which sqlx keeps to itself,
 /// are read from the URL or from `PGPASSWORD` and `PGSSLROOTCERT`, as sqlx reads them.
 fn read_connection(
     options: &PgConnectOptions,
@@ -274,18 +291,29 @@ pub fn instrument(db: &mut DatabaseConnection) -> Arc<AtomicU64> {
 }
 
 /// Counts one statement and records its duration: sea-orm's callback and the reads of
-/// [`crate::services::rows`], which bypass sea-orm, both report here.
+/// [`rows`], which bypass sea-orm, both report here.
 pub fn record_statement(counter: &AtomicU64, elapsed: Duration, failed: bool) {
     counter.fetch_add(1, Ordering::Relaxed);
     metrics::histogram!("db_statement_duration_seconds", "failed" => if failed { "true" } else { "false" })
         .record(elapsed.as_secs_f64());
 }
 
-/// Brings the schema up to date.
+/// Brings the schema up to date; `db` acts as the owner ([`Role::Owner`]).
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None)
         .await
         .context("Failed to run database migrations")
+}
+
+/// Migrates on a connection of the owner's own, closed after: the server's pools act as roles
+/// that may not change the schema, and which the first migration of a database creates.
+pub async fn migrate_as_owner(settings: &Settings) -> anyhow::Result<()> {
+    let owner = connect_with(settings, Role::Owner, 1).await?;
+    migrate(&owner).await?;
+    owner
+        .close()
+        .await
+        .context("Failed to close the migration connection")
 }
 
 /// A connection URL without its password, fit for logs and error messages.
@@ -312,7 +340,10 @@ mod tests {
     fn read_connection_for(url: &str) -> (tokio_postgres::Config, ServerCheck) {
         let options = PgConnectOptions::from_str(url)
             .expect("sqlx parses the URL")
-            .options([("plan_cache_mode", "force_generic_plan")]);
+            .options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("role", "platform_app"),
+            ]);
         read_connection(&options, url).expect("a read connection")
     }
 
@@ -330,7 +361,7 @@ mod tests {
         assert_eq!(config.get_application_name(), Some("platform-api"));
         assert_eq!(
             config.get_options(),
-            Some("-c plan_cache_mode=force_generic_plan")
+            Some("-c plan_cache_mode=force_generic_plan -c role=platform_app")
         );
         assert_eq!(config.get_ssl_mode(), SslMode::Require);
         assert_eq!(

@@ -140,7 +140,7 @@ tenant_entities!(
     payment_settings,
 );
 
-/// Rows of `company`, for the pipelined reads of the order list ([`crate::services::rows`]),
+/// Rows of `company`, for the pipelined reads of the order list ([`crate::db::rows`]),
 /// which run outside a [`TenantTxn`] and set `app.company_id` on their own connection.
 pub fn select_in<E: TenantEntity>(company: CompanyId) -> Select<E> {
     #[allow(clippy::disallowed_methods)] // scoped on the next line

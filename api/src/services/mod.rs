@@ -12,16 +12,11 @@ pub mod invitations;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
-pub mod rows;
 pub mod users;
 pub mod webhooks;
 pub mod workflows;
 
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend,
-    sea_query::{Expr, ExprTrait, extension::postgres::PgFunc},
-};
-use uuid::Uuid;
+pub use crate::db::rows::one_of;
 
 use crate::{
     auth::{Actor, Principal, user_subject},
@@ -29,20 +24,6 @@ use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
 };
-
-/// `column` is one of `ids`. On PostgreSQL the ids go as one array parameter (`= ANY($1)`):
-/// an `IN ($1, …, $n)` list is a different prepared statement for every length, and pages and
-/// loaders send every length from 1 to 100. SQLite has no arrays and gets the list.
-pub fn one_of(column: impl ColumnTrait, ids: Vec<Uuid>, db: &impl ConnectionTrait) -> Expr {
-    one_of_on(db.get_database_backend(), column, ids)
-}
-
-fn one_of_on(backend: DbBackend, column: impl ColumnTrait, ids: Vec<Uuid>) -> Expr {
-    match backend {
-        DbBackend::Postgres => Expr::col(column.as_column_ref()).eq(PgFunc::any(Expr::val(ids))),
-        _ => column.is_in(ids),
-    }
-}
 
 /// A display name: one line of 1 to `max` characters (see [`crate::domain::text`]); `field`
 /// names the input in the error.
@@ -108,29 +89,5 @@ pub async fn authorize(
         Err(ApiError::forbidden(format!(
             "missing permission {resource}:{action}"
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use entity::customer;
-    use sea_orm::{EntityTrait, QueryFilter, QueryTrait};
-
-    use super::*;
-
-    fn sql(backend: DbBackend, count: usize) -> String {
-        let ids = (0..count).map(|_| Uuid::now_v7()).collect();
-        #[allow(clippy::disallowed_methods)] // builds the SQL only, never runs it
-        customer::Entity::find()
-            .filter(one_of_on(backend, customer::Column::Id, ids))
-            .build(backend)
-            .sql
-    }
-
-    #[test]
-    fn postgres_gets_one_statement_for_any_number_of_ids() {
-        assert_eq!(sql(DbBackend::Postgres, 2), sql(DbBackend::Postgres, 20));
-        assert!(sql(DbBackend::Postgres, 2).ends_with(r#""customers"."id" = ANY($1)"#));
-        assert!(sql(DbBackend::Sqlite, 2).ends_with(r#""customers"."id" IN (?, ?)"#));
     }
 }

@@ -21,12 +21,14 @@ use uuid::Uuid;
 use super::{
     authorize, one_of, optional_text,
     outbox::Event,
-    rows::Reader,
     workflows::{self, WorkflowVersion},
 };
 use crate::{
     auth::{Actor, Principal},
-    db::tenant::{self, CompanyId, Intent, TenantTxn},
+    db::{
+        rows::Reader,
+        tenant::{self, CompanyId, Intent, TenantTxn},
+    },
     domain::{
         Currency,
         money::{MAX_AMOUNT_MINOR, Money},
@@ -576,7 +578,7 @@ pub async fn list(
             .order_by_asc(order::Column::TotalMinor)
             .order_by_asc(order::Column::Number),
     };
-    let reader = Reader::acquire(&state.reads, &state.statements).await?;
+    let reader = Reader::acquire(&state.reads, actor.company(), &state.statements).await?;
     let mut orders: Vec<order::Model> = reader.all(query.limit(first + 1)).await?;
     let has_next_page = orders.len() as u64 > first;
     orders.truncate(usize::try_from(first).unwrap_or(usize::MAX));

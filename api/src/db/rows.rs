@@ -8,14 +8,19 @@
 //! straight into the entity's model. On PostgreSQL it is a tokio-postgres connection: reads
 //! awaited together (`try_join!`) leave in one write and come back in one round trip
 //! (pipelining), as prepared statements. Statements are still built by sea-query from the
-//! caller's [`Select`], so tenant scoping is exactly that of [`super::tenant::find`].
+//! caller's [`Select`], so the application's tenant scoping is the caller's; row-level security
+//! holds the reads to the reader's company as well (see [`super::rls`]).
 
 use std::{sync::atomic::AtomicU64, time::Instant};
 
 use entity::{customer, order, order_item, order_status_history, product};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbBackend, EntityTrait, QuerySelect, QueryTrait, Select,
-    sea_query::{ArrayType, Expr, PostgresQueryBuilder, SqliteQueryBuilder, Value},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QuerySelect,
+    QueryTrait, Select,
+    sea_query::{
+        ArrayType, Expr, ExprTrait, PostgresQueryBuilder, SqliteQueryBuilder, Value,
+        extension::postgres::PgFunc,
+    },
     sqlx::{
         self, AssertSqlSafe, FromRow, Sqlite, SqlitePool, pool::PoolConnection, sqlite::SqliteRow,
     },
@@ -23,9 +28,10 @@ use sea_orm::{
 use sea_query_sqlx::SqlxBinder;
 use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
+use uuid::Uuid;
 
 use crate::{
-    db,
+    db::{self, tenant::CompanyId},
     error::{ApiError, ApiResult},
 };
 
@@ -67,7 +73,6 @@ macro_rules! positional {
     };
 }
 
-type Uuid = uuid::Uuid;
 type Time = chrono::DateTime<chrono::Utc>;
 
 positional!(order {
@@ -163,7 +168,8 @@ impl ReadPool {
     }
 }
 
-/// One pooled connection that several reads share; it goes back to the pool when dropped.
+/// One pooled connection that several reads share, for one company; it goes back to the pool
+/// when dropped.
 pub struct Reader<'a> {
     connection: Connection,
     /// Where the statements are counted, with those sea-orm runs (see [`db::instrument`]).
@@ -171,17 +177,30 @@ pub struct Reader<'a> {
 }
 
 enum Connection {
-    Postgres(deadpool_postgres::Object),
+    Postgres {
+        /// Taken when the reader is dropped, to end its transaction.
+        client: Option<deadpool_postgres::Object>,
+        /// What opens the reads' transaction, until the first read sends it.
+        begin: std::sync::Mutex<Option<String>>,
+    },
     /// Reads awaited together take turns.
     Sqlite(Mutex<PoolConnection<Sqlite>>),
 }
 
 impl<'a> Reader<'a> {
-    pub async fn acquire(pool: &ReadPool, statements: &'a AtomicU64) -> ApiResult<Self> {
+    /// A reader of `company`'s rows. On PostgreSQL its reads run in one read-only transaction
+    /// whose first statement sets the company the policies compare with; it leaves with the
+    /// first read, so it costs no round trip of its own.
+    pub async fn acquire(
+        pool: &ReadPool,
+        company: CompanyId,
+        statements: &'a AtomicU64,
+    ) -> ApiResult<Self> {
         let connection = match pool {
-            ReadPool::Postgres(pool) => {
-                Connection::Postgres(pool.get().await.map_err(ApiError::internal)?)
-            }
+            ReadPool::Postgres(pool) => Connection::Postgres {
+                client: Some(pool.get().await.map_err(ApiError::internal)?),
+                begin: std::sync::Mutex::new(Some(super::rls::begin_reads(company))),
+            },
             ReadPool::Sqlite(pool) => Connection::Sqlite(Mutex::new(
                 pool.acquire().await.map_err(ApiError::internal)?,
             )),
@@ -192,13 +211,13 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// `column` is one of `ids` (see [`super::one_of`]).
-    pub fn one_of(&self, column: impl ColumnTrait, ids: Vec<uuid::Uuid>) -> Expr {
+    /// `column` is one of `ids` (see [`one_of`]).
+    pub fn one_of(&self, column: impl ColumnTrait, ids: Vec<Uuid>) -> Expr {
         let backend = match self.connection {
-            Connection::Postgres(_) => DbBackend::Postgres,
+            Connection::Postgres { .. } => DbBackend::Postgres,
             Connection::Sqlite(_) => DbBackend::Sqlite,
         };
-        super::one_of_on(backend, column, ids)
+        one_of_on(backend, column, ids)
     }
 
     /// The rows `select` finds, with every column of the model. On PostgreSQL, reads of one
@@ -209,12 +228,28 @@ impl<'a> Reader<'a> {
         let query = select.select_only().columns(M::columns()).into_query();
         let started = Instant::now();
         let rows = match &self.connection {
-            Connection::Postgres(client) => {
+            Connection::Postgres { client, begin } => {
+                let client = client.as_ref().ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("the reader's connection is gone"))
+                })?;
                 let (sql, values) = query.build(PostgresQueryBuilder);
                 let parameters = values
                     .into_iter()
                     .map(parameter)
                     .collect::<ApiResult<Vec<_>>>()?;
+                let begin = begin
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                // A future sends its first message when first polled, and the join polls in
+                // order: the transaction's opening is on the wire before this read (and before
+                // any read awaited with this one), prepared or not.
+                let opened = async {
+                    match &begin {
+                        Some(sql) => client.batch_execute(sql).await,
+                        None => Ok(()),
+                    }
+                };
                 let rows = async {
                     let statement = client.prepare_cached(&sql).await?;
                     let parameters: Vec<&(dyn ToSql + Sync)> = parameters
@@ -225,9 +260,10 @@ impl<'a> Reader<'a> {
                     rows.iter()
                         .map(M::from_postgres)
                         .collect::<Result<Vec<M>, _>>()
-                }
-                .await;
-                rows.map_err(ApiError::internal)
+                };
+                futures_util::try_join!(opened, rows)
+                    .map(|((), rows)| rows)
+                    .map_err(ApiError::internal)
             }
             Connection::Sqlite(connection) => {
                 let (sql, values) = query.build_sqlx(SqliteQueryBuilder);
@@ -241,6 +277,51 @@ impl<'a> Reader<'a> {
         };
         db::record_statement(self.statements, started.elapsed(), rows.is_err());
         rows
+    }
+}
+
+impl Drop for Reader<'_> {
+    /// Ends the transaction off the request's path: the page is answered without waiting for
+    /// the `COMMIT`, and the connection returns to the pool only once it is out of the
+    /// transaction. A connection that cannot be brought back is closed instead, never reused
+    /// with another company's setting.
+    fn drop(&mut self) {
+        let Connection::Postgres { client, begin } = &mut self.connection else {
+            return;
+        };
+        let Some(client) = client.take() else { return };
+        let begun = begin
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none();
+        if !begun {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    // After a failed read the transaction is aborted and this rolls it back.
+                    if client.batch_execute("COMMIT").await.is_err() {
+                        drop(deadpool_postgres::Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(deadpool_postgres::Object::take(client)),
+        }
+    }
+}
+
+/// `column` is one of `ids`. On PostgreSQL the ids go as one array parameter (`= ANY($1)`):
+/// an `IN ($1, …, $n)` list is a different prepared statement for every length, and pages and
+/// loaders send every length from 1 to 100. SQLite has no arrays and gets the list.
+pub fn one_of(column: impl ColumnTrait, ids: Vec<Uuid>, db: &impl ConnectionTrait) -> Expr {
+    one_of_on(db.get_database_backend(), column, ids)
+}
+
+fn one_of_on(backend: DbBackend, column: impl ColumnTrait, ids: Vec<Uuid>) -> Expr {
+    match backend {
+        DbBackend::Postgres => Expr::col(column.as_column_ref()).eq(PgFunc::any(Expr::val(ids))),
+        _ => column.is_in(ids),
     }
 }
 
@@ -281,11 +362,35 @@ fn parameter(value: Value) -> ApiResult<Box<dyn ToSql + Sync + Send>> {
     })
 }
 
-fn uuid_element(value: Value) -> ApiResult<uuid::Uuid> {
+fn uuid_element(value: Value) -> ApiResult<Uuid> {
     match value {
         Value::Uuid(Some(id)) => Ok(id),
         other => Err(ApiError::internal(anyhow::anyhow!(
             "a uuid array holds {other:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use entity::customer;
+    use sea_orm::{EntityTrait, QueryFilter, QueryTrait};
+
+    use super::*;
+
+    fn sql(backend: DbBackend, count: usize) -> String {
+        let ids = (0..count).map(|_| Uuid::now_v7()).collect();
+        #[allow(clippy::disallowed_methods)] // builds the SQL only, never runs it
+        customer::Entity::find()
+            .filter(one_of_on(backend, customer::Column::Id, ids))
+            .build(backend)
+            .sql
+    }
+
+    #[test]
+    fn postgres_gets_one_statement_for_any_number_of_ids() {
+        assert_eq!(sql(DbBackend::Postgres, 2), sql(DbBackend::Postgres, 20));
+        assert!(sql(DbBackend::Postgres, 2).ends_with(r#""customers"."id" = ANY($1)"#));
+        assert!(sql(DbBackend::Sqlite, 2).ends_with(r#""customers"."id" IN (?, ?)"#));
     }
 }
