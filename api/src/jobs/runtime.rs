@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use entity::{job, job_key};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    Statement, TransactionTrait,
+    DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Set, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query},
 };
 use tokio::{sync::watch, task::JoinSet};
@@ -36,6 +36,12 @@ pub struct RuntimeSettings {
     pub poll: Duration,
     /// Finished and cancelled jobs are deleted this long after they finished; dead ones stay.
     pub retention: Duration,
+    /// Claim again once this many slots are free, or a moment after the first one freed:
+    /// for short jobs a claim after each would cost a transaction per job.
+    pub claim_batch: usize,
+    /// Whether this runtime fires the recurring schedules. One runtime per instance does;
+    /// others sharing its [`Jobs`] handle leave them to it rather than look too.
+    pub fires_schedules: bool,
 }
 
 impl Default for RuntimeSettings {
@@ -45,6 +51,8 @@ impl Default for RuntimeSettings {
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 60 * 60),
+            claim_batch: 1,
+            fires_schedules: true,
         }
     }
 }
@@ -53,6 +61,8 @@ impl Default for RuntimeSettings {
 const METRICS_EVERY: Duration = Duration::from_secs(5);
 /// How often finished jobs are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+/// How long a freed slot waits for others (see [`RuntimeSettings::claim_batch`]).
+const REFILL_DELAY: Duration = Duration::from_millis(5);
 /// Candidates read beyond the free slots, so jobs held back by a key's limits do not starve
 /// the ones behind them.
 const LOOKAHEAD: usize = 32;
@@ -90,6 +100,7 @@ pub struct Runtime {
     queues: HashMap<&'static str, Queue>,
     limits: HashMap<String, KeyLimit>,
     schedules: Vec<Recurring>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Runtime {
@@ -103,9 +114,17 @@ impl Runtime {
         settings: RuntimeSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::sharing(db, settings, &Jobs::new(clock))
+    }
+
+    /// A runtime on `jobs`, a handle other runtimes of this instance share: it runs the queues
+    /// registered on it alone, with its own pool, slots and lease, and wakes whenever any job
+    /// is enqueued through the handle.
+    pub fn sharing(db: DatabaseConnection, settings: RuntimeSettings, jobs: &Jobs) -> Self {
         Self {
             db,
-            jobs: Jobs::new(clock),
+            wake: jobs.subscribe(),
+            jobs: jobs.clone(),
             settings,
             queues: HashMap::new(),
             limits: HashMap::new(),
@@ -172,14 +191,17 @@ impl Runtime {
         let runtime = Arc::new(self);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let (mut schedules_fired, mut gauges_read, mut pruned) = (None, None, None);
+        let mut freed = 0;
+        let mut claim_now = true;
         loop {
             // Ticks are seconds apart at the finest: no need to look on every wake.
-            if elapsed(&mut schedules_fired, runtime.settings.poll)
+            if runtime.settings.fires_schedules
+                && elapsed(&mut schedules_fired, runtime.settings.poll)
                 && let Err(error) = runtime.jobs.fire_due_schedules(&runtime.db).await
             {
                 tracing::warn!(error = ?error, "firing job schedules failed; retrying");
             }
-            while tasks.len() < runtime.settings.max_in_flight {
+            while claim_now && tasks.len() < runtime.settings.max_in_flight {
                 let free = runtime.settings.max_in_flight - tasks.len();
                 match runtime.claim(free).await {
                     Ok(claimed) if claimed.is_empty() => break,
@@ -204,12 +226,23 @@ impl Runtime {
             {
                 tracing::warn!(error = ?error, "pruning finished jobs failed");
             }
-            tokio::select! {
-                () = runtime.jobs.wake.notified() => {}
-                () = tokio::time::sleep(runtime.settings.poll) => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = stop.wait_for(|stopped| *stopped) => break,
+            if claim_now {
+                freed = 0;
             }
+            let idle = if freed > 0 {
+                REFILL_DELAY
+            } else {
+                runtime.settings.poll
+            };
+            claim_now = tokio::select! {
+                () = runtime.wake.notified() => true,
+                () = tokio::time::sleep(idle) => true,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                    freed += 1;
+                    freed >= runtime.settings.claim_batch
+                }
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            };
         }
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(runtime.settings.lease, drain)
@@ -240,6 +273,7 @@ impl Runtime {
         // Read after waiting for the lock: rate windows count the time a job really starts.
         let now = self.jobs.now();
         requeue_expired_leases(&txn, &queues, now).await?;
+        let saturated = self.saturated_keys(&txn).await?;
         let paused_keys = Query::select()
             .column(job_key::Column::Key)
             .from(job_key::Entity)
@@ -253,6 +287,16 @@ impl Runtime {
                 Condition::any()
                     .add(job::Column::JobKey.is_null())
                     .add(job::Column::JobKey.not_in_subquery(paused_keys)),
+            )
+            .apply_if(
+                (!saturated.is_empty()).then_some(saturated),
+                |due, saturated| {
+                    due.filter(
+                        Condition::any()
+                            .add(job::Column::JobKey.is_null())
+                            .add(job::Column::JobKey.is_not_in(saturated)),
+                    )
+                },
             )
             .order_by_desc(job::Column::Priority)
             .order_by_asc(job::Column::RunAt)
@@ -324,6 +368,38 @@ impl Runtime {
         Ok(claimed)
     }
 
+    /// The keys already running as many jobs as their concurrency allows. They are left out
+    /// of a claim's candidates, so that one busy key's backlog (a slow webhook endpoint's)
+    /// never fills the candidates and holds back the keys behind it.
+    async fn saturated_keys(&self, txn: &DatabaseTransaction) -> anyhow::Result<Vec<String>> {
+        if !self
+            .limits
+            .values()
+            .any(|limit| limit.concurrency.is_some())
+        {
+            return Ok(Vec::new());
+        }
+        let running: Vec<(String, i64)> = job::Entity::find()
+            .select_only()
+            .column(job::Column::JobKey)
+            .column_as(job::Column::Id.count(), "count")
+            .filter(job::Column::Status.eq(Status::Running.as_str()))
+            .filter(job::Column::JobKey.is_not_null())
+            .group_by(job::Column::JobKey)
+            .into_tuple()
+            .all(txn)
+            .await?;
+        Ok(running
+            .into_iter()
+            .filter(|(key, count)| {
+                self.limit_of(key)
+                    .and_then(|limit| limit.concurrency)
+                    .is_some_and(|limit| usize::try_from(*count).unwrap_or(usize::MAX) >= limit)
+            })
+            .map(|(key, _)| key)
+            .collect())
+    }
+
     fn lease(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::minutes(1))
     }
@@ -343,9 +419,11 @@ impl Runtime {
             company_id: job.company_id,
             key: job.job_key.clone(),
             started_at,
+            lease_id: job.lease_id.unwrap_or_default(),
+            finished: Arc::default(),
         };
         let timer = std::time::Instant::now();
-        let outcome = match (queue.handler)(context, job.payload.clone()) {
+        let outcome = match (queue.handler)(context.clone(), job.payload.clone()) {
             Err(undecodable) => Err((undecodable, true)),
             Ok(mut running) => loop {
                 tokio::select! {
@@ -359,8 +437,22 @@ impl Runtime {
             },
         };
         metrics::histogram!("job_duration_seconds", &labels).record(timer.elapsed().as_secs_f64());
-        let recorded = match outcome {
-            Ok(()) => {
+        let recorded = match outcome.map(|()| context.finished_as()) {
+            // The handler wrote the attempt's end with its own work.
+            Ok(Some(finished)) => {
+                if finished.failed {
+                    metrics::counter!("jobs_failed_total", &labels).increment(1);
+                }
+                match finished.status {
+                    Status::Done => {
+                        metrics::counter!("jobs_completed_total", &labels).increment(1);
+                    }
+                    Status::Dead => metrics::counter!("jobs_dead_total", &labels).increment(1),
+                    _ => {}
+                }
+                Ok(())
+            }
+            Ok(None) => {
                 metrics::counter!("jobs_completed_total", &labels).increment(1);
                 self.finish(&job, Status::Done, None, None).await
             }

@@ -232,7 +232,11 @@ pub async fn update_endpoint(
         .ok_or(ApiError::NotFound("webhook endpoint"))?;
     txn.commit().await?;
     if changes.enabled == Some(true) {
-        state.deliveries_wake.notify_one();
+        // Its deliveries were held behind its paused job key (webhooks::worker).
+        state
+            .jobs
+            .resume_key(&state.db, &webhooks::worker::endpoint_key(id))
+            .await?;
     }
     Ok(endpoint)
 }
@@ -396,8 +400,9 @@ pub async fn redeliver(
             "this delivery is being sent right now; try again when the attempt is recorded".into(),
         ));
     }
-    state.deliveries_wake.notify_one();
-    delivery(state, actor, id).await
+    let restarted = delivery(state, actor, id).await?;
+    webhooks::worker::rearm(&state.jobs, &state.db, &restarted.delivery).await?;
+    Ok(restarted)
 }
 
 /// Queues a `webhook.test` delivery to the endpoint.
@@ -430,7 +435,7 @@ pub async fn send_test(
         webhooks::new_delivery(company_id, endpoint.id, event_id, "webhook.test", body, now)
             .insert(&state.db)
             .await?;
-    state.deliveries_wake.notify_one();
+    webhooks::worker::rearm(&state.jobs, &state.db, &created).await?;
     Ok(DeliveryWithAttempts {
         delivery: created,
         attempts: Vec::new(),
