@@ -183,6 +183,7 @@ async fn a_rate_limited_key_never_starts_more_than_its_rate_across_instances() {
                 KeyLimit {
                     concurrency: None,
                     rate: Some(rate),
+                    per_instance: false,
                 },
             )
             .handle(RetryPolicy::default(), move |job, _: Step| {
@@ -271,6 +272,7 @@ async fn a_key_limited_to_one_at_a_time_never_runs_two_across_instances() {
                 KeyLimit {
                     concurrency: Some(1),
                     rate: None,
+                    per_instance: false,
                 },
             )
             .handle(RetryPolicy::default(), move |_, _: Step| {
@@ -697,6 +699,7 @@ async fn a_busy_keys_backlog_does_not_hold_back_another_keys_job() {
             KeyLimit {
                 concurrency: Some(1),
                 rate: None,
+                per_instance: false,
             },
         )
         .handle(RetryPolicy::default(), move |_, step: Step| {
@@ -829,4 +832,66 @@ async fn a_rows_job_is_written_once_and_rerun_starts_it_over_after_it_finished()
         "once per enqueue_many id, once per rerun"
     );
     assert_eq!(row(&app, id).await.attempts, 1, "counted from the rerun");
+}
+
+#[tokio::test]
+async fn a_per_instance_key_limit_frees_a_place_as_soon_as_the_handler_lets_go_of_the_key() {
+    let app = spawn_app().await;
+    let mut runtime = runtime(&app, fast(8), Arc::new(SystemClock)).await;
+    let started: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
+    let record = started.clone();
+    runtime
+        .limit(
+            "endpoint",
+            KeyLimit {
+                concurrency: Some(1),
+                rate: None,
+                per_instance: true,
+            },
+        )
+        .handle(RetryPolicy::default(), move |context, step: Step| {
+            record
+                .lock()
+                .expect("not poisoned")
+                .insert(step.number, Instant::now());
+            async move {
+                // Job 0 is done with what the limit is for at once; the others hold on.
+                if step.number == 0 {
+                    context.release_key();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(())
+            }
+        });
+    let jobs = runtime.jobs();
+    let now = jobs.now();
+    for number in 0..3 {
+        jobs.enqueue(
+            &app.db,
+            &Step { number },
+            Enqueue::default()
+                .key("endpoint:a")
+                .run_at(now - chrono::Duration::seconds(10 - i64::from(number))),
+        )
+        .await
+        .expect("enqueued");
+    }
+    let instance = start(runtime);
+    eventually("all three started", || {
+        started.lock().expect("not poisoned").len() == 3
+    })
+    .await;
+    instance.stop().await;
+    let started = started.lock().expect("not poisoned").clone();
+
+    let after_released = started[&1] - started[&0];
+    let after_held = started[&2] - started[&1];
+    assert!(
+        after_released < Duration::from_millis(300),
+        "job 1 waited {after_released:?} for a place job 0 gave back"
+    );
+    assert!(
+        after_held >= Duration::from_millis(450),
+        "job 2 started {after_held:?} after job 1, which held its place"
+    );
 }

@@ -101,8 +101,7 @@ pub async fn relay_batch(
     let mut events = Vec::with_capacity(count);
     for row in rows {
         position += 1;
-        #[allow(clippy::disallowed_methods)]
-        // cross-tenant: the relay marks every company's events
+        #[allow(clippy::disallowed_methods)] // cross-tenant: every company's events
         outbox::Entity::update_many()
             .col_expr(outbox::Column::Position, Expr::value(position))
             .col_expr(outbox::Column::RelayedAt, Expr::value(now))
@@ -156,16 +155,14 @@ async fn claim(txn: &DatabaseTransaction) -> anyhow::Result<Option<Vec<outbox::M
                 .select_only()
                 .column(outbox::Column::Id)
                 .into_query();
-            #[allow(clippy::disallowed_methods)]
-            // cross-tenant: the relay claims every company's events
+            #[allow(clippy::disallowed_methods)] // cross-tenant: every company's events
             outbox::Entity::update_many()
                 .col_expr(outbox::Column::RelayedAt, Expr::value(claimed_at))
                 .filter(outbox::Column::RelayedAt.is_null())
                 .filter(outbox::Column::Id.in_subquery(ids))
                 .exec(txn)
                 .await?;
-            #[allow(clippy::disallowed_methods)]
-            // cross-tenant: the relay claims every company's events
+            #[allow(clippy::disallowed_methods)] // cross-tenant: every company's events
             let claimed = outbox::Entity::find()
                 .filter(outbox::Column::RelayedAt.eq(claimed_at))
                 .filter(outbox::Column::Position.is_null())

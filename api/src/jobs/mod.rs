@@ -44,7 +44,7 @@ mod retry;
 mod runtime;
 pub mod schedule;
 
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use entity::{job, job_key};
@@ -159,6 +159,8 @@ pub struct JobContext {
     lease_id: Uuid,
     /// Set by [`JobContext::finished`]; shared with the runtime's copy of the context.
     finished: Arc<OnceLock<Finished>>,
+    /// The job's place in its key's per-instance count, until [`JobContext::release_key`].
+    key_slot: Arc<Mutex<Option<runtime::KeySlot>>>,
 }
 
 /// How an attempt recorded by its handler ended, for the runtime's counters.
@@ -190,6 +192,19 @@ impl JobContext {
         };
         // A second call for one attempt changes nothing: the first end was written.
         let _ = self.finished.set(finished);
+    }
+
+    /// Gives back the job's place in its key's per-instance concurrency
+    /// ([`KeyLimit::per_instance`]) before the handler returns: the part the limit is for is
+    /// over (a webhook's request has its answer) and only bookkeeping is left. The runtime
+    /// does it when the job ends, if the handler did not.
+    pub fn release_key(&self) {
+        let slot = self
+            .key_slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(slot);
     }
 
     /// Whether [`JobContext::finished`] was called.
@@ -296,7 +311,7 @@ impl Jobs {
             self.wake();
             return Ok(id);
         }
-        #[allow(clippy::disallowed_methods)] // cross-tenant: the jobs table is the runtime's own
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let existing = job::Entity::find()
             .filter(job::Column::Queue.eq(queue))
             .filter(job::Column::IdempotencyKey.eq(idempotency_key))
@@ -367,7 +382,7 @@ impl Jobs {
         at: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
         let now = self.clock.now();
-        #[allow(clippy::disallowed_methods)] // cross-tenant: the jobs table is the runtime's own
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let rerun = job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(Status::Queued.as_str()))
             .col_expr(job::Column::RunAt, Expr::value(at))
@@ -402,8 +417,7 @@ impl Jobs {
             .collect();
         if !done.is_empty() {
             // Lease ids are unique per claim, so matching either list is matching the pair.
-            #[allow(clippy::disallowed_methods)]
-            // cross-tenant: the jobs table is the runtime's own
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             job::Entity::update_many()
                 .col_expr(job::Column::Status, Expr::value(Status::Done.as_str()))
                 .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
@@ -426,8 +440,7 @@ impl Jobs {
                 Finish::Again { at, error } => (Status::Queued, Some(*at), error.clone(), None),
                 Finish::Dead(error) => (Status::Dead, None, Some(error.clone()), Some(now)),
             };
-            #[allow(clippy::disallowed_methods)]
-            // cross-tenant: the jobs table is the runtime's own
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             let mut update = job::Entity::update_many()
                 .col_expr(job::Column::Status, Expr::value(status.as_str()))
                 .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
@@ -455,7 +468,7 @@ impl Jobs {
     /// is not interrupted, but its outcome is ignored and it does not run again.
     pub async fn cancel(&self, conn: &impl ConnectionTrait, id: Uuid) -> anyhow::Result<bool> {
         let now = self.clock.now();
-        #[allow(clippy::disallowed_methods)] // cross-tenant: the jobs table is the runtime's own
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let cancelled = job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(Status::Cancelled.as_str()))
             .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))

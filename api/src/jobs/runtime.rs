@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -81,6 +81,37 @@ pub struct KeyLimit {
     /// Jobs of one key running at once.
     pub concurrency: Option<usize>,
     pub rate: Option<Rate>,
+    /// Counts `concurrency` on each instance alone, in memory, from the claim until the
+    /// handler lets go of the key ([`JobContext::release_key`]) or ends — instead of across
+    /// instances from the table, until the job's end is written. For work whose limited part
+    /// (a webhook's request) ends before its bookkeeping does.
+    pub per_instance: bool,
+}
+
+/// The jobs of per-instance limited keys running on this instance, by key.
+type LocalCounts = Arc<Mutex<HashMap<String, usize>>>;
+
+/// A job's place in its key's per-instance count ([`KeyLimit::per_instance`]); dropping it
+/// gives the place back and lets the runtime claim again.
+#[derive(Debug)]
+pub(super) struct KeySlot {
+    counts: LocalCounts,
+    key: String,
+    released: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+        drop(counts);
+        self.released.notify_one();
+    }
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
@@ -101,6 +132,9 @@ pub struct Runtime {
     limits: HashMap<String, KeyLimit>,
     schedules: Vec<Recurring>,
     wake: Arc<tokio::sync::Notify>,
+    local: LocalCounts,
+    /// Notified when a job gives back its place in a per-instance count.
+    released: Arc<tokio::sync::Notify>,
 }
 
 impl Runtime {
@@ -129,6 +163,8 @@ impl Runtime {
             queues: HashMap::new(),
             limits: HashMap::new(),
             schedules: Vec::new(),
+            local: LocalCounts::default(),
+            released: Arc::default(),
         }
     }
 
@@ -207,7 +243,8 @@ impl Runtime {
                     Ok(claimed) if claimed.is_empty() => break,
                     Ok(claimed) => {
                         for job in claimed {
-                            tasks.spawn(runtime.clone().execute(job));
+                            let slot = runtime.take_slot(&job);
+                            tasks.spawn(runtime.clone().execute(job, slot));
                         }
                     }
                     Err(error) => {
@@ -241,6 +278,10 @@ impl Runtime {
                     freed += 1;
                     freed >= runtime.settings.claim_batch
                 }
+                () = runtime.released.notified() => {
+                    freed += 1;
+                    freed >= runtime.settings.claim_batch
+                }
                 _ = stop.wait_for(|stopped| *stopped) => break,
             };
         }
@@ -254,6 +295,33 @@ impl Runtime {
         if let Err(error) = runtime.db.clone().close().await {
             tracing::warn!(error = ?error, "closing the job runtime's pool failed");
         }
+    }
+
+    /// Counts a claimed job in its key's per-instance count, when its key has one.
+    fn take_slot(&self, job: &job::Model) -> Option<KeySlot> {
+        let key = job.job_key.as_deref()?;
+        self.limit_of(key).filter(|limit| limit.per_instance)?;
+        *self
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.to_string())
+            .or_default() += 1;
+        Some(KeySlot {
+            counts: self.local.clone(),
+            key: key.to_string(),
+            released: self.released.clone(),
+        })
+    }
+
+    /// How many of `key`'s jobs this instance runs, by its per-instance count.
+    fn running_here(&self, key: &str) -> usize {
+        self.local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The limits of `key`: its own name's, or its prefix's before the first `:`.
@@ -279,6 +347,7 @@ impl Runtime {
             .from(job_key::Entity)
             .and_where(job_key::Column::Paused.eq(true))
             .to_owned();
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let mut due = job::Entity::find()
             .filter(job::Column::Status.eq(Status::Queued.as_str()))
             .filter(job::Column::RunAt.lte(now))
@@ -330,6 +399,7 @@ impl Runtime {
         }
         keys.save(&txn, now).await?;
         if !dead.is_empty() {
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             job::Entity::update_many()
                 .col_expr(job::Column::Status, Expr::value(Status::Dead.as_str()))
                 .col_expr(job::Column::FinishedAt, Expr::value(now))
@@ -344,6 +414,7 @@ impl Runtime {
         }
         let lease_id = Uuid::new_v4();
         let leased_until = now + self.lease();
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(Status::Running.as_str()))
             .col_expr(
@@ -379,6 +450,7 @@ impl Runtime {
         {
             return Ok(Vec::new());
         }
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let running: Vec<(String, i64)> = job::Entity::find()
             .select_only()
             .column(job::Column::JobKey)
@@ -389,15 +461,28 @@ impl Runtime {
             .into_tuple()
             .all(txn)
             .await?;
-        Ok(running
+        let mut saturated: Vec<String> = running
             .into_iter()
             .filter(|(key, count)| {
                 self.limit_of(key)
+                    .filter(|limit| !limit.per_instance)
                     .and_then(|limit| limit.concurrency)
                     .is_some_and(|limit| usize::try_from(*count).unwrap_or(usize::MAX) >= limit)
             })
             .map(|(key, _)| key)
-            .collect())
+            .collect();
+        let local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        saturated.extend(
+            local
+                .iter()
+                .filter(|(key, count)| {
+                    self.limit_of(key)
+                        .and_then(|limit| limit.concurrency)
+                        .is_some_and(|limit| **count >= limit)
+                })
+                .map(|(key, _)| key.clone()),
+        );
+        Ok(saturated)
     }
 
     fn lease(&self) -> chrono::Duration {
@@ -405,7 +490,7 @@ impl Runtime {
     }
 
     /// Runs one claimed job, renewing its lease meanwhile, and records the outcome.
-    async fn execute(self: Arc<Self>, job: job::Model) {
+    async fn execute(self: Arc<Self>, job: job::Model, slot: Option<KeySlot>) {
         let Some(queue) = self.queues.get(job.queue.as_str()) else {
             return;
         };
@@ -421,6 +506,7 @@ impl Runtime {
             started_at,
             lease_id: job.lease_id.unwrap_or_default(),
             finished: Arc::default(),
+            key_slot: Arc::new(Mutex::new(slot)),
         };
         let timer = std::time::Instant::now();
         let outcome = match (queue.handler)(context.clone(), job.payload.clone()) {
@@ -479,11 +565,13 @@ impl Runtime {
             // The lease expires and the job runs again: at least once.
             tracing::warn!(error = ?error, job = %job.id, "recording a job's outcome failed");
         }
+        context.release_key();
     }
 
     /// Extends the lease of a job still held by this claim.
     async fn renew(&self, job: &job::Model) -> anyhow::Result<()> {
         let now = self.jobs.now();
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         job::Entity::update_many()
             .col_expr(job::Column::LeasedUntil, Expr::value(now + self.lease()))
             .filter(held(job))
@@ -502,6 +590,7 @@ impl Runtime {
     ) -> anyhow::Result<()> {
         let now = self.jobs.now();
         let finished_at = (status != Status::Queued).then_some(now);
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let mut update = job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(status.as_str()))
             .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
@@ -524,6 +613,7 @@ impl Runtime {
 
     /// `jobs_queued` and `jobs_running` per queue of this runtime.
     async fn report_gauges(&self) -> anyhow::Result<()> {
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let counts: Vec<(String, String, i64)> = job::Entity::find()
             .select_only()
             .column(job::Column::Queue)
@@ -556,6 +646,7 @@ impl Runtime {
     async fn prune(&self) -> anyhow::Result<()> {
         let retention = chrono::Duration::from_std(self.settings.retention)
             .unwrap_or(chrono::Duration::weeks(1));
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         job::Entity::delete_many()
             .filter(job::Column::Status.is_in([Status::Done.as_str(), Status::Cancelled.as_str()]))
             .filter(job::Column::FinishedAt.lt(self.jobs.now() - retention))
@@ -603,6 +694,7 @@ async fn requeue_expired_leases(
     queues: &[&str],
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
     job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(Status::Queued.as_str()))
         .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
@@ -654,6 +746,19 @@ impl KeyAllowance {
             let Some(limit) = runtime.limit_of(key) else {
                 continue;
             };
+            if limit.per_instance && limit.rate.is_none() {
+                // Nothing of it is shared with other instances: no row to lock.
+                keys.insert(
+                    key.to_string(),
+                    Allowance {
+                        limit,
+                        running: runtime.running_here(key),
+                        recent_starts: Vec::new(),
+                        started: false,
+                    },
+                );
+                continue;
+            }
             job_key::Entity::insert(job_key::ActiveModel {
                 key: Set(key.to_string()),
                 paused: Set(false),
@@ -667,6 +772,7 @@ impl KeyAllowance {
             )
             .exec_without_returning(txn)
             .await?;
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             let mut row = job_key::Entity::find_by_id(key.to_string());
             if txn.get_database_backend() == DatabaseBackend::Postgres {
                 row = row.lock(LockType::Update);
@@ -675,18 +781,24 @@ impl KeyAllowance {
                 .one(txn)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("job key {key} vanished"))?;
-            let running = job::Entity::find()
-                .filter(job::Column::JobKey.eq(key))
-                .filter(job::Column::Status.eq(Status::Running.as_str()))
-                .count(txn)
-                .await?;
+            let running = if limit.per_instance {
+                runtime.running_here(key)
+            } else {
+                #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+                let running = job::Entity::find()
+                    .filter(job::Column::JobKey.eq(key))
+                    .filter(job::Column::Status.eq(Status::Running.as_str()))
+                    .count(txn)
+                    .await?;
+                usize::try_from(running).unwrap_or(usize::MAX)
+            };
             let recent_starts: Vec<DateTime<Utc>> =
                 serde_json::from_str(&row.recent_starts).unwrap_or_default();
             keys.insert(
                 key.to_string(),
                 Allowance {
                     limit,
-                    running: usize::try_from(running).unwrap_or(usize::MAX),
+                    running,
                     recent_starts,
                     started: false,
                 },
@@ -735,6 +847,7 @@ impl KeyAllowance {
     /// Writes the rate-limited keys' new starts.
     async fn save(&self, txn: &DatabaseTransaction, now: DateTime<Utc>) -> anyhow::Result<()> {
         for (key, allowance) in self.keys.iter().filter(|(_, allowance)| allowance.started) {
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             job_key::Entity::update_many()
                 .col_expr(
                     job_key::Column::RecentStarts,

@@ -10,9 +10,10 @@
 //! with the same `webhook-id`: at least once, never lost.
 //!
 //! The job key is the endpoint's (`webhook-endpoint:{id}`), limited to
-//! `max_in_flight_per_endpoint` attempts at once — across instances, where it used to be per
-//! instance — so a slow or dead endpoint holds a few slots and never the others' deliveries;
-//! the runtime's own slots (`max_in_flight`) are this worker's. A disabled endpoint's key is
+//! `max_in_flight_per_endpoint` requests at once per instance (a per-instance key limit, given
+//! back as soon as the request has its answer), so a slow or dead endpoint holds a few slots
+//! and never the others' deliveries; the runtime's own slots (`max_in_flight`) are this
+//! worker's. A disabled endpoint's key is
 //! paused, so its deliveries wait, unclaimed, until it is enabled again.
 //!
 //! Throughput comes from batching on both sides of the attempts. The runtime claims once a
@@ -182,6 +183,7 @@ impl Worker {
                 KeyLimit {
                     concurrency: Some(self.settings.max_in_flight_per_endpoint),
                     rate: None,
+                    per_instance: true,
                 },
             )
             .handle(retry, move |context, Deliver| {
@@ -273,8 +275,7 @@ async fn load(
     worker: &Worker,
     ids: &[Uuid],
 ) -> anyhow::Result<HashMap<Uuid, (webhook_delivery::Model, Arc<Target>)>> {
-    #[allow(clippy::disallowed_methods)]
-    // cross-tenant: one instance's claimed deliveries, any company's
+    #[allow(clippy::disallowed_methods)] // cross-tenant: claimed deliveries
     let deliveries = webhook_delivery::Entity::find()
         .filter(webhook_delivery::Column::Id.is_in(ids.iter().copied()))
         .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
@@ -437,6 +438,8 @@ async fn attempt(
             ..Outcome::default()
         },
     };
+    // The endpoint has its answer: its slot is free while the outcome waits to be recorded.
+    claimed.context.release_key();
     metrics::counter!(
         "webhook_attempts_total",
         "outcome" => if outcome.succeeded() { "delivered" } else { "failed" }
@@ -559,8 +562,7 @@ async fn record_alone(worker: &Worker, attempted: &Attempted, error: &anyhow::Er
             disabled
         }
         Err(second) => {
-            #[allow(clippy::disallowed_methods)]
-            // cross-tenant: the recorder's batches mix companies
+            #[allow(clippy::disallowed_methods)] // cross-tenant: batches mix companies
             let gone = webhook_delivery::Entity::find_by_id(delivery)
                 .one(&worker.db)
                 .await
