@@ -5,9 +5,9 @@
 //!
 //! It signs up its own company and registers an endpoint on a receiver it runs itself, so the
 //! server needs sign-up enabled, a high `PLATFORM_API_RATE_LIMIT` and
-//! `PLATFORM_WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8`. The endpoint is disabled while the backlog
-//! is written straight into the server's database, then enabled: from then on the receiver
-//! counts arrivals. `bench/webhook-load.sh` runs it.
+//! `PLATFORM_WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8`. The endpoint is disabled (its job key
+//! paused) while the backlog — deliveries and their jobs — is written straight into the
+//! server's database, then enabled: from then on the receiver counts arrivals. `bench/webhook-load.sh` runs it.
 
 use std::{
     collections::HashSet,
@@ -16,7 +16,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
-use sea_orm::{Database, EntityTrait};
+use sea_orm::{Database, EntityTrait, TransactionTrait, TryIntoModel};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -102,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
 
     let db = Database::connect(database_url.as_str()).await?;
     let endpoint_id: Uuid = endpoint.parse()?;
+    let jobs = api::jobs::Jobs::new(Arc::new(api::jobs::SystemClock));
+    jobs.pause_key(&db, &api::webhooks::worker::endpoint_key(endpoint_id))
+        .await?;
     let now = chrono::Utc::now();
     let queued = Instant::now();
     for chunk in (0..total).collect::<Vec<_>>().chunks(500) {
@@ -123,9 +126,17 @@ async fn main() -> anyhow::Result<()> {
                 now,
             )
         });
+        let deliveries: Vec<_> = deliveries.collect();
+        let models = deliveries
+            .iter()
+            .map(|delivery| delivery.clone().try_into_model())
+            .collect::<Result<Vec<_>, _>>()?;
+        let txn = db.begin().await?;
         entity::webhook_delivery::Entity::insert_many(deliveries)
-            .exec_without_returning(&db)
+            .exec_without_returning(&txn)
             .await?;
+        api::webhooks::worker::schedule(&jobs, &txn, &models).await?;
+        txn.commit().await?;
     }
     println!(
         "queued {total} deliveries in {:.1} s",

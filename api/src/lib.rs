@@ -148,13 +148,15 @@ impl Application {
             self.state.background_db.clone(),
             self.state.bus.clone(),
             self.state.relay_wake.clone(),
-            self.state.deliveries_wake.clone(),
+            self.state.jobs.clone(),
             self.shutdown.0.subscribe(),
         ));
-        let webhook_worker = tokio::spawn(webhooks::worker::run(
-            self.state.webhook_worker(),
-            self.shutdown.0.subscribe(),
-        ));
+        let webhook_worker = tokio::spawn(
+            self.state
+                .webhook_worker()
+                .runtime()
+                .run(self.shutdown.0.subscribe()),
+        );
         let jobs = tokio::spawn(self.jobs.run(self.shutdown.0.subscribe()));
         if let Some((listener, router)) = self.metrics {
             let mut stop = self.shutdown.0.subscribe();
@@ -230,7 +232,7 @@ impl jobs::Job for ExpireOverduePayments {
 /// This instance's job runtime, on its own pool, with the server's handlers and schedules.
 async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
     let pool = db::connect_with(&state.settings, db::Role::CrossTenant, 4).await?;
-    let mut runtime = jobs::Runtime::new(pool, jobs::RuntimeSettings::default());
+    let mut runtime = jobs::Runtime::sharing(pool, jobs::RuntimeSettings::default(), &state.jobs);
     let sweeping = state.clone();
     runtime
         // A failed sweep is not retried: the next tick is a minute away.

@@ -55,8 +55,9 @@ pub struct AppState {
     pub secrets: SecretBox,
     /// Sends webhooks through the address guard; also checks endpoint URLs.
     pub webhook_sender: Sender,
-    /// Wakes the webhook worker when deliveries were created.
-    pub deliveries_wake: Arc<Notify>,
+    /// Enqueues background work (webhook deliveries' jobs among it); every job runtime of
+    /// this instance shares it, so enqueuing wakes them.
+    pub jobs: crate::jobs::Jobs,
     /// The webhook worker's own pool: its attempts must not queue behind requests.
     pub worker_db: DatabaseConnection,
     /// Card payments (Stripe, at `PLATFORM_STRIPE_API_BASE`).
@@ -101,7 +102,7 @@ impl AppState {
             sender: self.webhook_sender.clone(),
             secrets: self.secrets.clone(),
             settings: self.settings.webhooks.clone(),
-            wake: self.deliveries_wake.clone(),
+            jobs: self.jobs.clone(),
             relay_wake: self.relay_wake.clone(),
         }
     }
@@ -184,7 +185,7 @@ impl AppState {
             relay_wake: Arc::new(Notify::new()),
             secrets,
             webhook_sender,
-            deliveries_wake: Arc::new(Notify::new()),
+            jobs: crate::jobs::Jobs::new(Arc::new(crate::jobs::SystemClock)),
             worker_db,
             payment_provider,
         })

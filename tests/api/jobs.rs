@@ -11,8 +11,8 @@ use std::{
 };
 
 use api::jobs::{
-    Clock, Enqueue, Job, Jobs, KeyLimit, ManualClock, Rate, Recurring, RetryPolicy, Runtime,
-    RuntimeSettings, Status, SystemClock,
+    Clock, Enqueue, Finish, Job, Jobs, KeyLimit, ManualClock, Rate, Recurring, RetryPolicy,
+    Runtime, RuntimeSettings, Status, SystemClock,
 };
 use entity::job;
 use sea_orm::{DatabaseBackend, EntityTrait, TransactionTrait};
@@ -183,6 +183,7 @@ async fn a_rate_limited_key_never_starts_more_than_its_rate_across_instances() {
                 KeyLimit {
                     concurrency: None,
                     rate: Some(rate),
+                    per_instance: false,
                 },
             )
             .handle(RetryPolicy::default(), move |job, _: Step| {
@@ -271,6 +272,7 @@ async fn a_key_limited_to_one_at_a_time_never_runs_two_across_instances() {
                 KeyLimit {
                     concurrency: Some(1),
                     rate: None,
+                    per_instance: false,
                 },
             )
             .handle(RetryPolicy::default(), move |_, _: Step| {
@@ -683,4 +685,213 @@ async fn a_recurring_schedule_fires_once_per_tick_across_two_instances() {
     }
 
     assert_eq!(before_the_first_tick, 0);
+}
+
+#[tokio::test]
+async fn a_busy_keys_backlog_does_not_hold_back_another_keys_job() {
+    let app = spawn_app().await;
+    let mut runtime = runtime(&app, fast(4), Arc::new(SystemClock)).await;
+    let ran_at: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
+    let record = ran_at.clone();
+    runtime
+        .limit(
+            "company",
+            KeyLimit {
+                concurrency: Some(1),
+                rate: None,
+                per_instance: false,
+            },
+        )
+        .handle(RetryPolicy::default(), move |_, step: Step| {
+            record
+                .lock()
+                .expect("not poisoned")
+                .insert(step.number, Instant::now());
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(())
+            }
+        });
+    let jobs = runtime.jobs();
+    let now = jobs.now();
+    // More of the busy key's jobs, all older, than one claim reads.
+    let txn = app.db.begin().await.expect("a transaction");
+    for number in 0..100 {
+        jobs.enqueue(
+            &txn,
+            &Step { number },
+            Enqueue::default()
+                .key("company:busy")
+                .run_at(now - chrono::Duration::seconds(60)),
+        )
+        .await
+        .expect("enqueued");
+    }
+    jobs.enqueue(
+        &txn,
+        &Step { number: 1000 },
+        Enqueue::default().key("company:other"),
+    )
+    .await
+    .expect("enqueued");
+    txn.commit().await.expect("committed");
+    let started = Instant::now();
+    let instance = start(runtime);
+    eventually("the other key's job ran", || {
+        ran_at.lock().expect("not poisoned").contains_key(&1000)
+    })
+    .await;
+    let waited = started.elapsed();
+    let busy_ran = ran_at.lock().expect("not poisoned").len() - 1;
+    instance.stop().await;
+
+    assert!(
+        waited < Duration::from_secs(2),
+        "the other key waited {waited:?} behind the busy one"
+    );
+    assert!(busy_ran < 20, "{busy_ran} of the busy key's jobs ran first");
+}
+
+#[tokio::test]
+async fn a_handler_that_records_its_end_in_its_own_transaction_keeps_that_end() {
+    let app = spawn_app().await;
+    let mut runtime = runtime(&app, fast(4), Arc::new(SystemClock)).await;
+    let db = app.db.clone();
+    let jobs = runtime.jobs();
+    let handle = jobs.clone();
+    let later = jobs.now() + chrono::Duration::hours(1);
+    runtime.handle(RetryPolicy::default(), move |context, _: Step| {
+        let (db, jobs) = (db.clone(), handle.clone());
+        async move {
+            let txn = db.begin().await?;
+            let finish = Finish::Again {
+                at: later,
+                error: Some("the receiver answered 503".into()),
+            };
+            jobs.finish_within(&txn, &[(&context, finish.clone())])
+                .await?;
+            txn.commit().await?;
+            context.finished(&finish);
+            Ok(())
+        }
+    });
+    let id = jobs
+        .enqueue(&app.db, &Step { number: 1 }, Enqueue::default())
+        .await
+        .expect("enqueued");
+    let instance = start(runtime);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut job = row(&app, id).await;
+    while job.attempts == 0 || job.status == Status::Running.as_str() {
+        assert!(Instant::now() < deadline, "never ran: {job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        job = row(&app, id).await;
+    }
+    // Whatever the runtime writes after the handler returned must not undo the handler's end.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = row(&app, id).await;
+    instance.stop().await;
+
+    assert_eq!(job.status, Status::Queued.as_str());
+    assert_eq!(job.attempts, 1);
+    assert_eq!(job.last_error.as_deref(), Some("the receiver answered 503"));
+    assert_eq!(job.lease_id, None);
+    assert!((job.run_at - later).num_seconds().abs() < 1, "{job:?}");
+}
+
+#[tokio::test]
+async fn a_rows_job_is_written_once_and_rerun_starts_it_over_after_it_finished() {
+    let app = spawn_app().await;
+    let mut runtime = runtime(&app, fast(4), Arc::new(SystemClock)).await;
+    let ran_steps = recording(&mut runtime, RetryPolicy::default());
+    let jobs = runtime.jobs();
+    let id = Uuid::now_v7();
+    for _ in 0..2 {
+        jobs.enqueue_many(&app.db, [(Step { number: 7 }, Enqueue::default().id(id))])
+            .await
+            .expect("enqueued");
+    }
+    jobs.wake();
+    let instance = start(runtime);
+    eventually("it ran", || ran(&ran_steps).len() == 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while row(&app, id).await.status != Status::Done.as_str() {
+        assert!(Instant::now() < deadline, "never done");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rerun = jobs.rerun(&app.db, id, jobs.now()).await.expect("rerun");
+    jobs.wake();
+    eventually("it ran again", || ran(&ran_steps).len() == 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    instance.stop().await;
+
+    assert!(rerun);
+    assert_eq!(
+        ran(&ran_steps),
+        [7, 7],
+        "once per enqueue_many id, once per rerun"
+    );
+    assert_eq!(row(&app, id).await.attempts, 1, "counted from the rerun");
+}
+
+#[tokio::test]
+async fn a_per_instance_key_limit_frees_a_place_as_soon_as_the_handler_lets_go_of_the_key() {
+    let app = spawn_app().await;
+    let mut runtime = runtime(&app, fast(8), Arc::new(SystemClock)).await;
+    let started: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
+    let record = started.clone();
+    runtime
+        .limit(
+            "endpoint",
+            KeyLimit {
+                concurrency: Some(1),
+                rate: None,
+                per_instance: true,
+            },
+        )
+        .handle(RetryPolicy::default(), move |context, step: Step| {
+            record
+                .lock()
+                .expect("not poisoned")
+                .insert(step.number, Instant::now());
+            async move {
+                // Job 0 is done with what the limit is for at once; the others hold on.
+                if step.number == 0 {
+                    context.release_key();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(())
+            }
+        });
+    let jobs = runtime.jobs();
+    let now = jobs.now();
+    for number in 0..3 {
+        jobs.enqueue(
+            &app.db,
+            &Step { number },
+            Enqueue::default()
+                .key("endpoint:a")
+                .run_at(now - chrono::Duration::seconds(10 - i64::from(number))),
+        )
+        .await
+        .expect("enqueued");
+    }
+    let instance = start(runtime);
+    eventually("all three started", || {
+        started.lock().expect("not poisoned").len() == 3
+    })
+    .await;
+    instance.stop().await;
+    let started = started.lock().expect("not poisoned").clone();
+
+    let after_released = started[&1] - started[&0];
+    let after_held = started[&2] - started[&1];
+    assert!(
+        after_released < Duration::from_millis(300),
+        "job 1 waited {after_released:?} for a place job 0 gave back"
+    );
+    assert!(
+        after_held >= Duration::from_millis(450),
+        "job 2 started {after_held:?} after job 1, which held its place"
+    );
 }

@@ -1121,3 +1121,84 @@ async fn an_address_refusal_never_names_the_address_a_host_resolves_to() {
         }
     }
 }
+
+/// The delivery's id from its `webhook-id` (`msg_{id}`).
+fn delivery_id(received: &Received) -> uuid::Uuid {
+    let id = received.id.strip_prefix("msg_").expect("a msg_ id");
+    uuid::Uuid::parse_str(id).expect("a delivery id")
+}
+
+async fn set_enabled(app: &TestApp, token: &str, endpoint: &str, enabled: bool) {
+    let body = app
+        .graphql_as(
+            token,
+            "mutation U($id: ID!, $enabled: Boolean!) {
+                updateWebhookEndpoint(id: $id, input: { enabled: $enabled }) { enabled } }",
+            json!({ "id": endpoint, "enabled": enabled }),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["updateWebhookEndpoint"]["enabled"], enabled,
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_endpoints_retry_waits_behind_its_paused_key_and_goes_out_once_enabled() {
+    use sea_orm::EntityTrait;
+
+    let app = spawn_app_with(with_schedule("0s,1s,1s,1s")).await;
+    let shop = shop(&app, "held-hooks").await;
+    let token = shop.tenant.access_token.clone();
+    let receiver = Receiver::start().await;
+    receiver.script(&[Reply::Status(500)]);
+    let (endpoint, _) = register(&app, &token, &receiver.url, &["order.created"]).await;
+    order(&app, &shop).await;
+    let failed = receiver.wait_for(1, Duration::from_secs(10)).await;
+    wait_for_status(&app, &token, &endpoint, "PENDING").await;
+    set_enabled(&app, &token, &endpoint, false).await;
+
+    // The retry comes due a second later; its job is claimed, finds the endpoint disabled and
+    // goes back behind the endpoint's key, paused.
+    let endpoint_id = uuid::Uuid::parse_str(&endpoint).expect("an id");
+    let key = api::webhooks::worker::endpoint_key(endpoint_id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let paused = entity::job_key::Entity::find_by_id(key.clone())
+            .one(&app.db)
+            .await
+            .expect("a query")
+            .is_some_and(|row| row.paused);
+        if paused {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint's key was never paused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.received().len(), 1, "sent while disabled");
+    let job = entity::job::Entity::find_by_id(delivery_id(&failed[0]))
+        .one(&app.db)
+        .await
+        .expect("a query")
+        .expect("the delivery's job");
+    assert_eq!(job.status, "QUEUED");
+
+    set_enabled(&app, &token, &endpoint, true).await;
+    let received = receiver.wait_for(2, Duration::from_secs(5)).await;
+
+    assert_eq!(received.len(), 2, "the held retry went out once enabled");
+    assert_eq!(received[1].id, received[0].id, "with the same webhook-id");
+    wait_for_status(&app, &token, &endpoint, "DELIVERED").await;
+    // The attempt's record ended its job in the same transaction.
+    let job = entity::job::Entity::find_by_id(delivery_id(&received[1]))
+        .one(&app.db)
+        .await
+        .expect("a query")
+        .expect("the delivery's job");
+    assert_eq!(job.status, "DONE");
+    assert_eq!(job.lease_id, None);
+}

@@ -22,6 +22,12 @@
 //!   declared with [`Runtime::schedule`] (written by [`Runtime::declare_schedules`] as the server
 //!   starts) or per company with [`Jobs::schedule`]; each tick enqueues one job, however many
 //!   instances run ([`schedule`]).
+//! - A handler that records its work in a transaction of its own can end its attempt in that
+//!   same transaction ([`Jobs::finish_within`], then [`JobContext::finished`]): the job's end
+//!   and the record of its work commit together, many jobs in one statement, and the runtime
+//!   writes nothing more for them. The webhook worker records its attempts so, in batches.
+//! - Several runtimes may share one [`Jobs`] handle ([`Runtime::sharing`]), each with its own
+//!   queues, pool, lease and slots; enqueuing through the handle wakes them all.
 //! - Every decision by time reads a [`Clock`]; tests move a [`ManualClock`].
 //! - Metrics per queue: `jobs_queued`, `jobs_running` (gauges), `jobs_completed_total`,
 //!   `jobs_failed_total`, `jobs_dead_total` (counters), `job_wait_seconds` (due to started) and
@@ -38,7 +44,7 @@ mod retry;
 mod runtime;
 pub mod schedule;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use entity::{job, job_key};
@@ -92,6 +98,7 @@ pub struct Enqueue {
     idempotency_key: Option<String>,
     key: Option<String>,
     company_id: Option<Uuid>,
+    id: Option<Uuid>,
 }
 
 impl Enqueue {
@@ -126,6 +133,14 @@ impl Enqueue {
         self.company_id = Some(company_id);
         self
     }
+
+    /// The job's id: a job that stands for one row (a webhook delivery) takes that row's id,
+    /// so the row has one job however often it is enqueued ([`Jobs::enqueue_many`],
+    /// [`Jobs::rerun`]).
+    pub fn id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
+    }
 }
 
 /// What a handler knows about the job it runs.
@@ -140,6 +155,80 @@ pub struct JobContext {
     pub key: Option<String>,
     /// When the runtime claimed this attempt, by its clock (what rate limits count).
     pub started_at: DateTime<Utc>,
+    /// The claim holding the job: [`Jobs::finish_within`] writes only while it still does.
+    lease_id: Uuid,
+    /// Set by [`JobContext::finished`]; shared with the runtime's copy of the context.
+    finished: Arc<OnceLock<Finished>>,
+    /// The job's place in its key's per-instance count, until [`JobContext::release_key`].
+    key_slot: Arc<Mutex<Option<runtime::KeySlot>>>,
+}
+
+/// How an attempt recorded by its handler ended, for the runtime's counters.
+#[derive(Clone, Copy, Debug)]
+struct Finished {
+    status: Status,
+    failed: bool,
+}
+
+impl JobContext {
+    /// Tells the runtime that `finish`, written by [`Jobs::finish_within`] in a transaction
+    /// that has committed, ends this attempt: once the handler returns `Ok`, the runtime
+    /// counts it and writes nothing more. Call it only after the commit — a job whose end was
+    /// never written would stay running until its lease expired.
+    pub fn finished(&self, finish: &Finish) {
+        let finished = match finish {
+            Finish::Done => Finished {
+                status: Status::Done,
+                failed: false,
+            },
+            Finish::Again { error, .. } => Finished {
+                status: Status::Queued,
+                failed: error.is_some(),
+            },
+            Finish::Dead(_) => Finished {
+                status: Status::Dead,
+                failed: true,
+            },
+        };
+        // A second call for one attempt changes nothing: the first end was written.
+        let _ = self.finished.set(finished);
+    }
+
+    /// Gives back the job's place in its key's per-instance concurrency
+    /// ([`KeyLimit::per_instance`]) before the handler returns: the part the limit is for is
+    /// over (a webhook's request has its answer) and only bookkeeping is left. The runtime
+    /// does it when the job ends, if the handler did not.
+    pub fn release_key(&self) {
+        let slot = self
+            .key_slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(slot);
+    }
+
+    /// Whether [`JobContext::finished`] was called.
+    pub fn is_finished(&self) -> bool {
+        self.finished.get().is_some()
+    }
+
+    fn finished_as(&self) -> Option<Finished> {
+        self.finished.get().copied()
+    }
+}
+
+/// How a handler that records its own outcome ends an attempt ([`Jobs::finish_within`]).
+#[derive(Clone, Debug)]
+pub enum Finish {
+    Done,
+    /// Runs again at `at`; `error` says why when the attempt failed (`None`: it was only
+    /// held back, e.g. its key got paused).
+    Again {
+        at: DateTime<Utc>,
+        error: Option<String>,
+    },
+    /// No further attempt; the error stays on the job.
+    Dead(String),
 }
 
 /// Enqueues, cancels and pauses jobs; cheap to clone. Every instance's handle works on every
@@ -147,19 +236,44 @@ pub struct JobContext {
 #[derive(Clone)]
 pub struct Jobs {
     clock: Arc<dyn Clock>,
-    wake: Arc<Notify>,
+    /// One per runtime sharing this handle: a `Notify` keeps a wake for a runtime that is busy
+    /// claiming, which one shared by several would hand to only one of them.
+    wakes: Arc<RwLock<Vec<Arc<Notify>>>>,
 }
 
 impl Jobs {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            wake: Arc::new(Notify::new()),
+            wakes: Arc::default(),
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// What a runtime on this handle waits on.
+    fn subscribe(&self) -> Arc<Notify> {
+        let wake = Arc::new(Notify::new());
+        self.wakes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(wake.clone());
+        wake
+    }
+
+    /// Wakes every runtime on this handle to look for due work now; call it after committing
+    /// jobs enqueued by [`Jobs::enqueue_many`].
+    pub fn wake(&self) {
+        for wake in self
+            .wakes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            wake.notify_one();
+        }
     }
 
     /// Writes `job` on `conn` (a caller's transaction, so it commits with the caller's data)
@@ -182,17 +296,43 @@ impl Jobs {
         payload: String,
         options: Enqueue,
     ) -> anyhow::Result<Uuid> {
+        let idempotency_key = options.idempotency_key.clone();
+        let id = options.id.unwrap_or_else(Uuid::now_v7);
+        let row = self.row(queue, payload, options.id(id));
+        let inserted = job::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([job::Column::Queue, job::Column::IdempotencyKey])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(conn)
+            .await?;
+        if inserted == 1 {
+            self.wake();
+            return Ok(id);
+        }
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+        let existing = job::Entity::find()
+            .filter(job::Column::Queue.eq(queue))
+            .filter(job::Column::IdempotencyKey.eq(idempotency_key))
+            .one(conn)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a {queue} job was neither inserted nor found"))?;
+        Ok(existing.id)
+    }
+
+    /// A new queued job's row.
+    fn row(&self, queue: &str, payload: String, options: Enqueue) -> job::ActiveModel {
         let now = self.clock.now();
-        let id = Uuid::now_v7();
-        let inserted = job::Entity::insert(job::ActiveModel {
-            id: Set(id),
+        job::ActiveModel {
+            id: Set(options.id.unwrap_or_else(Uuid::now_v7)),
             queue: Set(queue.to_string()),
             payload: Set(payload),
             priority: Set(options.priority),
             run_at: Set(options.run_at.unwrap_or(now)),
             status: Set(Status::Queued.as_str().to_string()),
             attempts: Set(0),
-            idempotency_key: Set(options.idempotency_key.clone()),
+            idempotency_key: Set(options.idempotency_key),
             job_key: Set(options.key),
             company_id: Set(options.company_id),
             lease_id: Set(None),
@@ -202,31 +342,133 @@ impl Jobs {
             updated_at: Set(now),
             started_at: Set(None),
             finished_at: Set(None),
-        })
-        .on_conflict(
-            OnConflict::columns([job::Column::Queue, job::Column::IdempotencyKey])
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await?;
-        if inserted == 1 {
-            self.wake.notify_one();
-            return Ok(id);
         }
-        let existing = job::Entity::find()
-            .filter(job::Column::Queue.eq(queue))
-            .filter(job::Column::IdempotencyKey.eq(options.idempotency_key))
-            .one(conn)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("a {queue} job was neither inserted nor found"))?;
-        Ok(existing.id)
+    }
+
+    /// Writes many jobs of one queue with one statement on `conn` (a caller's transaction);
+    /// a job whose id ([`Enqueue::id`]) is taken is left as it is. Idempotency keys are for
+    /// [`Jobs::enqueue`]. Does not wake the runtimes — a runtime woken before the caller
+    /// commits finds nothing —, so call [`Jobs::wake`] after the commit.
+    pub async fn enqueue_many<J: Job>(
+        &self,
+        conn: &impl ConnectionTrait,
+        jobs: impl IntoIterator<Item = (J, Enqueue)>,
+    ) -> anyhow::Result<()> {
+        let mut rows = Vec::new();
+        for (payload, options) in jobs {
+            anyhow::ensure!(
+                options.idempotency_key.is_none(),
+                "enqueue_many takes no idempotency keys"
+            );
+            rows.push(self.row(J::QUEUE, serde_json::to_string(&payload)?, options));
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        job::Entity::insert_many(rows)
+            .on_conflict(OnConflict::column(job::Column::Id).do_nothing().to_owned())
+            .exec_without_returning(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs job `id` again from its first attempt at `at`, unless it is running (its handler
+    /// records that attempt first); returns whether it did. A job pruned since it finished is
+    /// not there any more: the caller enqueues it anew with the same id.
+    pub async fn rerun(
+        &self,
+        conn: &impl ConnectionTrait,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let now = self.clock.now();
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+        let rerun = job::Entity::update_many()
+            .col_expr(job::Column::Status, Expr::value(Status::Queued.as_str()))
+            .col_expr(job::Column::RunAt, Expr::value(at))
+            .col_expr(job::Column::Attempts, Expr::value(0))
+            .col_expr(job::Column::LastError, Expr::value(Option::<String>::None))
+            .col_expr(
+                job::Column::FinishedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(job::Column::UpdatedAt, Expr::value(now))
+            .filter(job::Column::Id.eq(id))
+            .filter(job::Column::Status.ne(Status::Running.as_str()))
+            .exec(conn)
+            .await?;
+        Ok(rerun.rows_affected == 1)
+    }
+
+    /// Writes how the attempts of `finished` ended, on `conn`: the handler's own transaction,
+    /// so each job's end commits with the record of its work, or neither does. An attempt no
+    /// longer held by its claim (cancelled, or its lease expired and it was claimed again) is
+    /// left alone. After the commit, call [`JobContext::finished`] for each.
+    pub async fn finish_within(
+        &self,
+        conn: &impl ConnectionTrait,
+        finished: &[(&JobContext, Finish)],
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let done: Vec<&JobContext> = finished
+            .iter()
+            .filter(|(_, finish)| matches!(finish, Finish::Done))
+            .map(|(context, _)| *context)
+            .collect();
+        if !done.is_empty() {
+            // Lease ids are unique per claim, so matching either list is matching the pair.
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+            job::Entity::update_many()
+                .col_expr(job::Column::Status, Expr::value(Status::Done.as_str()))
+                .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
+                .col_expr(
+                    job::Column::LeasedUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .col_expr(job::Column::LastError, Expr::value(Option::<String>::None))
+                .col_expr(job::Column::FinishedAt, Expr::value(now))
+                .col_expr(job::Column::UpdatedAt, Expr::value(now))
+                .filter(job::Column::Id.is_in(done.iter().map(|context| context.id)))
+                .filter(job::Column::Status.eq(Status::Running.as_str()))
+                .filter(job::Column::LeaseId.is_in(done.iter().map(|context| context.lease_id)))
+                .exec(conn)
+                .await?;
+        }
+        for (context, finish) in finished {
+            let (status, run_at, error, finished_at) = match finish {
+                Finish::Done => continue,
+                Finish::Again { at, error } => (Status::Queued, Some(*at), error.clone(), None),
+                Finish::Dead(error) => (Status::Dead, None, Some(error.clone()), Some(now)),
+            };
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+            let mut update = job::Entity::update_many()
+                .col_expr(job::Column::Status, Expr::value(status.as_str()))
+                .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
+                .col_expr(
+                    job::Column::LeasedUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .col_expr(job::Column::LastError, Expr::value(error))
+                .col_expr(job::Column::FinishedAt, Expr::value(finished_at))
+                .col_expr(job::Column::UpdatedAt, Expr::value(now));
+            if let Some(at) = run_at {
+                update = update.col_expr(job::Column::RunAt, Expr::value(at));
+            }
+            update
+                .filter(job::Column::Id.eq(context.id))
+                .filter(job::Column::Status.eq(Status::Running.as_str()))
+                .filter(job::Column::LeaseId.eq(context.lease_id))
+                .exec(conn)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Withdraws a job that has not finished; returns whether it did. A running job's handler
     /// is not interrupted, but its outcome is ignored and it does not run again.
     pub async fn cancel(&self, conn: &impl ConnectionTrait, id: Uuid) -> anyhow::Result<bool> {
         let now = self.clock.now();
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let cancelled = job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(Status::Cancelled.as_str()))
             .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
@@ -251,7 +493,7 @@ impl Jobs {
 
     pub async fn resume_key(&self, conn: &impl ConnectionTrait, key: &str) -> anyhow::Result<()> {
         self.set_paused(conn, key, false).await?;
-        self.wake.notify_one();
+        self.wake();
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use entity::{job, job_key};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    Statement, TransactionTrait,
+    DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Set, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query},
 };
 use tokio::{sync::watch, task::JoinSet};
@@ -36,6 +36,12 @@ pub struct RuntimeSettings {
     pub poll: Duration,
     /// Finished and cancelled jobs are deleted this long after they finished; dead ones stay.
     pub retention: Duration,
+    /// Claim again once this many slots are free, or a moment after the first one freed:
+    /// for short jobs a claim after each would cost a transaction per job.
+    pub claim_batch: usize,
+    /// Whether this runtime fires the recurring schedules. One runtime per instance does;
+    /// others sharing its [`Jobs`] handle leave them to it rather than look too.
+    pub fires_schedules: bool,
 }
 
 impl Default for RuntimeSettings {
@@ -45,6 +51,8 @@ impl Default for RuntimeSettings {
             lease: Duration::from_secs(60),
             poll: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 60 * 60),
+            claim_batch: 1,
+            fires_schedules: true,
         }
     }
 }
@@ -53,6 +61,8 @@ impl Default for RuntimeSettings {
 const METRICS_EVERY: Duration = Duration::from_secs(5);
 /// How often finished jobs are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+/// How long a freed slot waits for others (see [`RuntimeSettings::claim_batch`]).
+const REFILL_DELAY: Duration = Duration::from_millis(5);
 /// Candidates read beyond the free slots, so jobs held back by a key's limits do not starve
 /// the ones behind them.
 const LOOKAHEAD: usize = 32;
@@ -71,6 +81,37 @@ pub struct KeyLimit {
     /// Jobs of one key running at once.
     pub concurrency: Option<usize>,
     pub rate: Option<Rate>,
+    /// Counts `concurrency` on each instance alone, in memory, from the claim until the
+    /// handler lets go of the key ([`JobContext::release_key`]) or ends — instead of across
+    /// instances from the table, until the job's end is written. For work whose limited part
+    /// (a webhook's request) ends before its bookkeeping does.
+    pub per_instance: bool,
+}
+
+/// The jobs of per-instance limited keys running on this instance, by key.
+type LocalCounts = Arc<Mutex<HashMap<String, usize>>>;
+
+/// A job's place in its key's per-instance count ([`KeyLimit::per_instance`]); dropping it
+/// gives the place back and lets the runtime claim again.
+#[derive(Debug)]
+pub(super) struct KeySlot {
+    counts: LocalCounts,
+    key: String,
+    released: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+        drop(counts);
+        self.released.notify_one();
+    }
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
@@ -90,6 +131,10 @@ pub struct Runtime {
     queues: HashMap<&'static str, Queue>,
     limits: HashMap<String, KeyLimit>,
     schedules: Vec<Recurring>,
+    wake: Arc<tokio::sync::Notify>,
+    local: LocalCounts,
+    /// Notified when a job gives back its place in a per-instance count.
+    released: Arc<tokio::sync::Notify>,
 }
 
 impl Runtime {
@@ -103,13 +148,23 @@ impl Runtime {
         settings: RuntimeSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::sharing(db, settings, &Jobs::new(clock))
+    }
+
+    /// A runtime on `jobs`, a handle other runtimes of this instance share: it runs the queues
+    /// registered on it alone, with its own pool, slots and lease, and wakes whenever any job
+    /// is enqueued through the handle.
+    pub fn sharing(db: DatabaseConnection, settings: RuntimeSettings, jobs: &Jobs) -> Self {
         Self {
             db,
-            jobs: Jobs::new(clock),
+            wake: jobs.subscribe(),
+            jobs: jobs.clone(),
             settings,
             queues: HashMap::new(),
             limits: HashMap::new(),
             schedules: Vec::new(),
+            local: LocalCounts::default(),
+            released: Arc::default(),
         }
     }
 
@@ -172,20 +227,24 @@ impl Runtime {
         let runtime = Arc::new(self);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let (mut schedules_fired, mut gauges_read, mut pruned) = (None, None, None);
+        let mut freed = 0;
+        let mut claim_now = true;
         loop {
             // Ticks are seconds apart at the finest: no need to look on every wake.
-            if elapsed(&mut schedules_fired, runtime.settings.poll)
+            if runtime.settings.fires_schedules
+                && elapsed(&mut schedules_fired, runtime.settings.poll)
                 && let Err(error) = runtime.jobs.fire_due_schedules(&runtime.db).await
             {
                 tracing::warn!(error = ?error, "firing job schedules failed; retrying");
             }
-            while tasks.len() < runtime.settings.max_in_flight {
+            while claim_now && tasks.len() < runtime.settings.max_in_flight {
                 let free = runtime.settings.max_in_flight - tasks.len();
                 match runtime.claim(free).await {
                     Ok(claimed) if claimed.is_empty() => break,
                     Ok(claimed) => {
                         for job in claimed {
-                            tasks.spawn(runtime.clone().execute(job));
+                            let slot = runtime.take_slot(&job);
+                            tasks.spawn(runtime.clone().execute(job, slot));
                         }
                     }
                     Err(error) => {
@@ -204,12 +263,27 @@ impl Runtime {
             {
                 tracing::warn!(error = ?error, "pruning finished jobs failed");
             }
-            tokio::select! {
-                () = runtime.jobs.wake.notified() => {}
-                () = tokio::time::sleep(runtime.settings.poll) => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = stop.wait_for(|stopped| *stopped) => break,
+            if claim_now {
+                freed = 0;
             }
+            let idle = if freed > 0 {
+                REFILL_DELAY
+            } else {
+                runtime.settings.poll
+            };
+            claim_now = tokio::select! {
+                () = runtime.wake.notified() => true,
+                () = tokio::time::sleep(idle) => true,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                    freed += 1;
+                    freed >= runtime.settings.claim_batch
+                }
+                () = runtime.released.notified() => {
+                    freed += 1;
+                    freed >= runtime.settings.claim_batch
+                }
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            };
         }
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(runtime.settings.lease, drain)
@@ -221,6 +295,33 @@ impl Runtime {
         if let Err(error) = runtime.db.clone().close().await {
             tracing::warn!(error = ?error, "closing the job runtime's pool failed");
         }
+    }
+
+    /// Counts a claimed job in its key's per-instance count, when its key has one.
+    fn take_slot(&self, job: &job::Model) -> Option<KeySlot> {
+        let key = job.job_key.as_deref()?;
+        self.limit_of(key).filter(|limit| limit.per_instance)?;
+        *self
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.to_string())
+            .or_default() += 1;
+        Some(KeySlot {
+            counts: self.local.clone(),
+            key: key.to_string(),
+            released: self.released.clone(),
+        })
+    }
+
+    /// How many of `key`'s jobs this instance runs, by its per-instance count.
+    fn running_here(&self, key: &str) -> usize {
+        self.local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The limits of `key`: its own name's, or its prefix's before the first `:`.
@@ -240,11 +341,13 @@ impl Runtime {
         // Read after waiting for the lock: rate windows count the time a job really starts.
         let now = self.jobs.now();
         requeue_expired_leases(&txn, &queues, now).await?;
+        let saturated = self.saturated_keys(&txn).await?;
         let paused_keys = Query::select()
             .column(job_key::Column::Key)
             .from(job_key::Entity)
             .and_where(job_key::Column::Paused.eq(true))
             .to_owned();
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let mut due = job::Entity::find()
             .filter(job::Column::Status.eq(Status::Queued.as_str()))
             .filter(job::Column::RunAt.lte(now))
@@ -253,6 +356,16 @@ impl Runtime {
                 Condition::any()
                     .add(job::Column::JobKey.is_null())
                     .add(job::Column::JobKey.not_in_subquery(paused_keys)),
+            )
+            .apply_if(
+                (!saturated.is_empty()).then_some(saturated),
+                |due, saturated| {
+                    due.filter(
+                        Condition::any()
+                            .add(job::Column::JobKey.is_null())
+                            .add(job::Column::JobKey.is_not_in(saturated)),
+                    )
+                },
             )
             .order_by_desc(job::Column::Priority)
             .order_by_asc(job::Column::RunAt)
@@ -286,6 +399,7 @@ impl Runtime {
         }
         keys.save(&txn, now).await?;
         if !dead.is_empty() {
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             job::Entity::update_many()
                 .col_expr(job::Column::Status, Expr::value(Status::Dead.as_str()))
                 .col_expr(job::Column::FinishedAt, Expr::value(now))
@@ -300,6 +414,7 @@ impl Runtime {
         }
         let lease_id = Uuid::new_v4();
         let leased_until = now + self.lease();
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(Status::Running.as_str()))
             .col_expr(
@@ -324,12 +439,58 @@ impl Runtime {
         Ok(claimed)
     }
 
+    /// The keys already running as many jobs as their concurrency allows. They are left out
+    /// of a claim's candidates, so that one busy key's backlog (a slow webhook endpoint's)
+    /// never fills the candidates and holds back the keys behind it.
+    async fn saturated_keys(&self, txn: &DatabaseTransaction) -> anyhow::Result<Vec<String>> {
+        if !self
+            .limits
+            .values()
+            .any(|limit| limit.concurrency.is_some())
+        {
+            return Ok(Vec::new());
+        }
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+        let running: Vec<(String, i64)> = job::Entity::find()
+            .select_only()
+            .column(job::Column::JobKey)
+            .column_as(job::Column::Id.count(), "count")
+            .filter(job::Column::Status.eq(Status::Running.as_str()))
+            .filter(job::Column::JobKey.is_not_null())
+            .group_by(job::Column::JobKey)
+            .into_tuple()
+            .all(txn)
+            .await?;
+        let mut saturated: Vec<String> = running
+            .into_iter()
+            .filter(|(key, count)| {
+                self.limit_of(key)
+                    .filter(|limit| !limit.per_instance)
+                    .and_then(|limit| limit.concurrency)
+                    .is_some_and(|limit| usize::try_from(*count).unwrap_or(usize::MAX) >= limit)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        let local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        saturated.extend(
+            local
+                .iter()
+                .filter(|(key, count)| {
+                    self.limit_of(key)
+                        .and_then(|limit| limit.concurrency)
+                        .is_some_and(|limit| **count >= limit)
+                })
+                .map(|(key, _)| key.clone()),
+        );
+        Ok(saturated)
+    }
+
     fn lease(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::minutes(1))
     }
 
     /// Runs one claimed job, renewing its lease meanwhile, and records the outcome.
-    async fn execute(self: Arc<Self>, job: job::Model) {
+    async fn execute(self: Arc<Self>, job: job::Model, slot: Option<KeySlot>) {
         let Some(queue) = self.queues.get(job.queue.as_str()) else {
             return;
         };
@@ -343,9 +504,12 @@ impl Runtime {
             company_id: job.company_id,
             key: job.job_key.clone(),
             started_at,
+            lease_id: job.lease_id.unwrap_or_default(),
+            finished: Arc::default(),
+            key_slot: Arc::new(Mutex::new(slot)),
         };
         let timer = std::time::Instant::now();
-        let outcome = match (queue.handler)(context, job.payload.clone()) {
+        let outcome = match (queue.handler)(context.clone(), job.payload.clone()) {
             Err(undecodable) => Err((undecodable, true)),
             Ok(mut running) => loop {
                 tokio::select! {
@@ -359,8 +523,22 @@ impl Runtime {
             },
         };
         metrics::histogram!("job_duration_seconds", &labels).record(timer.elapsed().as_secs_f64());
-        let recorded = match outcome {
-            Ok(()) => {
+        let recorded = match outcome.map(|()| context.finished_as()) {
+            // The handler wrote the attempt's end with its own work.
+            Ok(Some(finished)) => {
+                if finished.failed {
+                    metrics::counter!("jobs_failed_total", &labels).increment(1);
+                }
+                match finished.status {
+                    Status::Done => {
+                        metrics::counter!("jobs_completed_total", &labels).increment(1);
+                    }
+                    Status::Dead => metrics::counter!("jobs_dead_total", &labels).increment(1),
+                    _ => {}
+                }
+                Ok(())
+            }
+            Ok(None) => {
                 metrics::counter!("jobs_completed_total", &labels).increment(1);
                 self.finish(&job, Status::Done, None, None).await
             }
@@ -387,11 +565,13 @@ impl Runtime {
             // The lease expires and the job runs again: at least once.
             tracing::warn!(error = ?error, job = %job.id, "recording a job's outcome failed");
         }
+        context.release_key();
     }
 
     /// Extends the lease of a job still held by this claim.
     async fn renew(&self, job: &job::Model) -> anyhow::Result<()> {
         let now = self.jobs.now();
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         job::Entity::update_many()
             .col_expr(job::Column::LeasedUntil, Expr::value(now + self.lease()))
             .filter(held(job))
@@ -410,6 +590,7 @@ impl Runtime {
     ) -> anyhow::Result<()> {
         let now = self.jobs.now();
         let finished_at = (status != Status::Queued).then_some(now);
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let mut update = job::Entity::update_many()
             .col_expr(job::Column::Status, Expr::value(status.as_str()))
             .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
@@ -432,6 +613,7 @@ impl Runtime {
 
     /// `jobs_queued` and `jobs_running` per queue of this runtime.
     async fn report_gauges(&self) -> anyhow::Result<()> {
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let counts: Vec<(String, String, i64)> = job::Entity::find()
             .select_only()
             .column(job::Column::Queue)
@@ -464,6 +646,7 @@ impl Runtime {
     async fn prune(&self) -> anyhow::Result<()> {
         let retention = chrono::Duration::from_std(self.settings.retention)
             .unwrap_or(chrono::Duration::weeks(1));
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         job::Entity::delete_many()
             .filter(job::Column::Status.is_in([Status::Done.as_str(), Status::Cancelled.as_str()]))
             .filter(job::Column::FinishedAt.lt(self.jobs.now() - retention))
@@ -511,6 +694,7 @@ async fn requeue_expired_leases(
     queues: &[&str],
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
     job::Entity::update_many()
         .col_expr(job::Column::Status, Expr::value(Status::Queued.as_str()))
         .col_expr(job::Column::LeaseId, Expr::value(Option::<Uuid>::None))
@@ -562,6 +746,19 @@ impl KeyAllowance {
             let Some(limit) = runtime.limit_of(key) else {
                 continue;
             };
+            if limit.per_instance && limit.rate.is_none() {
+                // Nothing of it is shared with other instances: no row to lock.
+                keys.insert(
+                    key.to_string(),
+                    Allowance {
+                        limit,
+                        running: runtime.running_here(key),
+                        recent_starts: Vec::new(),
+                        started: false,
+                    },
+                );
+                continue;
+            }
             job_key::Entity::insert(job_key::ActiveModel {
                 key: Set(key.to_string()),
                 paused: Set(false),
@@ -575,6 +772,7 @@ impl KeyAllowance {
             )
             .exec_without_returning(txn)
             .await?;
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             let mut row = job_key::Entity::find_by_id(key.to_string());
             if txn.get_database_backend() == DatabaseBackend::Postgres {
                 row = row.lock(LockType::Update);
@@ -583,18 +781,24 @@ impl KeyAllowance {
                 .one(txn)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("job key {key} vanished"))?;
-            let running = job::Entity::find()
-                .filter(job::Column::JobKey.eq(key))
-                .filter(job::Column::Status.eq(Status::Running.as_str()))
-                .count(txn)
-                .await?;
+            let running = if limit.per_instance {
+                runtime.running_here(key)
+            } else {
+                #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+                let running = job::Entity::find()
+                    .filter(job::Column::JobKey.eq(key))
+                    .filter(job::Column::Status.eq(Status::Running.as_str()))
+                    .count(txn)
+                    .await?;
+                usize::try_from(running).unwrap_or(usize::MAX)
+            };
             let recent_starts: Vec<DateTime<Utc>> =
                 serde_json::from_str(&row.recent_starts).unwrap_or_default();
             keys.insert(
                 key.to_string(),
                 Allowance {
                     limit,
-                    running: usize::try_from(running).unwrap_or(usize::MAX),
+                    running,
                     recent_starts,
                     started: false,
                 },
@@ -643,6 +847,7 @@ impl KeyAllowance {
     /// Writes the rate-limited keys' new starts.
     async fn save(&self, txn: &DatabaseTransaction, now: DateTime<Utc>) -> anyhow::Result<()> {
         for (key, allowance) in self.keys.iter().filter(|(_, allowance)| allowance.started) {
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             job_key::Entity::update_many()
                 .col_expr(
                     job_key::Column::RecentStarts,

@@ -122,6 +122,7 @@ impl Jobs {
             .add(job_schedule::Column::TimeZone.ne(recurring.time_zone.name()))
             .add(job_schedule::Column::Queue.ne(recurring.queue))
             .add(job_schedule::Column::Payload.ne(recurring.payload.as_str()));
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let update = job_schedule::Entity::update_many()
             .set(row)
             .filter(job_schedule::Column::Name.eq(recurring.name.as_str()))
@@ -139,6 +140,7 @@ impl Jobs {
         let now = self.now();
         let txn = db.begin().await?;
         take_write_lock(&txn).await?;
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
         let mut due = job_schedule::Entity::find()
             .filter(job_schedule::Column::NextRunAt.lte(now))
             .limit(BATCH);
@@ -162,6 +164,7 @@ impl Jobs {
             let time_zone = Tz::from_str(&schedule.time_zone)
                 .map_err(|error| anyhow::anyhow!("schedule {}: {error}", schedule.name))?;
             let next = next_tick(&parse(&schedule.cron)?, time_zone, now.max(tick))?;
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
             job_schedule::Entity::update_many()
                 .col_expr(job_schedule::Column::NextRunAt, Expr::value(next))
                 .col_expr(job_schedule::Column::UpdatedAt, Expr::value(now))

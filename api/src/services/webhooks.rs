@@ -237,7 +237,11 @@ pub async fn update_endpoint(
         .ok_or(ApiError::NotFound("webhook endpoint"))?;
     txn.commit().await?;
     if changes.enabled == Some(true) {
-        state.deliveries_wake.notify_one();
+        // Its deliveries were held behind its paused job key (webhooks::worker).
+        state
+            .jobs
+            .resume_key(&state.db, &webhooks::worker::endpoint_key(id))
+            .await?;
     }
     Ok(endpoint)
 }
@@ -414,8 +418,9 @@ pub async fn redeliver(
             "this delivery is being sent right now; try again when the attempt is recorded".into(),
         ));
     }
-    state.deliveries_wake.notify_one();
-    delivery(state, actor, id).await
+    let restarted = delivery(state, actor, id).await?;
+    webhooks::worker::rearm(&state.jobs, &state.db, &restarted.delivery).await?;
+    Ok(restarted)
 }
 
 /// Queues a `webhook.test` delivery to the endpoint.
@@ -455,8 +460,11 @@ pub async fn send_test(
             now,
         ))
         .await?;
+    // The delivery and its job commit together; the wake after the commit lets this
+    // instance's runtime claim it at once.
+    webhooks::worker::rearm(&state.jobs, &txn, &created).await?;
     txn.commit().await?;
-    state.deliveries_wake.notify_one();
+    state.jobs.wake();
     Ok(DeliveryWithAttempts {
         delivery: created,
         attempts: Vec::new(),

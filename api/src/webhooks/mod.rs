@@ -1,9 +1,10 @@
 //! Webhooks in both directions.
 //!
 //! Outgoing: the outbox relay turns each committed event into one delivery per subscribed
-//! endpoint ([`enqueue`]), in the transaction that marks the event relayed; the [`worker`]
-//! claims due deliveries and sends them signed ([`signature`]) through the address guard
-//! ([`sender`]), retrying on the configured schedule.
+//! endpoint ([`enqueue`]), each with its job, in the transaction that marks the event relayed;
+//! the [`worker`] runs those jobs on the job runtime and sends the deliveries signed
+//! ([`signature`]) through the address guard ([`sender`]), retrying on the configured
+//! schedule.
 //!
 //! Incoming: [`incoming`] verifies what providers post to `/webhooks/in/{provider}/{company}`
 //! and stores each event once.
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use entity::{outbox, webhook_delivery, webhook_endpoint};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TryIntoModel};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -74,13 +75,19 @@ pub fn envelope(
     .to_string()
 }
 
-/// Creates the deliveries of freshly relayed events; returns how many. Runs in the relay's
-/// transaction, so an event is marked relayed only together with its deliveries, and a
-/// republished event adds none twice (one delivery per endpoint and event).
-pub async fn enqueue(db: &impl ConnectionTrait, events: &[outbox::Model]) -> anyhow::Result<u64> {
+/// Creates the deliveries of freshly relayed events and their jobs; returns how many. Runs in
+/// the relay's transaction, so an event is marked relayed only together with its deliveries,
+/// and a republished event adds none twice (one delivery per endpoint and event; the job of a
+/// delivery not added finds nothing to send). Wake `jobs` after the commit.
+pub async fn enqueue(
+    db: &impl ConnectionTrait,
+    jobs: &crate::jobs::Jobs,
+    events: &[outbox::Model],
+) -> anyhow::Result<u64> {
     let mut companies: Vec<Uuid> = events.iter().map(|event| event.company_id).collect();
     companies.sort_unstable();
     companies.dedup();
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the relay's batch mixes companies
     let endpoints = webhook_endpoint::Entity::find()
         .filter(webhook_endpoint::Column::CompanyId.is_in(companies))
         .filter(webhook_endpoint::Column::Enabled.eq(true))
@@ -128,6 +135,11 @@ pub async fn enqueue(db: &impl ConnectionTrait, events: &[outbox::Model]) -> any
     }
     let count = deliveries.len() as u64;
     if count > 0 {
+        let models = deliveries
+            .iter()
+            .map(|delivery| delivery.clone().try_into_model())
+            .collect::<Result<Vec<_>, _>>()?;
+        worker::schedule(jobs, db, &models).await?;
         webhook_delivery::Entity::insert_many(deliveries)
             .on_conflict_do_nothing_on([
                 webhook_delivery::Column::EndpointId,

@@ -1,27 +1,44 @@
-//! The delivery worker: claims due deliveries, sends each signed, records every attempt.
+//! The delivery worker: sends each due delivery signed and records every attempt, as jobs of
+//! the job runtime ([`crate::jobs`]).
 //!
-//! Claiming sets a lease (`leased_until`) with a conditional update, so a delivery goes to one
-//! worker at a time; on PostgreSQL the candidates are read `FOR UPDATE SKIP LOCKED`, so several
-//! instances share the work without waiting on each other. A worker that dies mid-attempt
-//! leaves its lease to expire, and the delivery goes out again with the same `webhook-id` —
-//! at least once, never lost.
+//! Each delivery has one job on the `webhooks` queue, whose id is the delivery's. It is
+//! written with the delivery (the relay's transaction, [`schedule`]) and runs at the
+//! delivery's next attempt: the runtime's claim (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the
+//! write lock on SQLite) hands it to one instance at a time, best first — oldest first within
+//! an endpoint, as the jobs run at their deliveries' `next_attempt_at`. A worker that dies
+//! mid-attempt stops renewing the job's lease, which expires, and the delivery goes out again
+//! with the same `webhook-id`: at least once, never lost.
 //!
-//! Each attempt runs in its own task under a deadline, with a cap on attempts in flight per
-//! endpoint, so a slow or dead endpoint holds a few slots and never the others' deliveries.
-//! Outcomes are recorded by one recorder in batches — one transaction for every attempt that
-//! finished meanwhile — so the database's commit rate does not cap the delivery rate; until
-//! an outcome is recorded its delivery stays leased. A batch mixes tenants, so no outcome may
-//! cost the others theirs: on PostgreSQL a delivery deleted meanwhile (with its endpoint) is
-//! left out of the batch, and a batch that still fails while the database answers is split
-//! until the outcome at fault stands alone, and is recorded without its excerpts, dropped when
-//! its delivery is gone, or given up alone.
+//! The job key is the endpoint's (`webhook-endpoint:{id}`), limited to
+//! `max_in_flight_per_endpoint` requests at once per instance (a per-instance key limit, given
+//! back as soon as the request has its answer), so a slow or dead endpoint holds a few slots
+//! and never the others' deliveries; the runtime's own slots (`max_in_flight`) are this
+//! worker's. A disabled endpoint's key is
+//! paused, so its deliveries wait, unclaimed, until it is enabled again.
 //!
-//! Retries wait their scheduled delay plus a few percent of it at random, so endpoints that
-//! failed together do not all come back at the same instant.
+//! Throughput comes from batching on both sides of the attempts. The runtime claims once a
+//! few slots are free ([`crate::jobs::RuntimeSettings::claim_batch`]), and one dispatcher
+//! reads the claimed deliveries and their endpoints with one query each. Outcomes are recorded
+//! by one recorder in batches — one transaction for every attempt that finished meanwhile,
+//! the jobs' ends included ([`Jobs::finish_within`]) — so the database's commit rate does not
+//! cap the delivery rate; until an outcome is recorded its job stays leased. A batch mixes
+//! tenants, so no outcome may cost the others theirs: on PostgreSQL a delivery deleted
+//! meanwhile (with its endpoint) is left out of the batch, and a batch that still fails while
+//! the database answers is split until the outcome at fault stands alone, and is recorded
+//! without its excerpts, dropped when its delivery is gone, or given up alone — its job then
+//! fails, and the runtime runs it again after one lease, as an expired lease would.
+//!
+//! A failed attempt's job comes back at the delivery's next attempt on the webhook schedule,
+//! plus a few percent of its delay at random, so endpoints that failed together do not all
+//! come back at the same instant; after the schedule's last attempt the delivery is dead and
+//! so is its job.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -29,15 +46,12 @@ use chrono::{DateTime, Utc};
 use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
 use rand::Rng;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query},
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
+    QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, ExprTrait, LockType},
 };
 use serde_json::json;
-use tokio::{
-    sync::{Notify, mpsc, watch},
-    task::JoinSet,
-};
+use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
@@ -48,14 +62,69 @@ use super::{
 use crate::{
     configuration::WebhookSettings,
     crypto::{Purpose, SecretBox},
+    jobs::{
+        Enqueue, Finish, Job, JobContext, Jobs, KeyLimit, RetryPolicy, Runtime, RuntimeSettings,
+    },
     services::outbox,
 };
 
-/// How often the worker looks for due deliveries without being woken (retries coming due,
+/// How often the runtime looks for due deliveries without being woken (retries coming due,
 /// deliveries of other instances' events, expired leases).
 const POLL: Duration = Duration::from_millis(500);
-/// How long a freed slot waits for others before the worker claims anyway.
-const REFILL_DELAY: Duration = Duration::from_millis(5);
+
+/// The job of one delivery; the job's id is the delivery's.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Deliver;
+
+impl Job for Deliver {
+    const QUEUE: &'static str = "webhooks";
+}
+
+/// The job keys of endpoints are `webhook-endpoint:{id}`.
+const ENDPOINT_KEY: &str = "webhook-endpoint";
+
+/// The job key of an endpoint's deliveries: paused while it is disabled.
+pub fn endpoint_key(endpoint_id: Uuid) -> String {
+    format!("{ENDPOINT_KEY}:{endpoint_id}")
+}
+
+fn job_of(delivery: &webhook_delivery::Model) -> (Deliver, Enqueue) {
+    (
+        Deliver,
+        Enqueue::default()
+            .id(delivery.id)
+            .run_at(delivery.next_attempt_at)
+            .key(endpoint_key(delivery.endpoint_id))
+            .company(delivery.company_id),
+    )
+}
+
+/// Writes the jobs of new deliveries on `conn`, the transaction that writes the deliveries;
+/// call [`Jobs::wake`] once it committed.
+pub async fn schedule(
+    jobs: &Jobs,
+    conn: &impl ConnectionTrait,
+    deliveries: &[webhook_delivery::Model],
+) -> anyhow::Result<()> {
+    jobs.enqueue_many(conn, deliveries.iter().map(job_of)).await
+}
+
+/// Sends `delivery` at its next attempt, whatever its job did before: one that finished runs
+/// again, one pruned since is written anew; one running records its attempt first.
+pub async fn rearm(
+    jobs: &Jobs,
+    conn: &impl ConnectionTrait,
+    delivery: &webhook_delivery::Model,
+) -> anyhow::Result<()> {
+    if !jobs
+        .rerun(conn, delivery.id, delivery.next_attempt_at)
+        .await?
+    {
+        schedule(jobs, conn, std::slice::from_ref(delivery)).await?;
+    }
+    jobs.wake();
+    Ok(())
+}
 
 /// What the worker needs; cheap to clone into each attempt's task.
 #[derive(Clone)]
@@ -64,110 +133,164 @@ pub struct Worker {
     pub sender: Sender,
     pub secrets: SecretBox,
     pub settings: WebhookSettings,
-    /// Notified when deliveries were created.
-    pub wake: Arc<Notify>,
+    /// Enqueues and pauses the deliveries' jobs; the runtime shares it.
+    pub jobs: Jobs,
     /// Notified when the worker wrote outbox events (an endpoint was disabled).
     pub relay_wake: Arc<Notify>,
 }
 
-/// Runs until `stop` turns true, then lets attempts in flight finish within their deadline.
-pub async fn run(worker: Worker, mut stop: watch::Receiver<bool>) {
-    let (outcomes, recorded) = mpsc::channel(RECORD_BATCH * 4);
-    let recorder = tokio::spawn(record_outcomes(worker.clone(), recorded));
-    let mut in_flight: HashMap<Uuid, usize> = HashMap::new();
-    let mut tasks: JoinSet<Uuid> = JoinSet::new();
-    // Slots freed since the last claim. Claiming after every single attempt would cost a
-    // claim per delivery; waiting for a few (or a moment) leases them in one go.
-    let refill = (worker.settings.max_in_flight_per_endpoint / 2).max(1);
-    let mut freed = 0;
-    let mut claim_now = true;
-    loop {
-        while claim_now && tasks.len() < worker.settings.max_in_flight {
-            let free = worker.settings.max_in_flight - tasks.len();
-            match claim(&worker, free, &in_flight).await {
-                Ok(claimed) if claimed.is_empty() => break,
-                Ok(claimed) => {
-                    for (delivery, target) in claimed {
-                        *in_flight.entry(delivery.endpoint_id).or_default() += 1;
-                        tasks.spawn(attempt(
-                            worker.sender.clone(),
-                            delivery,
-                            target,
-                            outcomes.clone(),
-                        ));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(error = ?error, "claiming webhook deliveries failed; retrying");
-                    break;
-                }
-            }
-        }
-        if claim_now {
-            freed = 0;
-        }
-        let idle = if freed > 0 { REFILL_DELAY } else { POLL };
-        claim_now = tokio::select! {
-            () = worker.wake.notified() => true,
-            () = tokio::time::sleep(idle) => true,
-            Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(endpoint_id) = finished {
-                    release(&mut in_flight, endpoint_id);
-                }
-                freed += 1;
-                freed >= refill
-            }
-            _ = stop.wait_for(|stopped| *stopped) => break,
+/// A claimed delivery's job, waiting for the dispatcher; `answer` ends the job's handler.
+struct Claimed {
+    context: JobContext,
+    answer: Answer,
+}
+
+/// `Ok` once the attempt's end is written (or nothing was left to do); an error fails the job.
+type Answer = oneshot::Sender<anyhow::Result<()>>;
+
+/// Most claimed deliveries read at once.
+const DISPATCH_BATCH: usize = 256;
+
+impl Worker {
+    /// This instance's runtime of the `webhooks` queue, on the worker's pool, with the
+    /// dispatcher and the recorder it hands the attempts to; those two end after the runtime.
+    pub fn runtime(self) -> Runtime {
+        let settings = RuntimeSettings {
+            max_in_flight: self.settings.max_in_flight,
+            lease: self.settings.lease(),
+            poll: POLL,
+            claim_batch: (self.settings.max_in_flight_per_endpoint / 2).max(1),
+            fires_schedules: false,
+            ..RuntimeSettings::default()
         };
-    }
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(worker.settings.lease(), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("webhook attempts still running at shutdown; their leases will expire");
-    }
-    drop(outcomes);
-    if recorder.await.is_err() {
-        tracing::warn!("the webhook outcome recorder ended abnormally");
+        // Failures to send are the webhook schedule's business (`Finish::Again`); a job fails
+        // only when its outcome could not be recorded, and then goes out again after a lease,
+        // as when its worker was killed.
+        let retry = RetryPolicy {
+            max_attempts: u32::MAX,
+            first_delay: self.settings.lease(),
+            max_delay: self.settings.lease(),
+            jitter: 0.05,
+        };
+        let mut runtime = Runtime::sharing(self.db.clone(), settings, &self.jobs);
+        let (claims, claimed) = mpsc::channel(self.settings.max_in_flight.max(1));
+        let (outcomes, recorded) = mpsc::channel(RECORD_BATCH * 4);
+        tokio::spawn(record_outcomes(self.clone(), recorded));
+        tokio::spawn(dispatch(self.clone(), claimed, outcomes));
+        runtime
+            .limit(
+                ENDPOINT_KEY,
+                KeyLimit {
+                    concurrency: Some(self.settings.max_in_flight_per_endpoint),
+                    rate: None,
+                    per_instance: true,
+                },
+            )
+            .handle(retry, move |context, Deliver| {
+                let claims = claims.clone();
+                async move {
+                    let (answer, answered) = oneshot::channel();
+                    claims
+                        .send(Claimed { context, answer })
+                        .await
+                        .map_err(|_| anyhow::anyhow!("the webhook dispatcher stopped"))?;
+                    answered
+                        .await
+                        .map_err(|_| anyhow::anyhow!("the webhook attempt ended unrecorded"))?
+                }
+            });
+        runtime
     }
 }
 
-fn release(in_flight: &mut HashMap<Uuid, usize>, endpoint_id: Uuid) {
-    if let Some(count) = in_flight.get_mut(&endpoint_id) {
-        *count -= 1;
-        if *count == 0 {
-            in_flight.remove(&endpoint_id);
+/// Reads the claimed deliveries in batches and starts their attempts.
+async fn dispatch(
+    worker: Worker,
+    mut claims: mpsc::Receiver<Claimed>,
+    outcomes: mpsc::Sender<(Attempted, Answer)>,
+) {
+    let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+    while claims.recv_many(&mut batch, DISPATCH_BATCH).await > 0 {
+        // The jobs of one claim start together: letting them all arrive reads them at once.
+        tokio::task::yield_now().await;
+        while batch.len() < DISPATCH_BATCH
+            && let Ok(more) = claims.try_recv()
+        {
+            batch.push(more);
         }
+        start(&worker, std::mem::take(&mut batch), &outcomes).await;
     }
 }
 
-/// Due now and not leased by anyone.
-fn due(now: DateTime<Utc>) -> Condition {
-    Condition::all()
-        .add(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
-        .add(webhook_delivery::Column::NextAttemptAt.lte(now))
-        .add(
-            Condition::any()
-                .add(webhook_delivery::Column::LeasedUntil.is_null())
-                .add(webhook_delivery::Column::LeasedUntil.lt(now)),
-        )
+/// Where a claimed delivery goes, with the endpoint's secrets opened once per batch.
+pub struct Target {
+    endpoint: webhook_endpoint::Model,
+    /// `None` when the stored secret cannot be opened (wrong key): every attempt fails.
+    secrets: Option<Vec<SigningSecret>>,
 }
 
-/// Leases up to `free` due deliveries, at most the per-endpoint cap for each endpoint, each
-/// with where it goes.
-async fn claim(
+/// Starts the attempts of a batch of claimed deliveries.
+async fn start(worker: &Worker, batch: Vec<Claimed>, outcomes: &mpsc::Sender<(Attempted, Answer)>) {
+    let ids: Vec<Uuid> = batch.iter().map(|claimed| claimed.context.id).collect();
+    let mut found = match load(worker, &ids).await {
+        Ok(found) => found,
+        Err(error) => {
+            let error = format!("{error:#}");
+            for claimed in batch {
+                let _ = claimed
+                    .answer
+                    .send(Err(anyhow::anyhow!("reading the delivery failed: {error}")));
+            }
+            return;
+        }
+    };
+    let mut held = Vec::new();
+    for claimed in batch {
+        // Delivered, dead, or deleted with its endpoint since the job was written: nothing to
+        // send, and the job is done.
+        let Some((delivery, target)) = found.remove(&claimed.context.id) else {
+            let _ = claimed.answer.send(Ok(()));
+            continue;
+        };
+        if !target.endpoint.enabled {
+            held.push((claimed, target.endpoint.id));
+            continue;
+        }
+        tokio::spawn(attempt(
+            worker.sender.clone(),
+            delivery,
+            target,
+            claimed,
+            outcomes.clone(),
+        ));
+    }
+    if !held.is_empty() {
+        hold(worker, held).await;
+    }
+}
+
+/// The pending deliveries among `ids` with where they go; those whose endpoint is enabled are
+/// leased on their row for as long as their job is, so `redeliverWebhook` leaves them be.
+async fn load(
     worker: &Worker,
-    free: usize,
-    in_flight: &HashMap<Uuid, usize>,
-) -> anyhow::Result<Vec<(webhook_delivery::Model, Arc<Target>)>> {
-    let leased = lease_due(worker, free, in_flight).await?;
-    if leased.is_empty() {
-        return Ok(Vec::new());
+    ids: &[Uuid],
+) -> anyhow::Result<HashMap<Uuid, (webhook_delivery::Model, Arc<Target>)>> {
+    #[allow(clippy::disallowed_methods)] // cross-tenant: claimed deliveries
+    let deliveries = webhook_delivery::Entity::find()
+        .filter(webhook_delivery::Column::Id.is_in(ids.iter().copied()))
+        .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending.as_str()))
+        .all(&worker.db)
+        .await?;
+    if deliveries.is_empty() {
+        return Ok(HashMap::new());
     }
-    let mut endpoint_ids: Vec<Uuid> = leased.iter().map(|delivery| delivery.endpoint_id).collect();
+    let mut endpoint_ids: Vec<Uuid> = deliveries
+        .iter()
+        .map(|delivery| delivery.endpoint_id)
+        .collect();
     endpoint_ids.sort_unstable();
     endpoint_ids.dedup();
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the endpoints of those deliveries
     let targets: HashMap<Uuid, Arc<Target>> = webhook_endpoint::Entity::find()
         .filter(webhook_endpoint::Column::Id.is_in(endpoint_ids))
         .all(&worker.db)
@@ -181,124 +304,98 @@ async fn claim(
         })
         .collect();
     // A delivery whose endpoint was deleted since went with it (cascade); none is left here.
-    Ok(leased
+    let found: HashMap<Uuid, (webhook_delivery::Model, Arc<Target>)> = deliveries
         .into_iter()
         .filter_map(|delivery| {
             let target = targets.get(&delivery.endpoint_id)?.clone();
-            Some((delivery, target))
+            Some((delivery.id, (delivery, target)))
         })
-        .collect())
-}
-
-/// Where a claimed delivery goes, with the endpoint's secrets opened once per claim.
-pub struct Target {
-    endpoint: webhook_endpoint::Model,
-    /// `None` when the stored secret cannot be opened (wrong key): every attempt fails.
-    secrets: Option<Vec<SigningSecret>>,
-}
-
-/// Leases due deliveries endpoint by endpoint, each up to its free slots: finding the
-/// endpoints with due work and then each one's oldest deliveries are index lookups, so a claim
-/// costs the same however long one endpoint's backlog is.
-async fn lease_due(
-    worker: &Worker,
-    free: usize,
-    in_flight: &HashMap<Uuid, usize>,
-) -> anyhow::Result<Vec<webhook_delivery::Model>> {
-    let now = Utc::now();
-    let has_due_work = Query::select()
-        .expr(Expr::val(1))
-        .from(webhook_delivery::Entity)
-        .and_where(
-            Expr::col((
-                webhook_delivery::Entity,
-                webhook_delivery::Column::EndpointId,
-            ))
-            .equals((webhook_endpoint::Entity, webhook_endpoint::Column::Id)),
-        )
-        .cond_where(due(now))
-        .to_owned();
-    let endpoints: Vec<Uuid> = webhook_endpoint::Entity::find()
-        .select_only()
-        .column(webhook_endpoint::Column::Id)
-        .filter(webhook_endpoint::Column::Enabled.eq(true))
-        .filter(Expr::exists(has_due_work))
-        .into_tuple()
-        .all(&worker.db)
-        .await?;
-    let lease_until =
-        now + chrono::Duration::from_std(worker.settings.lease()).unwrap_or(chrono::Duration::MAX);
-    let mut leased = Vec::new();
-    for endpoint in endpoints {
-        let busy = in_flight.get(&endpoint).copied().unwrap_or(0);
-        let slots = worker
-            .settings
-            .max_in_flight_per_endpoint
-            .saturating_sub(busy)
-            .min(free - leased.len());
-        if slots == 0 {
-            continue;
-        }
-        let mut got = lease_oldest(worker, endpoint, slots, now, lease_until).await?;
-        leased.append(&mut got);
-        if leased.len() >= free {
-            break;
-        }
-    }
-    Ok(leased)
-}
-
-/// Leases up to `slots` of an endpoint's due deliveries, oldest first.
-async fn lease_oldest(
-    worker: &Worker,
-    endpoint: Uuid,
-    slots: usize,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-) -> anyhow::Result<Vec<webhook_delivery::Model>> {
-    let oldest_due = webhook_delivery::Entity::find()
-        .select_only()
-        .column(webhook_delivery::Column::Id)
-        .filter(webhook_delivery::Column::EndpointId.eq(endpoint))
-        .filter(due(now))
-        .order_by_asc(webhook_delivery::Column::NextAttemptAt)
-        .limit(slots as u64);
-    let lease = |ids: Vec<Uuid>| {
+        .collect();
+    let sending: Vec<Uuid> = found
+        .values()
+        .filter(|(_, target)| target.endpoint.enabled)
+        .map(|(delivery, _)| delivery.id)
+        .collect();
+    if !sending.is_empty() {
+        let now = Utc::now();
+        let lease_until = now
+            + chrono::Duration::from_std(worker.settings.lease()).unwrap_or(chrono::Duration::MAX);
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the claimed deliveries, any company's
         webhook_delivery::Entity::update_many()
             .col_expr(
                 webhook_delivery::Column::LeasedUntil,
                 Expr::value(lease_until),
             )
             .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
-            .filter(webhook_delivery::Column::Id.is_in(ids))
-            .filter(due(now))
-    };
-    match worker.db.get_database_backend() {
-        // The rows are picked and locked first, skipping those another instance is leasing
-        // right now, so instances never queue behind each other nor lease the same row.
-        DatabaseBackend::Postgres => {
-            let txn = worker.db.begin().await?;
-            let ids: Vec<Uuid> = oldest_due
-                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-                .into_tuple()
-                .all(&txn)
+            .filter(webhook_delivery::Column::Id.is_in(sending))
+            .exec(&worker.db)
+            .await?;
+    }
+    Ok(found)
+}
+
+/// Deliveries claimed although their endpoint is disabled (it was, after their job was
+/// claimed or written): their jobs go back to the queue behind the endpoint's paused key.
+async fn hold(worker: &Worker, held: Vec<(Claimed, Uuid)>) {
+    let mut endpoints: Vec<Uuid> = held.iter().map(|(_, endpoint)| *endpoint).collect();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    let now = worker.jobs.now();
+    let finishes: Vec<(&JobContext, Finish)> = held
+        .iter()
+        .map(|(claimed, _)| {
+            (
+                &claimed.context,
+                Finish::Again {
+                    at: now,
+                    error: None,
+                },
+            )
+        })
+        .collect();
+    let paused = async {
+        let txn = worker.db.begin().await?;
+        for endpoint in &endpoints {
+            worker
+                .jobs
+                .pause_key(&txn, &endpoint_key(*endpoint))
                 .await?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let leased = lease(ids).exec_with_returning(&txn).await?;
-            txn.commit().await?;
-            Ok(leased)
         }
-        // SQLite has one writer: reading then leasing with the due condition repeated cannot
-        // hand a row to two workers.
-        _ => {
-            let ids: Vec<Uuid> = oldest_due.into_tuple().all(&worker.db).await?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            Ok(lease(ids).exec_with_returning(&worker.db).await?)
+        worker.jobs.finish_within(&txn, &finishes).await?;
+        txn.commit().await?;
+        for (context, finish) in &finishes {
+            context.finished(finish);
         }
+        // Enabling an endpoint resumes its key after committing, so one enabled meanwhile
+        // shows here: its key is resumed again, not left paused.
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the endpoints of claimed deliveries
+        let enabled: Vec<Uuid> = webhook_endpoint::Entity::find()
+            .select_only()
+            .column(webhook_endpoint::Column::Id)
+            .filter(webhook_endpoint::Column::Id.is_in(endpoints.iter().copied()))
+            .filter(webhook_endpoint::Column::Enabled.eq(true))
+            .into_tuple()
+            .all(&worker.db)
+            .await?;
+        for endpoint in enabled {
+            worker
+                .jobs
+                .resume_key(&worker.db, &endpoint_key(endpoint))
+                .await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let error = paused.err().map(|error| format!("{error:#}"));
+    drop(finishes);
+    for (claimed, _) in held {
+        let answer = match &error {
+            None => Ok(()),
+            Some(error) => Err(anyhow::anyhow!(
+                "holding a disabled endpoint's delivery: {error}"
+            )),
+        };
+        let _ = claimed.answer.send(answer);
     }
 }
 
@@ -308,16 +405,19 @@ struct Attempted {
     target: Arc<Target>,
     outcome: Outcome,
     at: DateTime<Utc>,
+    context: JobContext,
+    /// The delivery was deleted with its endpoint meanwhile: nothing is left to record.
+    gone: AtomicBool,
 }
 
-/// Sends one delivery and hands the outcome to the recorder; returns the endpoint to free
-/// its slot.
+/// Sends one delivery and hands the outcome to the recorder.
 async fn attempt(
     sender: Sender,
     delivery: webhook_delivery::Model,
     target: Arc<Target>,
-    recorder: mpsc::Sender<Attempted>,
-) -> Uuid {
+    claimed: Claimed,
+    recorder: mpsc::Sender<(Attempted, Answer)>,
+) {
     let endpoint_id = delivery.endpoint_id;
     let outcome = match &target.secrets {
         Some(secrets) => {
@@ -338,6 +438,8 @@ async fn attempt(
             ..Outcome::default()
         },
     };
+    // The endpoint has its answer: its slot is free while the outcome waits to be recorded.
+    claimed.context.release_key();
     metrics::counter!(
         "webhook_attempts_total",
         "outcome" => if outcome.succeeded() { "delivered" } else { "failed" }
@@ -349,24 +451,39 @@ async fn attempt(
         target,
         outcome,
         at: Utc::now(),
+        context: claimed.context,
+        gone: AtomicBool::new(false),
     };
-    if recorder.send(attempted).await.is_err() {
-        tracing::warn!(%endpoint_id, "the recorder stopped; the lease will expire and the delivery go out again");
+    if let Err(mpsc::error::SendError((_, answer))) =
+        recorder.send((attempted, claimed.answer)).await
+    {
+        tracing::warn!(%endpoint_id, "the recorder stopped; the delivery will go out again");
+        let _ = answer.send(Err(anyhow::anyhow!("the webhook recorder stopped")));
     }
-    endpoint_id
 }
 
 /// Most outcomes recorded in one transaction.
 const RECORD_BATCH: usize = 256;
 
-/// Records outcomes as they arrive, as many per transaction as are waiting.
-async fn record_outcomes(worker: Worker, mut outcomes: mpsc::Receiver<Attempted>) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+/// Records outcomes as they arrive, as many per transaction as are waiting, then ends their
+/// jobs' handlers.
+async fn record_outcomes(worker: Worker, mut outcomes: mpsc::Receiver<(Attempted, Answer)>) {
+    let mut arrived = Vec::with_capacity(RECORD_BATCH);
+    while outcomes.recv_many(&mut arrived, RECORD_BATCH).await > 0 {
+        let (batch, answers): (Vec<Attempted>, Vec<Answer>) = arrived.drain(..).unzip();
         if record_batch(&worker, &batch).await {
             worker.relay_wake.notify_one();
         }
-        batch.clear();
+        for (attempted, answer) in batch.iter().zip(answers) {
+            let settled = attempted.context.is_finished() || attempted.gone.load(Ordering::Relaxed);
+            let _ = answer.send(if settled {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "the attempt could not be recorded; the delivery goes out again"
+                ))
+            });
+        }
     }
 }
 
@@ -375,8 +492,7 @@ const RECORD_TRIES: usize = 3;
 const RECORD_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// Records `batch`, isolating any outcome that cannot be recorded; returns whether an endpoint
-/// got disabled. Giving up on an outcome leaves its lease to expire and its delivery to go out
-/// again, so that happens only to the outcome at fault, or to all while the database is away.
+/// got disabled. Giving up on an outcome fails its job, and its delivery goes out again, so that happens only to the outcome at fault, or to all while the database is away.
 async fn record_batch(worker: &Worker, batch: &[Attempted]) -> bool {
     for _ in 0..RECORD_TRIES {
         let error = match record(worker, batch).await {
@@ -393,7 +509,7 @@ async fn record_batch(worker: &Worker, batch: &[Attempted]) -> bool {
     }
     tracing::error!(
         attempts = batch.len(),
-        "gave up recording webhook attempts; their leases will expire and they go out again"
+        "gave up recording webhook attempts; their jobs fail and they go out again"
     );
     false
 }
@@ -437,6 +553,8 @@ async fn record_alone(worker: &Worker, attempted: &Attempted, error: &anyhow::Er
             latency: attempted.outcome.latency,
         },
         at: attempted.at,
+        context: attempted.context.clone(),
+        gone: AtomicBool::new(false),
     };
     match record(worker, std::slice::from_ref(&bare)).await {
         Ok(disabled) => {
@@ -444,6 +562,7 @@ async fn record_alone(worker: &Worker, attempted: &Attempted, error: &anyhow::Er
             disabled
         }
         Err(second) => {
+            #[allow(clippy::disallowed_methods)] // cross-tenant: batches mix companies
             let gone = webhook_delivery::Entity::find_by_id(delivery)
                 .one(&worker.db)
                 .await
@@ -451,7 +570,7 @@ async fn record_alone(worker: &Worker, attempted: &Attempted, error: &anyhow::Er
             if gone {
                 deleted_meanwhile(attempted);
             } else {
-                tracing::error!(error = ?error, again = ?second, %delivery, "cannot record a webhook attempt; its lease will expire and it goes out again");
+                tracing::error!(error = ?error, again = ?second, %delivery, "cannot record a webhook attempt; its job fails and it goes out again");
             }
             false
         }
@@ -516,6 +635,7 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
             .push(attempted.delivery.id);
     }
     for (code, ids) in by_code {
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the recorder's batches mix companies
         webhook_delivery::Entity::update_many()
             .col_expr(
                 webhook_delivery::Column::Status,
@@ -549,6 +669,7 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
         .map(|attempted| attempted.target.endpoint.id)
         .collect();
     if !recovered.is_empty() {
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the recorder's batches mix companies
         webhook_endpoint::Entity::update_many()
             .col_expr(
                 webhook_endpoint::Column::FailingSince,
@@ -559,9 +680,14 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
             .await?;
     }
 
+    let mut finishes: Vec<(&JobContext, Finish)> = succeeded
+        .iter()
+        .map(|attempted| (&attempted.context, Finish::Done))
+        .collect();
     let mut failing: Vec<Uuid> = Vec::new();
     for attempted in &failed {
         let attempts = attempted.delivery.attempt_count + 1;
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the recorder's batches mix companies
         let update = webhook_delivery::Entity::update_many()
             .col_expr(
                 webhook_delivery::Column::AttemptCount,
@@ -581,14 +707,31 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
             )
             .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
             .filter(webhook_delivery::Column::Id.eq(attempted.delivery.id));
-        let update = match next_attempt(&worker.settings, attempts, &attempted.outcome, now) {
-            Some(at) => update.col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(at)),
-            None => update.col_expr(
-                webhook_delivery::Column::Status,
-                Expr::value(DeliveryStatus::Dead.as_str()),
-            ),
-        };
+        let error = attempted.outcome.error.clone().unwrap_or_else(|| {
+            attempted
+                .outcome
+                .status
+                .map_or_else(|| "no answer".into(), |code| format!("HTTP {code}"))
+        });
+        let (update, finish) =
+            match next_attempt(&worker.settings, attempts, &attempted.outcome, now) {
+                Some(at) => (
+                    update.col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(at)),
+                    Finish::Again {
+                        at,
+                        error: Some(error),
+                    },
+                ),
+                None => (
+                    update.col_expr(
+                        webhook_delivery::Column::Status,
+                        Expr::value(DeliveryStatus::Dead.as_str()),
+                    ),
+                    Finish::Dead(error),
+                ),
+            };
         update.exec(&txn).await?;
+        finishes.push((&attempted.context, finish));
         let endpoint = attempted.target.endpoint.id;
         let also_succeeded = succeeded
             .iter()
@@ -600,15 +743,20 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
     let mut disabled = false;
     if !failing.is_empty() {
         // The endpoints as they are now: another batch may have started their failing run.
-        for endpoint in webhook_endpoint::Entity::find()
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the recorder's batches mix companies
+        let endpoints = webhook_endpoint::Entity::find()
             .filter(webhook_endpoint::Column::Id.is_in(failing))
             .all(&txn)
-            .await?
-        {
+            .await?;
+        for endpoint in endpoints {
             disabled |= note_failure(&txn, worker, &endpoint, now).await?;
         }
     }
+    worker.jobs.finish_within(&txn, &finishes).await?;
     txn.commit().await?;
+    for (context, finish) in &finishes {
+        context.finished(finish);
+    }
     Ok(disabled)
 }
 
@@ -629,6 +777,7 @@ async fn still_there<'batch>(
         .iter()
         .map(|attempted| attempted.delivery.id)
         .collect();
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the recorder's batches mix companies
     let existing: HashSet<Uuid> = webhook_delivery::Entity::find()
         .select_only()
         .column(webhook_delivery::Column::Id)
@@ -652,6 +801,7 @@ async fn still_there<'batch>(
 }
 
 fn deleted_meanwhile(attempted: &Attempted) {
+    attempted.gone.store(true, Ordering::Relaxed);
     tracing::info!(
         delivery = %attempted.delivery.id,
         endpoint = %attempted.delivery.endpoint_id,
@@ -697,6 +847,7 @@ async fn note_failure(
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let Some(since) = endpoint.failing_since else {
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the recorder's batches mix companies
         webhook_endpoint::Entity::update_many()
             .col_expr(webhook_endpoint::Column::FailingSince, Expr::value(now))
             .filter(webhook_endpoint::Column::Id.eq(endpoint.id))
@@ -715,6 +866,7 @@ async fn note_failure(
         "every attempt failed since {}",
         since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the recorder's batches mix companies
     let changed = webhook_endpoint::Entity::update_many()
         .col_expr(webhook_endpoint::Column::Enabled, Expr::value(false))
         .col_expr(
@@ -729,6 +881,11 @@ async fn note_failure(
     if changed.rows_affected == 0 {
         return Ok(false);
     }
+    // Its deliveries wait, unclaimed, until it is enabled again.
+    worker
+        .jobs
+        .pause_key(txn, &endpoint_key(endpoint.id))
+        .await?;
     tracing::warn!(endpoint = %endpoint.id, company = %endpoint.company_id, %reason, "webhook endpoint disabled");
     let details = json!({
         "endpointId": endpoint.id,
