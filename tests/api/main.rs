@@ -5,6 +5,7 @@
 mod access;
 mod catalog;
 mod cross_tenant;
+mod event_payloads;
 mod foundation;
 mod helpers;
 mod identity;
