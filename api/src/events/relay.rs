@@ -85,7 +85,6 @@ pub async fn relay_batch(
     if rows.is_empty() {
         return Ok(nothing);
     }
-    let deliveries = crate::webhooks::enqueue(&txn, &rows).await?;
     let last: Option<Option<i64>> = outbox::Entity::find()
         .select_only()
         .column_as(outbox::Column::Position.max(), "last")
@@ -106,6 +105,7 @@ pub async fn relay_batch(
             .await?;
         events.push(BusEvent::from_row(row, position));
     }
+    let deliveries = crate::webhooks::enqueue(&txn, &events).await?;
     txn.commit().await?;
     metrics::counter!("outbox_events_relayed_total").increment(count as u64);
     bus.publish(events).await;

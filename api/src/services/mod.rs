@@ -9,7 +9,6 @@ pub mod events;
 pub mod identity;
 pub mod invitations;
 pub mod orders;
-pub mod outbox;
 pub mod payments;
 pub mod rows;
 pub mod tenant;

@@ -17,12 +17,10 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, TransactionTrait,
     sea_query::{Expr, ExprTrait, Func},
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{
     authorize, one_of, optional_text,
-    outbox::{self, Event},
     rows::Reader,
     tenant,
     workflows::{self, WorkflowVersion},
@@ -36,6 +34,11 @@ use crate::{
         workflow::Transition,
     },
     error::{ApiError, ApiResult},
+    events::{
+        DomainEvent,
+        domain::{OrderCreated, OrderStatusChanged},
+        outbox,
+    },
     state::AppState,
 };
 
@@ -249,16 +252,7 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
     outbox::record(
         &txn,
         actor,
-        Event {
-            event_type: "order.created",
-            aggregate_type: "order",
-            aggregate_id: order.id,
-            payload: json!({
-                "orderId": order.id, "number": order.number, "status": order.status,
-                "version": order.version, "customerId": order.customer_id,
-                "totalMinor": order.total_minor, "currency": order.currency,
-            }),
-        },
+        DomainEvent::OrderCreated(OrderCreated::of(&order)),
     )
     .await?;
     txn.commit().await?;
@@ -459,15 +453,14 @@ pub async fn transition(
     outbox::record(
         &txn,
         actor,
-        Event {
-            event_type: "order.status_changed",
-            aggregate_type: "order",
-            aggregate_id: order.id,
-            payload: json!({
-                "orderId": order.id, "number": order.number, "from": from, "to": to,
-                "version": order.version, "actor": actor.subject(),
-            }),
-        },
+        DomainEvent::OrderStatusChanged(OrderStatusChanged {
+            order_id: order.id,
+            number: order.number,
+            from: from.clone(),
+            to: to.clone(),
+            version: order.version,
+            actor: actor.subject(),
+        }),
     )
     .await?;
     txn.commit().await?;

@@ -21,11 +21,11 @@ use sea_orm::{
     DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{authorize, optional_text, outbox, tenant};
+use super::{authorize, optional_text, tenant};
 use crate::{
     auth::Actor,
     crypto::Purpose,
@@ -36,6 +36,11 @@ use crate::{
         pix,
     },
     error::{ApiError, ApiResult},
+    events::{
+        DomainEvent,
+        domain::{PaymentFailed, PaymentRefunded, PaymentState},
+        outbox,
+    },
     payments::stripe::{IntentRequest, IntentStatus, ProviderError, RefundRequest, RefundStatus},
     state::AppState,
     webhooks::incoming::{Provider, Verified},
@@ -220,32 +225,6 @@ async fn payment_of(
         .ok_or(ApiError::NotFound("payment"))
 }
 
-/// The event every payment change writes to the outbox.
-fn payment_event(
-    event_type: &'static str,
-    payment: &payment::Model,
-    extra: Value,
-) -> outbox::Event {
-    let mut payload = json!({
-        "paymentId": payment.id,
-        "orderId": payment.order_id,
-        "method": payment.method,
-        "status": payment.status,
-        "amountMinor": payment.amount_minor,
-        "refundedMinor": payment.refunded_minor,
-        "currency": payment.currency,
-    });
-    if let (Value::Object(fields), Value::Object(more)) = (&mut payload, extra) {
-        fields.extend(more);
-    }
-    outbox::Event {
-        event_type,
-        aggregate_type: "payment",
-        aggregate_id: payment.id,
-        payload,
-    }
-}
-
 async fn ledger(
     txn: &DatabaseTransaction,
     payment: &payment::Model,
@@ -319,7 +298,7 @@ async fn settle(
     outbox::append(
         txn,
         paid.company_id,
-        payment_event("payment.paid", &paid, json!({})),
+        DomainEvent::PaymentPaid(PaymentState::of(&paid)),
     )
     .await?;
     Ok(paid)
@@ -583,7 +562,7 @@ pub async fn create(
         outbox::record(
             &txn,
             actor,
-            payment_event("payment.created", &payment, json!({})),
+            DomainEvent::PaymentCreated(PaymentState::of(&payment)),
         )
         .await?;
     }
@@ -776,7 +755,7 @@ async fn open_card_intent(
             outbox::record(
                 &txn,
                 actor,
-                payment_event("payment.created", &opened, json!({})),
+                DomainEvent::PaymentCreated(PaymentState::of(&opened)),
             )
             .await?;
             opened = match intent.status {
@@ -804,13 +783,16 @@ async fn open_card_intent(
             outbox::record(
                 &txn,
                 actor,
-                payment_event("payment.created", &failed, json!({})),
+                DomainEvent::PaymentCreated(PaymentState::of(&failed)),
             )
             .await?;
             outbox::record(
                 &txn,
                 actor,
-                payment_event("payment.failed", &failed, json!({ "reason": reason })),
+                DomainEvent::PaymentFailed(PaymentFailed {
+                    payment: PaymentState::of(&failed),
+                    reason: reason.clone(),
+                }),
             )
             .await?;
             Ok(failed)
@@ -883,7 +865,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<paym
     outbox::record(
         &txn,
         actor,
-        payment_event("payment.cancelled", &cancelled, json!({})),
+        DomainEvent::PaymentCancelled(PaymentState::of(&cancelled)),
     )
     .await?;
     txn.commit().await?;
@@ -1113,11 +1095,11 @@ async fn complete_refund(
     outbox::append(
         txn,
         moved.company_id,
-        payment_event(
-            "payment.refunded",
-            &moved,
-            json!({ "refundId": refund.id, "refundAmountMinor": refund.amount_minor }),
-        ),
+        DomainEvent::PaymentRefunded(PaymentRefunded {
+            payment: PaymentState::of(&moved),
+            refund_id: refund.id,
+            refund_amount_minor: refund.amount_minor,
+        }),
     )
     .await?;
     Ok(moved)
@@ -1320,7 +1302,10 @@ pub async fn handle_provider_event(
                 Ok(failed) => outbox::append(
                     txn,
                     company_id,
-                    payment_event("payment.failed", &failed, json!({ "reason": reason })),
+                    DomainEvent::PaymentFailed(PaymentFailed {
+                        payment: PaymentState::of(&failed),
+                        reason: reason.clone(),
+                    }),
                 )
                 .await
                 .map(|()| "failed")
@@ -1333,7 +1318,7 @@ pub async fn handle_provider_event(
                 Ok(cancelled) => outbox::append(
                     txn,
                     company_id,
-                    payment_event("payment.cancelled", &cancelled, json!({})),
+                    DomainEvent::PaymentCancelled(PaymentState::of(&cancelled)),
                 )
                 .await
                 .map(|()| "cancelled")
@@ -1458,7 +1443,7 @@ pub async fn expire_overdue(db: &DatabaseConnection, now: DateTime<Utc>) -> anyh
             outbox::append(
                 &txn,
                 moved.company_id,
-                payment_event("payment.expired", &moved, json!({})),
+                DomainEvent::PaymentExpired(PaymentState::of(&moved)),
             )
             .await?;
             expired += 1;

@@ -16,6 +16,7 @@ use crate::{
     crypto::Purpose,
     domain::text,
     error::{ApiError, ApiResult},
+    events::EventType,
     state::AppState,
     webhooks::{self, DeliveryStatus, EVENT_TYPES, incoming::Provider, signature::SigningSecret},
 };
@@ -421,15 +422,21 @@ pub async fn send_test(
     let company_id = tenant::company_of(actor);
     let body = webhooks::envelope(
         event_id,
-        "webhook.test",
+        EventType::WebhookTest.name(),
         company_id,
         now,
         json!({ "endpointId": endpoint.id, "message": "This is a test delivery." }),
     );
-    let created =
-        webhooks::new_delivery(company_id, endpoint.id, event_id, "webhook.test", body, now)
-            .insert(&state.db)
-            .await?;
+    let created = webhooks::new_delivery(
+        company_id,
+        endpoint.id,
+        event_id,
+        EventType::WebhookTest.name(),
+        body,
+        now,
+    )
+    .insert(&state.db)
+    .await?;
     state.deliveries_wake.notify_one();
     Ok(DeliveryWithAttempts {
         delivery: created,

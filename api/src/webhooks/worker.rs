@@ -33,7 +33,6 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query},
 };
-use serde_json::json;
 use tokio::{
     sync::{Notify, mpsc, watch},
     task::JoinSet,
@@ -48,7 +47,7 @@ use super::{
 use crate::{
     configuration::WebhookSettings,
     crypto::{Purpose, SecretBox},
-    services::outbox,
+    events::{DomainEvent, domain::EndpointDisabled, outbox},
 };
 
 /// How often the worker looks for due deliveries without being woken (retries coming due,
@@ -730,33 +729,16 @@ async fn note_failure(
         return Ok(false);
     }
     tracing::warn!(endpoint = %endpoint.id, company = %endpoint.company_id, %reason, "webhook endpoint disabled");
-    let details = json!({
-        "endpointId": endpoint.id,
-        "url": endpoint.url,
-        "reason": reason,
-        "failingSince": since,
+    let disabled = DomainEvent::WebhookEndpointDisabled(EndpointDisabled {
+        endpoint_id: endpoint.id,
+        url: endpoint.url.clone(),
+        reason: reason.clone(),
+        failing_since: since,
     });
-    outbox::append(
-        txn,
-        endpoint.company_id,
-        outbox::Event {
-            event_type: "webhook.endpoint_disabled",
-            aggregate_type: "webhook_endpoint",
-            aggregate_id: endpoint.id,
-            payload: details.clone(),
-        },
-    )
-    .await?;
+    outbox::append(txn, endpoint.company_id, disabled.clone()).await?;
     if let Some(user) = endpoint.created_by {
-        outbox::notify(
-            txn,
-            endpoint.company_id,
-            user,
-            "webhook.endpoint_disabled",
-            &format!("Webhook endpoint {} was disabled: {reason}", endpoint.url),
-            details,
-        )
-        .await?;
+        let message = format!("Webhook endpoint {} was disabled: {reason}", endpoint.url);
+        outbox::notify(txn, endpoint.company_id, user, &disabled, message).await?;
     }
     Ok(true)
 }
