@@ -11,7 +11,7 @@ use wiremock::{
 };
 
 use crate::{
-    helpers::{TestApp, socketio, socketio_packet, spawn_app_with, text},
+    helpers::{TestApp, next_event, socketio, socketio_packet, spawn_app_with, subscribe, text},
     webhooks::{Receiver, Reply, order, register, shop},
 };
 
@@ -113,6 +113,19 @@ async fn every_event_type_keeps_its_public_json() {
     let (failing_endpoint, _) = register(&app, &token, &failing.url, &["order.created"]).await;
     let (mut socket, connected) = socketio(&app, &token).await;
     assert_eq!(connected[0], "connect", "{connected}");
+    let mut notifications =
+        subscribe(&app, &token, "subscription { notifications }", json!({})).await;
+    app.invite(&token, "member@pinned.test", &["STAFF"]).await;
+    let member = app.login("member@pinned.test", Some("pinned")).await;
+    let mut not_for_the_member =
+        subscribe(&app, &member, "subscription { notifications }", json!({})).await;
+    let mut subscribed = subscribe(
+        &app,
+        &token,
+        "subscription { events { type aggregateId sequence payload } }",
+        json!({}),
+    )
+    .await;
 
     let moved = order(&app, &shop).await;
     mutate(
@@ -170,6 +183,13 @@ async fn every_event_type_keeps_its_public_json() {
         .iter()
         .map(|received| serde_json::from_str(&received.body).expect("a JSON body"))
         .collect();
+    let mut streamed = Vec::new();
+    while streamed.len() < events.len() {
+        let next = next_event(&mut subscribed, Duration::from_secs(5)).await;
+        streamed.push(next.unwrap_or_else(|| panic!("only {streamed:?}"))["events"].clone());
+    }
+    let notified = next_event(&mut notifications, Duration::from_secs(5)).await;
+    let leaked = next_event(&mut not_for_the_member, Duration::from_millis(300)).await;
     let mut packets = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while packets.len() < 7 && Instant::now() < deadline {
@@ -305,6 +325,16 @@ async fn every_event_type_keeps_its_public_json() {
         );
     }
     assert_eq!(bodies.len(), 16, "{bodies:?}");
+    assert_eq!(
+        streamed, events,
+        "the events subscription shows what the query lists"
+    );
+    assert_eq!(
+        notified,
+        Some(json!({ "notifications": expected[9].2 })),
+        "the notifications subscription"
+    );
+    assert_eq!(leaked, None, "a notification reached someone else");
 
     let order_updates: Vec<Value> = packets
         .iter()
