@@ -101,24 +101,32 @@ pub async fn enqueue(db: &impl ConnectionTrait, events: &[BusEvent]) -> anyhow::
             continue;
         };
         let event_type = event.event_type().name();
-        let subscribed = endpoints.iter().filter(|(_, patterns)| {
-            patterns
-                .iter()
-                .any(|pattern| pattern_matches(pattern, event.event_type()))
-        });
+        let mut subscribed = endpoints
+            .iter()
+            .filter(|(_, patterns)| {
+                patterns
+                    .iter()
+                    .any(|pattern| pattern_matches(pattern, event.event_type()))
+            })
+            .peekable();
+        if subscribed.peek().is_none() {
+            continue;
+        }
+        // Every endpoint receives the same body: it names the event, not the endpoint.
+        let body = envelope(
+            published.event_id,
+            event_type,
+            published.company_id,
+            published.occurred_at,
+            event.payload(),
+        );
         for (endpoint_id, _) in subscribed {
             deliveries.push(new_delivery(
                 published.company_id,
                 *endpoint_id,
                 published.event_id,
                 event_type,
-                envelope(
-                    published.event_id,
-                    event_type,
-                    published.company_id,
-                    published.occurred_at,
-                    event.payload(),
-                ),
+                body.clone(),
                 now,
             ));
         }
