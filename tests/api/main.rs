@@ -11,6 +11,7 @@ mod architecture;
 mod catalog;
 mod cross_tenant;
 mod errors;
+mod event_payloads;
 mod foundation;
 mod helpers;
 mod identity;

@@ -30,7 +30,7 @@ use sea_orm::{
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::{rbac::Rbac, services::outbox as events};
+use crate::{events::DomainEvent, rbac::Rbac};
 
 /// The company a transaction acts for. It comes only from an authenticated actor
 /// ([`Actor::company`](crate::auth::Actor::company)), from an incoming webhook whose signature
@@ -297,9 +297,9 @@ impl TenantTxn {
     }
 
     /// Appends `event` to the company's outbox; the commit wakes the relay.
-    pub async fn record(&self, event: events::Event) -> Result<(), DbErr> {
+    pub async fn record(&self, event: DomainEvent) -> Result<(), DbErr> {
         self.writable()?;
-        events::append(&self.txn, self.company.get(), event).await?;
+        crate::events::outbox::append(&self.txn, self.company.get(), event).await?;
         self.recorded.store(true, Ordering::Relaxed);
         Ok(())
     }

@@ -1,3 +1,6 @@
+//! Domain events: [`domain`] declares each one (its name, aggregate and payload), [`outbox`]
+//! writes them in the transaction of the change they describe.
+//!
 //! Events after commit: the relay publishes outbox rows to the [`EventBus`], which hands them
 //! to every subscriber of every instance — GraphQL subscriptions and Socket.IO rooms.
 //!
@@ -10,13 +13,16 @@
 //! gap, after resubscribing, and every [`CATCH_UP`] — so a lost publish, a killed subscription
 //! or a Redis outage delays events by about a second but never drops or repeats one.
 
+pub mod domain;
+pub mod outbox;
 pub mod relay;
 pub mod subscription;
+
+pub use self::domain::{AggregateType, DomainEvent, EventType, UnreadableEvent};
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use entity::outbox;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -34,23 +40,35 @@ const CATCH_UP_PAGE: u64 = 500;
 
 /// A committed domain event, as subscribers receive it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(into = "WireEvent", from = "WireEvent")]
 pub struct BusEvent {
     pub event_id: Uuid,
     pub position: i64,
     pub company_id: Uuid,
-    pub event_type: String,
-    pub aggregate_type: String,
     pub aggregate_id: Uuid,
+    /// 1, 2, 3… per aggregate.
     pub sequence: i64,
     pub occurred_at: DateTime<Utc>,
+    /// The event, or what was stored when this build cannot read it.
+    pub event: Result<DomainEvent, OpaqueEvent>,
+}
+
+/// An event this build cannot read (a newer build wrote it, say), passed on as it was stored:
+/// the `events` query and subscription show it; consumers of typed events never see it.
+#[derive(Debug, Clone)]
+pub struct OpaqueEvent {
+    pub event_type: String,
+    pub aggregate_type: String,
     pub payload: serde_json::Value,
+    pub why: UnreadableEvent,
 }
 
 impl BusEvent {
     /// The event of an outbox row published at `position`.
-    pub fn from_row(row: outbox::Model, position: i64) -> Self {
-        Self {
+    pub fn from_row(row: entity::outbox::Model, position: i64) -> Self {
+        // A payload that is not JSON at all reads as one without a schema version.
+        let payload = serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null);
+        Self::read(WireEvent {
             event_id: row.event_id,
             position,
             company_id: row.company_id,
@@ -59,8 +77,96 @@ impl BusEvent {
             aggregate_id: row.aggregate_id,
             sequence: row.sequence,
             occurred_at: row.occurred_at,
-            payload: serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null),
+            payload,
+        })
+    }
+
+    /// Reads a stored or published event: the one place where outbox rows and Redis messages
+    /// become typed events.
+    fn read(wire: WireEvent) -> Self {
+        let event = DomainEvent::parse(&wire.event_type, &wire.payload).map_err(|why| {
+            tracing::warn!(event_id = %wire.event_id, %why, "an event this build cannot read is passed on as stored");
+            OpaqueEvent {
+                event_type: wire.event_type,
+                aggregate_type: wire.aggregate_type,
+                payload: wire.payload,
+                why,
+            }
+        });
+        Self {
+            event_id: wire.event_id,
+            position: wire.position,
+            company_id: wire.company_id,
+            aggregate_id: wire.aggregate_id,
+            sequence: wire.sequence,
+            occurred_at: wire.occurred_at,
+            event,
         }
+    }
+
+    /// The event's type name, as integrators see it.
+    pub fn event_type(&self) -> &str {
+        match &self.event {
+            Ok(event) => event.event_type().name(),
+            Err(opaque) => &opaque.event_type,
+        }
+    }
+
+    /// The payload as stored, with its `schemaVersion`.
+    pub fn payload(&self) -> serde_json::Value {
+        match &self.event {
+            Ok(event) => event.payload(),
+            Err(opaque) => opaque.payload.clone(),
+        }
+    }
+}
+
+/// A [`BusEvent`] as Redis carries it between instances: the flat layout of the outbox row, so
+/// instances of different builds still understand each other during a rolling deploy.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEvent {
+    event_id: Uuid,
+    position: i64,
+    company_id: Uuid,
+    event_type: String,
+    aggregate_type: String,
+    aggregate_id: Uuid,
+    sequence: i64,
+    occurred_at: DateTime<Utc>,
+    payload: serde_json::Value,
+}
+
+impl From<BusEvent> for WireEvent {
+    fn from(published: BusEvent) -> Self {
+        let (event_type, aggregate_type, payload) = match published.event {
+            Ok(event) => {
+                let event_type = event.event_type();
+                (
+                    event_type.name().to_string(),
+                    event_type.aggregate().name().to_string(),
+                    event.payload(),
+                )
+            }
+            Err(opaque) => (opaque.event_type, opaque.aggregate_type, opaque.payload),
+        };
+        Self {
+            event_id: published.event_id,
+            position: published.position,
+            company_id: published.company_id,
+            event_type,
+            aggregate_type,
+            aggregate_id: published.aggregate_id,
+            sequence: published.sequence,
+            occurred_at: published.occurred_at,
+            payload,
+        }
+    }
+}
+
+impl From<WireEvent> for BusEvent {
+    fn from(wire: WireEvent) -> Self {
+        Self::read(wire)
     }
 }
 
@@ -242,9 +348,10 @@ impl Forwarder {
     // subscribers of this instance, and each subscriber filters by its own actor.
     async fn try_catch_up(&mut self) -> anyhow::Result<()> {
         let Some(mut last) = self.last else {
-            let newest: Option<Option<i64>> = outbox::Entity::find()
+            #[allow(clippy::disallowed_methods)] // cross-tenant: this instance's newest position
+            let newest: Option<Option<i64>> = entity::outbox::Entity::find()
                 .select_only()
-                .column_as(outbox::Column::Position.max(), "newest")
+                .column_as(entity::outbox::Column::Position.max(), "newest")
                 .into_tuple()
                 .one(&self.db)
                 .await?;
@@ -252,9 +359,10 @@ impl Forwarder {
             return Ok(());
         };
         loop {
-            let rows = outbox::Entity::find()
-                .filter(outbox::Column::Position.gt(last))
-                .order_by_asc(outbox::Column::Position)
+            #[allow(clippy::disallowed_methods)] // cross-tenant: subscribers filter by company
+            let rows = entity::outbox::Entity::find()
+                .filter(entity::outbox::Column::Position.gt(last))
+                .order_by_asc(entity::outbox::Column::Position)
                 .limit(CATCH_UP_PAGE)
                 .all(&self.db)
                 .await?;
@@ -274,5 +382,68 @@ impl Forwarder {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A message as Redis carries it, in the layout every build reads and writes.
+    fn wire(event_type: &str, aggregate_type: &str, payload: Value) -> Value {
+        json!({
+            "eventId": Uuid::nil(), "position": 12, "companyId": Uuid::max(),
+            "eventType": event_type, "aggregateType": aggregate_type, "aggregateId": Uuid::nil(),
+            "sequence": 3, "occurredAt": "2026-12-02T06:00:00.123Z", "payload": payload,
+        })
+    }
+
+    fn round_trip(message: &Value) -> (BusEvent, Value) {
+        let event: BusEvent = serde_json::from_value(message.clone()).expect("a bus event");
+        let again = serde_json::to_value(&event).expect("serialises");
+        (event, again)
+    }
+
+    #[test]
+    fn a_published_event_crosses_redis_typed_and_unchanged() {
+        let message = wire(
+            EventType::PaymentPaid.name(),
+            AggregateType::Payment.name(),
+            json!({ "paymentId": Uuid::nil(), "orderId": Uuid::max(), "method": "PIX",
+                "status": "PAID", "amountMinor": 100, "refundedMinor": 0, "currency": "BRL",
+                "schemaVersion": 1 }),
+        );
+
+        let (event, again) = round_trip(&message);
+
+        assert!(
+            matches!(&event.event, Ok(DomainEvent::PaymentPaid(paid)) if paid.amount_minor == 100),
+            "{event:?}"
+        );
+        assert_eq!(again, message);
+    }
+
+    #[test]
+    fn an_event_this_build_cannot_read_is_passed_on_as_it_came() {
+        let message = wire(
+            "order.shipped",
+            "order",
+            json!({ "carrier": "post", "schemaVersion": 1 }),
+        );
+
+        let (event, again) = round_trip(&message);
+
+        let why = event
+            .event
+            .as_ref()
+            .map(|_| ())
+            .unwrap_err()
+            .why
+            .to_string();
+        assert_eq!(why, "unknown event type `order.shipped`");
+        assert_eq!(event.event_type(), "order.shipped");
+        assert_eq!(again, message);
     }
 }

@@ -87,7 +87,6 @@ pub async fn relay_batch(
     if rows.is_empty() {
         return Ok(nothing);
     }
-    let deliveries = crate::webhooks::enqueue(&txn, jobs, &rows).await?;
     #[allow(clippy::disallowed_methods)] // cross-tenant: positions number every company's events
     let last: Option<Option<i64>> = outbox::Entity::find()
         .select_only()
@@ -110,6 +109,7 @@ pub async fn relay_batch(
             .await?;
         events.push(BusEvent::from_row(row, position));
     }
+    let deliveries = crate::webhooks::enqueue(&txn, jobs, &events).await?;
     txn.commit().await?;
     metrics::counter!("outbox_events_relayed_total").increment(count as u64);
     bus.publish(events).await;

@@ -23,8 +23,8 @@ use super::{
 use crate::{
     auth::Actor,
     error::ApiError,
-    events::BusEvent,
-    services::{authorize, events},
+    events::{AggregateType, BusEvent},
+    services::{authorize, events as published_events},
     state::AppState,
 };
 
@@ -71,27 +71,14 @@ pub struct DomainEvent {
 }
 
 impl From<&BusEvent> for DomainEvent {
-    fn from(event: &BusEvent) -> Self {
+    fn from(published: &BusEvent) -> Self {
         Self {
-            id: ID(event.event_id.to_string()),
-            event_type: event.event_type.clone(),
-            aggregate_id: ID(event.aggregate_id.to_string()),
-            sequence: event.sequence,
-            occurred_at: event.occurred_at,
-            payload: Json(event.payload.clone()),
-        }
-    }
-}
-
-impl From<entity::outbox::Model> for DomainEvent {
-    fn from(row: entity::outbox::Model) -> Self {
-        Self {
-            id: ID(row.event_id.to_string()),
-            event_type: row.event_type,
-            aggregate_id: ID(row.aggregate_id.to_string()),
-            sequence: row.sequence,
-            occurred_at: row.occurred_at,
-            payload: Json(serde_json::from_str(&row.payload).unwrap_or_default()),
+            id: ID(published.event_id.to_string()),
+            event_type: published.event_type().to_string(),
+            aggregate_id: ID(published.aggregate_id.to_string()),
+            sequence: published.sequence,
+            occurred_at: published.occurred_at,
+            payload: Json(published.payload()),
         }
     }
 }
@@ -134,7 +121,7 @@ impl EventQuery {
         first: Option<i32>,
     ) -> Result<EventConnection> {
         let after = after.as_deref().map(parse_position).transpose()?;
-        let page = events::list(
+        let page = published_events::list(
             state(ctx)?,
             actor(ctx)?,
             after,
@@ -145,9 +132,9 @@ impl EventQuery {
         let edges: Vec<EventEdge> = page
             .events
             .into_iter()
-            .map(|row| EventEdge {
-                cursor: position_cursor(row.position.unwrap_or_default()),
-                node: row.into(),
+            .map(|published| EventEdge {
+                cursor: position_cursor(published.position),
+                node: DomainEvent::from(&published),
             })
             .collect();
         Ok(EventConnection {
@@ -233,9 +220,12 @@ impl SubscriptionRoot {
             ctx,
             actor,
             Some(ORDERS_READ),
-            move |event| {
-                event.aggregate_type == "order"
-                    && order_id.is_none_or(|order_id| event.aggregate_id == order_id)
+            move |published| {
+                let about_an_order = match &published.event {
+                    Ok(event) => event.event_type().aggregate() == AggregateType::Order,
+                    Err(opaque) => opaque.aggregate_type == AggregateType::Order.name(),
+                };
+                about_an_order && order_id.is_none_or(|order_id| published.aggregate_id == order_id)
             },
         )?)
     }
@@ -253,7 +243,9 @@ impl SubscriptionRoot {
             ctx,
             actor,
             Some(EVENTS_READ),
-            move |event| types.is_empty() || types.contains(&event.event_type),
+            move |published| {
+                types.is_empty() || types.iter().any(|wanted| wanted == published.event_type())
+            },
         )?)
     }
 
@@ -265,11 +257,10 @@ impl SubscriptionRoot {
         let actor = actor(ctx)?;
         let user_id = actor
             .user_id()
-            .ok_or_else(|| ApiError::forbidden("API keys receive no personal notifications"))?
-            .to_string();
-        let stream = company_stream(ctx, actor, None, move |event| {
-            event.event_type == "notification.created"
-                && event.payload.get("userId").and_then(|id| id.as_str()) == Some(user_id.as_str())
+            .ok_or_else(|| ApiError::forbidden("API keys receive no personal notifications"))?;
+        let stream = company_stream(ctx, actor, None, move |published| {
+            matches!(&published.event,
+                Ok(crate::events::DomainEvent::NotificationCreated(notification)) if notification.user_id == user_id)
         })?;
         Ok(stream.map(|event| event.payload))
     }

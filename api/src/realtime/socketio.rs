@@ -30,7 +30,7 @@ use uuid::Uuid;
 use super::websocket::RECHECK;
 use crate::{
     auth::{Actor, Viewer},
-    events::BusEvent,
+    events::{BusEvent, DomainEvent},
     graphql::context::realtime_token,
     services::{
         authorize,
@@ -144,33 +144,50 @@ struct Emission {
     payload: serde_json::Value,
 }
 
-fn emission(event: &BusEvent) -> Option<Emission> {
-    let payload = &event.payload;
-    match event.event_type.as_str() {
-        "order.created" | "order.status_changed" => Some(Emission {
-            room: company_room(event.company_id),
-            audience: Audience::OrderReaders,
-            name: "order:update",
-            payload: json!({
-                "orderId": event.aggregate_id,
-                "number": payload.get("number"),
-                "status": payload.get("to").or_else(|| payload.get("status")),
-                "previousStatus": payload.get("from"),
-                "version": payload.get("version"),
-                "event": event.event_type,
-                "occurredAt": event.occurred_at,
-            }),
+fn emission(published: &BusEvent) -> Option<Emission> {
+    let order_update = |number: i64, status: &str, previous: Option<&str>, version: i32| Emission {
+        room: company_room(published.company_id),
+        audience: Audience::OrderReaders,
+        name: "order:update",
+        payload: json!({
+            "orderId": published.aggregate_id,
+            "number": number,
+            "status": status,
+            "previousStatus": previous,
+            "version": version,
+            "event": published.event_type(),
+            "occurredAt": published.occurred_at,
         }),
-        "notification.created" => {
-            let user = payload.get("userId")?.as_str()?.parse().ok()?;
-            Some(Emission {
-                room: user_room(user),
-                audience: Audience::Person(user),
-                name: "notification",
-                payload: payload.clone(),
-            })
-        }
-        _ => None,
+    };
+    let Ok(event) = &published.event else {
+        return None;
+    };
+    match event {
+        DomainEvent::OrderCreated(created) => Some(order_update(
+            created.number,
+            &created.status,
+            None,
+            created.version,
+        )),
+        DomainEvent::OrderStatusChanged(changed) => Some(order_update(
+            changed.number,
+            &changed.to,
+            Some(&changed.from),
+            changed.version,
+        )),
+        DomainEvent::NotificationCreated(notification) => Some(Emission {
+            room: user_room(notification.user_id),
+            audience: Audience::Person(notification.user_id),
+            name: "notification",
+            payload: event.payload(),
+        }),
+        DomainEvent::PaymentCreated(_)
+        | DomainEvent::PaymentPaid(_)
+        | DomainEvent::PaymentFailed(_)
+        | DomainEvent::PaymentRefunded(_)
+        | DomainEvent::PaymentCancelled(_)
+        | DomainEvent::PaymentExpired(_)
+        | DomainEvent::WebhookEndpointDisabled(_) => None,
     }
 }
 

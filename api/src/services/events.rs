@@ -4,10 +4,10 @@ use entity::outbox;
 use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::authorize;
-use crate::{auth::Actor, db::tenant::Intent, error::ApiResult, state::AppState};
+use crate::{auth::Actor, db::tenant::Intent, error::ApiResult, events::BusEvent, state::AppState};
 
 pub struct EventPage {
-    pub events: Vec<outbox::Model>,
+    pub events: Vec<BusEvent>,
     pub has_next_page: bool,
 }
 
@@ -28,14 +28,21 @@ pub async fn list(
     if !types.is_empty() {
         query = query.filter(outbox::Column::EventType.is_in(types.to_vec()));
     }
-    let mut events = query
+    let mut rows = query
         .order_by_asc(outbox::Column::Position)
         .limit(first + 1)
         .all(&txn)
         .await?;
     txn.commit().await?;
-    let has_next_page = events.len() as u64 > first;
-    events.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    let has_next_page = rows.len() as u64 > first;
+    rows.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    let events = rows
+        .into_iter()
+        .map(|row| {
+            let position = row.position.unwrap_or_default();
+            BusEvent::from_row(row, position)
+        })
+        .collect();
     Ok(EventPage {
         events,
         has_next_page,

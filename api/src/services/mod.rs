@@ -10,7 +10,6 @@ pub mod identity;
 pub mod incoming_webhooks;
 pub mod invitations;
 pub mod orders;
-pub mod outbox;
 pub mod payments;
 pub mod users;
 pub mod webhooks;

@@ -15,12 +15,10 @@ use sea_orm::{
     QueryTrait, Select,
     sea_query::{Expr, ExprTrait, Func},
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{
     authorize, one_of, optional_text,
-    outbox::Event,
     workflows::{self, WorkflowVersion},
 };
 use crate::{
@@ -36,6 +34,10 @@ use crate::{
         workflow::Transition,
     },
     error::{ApiError, ApiResult},
+    events::{
+        DomainEvent,
+        domain::{OrderCreated, OrderStatusChanged},
+    },
     state::AppState,
 };
 
@@ -248,17 +250,8 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewOrder) -> ApiResult
         );
     txn.insert_many(items).await?;
     record_history(&txn, actor, order.id, None, &initial, None).await?;
-    txn.record(Event {
-        event_type: "order.created",
-        aggregate_type: "order",
-        aggregate_id: order.id,
-        payload: json!({
-            "orderId": order.id, "number": order.number, "status": order.status,
-            "version": order.version, "customerId": order.customer_id,
-            "totalMinor": order.total_minor, "currency": order.currency,
-        }),
-    })
-    .await?;
+    txn.record(DomainEvent::OrderCreated(OrderCreated::of(&order)))
+        .await?;
     txn.commit().await?;
     tracing::info!(order_id = %order.id, number = order.number, "order created");
     Ok(order)
@@ -448,15 +441,14 @@ pub async fn transition(
         release_stock(&txn, order.id).await?;
     }
     record_history(&txn, actor, order.id, Some(&from), &to, comment).await?;
-    txn.record(Event {
-        event_type: "order.status_changed",
-        aggregate_type: "order",
-        aggregate_id: order.id,
-        payload: json!({
-            "orderId": order.id, "number": order.number, "from": from, "to": to,
-            "version": order.version, "actor": actor.subject(),
-        }),
-    })
+    txn.record(DomainEvent::OrderStatusChanged(OrderStatusChanged {
+        order_id: order.id,
+        number: order.number,
+        from: from.clone(),
+        to: to.clone(),
+        version: order.version,
+        actor: actor.subject(),
+    }))
     .await?;
     txn.commit().await?;
     tracing::info!(%from, %to, "order moved");

@@ -17,6 +17,7 @@ use crate::{
     db::tenant::{Intent, TenantTxn},
     domain::text,
     error::{ApiError, ApiResult},
+    events::EventType,
     state::AppState,
     webhooks::{self, DeliveryStatus, EVENT_TYPES, incoming::Provider, signature::SigningSecret},
 };
@@ -445,7 +446,7 @@ pub async fn send_test(
     let company_id = txn.company().get();
     let body = webhooks::envelope(
         event_id,
-        "webhook.test",
+        EventType::WebhookTest.name(),
         company_id,
         now,
         json!({ "endpointId": endpoint.id, "message": "This is a test delivery." }),
@@ -455,7 +456,7 @@ pub async fn send_test(
             company_id,
             endpoint.id,
             event_id,
-            "webhook.test",
+            EventType::WebhookTest.name(),
             body,
             now,
         ))

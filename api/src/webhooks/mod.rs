@@ -18,31 +18,24 @@ pub mod worker;
 use std::collections::HashMap;
 
 use chrono::Utc;
-use entity::{outbox, webhook_delivery, webhook_endpoint};
+use entity::{webhook_delivery, webhook_endpoint};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TryIntoModel};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::events::{BusEvent, EventType};
+
 /// Every event type an endpoint can subscribe to.
-pub const EVENT_TYPES: &[&str] = &[
-    "order.created",
-    "order.status_changed",
-    "payment.created",
-    "payment.paid",
-    "payment.failed",
-    "payment.refunded",
-    "payment.cancelled",
-    "payment.expired",
-    "webhook.endpoint_disabled",
-    "webhook.test",
-];
+pub const EVENT_TYPES: &[&str] = &EventType::WEBHOOK_CATALOGUE;
 
 /// Whether a subscription pattern (`order.created`, `order.*` or `*`) covers `event_type`.
-pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => event_type.starts_with(prefix) && EVENT_TYPES.contains(&event_type),
-        None => pattern == event_type,
-    }
+pub fn pattern_matches(pattern: &str, event_type: EventType) -> bool {
+    let name = event_type.name();
+    EVENT_TYPES.contains(&name)
+        && match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => pattern == name,
+        }
 }
 
 /// A pattern is valid when it names at least one event type.
@@ -52,9 +45,9 @@ pub fn valid_pattern(pattern: &str) -> bool {
         None => true,
     };
     family_or_all
-        && EVENT_TYPES
-            .iter()
-            .any(|event| pattern_matches(pattern, event))
+        && EventType::ALL
+            .into_iter()
+            .any(|event_type| pattern_matches(pattern, event_type))
 }
 
 /// The body every endpoint receives: the event in an envelope that names it.
@@ -82,12 +75,12 @@ pub fn envelope(
 pub async fn enqueue(
     db: &impl ConnectionTrait,
     jobs: &crate::jobs::Jobs,
-    events: &[outbox::Model],
+    events: &[BusEvent],
 ) -> anyhow::Result<u64> {
     let mut companies: Vec<Uuid> = events.iter().map(|event| event.company_id).collect();
     companies.sort_unstable();
     companies.dedup();
-    #[allow(clippy::disallowed_methods)] // cross-tenant: the relay's batch mixes companies
+    #[allow(clippy::disallowed_methods)] // cross-tenant: the relay serves every company's events
     let endpoints = webhook_endpoint::Entity::find()
         .filter(webhook_endpoint::Column::CompanyId.is_in(companies))
         .filter(webhook_endpoint::Column::Enabled.eq(true))
@@ -106,29 +99,40 @@ pub async fn enqueue(
     }
     let now = Utc::now();
     let mut deliveries = Vec::new();
-    for event in events {
-        let Some(endpoints) = by_company.get(&event.company_id) else {
+    for published in events {
+        // What this build cannot read, it cannot offer to an endpoint either.
+        let (Some(endpoints), Ok(event)) =
+            (by_company.get(&published.company_id), &published.event)
+        else {
             continue;
         };
-        let subscribed = endpoints.iter().filter(|(_, patterns)| {
-            patterns
-                .iter()
-                .any(|pattern| pattern_matches(pattern, &event.event_type))
-        });
+        let event_type = event.event_type().name();
+        let mut subscribed = endpoints
+            .iter()
+            .filter(|(_, patterns)| {
+                patterns
+                    .iter()
+                    .any(|pattern| pattern_matches(pattern, event.event_type()))
+            })
+            .peekable();
+        if subscribed.peek().is_none() {
+            continue;
+        }
+        // Every endpoint receives the same body: it names the event, not the endpoint.
+        let body = envelope(
+            published.event_id,
+            event_type,
+            published.company_id,
+            published.occurred_at,
+            event.payload(),
+        );
         for (endpoint_id, _) in subscribed {
-            let data = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
             deliveries.push(new_delivery(
-                event.company_id,
+                published.company_id,
                 *endpoint_id,
-                event.event_id,
-                &event.event_type,
-                envelope(
-                    event.event_id,
-                    &event.event_type,
-                    event.company_id,
-                    event.occurred_at,
-                    data,
-                ),
+                published.event_id,
+                event_type,
+                body.clone(),
                 now,
             ));
         }
@@ -210,11 +214,13 @@ mod tests {
 
     #[test]
     fn patterns_cover_exact_types_families_and_everything() {
-        assert!(pattern_matches("order.created", "order.created"));
-        assert!(!pattern_matches("order.created", "order.status_changed"));
-        assert!(pattern_matches("order.*", "order.status_changed"));
-        assert!(!pattern_matches("order.*", "payment.paid"));
-        assert!(pattern_matches("*", "payment.paid"));
+        use EventType::{NotificationCreated, OrderCreated, OrderStatusChanged, PaymentPaid};
+        assert!(pattern_matches("order.created", OrderCreated));
+        assert!(!pattern_matches("order.created", OrderStatusChanged));
+        assert!(pattern_matches("order.*", OrderStatusChanged));
+        assert!(!pattern_matches("order.*", PaymentPaid));
+        assert!(pattern_matches("*", PaymentPaid));
+        assert!(!pattern_matches("*", NotificationCreated));
     }
 
     #[test]

@@ -50,7 +50,6 @@ use sea_orm::{
     QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait, LockType},
 };
-use serde_json::json;
 use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -62,10 +61,10 @@ use super::{
 use crate::{
     configuration::WebhookSettings,
     crypto::{Purpose, SecretBox},
+    events::{DomainEvent, domain::EndpointDisabled, outbox},
     jobs::{
         Enqueue, Finish, Job, JobContext, Jobs, KeyLimit, RetryPolicy, Runtime, RuntimeSettings,
     },
-    services::outbox,
 };
 
 /// How often the runtime looks for due deliveries without being woken (retries coming due,
@@ -887,33 +886,16 @@ async fn note_failure(
         .pause_key(txn, &endpoint_key(endpoint.id))
         .await?;
     tracing::warn!(endpoint = %endpoint.id, company = %endpoint.company_id, %reason, "webhook endpoint disabled");
-    let details = json!({
-        "endpointId": endpoint.id,
-        "url": endpoint.url,
-        "reason": reason,
-        "failingSince": since,
+    let disabled = DomainEvent::WebhookEndpointDisabled(EndpointDisabled {
+        endpoint_id: endpoint.id,
+        url: endpoint.url.clone(),
+        reason: reason.clone(),
+        failing_since: since,
     });
-    outbox::append(
-        txn,
-        endpoint.company_id,
-        outbox::Event {
-            event_type: "webhook.endpoint_disabled",
-            aggregate_type: "webhook_endpoint",
-            aggregate_id: endpoint.id,
-            payload: details.clone(),
-        },
-    )
-    .await?;
+    outbox::append(txn, endpoint.company_id, disabled.clone()).await?;
     if let Some(user) = endpoint.created_by {
-        outbox::notify(
-            txn,
-            endpoint.company_id,
-            user,
-            "webhook.endpoint_disabled",
-            &format!("Webhook endpoint {} was disabled: {reason}", endpoint.url),
-            details,
-        )
-        .await?;
+        let message = format!("Webhook endpoint {} was disabled: {reason}", endpoint.url);
+        outbox::notify(txn, endpoint.company_id, user, &disabled, message).await?;
     }
     Ok(true)
 }

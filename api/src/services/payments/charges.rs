@@ -3,15 +3,18 @@
 use chrono::{Duration, NaiveDate, Utc};
 use entity::{order, payment, payment_settings};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, PaginatorTrait, QueryFilter};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{
     PROCESSING_WINDOW,
     lifecycle::{move_to, settle},
-    method_of, order_balance, payment_event, payment_of, provider_error, request_hash,
+    method_of, order_balance, payment_of, provider_error, request_hash,
     settings::{company_stripe_key, stripe_key},
     status_of, valid_amount, valid_key,
+};
+use crate::events::{
+    DomainEvent,
+    domain::{PaymentFailed, PaymentState},
 };
 use crate::{
     auth::Actor,
@@ -195,7 +198,7 @@ pub async fn create(
     }
     let payment = txn.insert(created).await?;
     if request.method != Method::Card {
-        txn.record(payment_event("payment.created", &payment, json!({})))
+        txn.record(DomainEvent::PaymentCreated(PaymentState::of(&payment)))
             .await?;
     }
     txn.commit().await?;
@@ -354,7 +357,7 @@ async fn open_card_intent(
             active.processing_until = Set(None);
             active.updated_at = Set(Utc::now());
             let mut opened = active.update(&txn).await?;
-            txn.record(payment_event("payment.created", &opened, json!({})))
+            txn.record(DomainEvent::PaymentCreated(PaymentState::of(&opened)))
                 .await?;
             opened = match intent.status {
                 IntentStatus::RequiresCapture => {
@@ -378,13 +381,12 @@ async fn open_card_intent(
                 active.failure_reason = Set(Some(reason.clone()));
             })
             .await?;
-            txn.record(payment_event("payment.created", &failed, json!({})))
+            txn.record(DomainEvent::PaymentCreated(PaymentState::of(&failed)))
                 .await?;
-            txn.record(payment_event(
-                "payment.failed",
-                &failed,
-                json!({ "reason": reason }),
-            ))
+            txn.record(DomainEvent::PaymentFailed(PaymentFailed {
+                payment: PaymentState::of(&failed),
+                reason: reason.clone(),
+            }))
             .await?;
             Ok(failed)
         }

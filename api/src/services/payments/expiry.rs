@@ -5,12 +5,10 @@ use entity::payment;
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
-use serde_json::json;
 
-use super::payment_event;
 use crate::{
     domain::payment::{Method, Status},
-    services::outbox,
+    events::{DomainEvent, domain::PaymentState, outbox},
 };
 
 /// How long a PIX charge stays payable: BACEN's Pix API default (`calendario.expiracao`).
@@ -65,7 +63,7 @@ pub async fn expire_overdue(db: &DatabaseConnection, now: DateTime<Utc>) -> anyh
             outbox::append(
                 &txn,
                 moved.company_id,
-                payment_event("payment.expired", &moved, json!({})),
+                DomainEvent::PaymentExpired(PaymentState::of(&moved)),
             )
             .await?;
             expired += 1;

@@ -3,13 +3,13 @@
 use chrono::Utc;
 use entity::payment;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    find_payment, ledger, method_of, payment_event, payment_of, provider_error,
-    settings::company_stripe_key, status_of,
+    find_payment, ledger, method_of, payment_of, provider_error, settings::company_stripe_key,
+    status_of,
 };
+use crate::events::{DomainEvent, domain::PaymentState};
 use crate::{
     auth::Actor,
     db::tenant::{Intent, TenantTxn},
@@ -65,7 +65,7 @@ pub(super) async fn settle(
         "payment received",
     )
     .await?;
-    txn.record(payment_event("payment.paid", &paid, json!({})))
+    txn.record(DomainEvent::PaymentPaid(PaymentState::of(&paid)))
         .await?;
     Ok(paid)
 }
@@ -123,7 +123,7 @@ pub async fn cancel(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<paym
     let txn = state.begin_for(actor, Intent::Serialized).await?;
     let current = payment_of(&txn, id).await?;
     let cancelled = move_to(&txn, current, Status::Cancelled, |_| {}).await?;
-    txn.record(payment_event("payment.cancelled", &cancelled, json!({})))
+    txn.record(DomainEvent::PaymentCancelled(PaymentState::of(&cancelled)))
         .await?;
     txn.commit().await?;
     Ok(cancelled)

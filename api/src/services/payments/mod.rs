@@ -26,11 +26,9 @@ mod settings;
 use chrono::Duration;
 use entity::{order, payment};
 use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::outbox;
 use crate::{
     auth::Actor,
     db::tenant::{Intent, TenantTxn},
@@ -143,30 +141,4 @@ async fn payment_of(txn: &TenantTxn, id: Uuid) -> ApiResult<payment::Model> {
         .one(txn)
         .await?
         .ok_or(ApiError::NotFound("payment"))
-}
-
-/// The event every payment change writes to the outbox.
-fn payment_event(
-    event_type: &'static str,
-    payment: &payment::Model,
-    extra: Value,
-) -> outbox::Event {
-    let mut payload = json!({
-        "paymentId": payment.id,
-        "orderId": payment.order_id,
-        "method": payment.method,
-        "status": payment.status,
-        "amountMinor": payment.amount_minor,
-        "refundedMinor": payment.refunded_minor,
-        "currency": payment.currency,
-    });
-    if let (Value::Object(fields), Value::Object(more)) = (&mut payload, extra) {
-        fields.extend(more);
-    }
-    outbox::Event {
-        event_type,
-        aggregate_type: "payment",
-        aggregate_id: payment.id,
-        payload,
-    }
 }

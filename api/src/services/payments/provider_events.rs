@@ -3,14 +3,17 @@
 use chrono::Utc;
 use entity::{payment, refund};
 use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter, QuerySelect};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
     lifecycle::{move_to, settle},
-    payment_event,
     refunds::{complete_refund, reserve_refund},
     request_hash, status_of,
+};
+use crate::events::{
+    DomainEvent,
+    domain::{PaymentFailed, PaymentState},
 };
 use crate::{
     db::tenant::TenantTxn,
@@ -80,11 +83,10 @@ pub async fn handle_provider_event(
             .await
             {
                 Ok(failed) => txn
-                    .record(payment_event(
-                        "payment.failed",
-                        &failed,
-                        json!({ "reason": reason }),
-                    ))
+                    .record(DomainEvent::PaymentFailed(PaymentFailed {
+                        payment: PaymentState::of(&failed),
+                        reason: reason.clone(),
+                    }))
                     .await
                     .map(|()| "failed")
                     .map_err(ApiError::from),
@@ -94,7 +96,7 @@ pub async fn handle_provider_event(
         "payment_intent.canceled" if current.can_become(Status::Cancelled) => {
             match move_to(txn, payment, Status::Cancelled, |_| {}).await {
                 Ok(cancelled) => txn
-                    .record(payment_event("payment.cancelled", &cancelled, json!({})))
+                    .record(DomainEvent::PaymentCancelled(PaymentState::of(&cancelled)))
                     .await
                     .map(|()| "cancelled")
                     .map_err(ApiError::from),

@@ -3,13 +3,15 @@
 use chrono::Utc;
 use entity::{payment, refund};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, QueryFilter};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    PROCESSING_WINDOW, find_payment, ledger, lifecycle::move_to, method_of, payment_event,
-    payment_of, provider_error, request_hash, settings::company_stripe_key, status_of,
-    valid_amount, valid_key,
+    PROCESSING_WINDOW, find_payment, ledger, lifecycle::move_to, method_of, payment_of,
+    provider_error, request_hash, settings::company_stripe_key, status_of, valid_amount, valid_key,
+};
+use crate::events::{
+    DomainEvent,
+    domain::{PaymentRefunded, PaymentState},
 };
 use crate::{
     auth::Actor,
@@ -217,11 +219,11 @@ pub(super) async fn complete_refund(
         "refund",
     )
     .await?;
-    txn.record(payment_event(
-        "payment.refunded",
-        &moved,
-        json!({ "refundId": refund.id, "refundAmountMinor": refund.amount_minor }),
-    ))
+    txn.record(DomainEvent::PaymentRefunded(PaymentRefunded {
+        payment: PaymentState::of(&moved),
+        refund_id: refund.id,
+        refund_amount_minor: refund.amount_minor,
+    }))
     .await?;
     Ok(moved)
 }
