@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::{
     auth::{self, Actor, Principal, password, user_subject},
     domain::{BusinessType, Currency, Email, Locale, Timezone, phone::Phone},
+    error::ApiError,
     rbac::built_in_roles,
     services::{
         catalog::{self, NewProduct, ProductKind},
@@ -91,10 +92,6 @@ fn demo_password() -> String {
         .unwrap_or_else(|| auth::random_token(12))
 }
 
-fn message(error: crate::error::ApiError) -> anyhow::Error {
-    anyhow::anyhow!(error.message())
-}
-
 pub async fn seed(state: &AppState, bulk_orders: u64) -> anyhow::Result<()> {
     for demo in &DEMOS {
         seed_company(state, demo).await?;
@@ -122,7 +119,9 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     }
     let password = demo_password();
     let admin_email = format!("admin@{}.example", demo.slug);
-    let hash = password::hash(password.clone()).await.map_err(message)?;
+    let hash = password::hash(password.clone())
+        .await
+        .map_err(ApiError::into_anyhow)?;
     let txn = state.db.begin().await?;
     let admin = users::insert_user(
         &txn,
@@ -132,7 +131,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         Locale::DEFAULT,
     )
     .await
-    .map_err(message)?;
+    .map_err(ApiError::into_anyhow)?;
     let company = companies::create_with_admin(
         &txn,
         NewCompany {
@@ -146,7 +145,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         admin.id,
     )
     .await
-    .map_err(message)?;
+    .map_err(ApiError::into_anyhow)?;
     txn.commit().await?;
     state.rbac.access_changed(company.id).await;
 
@@ -173,7 +172,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         invitations::accept_with_token(
             state,
             NewAccount {
@@ -184,7 +183,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         println!("  {email:<40} {:<7} password: {member_password}", role.name);
     }
 
@@ -207,7 +206,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         products.push(created.id);
     }
     let mut customer_ids = Vec::new();
@@ -222,7 +221,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         customer_ids.push(created.id);
     }
 
@@ -241,11 +240,11 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         },
     )
     .await
-    .map_err(message)?;
+    .map_err(ApiError::into_anyhow)?;
 
     let workflow = workflows::active(&state.db, &actor, workflows::ORDER)
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
     let path = happy_path(&workflow.definition);
     for (index, steps) in demo.progress.iter().enumerate() {
         let items = vec![
@@ -262,7 +261,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         for (from, to) in path.iter().zip(path.iter().skip(1)).take(*steps) {
             if workflow
                 .definition
@@ -283,7 +282,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
                 },
             )
             .await
-            .map_err(message)?;
+            .map_err(ApiError::into_anyhow)?;
         }
     }
     println!(
@@ -458,9 +457,9 @@ async fn pay_in_cash(state: &AppState, actor: &Actor, order_id: Uuid) -> anyhow:
         },
     )
     .await
-    .map_err(message)?;
+    .map_err(ApiError::into_anyhow)?;
     payments::mark_paid(state, actor, payment.id, Some("paid at the counter".into()))
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
     Ok(())
 }

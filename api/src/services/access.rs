@@ -20,7 +20,7 @@ use super::{authorize, tenant};
 use crate::{
     auth::{self, Actor, api_key_subject, secret_hash, user_subject},
     domain::workflow::Definition,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, UniqueKey},
     rbac::{ADMIN, Permission, is_valid_role_name},
     state::AppState,
 };
@@ -83,7 +83,11 @@ pub(super) async fn insert_role(
     .insert(txn)
     .await
     .map_err(|error| {
-        ApiError::conflict_on_unique(error, format!("a role named {name} exists already"))
+        ApiError::conflict_on(
+            error,
+            UniqueKey::new("roles_company_name_key", "roles", &["company_id", "name"]),
+            format!("a role named {name} exists already"),
+        )
     })?;
     insert_permissions(txn, company_id, name, permissions).await
 }
@@ -139,7 +143,17 @@ pub(super) async fn add_member(
     }
     .insert(txn)
     .await
-    .map_err(|error| ApiError::conflict_on_unique(error, "this person is a member already"))?;
+    .map_err(|error| {
+        ApiError::conflict_on(
+            error,
+            UniqueKey::new(
+                "memberships_company_user_key",
+                "memberships",
+                &["company_id", "user_id"],
+            ),
+            "this person is a member already",
+        )
+    })?;
     Ok(())
 }
 

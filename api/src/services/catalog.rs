@@ -13,7 +13,7 @@ use super::{authorize, tenant, valid_name};
 use crate::{
     auth::Actor,
     domain::money::MAX_AMOUNT_MINOR,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, UniqueKey},
     state::AppState,
 };
 
@@ -165,9 +165,18 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewProduct) -> ApiResu
     }
     .insert(&txn)
     .await
-    .map_err(|error| match ApiError::conflict_on_unique(error, "") {
-        ApiError::Conflict(_) => ApiError::validation("input.sku", format!("SKU {sku} is taken")),
-        other => other,
+    .map_err(|error| {
+        if UniqueKey::new(
+            "products_company_sku_key",
+            "products",
+            &["company_id", "sku"],
+        )
+        .violated_by(&error)
+        {
+            ApiError::validation("input.sku", format!("SKU {sku} is taken"))
+        } else {
+            ApiError::from(error)
+        }
     })?;
     txn.commit().await?;
     Ok(created)

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{Email, Locale},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, UniqueKey},
     state::AppState,
 };
 
@@ -36,7 +36,11 @@ pub async fn insert_user(
     .insert(txn)
     .await
     .map_err(|error| {
-        ApiError::conflict_on_unique(error, "an account with this email exists already")
+        ApiError::conflict_on(
+            error,
+            UniqueKey::new("users_email_key", "users", &["email"]),
+            "an account with this email exists already",
+        )
     })
 }
 
