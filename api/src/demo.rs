@@ -18,6 +18,7 @@ use crate::{
     auth::{self, Actor, Principal, password, user_subject},
     db::tenant::{CompanyId, Intent, global},
     domain::{BusinessType, Currency, Email, Locale, Timezone, phone::Phone},
+    error::ApiError,
     rbac::built_in_roles,
     services::{
         catalog::{self, NewProduct, ProductKind},
@@ -91,10 +92,6 @@ fn demo_password() -> String {
         .unwrap_or_else(|| auth::random_token(12))
 }
 
-fn message(error: crate::error::ApiError) -> anyhow::Error {
-    anyhow::anyhow!(error.message())
-}
-
 pub async fn seed(state: &AppState, bulk_orders: u64) -> anyhow::Result<()> {
     for demo in &DEMOS {
         seed_company(state, demo).await?;
@@ -122,7 +119,9 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
     }
     let password = demo_password();
     let admin_email = format!("admin@{}.example", demo.slug);
-    let hash = password::hash(password.clone()).await.map_err(message)?;
+    let hash = password::hash(password.clone())
+        .await
+        .map_err(ApiError::into_anyhow)?;
     let txn = state
         .begin_for_company(CompanyId::new_company(), "demo seed", Intent::ChangeAccess)
         .await?;
@@ -134,7 +133,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         Locale::DEFAULT,
     )
     .await
-    .map_err(message)?;
+    .map_err(ApiError::into_anyhow)?;
     let company = companies::create_with_admin(
         &txn,
         NewCompany {
@@ -148,7 +147,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         admin.id,
     )
     .await
-    .map_err(message)?;
+    .map_err(ApiError::into_anyhow)?;
     txn.commit().await?;
 
     let roles = state
@@ -174,7 +173,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         invitations::accept_with_token(
             state,
             NewAccount {
@@ -185,7 +184,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         println!("  {email:<40} {:<7} password: {member_password}", role.name);
     }
 
@@ -208,7 +207,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         products.push(created.id);
     }
     let mut customer_ids = Vec::new();
@@ -223,7 +222,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         customer_ids.push(created.id);
     }
 
@@ -242,12 +241,12 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         },
     )
     .await
-    .map_err(message)?;
+    .map_err(ApiError::into_anyhow)?;
 
     let txn = state.begin_for(&actor, Intent::Read).await?;
     let workflow = workflows::active(&txn, workflows::ORDER)
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
     txn.commit().await?;
     let path = happy_path(&workflow.definition);
     for (index, steps) in demo.progress.iter().enumerate() {
@@ -265,7 +264,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
             },
         )
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
         for (from, to) in path.iter().zip(path.iter().skip(1)).take(*steps) {
             if workflow
                 .definition
@@ -286,7 +285,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
                 },
             )
             .await
-            .map_err(message)?;
+            .map_err(ApiError::into_anyhow)?;
         }
     }
     println!(
@@ -458,9 +457,9 @@ async fn pay_in_cash(state: &AppState, actor: &Actor, order_id: Uuid) -> anyhow:
         },
     )
     .await
-    .map_err(message)?;
+    .map_err(ApiError::into_anyhow)?;
     payments::mark_paid(state, actor, payment.id, Some("paid at the counter".into()))
         .await
-        .map_err(message)?;
+        .map_err(ApiError::into_anyhow)?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! resolver can only go through our conversion below.
 
 use async_graphql::ErrorExtensions;
-use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx::error::ErrorKind};
+use sea_orm::{DbErr, RuntimeErr, sqlx::error::ErrorKind};
 
 /// Everything that can go wrong in a request, as the client sees it.
 #[derive(Debug)]
@@ -86,6 +86,31 @@ impl ApiError {
         }
     }
 
+    /// The message the client reads, for answers given outside GraphQL (a WebSocket's close
+    /// reason, a refused Socket.IO handshake): the cause of an internal error goes to the log
+    /// first, as [`ErrorExtensions::extend`] does for GraphQL errors, instead of vanishing
+    /// behind "internal error".
+    pub fn reported_message(&self) -> String {
+        self.log_cause();
+        self.message()
+    }
+
+    /// As an `anyhow::Error`, for callers outside a request (the CLI, the demo seed, provider
+    /// events): an internal error is its cause, chain and all; any other is its message.
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            Self::Internal(cause) => cause,
+            other => anyhow::Error::msg(other.message()),
+        }
+    }
+
+    fn log_cause(&self) {
+        if let Self::Internal(cause) = self {
+            // The chain stays in our logs; the request id in the span ties it to the response.
+            tracing::error!(error = ?cause, "internal error");
+        }
+    }
+
     /// The value of `extensions.code`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -109,14 +134,6 @@ impl ApiError {
             Self::Conflict(message.into())
         } else {
             Self::internal(error)
-        }
-    }
-
-    /// Turns a unique-constraint violation into `CONFLICT` with `message`; anything else is internal.
-    pub fn conflict_on_unique(error: DbErr, message: impl Into<String>) -> Self {
-        match error.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => Self::Conflict(message.into()),
-            _ => Self::internal(error),
         }
     }
 }
@@ -199,10 +216,7 @@ impl From<anyhow::Error> for ApiError {
 
 impl ErrorExtensions for ApiError {
     fn extend(&self) -> async_graphql::Error {
-        if let Self::Internal(cause) = self {
-            // The chain stays in our logs; the request id in the span ties it to the response.
-            tracing::error!(error = ?cause, "internal error");
-        }
+        self.log_cause();
         async_graphql::Error::new(self.message()).extend_with(|_, extensions| {
             extensions.set("code", self.code());
             match self {
@@ -233,7 +247,80 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use sea_orm::{Database, EntityTrait};
+    use tracing_subscriber::fmt::MakeWriter;
+
     use super::*;
+
+    /// What the log received while `during` ran.
+    fn logged(during: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log buffer").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl MakeWriter<'_> for Captured {
+            type Writer = Self;
+            fn make_writer(&self) -> Self {
+                self.clone()
+            }
+        }
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, during);
+        let bytes = captured.0.lock().expect("log buffer").clone();
+        String::from_utf8(bytes).expect("utf-8 log")
+    }
+
+    /// A real database failure: a query of a table that does not exist.
+    async fn database_failure() -> DbErr {
+        let db = Database::connect("sqlite::memory:").await.expect("sqlite");
+        entity::customer::Entity::find()
+            .all(&db)
+            .await
+            .expect_err("no tables in a new database")
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_keeps_its_cause_on_every_way_out() {
+        let cause = database_failure().await.to_string();
+        assert!(cause.contains("no such table"), "{cause}");
+
+        let chain = format!(
+            "{:#}",
+            ApiError::from(database_failure().await)
+                .into_anyhow()
+                .context("applying payment_intent.succeeded")
+        );
+        assert!(
+            chain.starts_with("applying payment_intent.succeeded: ") && chain.contains(&cause),
+            "{chain}"
+        );
+
+        let error = ApiError::from(database_failure().await);
+        let mut message = String::new();
+        let log = logged(|| message = error.reported_message());
+        assert_eq!(message, "internal error", "the client still sees no cause");
+        assert!(log.contains(&cause), "the log has the cause: {log}");
+
+        let error = ApiError::from(DbErr::Custom(cause.clone()));
+        let log = logged(|| drop(error.extend()));
+        assert!(log.contains(&cause), "a GraphQL error logs it too: {log}");
+
+        let refused = ApiError::validation("input.name", "too long").into_anyhow();
+        assert_eq!(refused.to_string(), "too long");
+    }
 
     fn code_of(error: ApiError) -> String {
         let graphql = error.extend();

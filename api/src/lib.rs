@@ -3,14 +3,31 @@
 //! A multi-tenant GraphQL backend: one server runs restaurants, bike shops and clinics, each
 //! company seeing only its own data.
 //!
-//! A tour, in the order a request meets the code:
-//! - [`configuration`]: defaults, `platform.toml`, then environment variables.
-//! - [`http`]: the axum router and the layers every response passes through.
-//! - [`graphql`]: the schema, its limits and one module per domain.
-//! - [`error`]: the one [`ApiError`](error::ApiError) and its `extensions.code`.
-//! - [`db`]: SQLite or PostgreSQL, migrated at start.
+//! A tour, in the order a request meets the code, each layer above the ones it uses
+//! (`tests/api/architecture.rs` fails when `domain`, `events`, `jobs` or `webhooks` import
+//! `services`, or `services` imports `graphql`):
+//! - [`configuration`]: defaults, `platform.toml`, then environment variables; [`telemetry`]:
+//!   the logs.
+//! - [`http`]: the axum router, the layers every response passes through, `POST /graphql`,
+//!   health and metrics, and providers' incoming webhooks. [`realtime`]: the GraphQL WebSocket
+//!   (`/graphql/ws`) and Socket.IO.
+//! - [`graphql`]: the schema, its guard and limits, one module per domain, and
+//!   [`graphql::context`], where every transport reads credentials and builds the request's
+//!   data (viewer, client address, loaders) once.
+//! - [`services`]: one module per domain (payments split by concern in
+//!   [`services::payments`]); every call that touches tenant data takes the
+//!   [`Actor`](auth::Actor), every mutation runs in one transaction.
+//! - [`auth`]: passwords, tokens, API keys and the `Actor`; [`rbac`]: roles and permissions
+//!   with casbin; [`rate_limit`]: fixed windows, in Redis or in process.
 //! - [`jobs`]: the durable job runtime; background work (the payment-expiry sweep) runs on it.
-//! - [`cli`]: `serve`, `migrate`, `print-schema`, `demo-seed`.
+//!   [`webhooks`]: signatures, the SSRF guard, and the worker that delivers outgoing webhooks.
+//! - [`events`]: after commit, the relay publishes the outbox to the event bus.
+//! - [`payments`]: clients of outside payment providers (Stripe); [`crypto`]: secrets at rest.
+//! - [`db`]: SQLite or PostgreSQL, migrated at start; [`state`]: what every handler shares.
+//! - [`domain`]: pure types that parse their input (money, PIX, boleto, workflows…), no I/O.
+//! - [`error`]: the one [`ApiError`](error::ApiError), its `extensions.code`, and the cause it
+//!   keeps for the log.
+//! - [`cli`]: `serve`, `migrate`, `print-schema`, `create-operator`, `demo-seed` ([`demo`]).
 //!
 //! [`Application`] ties them together: `build` binds the port (0 picks a free one, as the tests
 //! do), `run_until_stopped` serves until SIGTERM/SIGINT or [`ShutdownHandle::trigger`], letting

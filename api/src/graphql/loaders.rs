@@ -2,7 +2,7 @@
 //! inside, so every batch query is scoped to that actor's company and no cache outlives the
 //! request or crosses tenants.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, fmt, sync::Arc};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use entity::{
@@ -30,19 +30,38 @@ pub fn loaders(db: DatabaseConnection, actor: Actor) -> Loaders {
     Arc::new(DataLoader::new(TenantLoader { db, actor }, tokio::spawn))
 }
 
-/// A failed batch, shared by every resolver that waited on it.
+/// A failed batch, shared by every resolver that waited on it (hence the `Arc`), with its
+/// cause: a resolver's error logs the database's own message, not only that a batch failed.
 #[derive(Clone, Debug)]
-pub struct LoadError(Arc<String>);
+pub struct LoadError(Arc<anyhow::Error>);
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("batch load failed")
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref().as_ref())
+    }
+}
 
 impl From<DbErr> for LoadError {
     fn from(error: DbErr) -> Self {
-        Self(Arc::new(error.to_string()))
+        Self(Arc::new(error.into()))
+    }
+}
+
+impl From<ApiError> for LoadError {
+    fn from(error: ApiError) -> Self {
+        Self(Arc::new(error.into_anyhow()))
     }
 }
 
 impl From<LoadError> for ApiError {
     fn from(error: LoadError) -> Self {
-        ApiError::internal(anyhow::anyhow!("batch load failed: {}", error.0))
+        ApiError::internal(error)
     }
 }
 
@@ -195,7 +214,7 @@ impl Loader<WorkflowKey> for TenantLoader {
                 let id = row.id;
                 WorkflowVersion::from_row(row)
                     .map(|version| (WorkflowKey(id), version))
-                    .map_err(|error| LoadError(Arc::new(error.message())))
+                    .map_err(LoadError::from)
             })
             .collect()
     }
@@ -243,5 +262,20 @@ impl Loader<CompanyKey> for TenantLoader {
             .map(|company| (CompanyKey, company))
             .into_iter()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_batch_keeps_its_cause() {
+        let failed = LoadError::from(DbErr::Custom("no such table: customers".into()));
+        let chain = format!("{:#}", ApiError::from(failed).into_anyhow());
+        assert!(
+            chain.starts_with("batch load failed: ") && chain.contains("no such table: customers"),
+            "{chain}"
+        );
     }
 }

@@ -82,7 +82,7 @@ async fn admit(state: &AppState, token: &str) -> Result<Actor, Refused> {
     let actor = match identity::authenticate(state, Credentials::Bearer(token.to_string())).await {
         Ok(Viewer::Member(actor)) => actor,
         Ok(_) => return Err(Refused("Socket.IO is for company members".into())),
-        Err(error) => return Err(Refused(error.message())),
+        Err(error) => return Err(Refused(error.reported_message())),
     };
     if actor.user_id().is_none() && !reads_orders(state, &actor).await {
         return Err(Refused("missing permission orders:read".into()));

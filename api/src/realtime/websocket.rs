@@ -87,7 +87,7 @@ async fn authenticate(
             "subscriptions are for company members".into(),
         )),
         Err(ApiError::Unauthenticated(message)) => Err((CLOSE_UNAUTHENTICATED, message)),
-        Err(error) => Err((CLOSE_FORBIDDEN, error.message())),
+        Err(error) => Err((CLOSE_FORBIDDEN, error.reported_message())),
     }
 }
 
@@ -180,11 +180,11 @@ async fn still_admitted(
         Ok(Viewer::Member(actor)) => actor,
         Ok(_) => return Some((CLOSE_FORBIDDEN, "access ended".to_string())),
         Err(ApiError::Unauthenticated(message)) => return Some((CLOSE_UNAUTHENTICATED, message)),
-        Err(error) => return Some((CLOSE_FORBIDDEN, error.message())),
+        Err(error) => return Some((CLOSE_FORBIDDEN, error.reported_message())),
     };
     for (resource, action) in permissions.required() {
         if let Err(error) = authorize(state, &actor, resource, action).await {
-            return Some((CLOSE_FORBIDDEN, error.message()));
+            return Some((CLOSE_FORBIDDEN, error.reported_message()));
         }
     }
     None

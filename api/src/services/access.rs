@@ -21,7 +21,7 @@ use crate::{
     auth::{self, Actor, api_key_subject, secret_hash, user_subject},
     db::tenant::{Intent, TenantTxn, global},
     domain::workflow::Definition,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, UniqueKey},
     rbac::{ADMIN, Permission, is_valid_role_name},
     state::AppState,
 };
@@ -82,7 +82,11 @@ pub(super) async fn insert_role(
     })
     .await
     .map_err(|error| {
-        ApiError::conflict_on_unique(error, format!("a role named {name} exists already"))
+        ApiError::conflict_on(
+            error,
+            UniqueKey::new("roles_company_name_key", "roles", &["company_id", "name"]),
+            format!("a role named {name} exists already"),
+        )
     })?;
     insert_permissions(txn, name, permissions).await
 }
@@ -125,7 +129,17 @@ pub(super) async fn add_member(txn: &TenantTxn, user_id: Uuid) -> ApiResult<()> 
         ..Default::default()
     })
     .await
-    .map_err(|error| ApiError::conflict_on_unique(error, "this person is a member already"))?;
+    .map_err(|error| {
+        ApiError::conflict_on(
+            error,
+            UniqueKey::new(
+                "memberships_company_user_key",
+                "memberships",
+                &["company_id", "user_id"],
+            ),
+            "this person is a member already",
+        )
+    })?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use crate::{
     auth::Actor,
     db::tenant::Intent,
     domain::money::MAX_AMOUNT_MINOR,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, UniqueKey},
     state::AppState,
 };
 
@@ -171,11 +171,18 @@ pub async fn create(state: &AppState, actor: &Actor, new: NewProduct) -> ApiResu
             ..Default::default()
         })
         .await
-        .map_err(|error| match ApiError::conflict_on_unique(error, "") {
-            ApiError::Conflict(_) => {
+        .map_err(|error| {
+            if UniqueKey::new(
+                "products_company_sku_key",
+                "products",
+                &["company_id", "sku"],
+            )
+            .violated_by(&error)
+            {
                 ApiError::validation("input.sku", format!("SKU {sku} is taken"))
+            } else {
+                ApiError::from(error)
             }
-            other => other,
         })?;
     txn.commit().await?;
     Ok(created)

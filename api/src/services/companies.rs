@@ -14,7 +14,7 @@ use crate::{
     auth::{Actor, password, user_subject},
     db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{BusinessType, CompanyStatus, Currency, Email, Locale, Slug, Timezone},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, UniqueKey},
     rbac::{ADMIN, built_in_roles},
     state::AppState,
 };
@@ -60,11 +60,12 @@ pub async fn create_with_admin(
     }
     .insert(txn)
     .await
-    .map_err(|error| match ApiError::conflict_on_unique(error, "") {
-        ApiError::Conflict(_) => {
+    .map_err(|error| {
+        if UniqueKey::new("companies_slug_key", "companies", &["slug"]).violated_by(&error) {
             ApiError::validation("input.companySlug", "this slug is taken; choose another")
+        } else {
+            ApiError::from(error)
         }
-        other => other,
     })?;
     for role in built_in_roles(new.business_type.as_str()) {
         access::insert_role(txn, role.name, true, &role.permissions).await?;

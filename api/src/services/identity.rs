@@ -754,10 +754,10 @@ pub async fn create_operator(
     password: String,
 ) -> anyhow::Result<()> {
     let email = Email::parse(email).map_err(anyhow::Error::msg)?;
-    password::validate("password", &password).map_err(|error| anyhow::anyhow!(error.message()))?;
+    password::validate("password", &password).map_err(ApiError::into_anyhow)?;
     let hash = password::hash(password)
         .await
-        .map_err(|error| anyhow::anyhow!(error.message()))?;
+        .map_err(ApiError::into_anyhow)?;
     let txn = db.begin().await?;
     let existing = global::find::<user::Entity>()
         .filter(user::Column::Email.eq(email.as_str()))
@@ -780,7 +780,7 @@ pub async fn create_operator(
         None => {
             let user = insert_user(&txn, &email, name, Some(hash), Locale::DEFAULT)
                 .await
-                .map_err(|error| anyhow::anyhow!(error.message()))?;
+                .map_err(ApiError::into_anyhow)?;
             user::ActiveModel {
                 id: Set(user.id),
                 is_operator: Set(true),

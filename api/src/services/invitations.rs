@@ -33,7 +33,7 @@ use crate::{
     auth::{self, Actor, password, secret_hash, user_subject},
     db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{Email, Locale},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, UniqueKey},
     rate_limit::Limit,
     rbac::Permission,
     state::AppState,
@@ -305,7 +305,17 @@ pub async fn invite(
         })
         .await
         // Only the pending-invitation index can collide: tokens carry 256 random bits.
-        .map_err(|error| ApiError::conflict_on_unique(error, duplicate))?;
+        .map_err(|error| {
+            ApiError::conflict_on(
+                error,
+                UniqueKey::new(
+                    "invitations_company_email_pending_key",
+                    "invitations",
+                    &["company_id", "email"],
+                ),
+                duplicate,
+            )
+        })?;
     let invitation = view(&txn, row).await?;
     txn.commit().await?;
     tracing::info!(invitation_id = %invitation.invitation.id, "invitation sent");

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     db::tenant::global,
     domain::{Email, Locale},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, UniqueKey},
     state::AppState,
 };
 
@@ -37,7 +37,11 @@ pub async fn insert_user(
     .insert(txn)
     .await
     .map_err(|error| {
-        ApiError::conflict_on_unique(error, "an account with this email exists already")
+        ApiError::conflict_on(
+            error,
+            UniqueKey::new("users_email_key", "users", &["email"]),
+            "an account with this email exists already",
+        )
     })
 }
 

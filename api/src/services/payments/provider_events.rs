@@ -108,7 +108,11 @@ pub async fn handle_provider_event(
     };
     applied
         .map(|what| format!("{what}: payment {intent_id}"))
-        .map_err(|error| anyhow::anyhow!("applying {}: {}", event.event_type, error.message()))
+        .map_err(|error| {
+            error
+                .into_anyhow()
+                .context(format!("applying {}", event.event_type))
+        })
 }
 
 /// `charge.refunded` carries the total refunded; only what we have not recorded yet (a refund
