@@ -799,3 +799,11 @@ pub fn require_postgres() {
         "this test needs TEST_DATABASE_URL (PostgreSQL)"
     );
 }
+
+impl TestApp {
+    /// A connection of the database's owner (the URL's user), for what the server's roles may
+    /// not do, such as changing the schema.
+    pub async fn owner_db(&self) -> DatabaseConnection {
+        connect_single(&self.settings.database_url()).await
+    }
+}

@@ -1062,7 +1062,8 @@ async fn an_outcome_the_database_refuses_is_recorded_alone_without_its_excerpt()
     // Stands for any row the database refuses that nothing foresaw.
     tenants
         .app
-        .db
+        .owner_db()
+        .await
         .execute_unprepared(
             "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN IF NEW.response_body = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF;
