@@ -9,7 +9,8 @@
 //! - [`graphql`]: the schema, its limits and one module per domain.
 //! - [`error`]: the one [`ApiError`](error::ApiError) and its `extensions.code`.
 //! - [`db`]: SQLite or PostgreSQL, migrated at start.
-//! - [`jobs`]: the durable job runtime; background work (the payment-expiry sweep) runs on it.
+//! - [`jobs`]: the durable job runtime; background work (webhook deliveries, the payment-expiry
+//!   sweep) runs on it.
 //! - [`cli`]: `serve`, `migrate`, `print-schema`, `demo-seed`.
 //!
 //! [`Application`] ties them together: `build` binds the port (0 picks a free one, as the tests
