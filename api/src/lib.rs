@@ -16,14 +16,17 @@
 //!   data (viewer, client address, loaders) once.
 //! - [`services`]: one module per domain (payments split by concern in
 //!   [`services::payments`]); every call that touches tenant data takes the
-//!   [`Actor`](auth::Actor), every mutation runs in one transaction.
+//!   [`Actor`](auth::Actor) and acts through the tenant transaction; every mutation runs in one.
 //! - [`auth`]: passwords, tokens, API keys and the `Actor`; [`rbac`]: roles and permissions
 //!   with casbin; [`rate_limit`]: fixed windows, in Redis or in process.
-//! - [`jobs`]: the durable job runtime; background work (the payment-expiry sweep) runs on it.
-//!   [`webhooks`]: signatures, the SSRF guard, and the worker that delivers outgoing webhooks.
-//! - [`events`]: after commit, the relay publishes the outbox to the event bus.
+//! - [`jobs`]: the durable job runtime; background work (webhook deliveries, the payment-expiry
+//!   sweep) runs on it. [`webhooks`]: signatures, the SSRF guard, and the delivery job.
+//! - [`events`]: the typed [`DomainEvent`](events::DomainEvent), the outbox it is written to,
+//!   the relay that publishes it after commit, and the event bus.
 //! - [`payments`]: clients of outside payment providers (Stripe); [`crypto`]: secrets at rest.
-//! - [`db`]: SQLite or PostgreSQL, migrated at start; [`state`]: what every handler shares.
+//! - [`db`]: SQLite or PostgreSQL, migrated at start; [`db::tenant`]: the tenant transaction and
+//!   `CompanyId`; [`db::rls`]: PostgreSQL's roles and row-level security; [`db::rows`]: the
+//!   order list's pipelined reads. [`state`]: what every handler shares.
 //! - [`domain`]: pure types that parse their input (money, PIX, boleto, workflows…), no I/O.
 //! - [`error`]: the one [`ApiError`](error::ApiError), its `extensions.code`, and the cause it
 //!   keeps for the log.

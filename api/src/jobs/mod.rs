@@ -16,7 +16,10 @@
 //!   time). Failures come back after a [`RetryPolicy`] wait with jitter; after the last attempt
 //!   the job is `DEAD` with its last error.
 //! - A job key (a WhatsApp instance, a company) groups jobs across queues: [`Runtime::limit`]
-//!   caps how many of a key's jobs run at once and how many start per interval;
+//!   caps how many of a key's jobs run at once (across instances, or on each instance alone
+//!   until the handler lets go of the key: [`KeyLimit::per_instance`]) and how many start per
+//!   interval; a key at its cap is left out of the claim, so its backlog never holds back
+//!   other keys' jobs;
 //!   [`Jobs::pause_key`] holds them until [`Jobs::resume_key`]. [`Jobs::cancel`] withdraws a job.
 //! - [`Recurring`] schedules are cron patterns read in a time zone (a company's, where asked);
 //!   declared with [`Runtime::schedule`] (written by [`Runtime::declare_schedules`] as the server

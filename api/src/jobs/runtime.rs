@@ -443,34 +443,37 @@ impl Runtime {
     /// of a claim's candidates, so that one busy key's backlog (a slow webhook endpoint's)
     /// never fills the candidates and holds back the keys behind it.
     async fn saturated_keys(&self, txn: &DatabaseTransaction) -> anyhow::Result<Vec<String>> {
-        if !self
+        let shared = self
             .limits
             .values()
-            .any(|limit| limit.concurrency.is_some())
-        {
-            return Ok(Vec::new());
+            .any(|limit| limit.concurrency.is_some() && !limit.per_instance);
+        let mut saturated = Vec::new();
+        if shared {
+            #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+            let running: Vec<(String, i64)> = job::Entity::find()
+                .select_only()
+                .column(job::Column::JobKey)
+                .column_as(job::Column::Id.count(), "count")
+                .filter(job::Column::Status.eq(Status::Running.as_str()))
+                .filter(job::Column::JobKey.is_not_null())
+                .group_by(job::Column::JobKey)
+                .into_tuple()
+                .all(txn)
+                .await?;
+            saturated.extend(
+                running
+                    .into_iter()
+                    .filter(|(key, count)| {
+                        self.limit_of(key)
+                            .filter(|limit| !limit.per_instance)
+                            .and_then(|limit| limit.concurrency)
+                            .is_some_and(|limit| {
+                                usize::try_from(*count).unwrap_or(usize::MAX) >= limit
+                            })
+                    })
+                    .map(|(key, _)| key),
+            );
         }
-        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
-        let running: Vec<(String, i64)> = job::Entity::find()
-            .select_only()
-            .column(job::Column::JobKey)
-            .column_as(job::Column::Id.count(), "count")
-            .filter(job::Column::Status.eq(Status::Running.as_str()))
-            .filter(job::Column::JobKey.is_not_null())
-            .group_by(job::Column::JobKey)
-            .into_tuple()
-            .all(txn)
-            .await?;
-        let mut saturated: Vec<String> = running
-            .into_iter()
-            .filter(|(key, count)| {
-                self.limit_of(key)
-                    .filter(|limit| !limit.per_instance)
-                    .and_then(|limit| limit.concurrency)
-                    .is_some_and(|limit| usize::try_from(*count).unwrap_or(usize::MAX) >= limit)
-            })
-            .map(|(key, _)| key)
-            .collect();
         let local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
         saturated.extend(
             local

@@ -259,7 +259,13 @@ pub async fn delete_endpoint(state: &AppState, actor: &Actor, id: Uuid) -> ApiRe
     if deleted.rows_affected == 0 {
         return Err(ApiError::NotFound("webhook endpoint"));
     }
+    // Jobs held behind a disabled endpoint's paused key run once more and find nothing to send.
+    state
+        .jobs
+        .resume_key(&txn, &webhooks::worker::endpoint_key(id))
+        .await?;
     txn.commit().await?;
+    state.jobs.wake();
     Ok(true)
 }
 
