@@ -286,6 +286,7 @@ mod tests {
     /// A real database failure: a query of a table that does not exist.
     async fn database_failure() -> DbErr {
         let db = Database::connect("sqlite::memory:").await.expect("sqlite");
+        #[allow(clippy::disallowed_methods)] // an empty, unmigrated database: no tenant to scope to
         entity::customer::Entity::find()
             .all(&db)
             .await
