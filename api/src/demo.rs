@@ -127,7 +127,7 @@ async fn seed_company(state: &AppState, demo: &Demo) -> anyhow::Result<()> {
         .begin_for_company(CompanyId::new_company(), "demo seed", Intent::ChangeAccess)
         .await?;
     let admin = users::insert_user(
-        txn.inner(),
+        &txn,
         &Email::parse(&admin_email).map_err(anyhow::Error::msg)?,
         "Admin",
         Some(hash),

@@ -1,5 +1,5 @@
-//! sea-orm entities, one module per table. Only `api::services` reads or writes the
-//! tenant-owned ones, through the scoped helpers there.
+//! sea-orm entities, one module per table. The tenant-owned ones are read and written through
+//! `api::db::tenant::TenantTxn`, which scopes every query to its company.
 
 pub mod api_key;
 pub mod casbin_rule;

@@ -8,7 +8,8 @@ use api::{
 use chrono::Utc;
 use entity::customer;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, Statement, sea_query::Expr,
 };
 use uuid::Uuid;
 
@@ -148,4 +149,57 @@ async fn two_writers_that_read_first_both_commit() {
         .await
         .expect("the count runs");
     assert_eq!(count, 2);
+}
+
+/// What row-level security reads: the transaction's first statement sets `app.company_id`,
+/// and a read transaction refuses even a raw write.
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn on_postgres_a_tenant_transaction_sets_its_company_for_the_policies() {
+    crate::helpers::require_shared_infrastructure();
+    let app = spawn_app().await;
+    let a = app.sign_up("setting-a", "RESTAURANT").await;
+    let state = state_of(&app).await;
+    let setting = Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT current_setting('app.company_id', true) AS company",
+    );
+
+    for intent in [Intent::Read, Intent::Write, Intent::ChangeAccess] {
+        let txn = state
+            .begin_for_company(company(&a.company_id), "test", intent)
+            .await
+            .expect("a transaction");
+        let row = txn
+            .query_one_raw(setting.clone())
+            .await
+            .expect("the setting reads")
+            .expect("a row");
+        let set: Option<String> = row.try_get("", "company").expect("a text column");
+        assert_eq!(set.as_deref(), Some(a.company_id.as_str()), "{intent:?}");
+        txn.commit().await.expect("the commit");
+    }
+
+    let read = state
+        .begin_for_company(company(&a.company_id), "test", Intent::Read)
+        .await
+        .expect("a read transaction");
+    let refused = read
+        .execute_unprepared("UPDATE customers SET name = 'written in a read'")
+        .await
+        .expect_err("PostgreSQL refuses a write in a read transaction");
+    assert!(
+        refused.to_string().contains("read-only"),
+        "unexpected error: {refused}"
+    );
+
+    // Outside a tenant transaction the setting is empty: a policy comparing with it sees no row.
+    let outside = app
+        .db
+        .query_one_raw(setting)
+        .await
+        .expect("the setting reads")
+        .expect("a row");
+    let unset: Option<String> = outside.try_get("", "company").expect("a text column");
+    assert!(unset.unwrap_or_default().is_empty());
 }

@@ -34,7 +34,8 @@ use crate::{rbac::Rbac, services::outbox as events};
 
 /// The company a transaction acts for. It comes only from an authenticated actor
 /// ([`Actor::company`](crate::auth::Actor::company)), from an incoming webhook whose signature
-/// verified with that company's secret, or from a row a cross-tenant job read: never from input.
+/// verified with that company's secret, from a row a cross-tenant path read, or fresh for a
+/// company being created: never from input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CompanyId(Uuid);
 
@@ -84,7 +85,8 @@ pub enum Intent {
     /// first and then try to upgrade their read locks.
     Write,
     /// A write that must not interleave with another such write of the same company (access
-    /// rules, workflows, payment settings, webhook endpoints): it takes the company row's lock
+    /// rules, workflows, invitations, payments and refunds decided by idempotency key, payment
+    /// settings, webhook endpoints): it takes the company row's lock
     /// as its first write, so a concurrent one waits and then sees this one's result.
     Serialized,
     /// A [`Serialized`](Intent::Serialized) write that changes who may do what (rules,
@@ -322,12 +324,6 @@ impl TenantTxn {
     /// Undoes everything the transaction did (dropping it does the same).
     pub async fn rollback(self) -> Result<(), DbErr> {
         self.txn.rollback().await
-    }
-
-    /// The sea-orm transaction underneath, for helpers that take one (the rbac adapter, the
-    /// outbox). Queries on tenant tables go through the scoped builders above.
-    pub fn inner(&self) -> &DatabaseTransaction {
-        &self.txn
     }
 
     fn writable(&self) -> Result<(), DbErr> {

@@ -174,14 +174,7 @@ pub async fn create_for_operator(
     let admin = match existing {
         Some(user) => user,
         None => {
-            users::insert_user(
-                txn.inner(),
-                &admin_email,
-                admin_name,
-                password_hash,
-                new.locale,
-            )
-            .await?
+            users::insert_user(&txn, &admin_email, admin_name, password_hash, new.locale).await?
         }
     };
     let company = create_with_admin(&txn, new, admin.id).await?;

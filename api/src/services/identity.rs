@@ -126,7 +126,7 @@ pub async fn sign_up(state: &AppState, input: NewSignUp, client: IpAddr) -> ApiR
         .await?;
     // The unique email answers for a taken one.
     let user = insert_user(
-        txn.inner(),
+        &txn,
         &input.email,
         &input.name,
         Some(password_hash),

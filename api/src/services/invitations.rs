@@ -593,18 +593,12 @@ pub async fn accept_with_token(state: &AppState, account: NewAccount) -> ApiResu
 
     let txn = begin_answer(state, &row, Intent::ChangeAccess).await?;
     let row = answer(&txn, row, InvitationStatus::Accepted).await?;
-    let user = users::insert_user(
-        txn.inner(),
-        &email,
-        &account.name,
-        Some(password_hash),
-        locale,
-    )
-    .await
-    .map_err(|error| match error {
-        ApiError::Conflict(_) => log_in_instead(),
-        other => other,
-    })?;
+    let user = users::insert_user(&txn, &email, &account.name, Some(password_hash), locale)
+        .await
+        .map_err(|error| match error {
+            ApiError::Conflict(_) => log_in_instead(),
+            other => other,
+        })?;
     join(state, &txn, &row, user.id).await?;
     let session = identity::issue_session(state, &txn, user, company, None).await?;
     txn.commit().await?;

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use entity::user;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, QueryFilter};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
 
 /// Inserts a user; the email must be free (unique constraint → `CONFLICT`).
 pub async fn insert_user(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     email: &Email,
     name: &str,
     password_hash: Option<String>,
