@@ -48,6 +48,7 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod jobs;
+pub mod notifications;
 pub mod payments;
 pub mod rate_limit;
 pub mod rbac;

@@ -18,7 +18,7 @@ struct Rule {
 
 const RULES: &[Rule] = &[
     Rule {
-        from: &["domain", "events", "jobs", "webhooks"],
+        from: &["domain", "events", "jobs", "notifications", "webhooks"],
         to: "services",
     },
     Rule {

@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Everything a permission can be about.
-pub const RESOURCES: [&str; 13] = [
+pub const RESOURCES: [&str; 14] = [
     "orders",
     "customers",
     "catalog",
@@ -17,6 +17,7 @@ pub const RESOURCES: [&str; 13] = [
     "billing",
     "settings",
     "events",
+    "notifications",
 ];
 
 /// Everything a permission can allow.
