@@ -2,15 +2,17 @@
 //! with which settings, and its credentials sealed with [`Purpose::NotificationCredential`]
 //! (written, never read back out).
 
+use chrono::Utc;
+use entity::notification_channel;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder};
 use serde_json::Value;
 use uuid::Uuid;
 
-use entity::notification_channel;
-use sea_orm::{ColumnTrait, QueryFilter};
-
 use crate::{
+    auth::Actor,
     crypto::Purpose,
-    db::tenant::TenantTxn,
+    db::tenant::{Intent, TenantTxn},
+    error::{ApiError, ApiResult},
     notifications::{Accepted, Channel, SendError},
     state::AppState,
 };
@@ -131,4 +133,192 @@ pub async fn send(
             configuration.provider.as_str()
         ),
     ))
+}
+
+/// What `configureNotificationChannel` writes.
+pub struct ChannelInput {
+    pub channel: Channel,
+    pub provider: ProviderKind,
+    /// A JSON object of non-secret settings; `baseUrl`, when given, must be an http(s) URL.
+    pub settings: Value,
+    /// A JSON object of credentials; `None` keeps the stored ones.
+    pub credentials: Option<Value>,
+    pub enabled: bool,
+}
+
+/// Creates or replaces the company's configuration of `input.channel`
+/// (`notifications:manage`).
+pub async fn configure(
+    state: &AppState,
+    actor: &Actor,
+    input: ChannelInput,
+) -> ApiResult<notification_channel::Model> {
+    super::manage(state, actor).await?;
+    if input.channel == Channel::InApp {
+        return Err(ApiError::validation(
+            "channel",
+            "in-app notifications need no provider",
+        ));
+    }
+    if input.provider.channel() != input.channel {
+        return Err(ApiError::validation(
+            "provider",
+            format!(
+                "{} carries {}, not {}",
+                input.provider.as_str(),
+                input.provider.channel().as_str(),
+                input.channel.as_str()
+            ),
+        ));
+    }
+    let settings = valid_settings(&input.settings)?;
+    let credentials = input
+        .credentials
+        .map(|credentials| {
+            if credentials.is_object() {
+                Ok(credentials.to_string())
+            } else {
+                Err(ApiError::validation(
+                    "credentials",
+                    "the credentials must be a JSON object",
+                ))
+            }
+        })
+        .transpose()?;
+    let now = Utc::now();
+    // Serialized: two administrators configuring at once both see one row, not two inserts.
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let company_id = txn.company().get();
+    let existing = txn
+        .find::<notification_channel::Entity>()
+        .filter(notification_channel::Column::Channel.eq(input.channel.as_str()))
+        .one(&txn)
+        .await?;
+    let sealed = credentials.map(|credentials| {
+        state
+            .secrets
+            .seal(company_id, Purpose::NotificationCredential, &credentials)
+    });
+    let saved = match existing {
+        Some(existing) => {
+            let keeps_credentials = existing.provider == input.provider.as_str();
+            let mut row: notification_channel::ActiveModel = existing.into();
+            row.provider = Set(input.provider.as_str().to_string());
+            row.settings = Set(settings);
+            match sealed {
+                Some(sealed) => row.credentials_ciphertext = Set(Some(sealed)),
+                // Another provider's credentials mean nothing to this one.
+                None if !keeps_credentials => row.credentials_ciphertext = Set(None),
+                None => {}
+            }
+            row.enabled = Set(input.enabled);
+            row.updated_at = Set(now);
+            row.update(&txn).await?
+        }
+        None => {
+            txn.insert(notification_channel::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                company_id: Set(company_id),
+                channel: Set(input.channel.as_str().to_string()),
+                provider: Set(input.provider.as_str().to_string()),
+                settings: Set(settings),
+                credentials_ciphertext: Set(sealed),
+                enabled: Set(input.enabled),
+                created_at: Set(now),
+                updated_at: Set(now),
+            })
+            .await?
+        }
+    };
+    txn.commit().await?;
+    tracing::info!(
+        company = %actor.company(),
+        channel = input.channel.as_str(),
+        provider = input.provider.as_str(),
+        "notification channel configured"
+    );
+    Ok(saved)
+}
+
+fn valid_settings(settings: &Value) -> ApiResult<String> {
+    let Some(fields) = settings.as_object() else {
+        return Err(ApiError::validation(
+            "settings",
+            "the settings must be a JSON object",
+        ));
+    };
+    if let Some(base_url) = fields.get("baseUrl") {
+        let valid = base_url
+            .as_str()
+            .and_then(|text| url::Url::parse(text).ok())
+            .is_some_and(|url| matches!(url.scheme(), "http" | "https"));
+        if !valid {
+            return Err(ApiError::validation(
+                "settings.baseUrl",
+                "the base URL must be an http(s) URL",
+            ));
+        }
+    }
+    Ok(settings.to_string())
+}
+
+/// The company's channel configurations (`notifications:manage`).
+pub async fn list(state: &AppState, actor: &Actor) -> ApiResult<Vec<notification_channel::Model>> {
+    super::manage(state, actor).await?;
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let rows = txn
+        .find::<notification_channel::Entity>()
+        .order_by_asc(notification_channel::Column::Channel)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(rows)
+}
+
+/// What `testNotificationChannel` found.
+pub struct ChannelTest {
+    pub provider: ProviderKind,
+    pub result: Result<Accepted, SendError>,
+}
+
+/// Sends a test message to `to` through the company's configuration of `channel`
+/// (`notifications:manage`); nothing is queued or logged.
+pub async fn test(
+    state: &AppState,
+    actor: &Actor,
+    channel: Channel,
+    to: &str,
+) -> ApiResult<ChannelTest> {
+    super::manage(state, actor).await?;
+    let address = match channel {
+        Channel::Email => crate::domain::Email::parse(to)
+            .map_err(|reason| ApiError::validation("to", reason))?
+            .to_string(),
+        Channel::Whatsapp | Channel::Sms => crate::domain::phone::Phone::parse(to)
+            .map_err(|reason| ApiError::validation("to", reason))?
+            .to_string(),
+        Channel::InApp => {
+            return Err(ApiError::validation(
+                "channel",
+                "in-app notifications need no provider",
+            ));
+        }
+    };
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let configuration = configuration(state, &txn, channel)
+        .await
+        .map_err(ApiError::Internal)?
+        .ok_or(ApiError::NotFound("notification channel"))?;
+    let company = txn
+        .find_company()
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("company"))?;
+    txn.commit().await?;
+    let body = format!("{}: a test message from the platform.", company.name);
+    let result = send(state, &configuration, &address, Some("Test message"), &body).await;
+    Ok(ChannelTest {
+        provider: configuration.provider,
+        result,
+    })
 }

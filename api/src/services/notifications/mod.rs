@@ -11,6 +11,8 @@
 
 pub mod channels;
 pub mod delivery;
+pub mod inbox;
+pub mod log;
 
 use std::time::Duration;
 
@@ -22,12 +24,19 @@ use uuid::Uuid;
 
 pub use self::delivery::SendNotification;
 use crate::{
+    auth::Actor,
     db::tenant::TenantTxn,
     domain::{Email, phone::Phone},
     error::{ApiError, ApiResult},
     jobs::{Enqueue, Jobs},
     notifications::Channel,
+    state::AppState,
 };
+
+/// Configuring channels (`notifications:manage`).
+async fn manage(state: &AppState, actor: &Actor) -> ApiResult<()> {
+    super::authorize(state, actor, "notifications", "manage").await
+}
 
 /// Where a notification goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
