@@ -328,13 +328,20 @@ impl NotificationQuery {
     async fn my_notifications(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default)] unread_only: bool,
+        unread_only: Option<bool>,
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<NotificationConnection> {
         let after = parse_id_cursor("after", after.as_deref())?;
         let size = page_size(first);
-        let rows = inbox::page(state(ctx)?, actor(ctx)?, unread_only, size + 1, after).await?;
+        let rows = inbox::page(
+            state(ctx)?,
+            actor(ctx)?,
+            unread_only.unwrap_or(false),
+            size + 1,
+            after,
+        )
+        .await?;
         Ok(connection(rows, size, after.is_some()))
     }
 }
