@@ -10,6 +10,12 @@
 
 use std::fmt;
 
+pub mod evolution;
+mod http;
+pub mod whatsapp;
+
+pub use http::http_client;
+
 /// How a message reaches a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
 #[graphql(name = "NotificationChannel")]
@@ -34,7 +40,9 @@ impl Channel {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|channel| channel.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .find(|channel| channel.as_str() == text)
     }
 }
 
