@@ -17,6 +17,15 @@
 //! 429 and 5xx (a session reconnecting answers 500) → retryable with the status as code; any
 //! other 4xx (an unknown number, a wrong key, a missing instance) → permanent with the status
 //! and the server's message.
+//!
+//! Webhooks ([`parse_webhook`]): Evolution posts `{event, instance, data, destination, date_time,
+//! sender, server_url, apikey}` to the URL set with `POST /webhook/set/{instance}`, `event` in
+//! the dotted form (`messages.update`) or, in some configurations, the constant form
+//! (`MESSAGES_UPDATE`); both are read. `messages.update` carries `{keyId, remoteJid, fromMe,
+//! status}` with `status` one of `ERROR`, `PENDING`, `SERVER_ACK`, `DELIVERY_ACK`, `READ`,
+//! `PLAYED` (`src/utils/renderStatus.ts`); `messages.upsert` carries a received message, `{key:
+//! {remoteJid, remoteJidAlt?, fromMe, id}, message: {conversation | extendedTextMessage: {text}}}`.
+//! How the webhook is authenticated is [`crate::webhooks::incoming`]'s.
 
 use std::{fmt, time::Duration};
 
@@ -28,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Accepted, SendError,
+    Accepted, DeliveryStatus, SendError, WebhookEvent,
     http::{BaseUrl, body_text, bounded, status_is_retryable, transport_error},
     whatsapp::{ConnectionState, WhatsappProvider},
 };
@@ -265,6 +274,94 @@ fn message_part(part: &Value) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// The `event` of a webhook in one form: `MESSAGES_UPDATE` and `messages-update` both become
+/// `messages.update`.
+pub fn event_name(event: &str) -> String {
+    event.replace(['_', '-'], ".").to_ascii_lowercase()
+}
+
+/// Reads the events we act on out of a webhook body: delivery statuses of messages we sent
+/// and texts people sent us. Other events (connection, contacts, chats), our own messages
+/// echoed back, group and broadcast messages, statuses that say nothing new (`PENDING`, a
+/// deletion) give no event. `data` may be one object or a list of them. A body that is not an
+/// Evolution webhook is refused with the reason.
+pub fn parse_webhook(payload: &Value) -> Result<Vec<WebhookEvent>, String> {
+    let event = payload
+        .get("event")
+        .and_then(Value::as_str)
+        .ok_or("the Evolution webhook has no `event`")?;
+    let data = payload
+        .get("data")
+        .ok_or("the Evolution webhook has no `data`")?;
+    let items = match data {
+        Value::Array(items) => items.iter().collect(),
+        item => vec![item],
+    };
+    let read: fn(&Value) -> Option<WebhookEvent> = match event_name(event).as_str() {
+        "messages.update" => status_update,
+        "messages.upsert" => inbound_text,
+        _ => return Ok(Vec::new()),
+    };
+    Ok(items.into_iter().filter_map(read).collect())
+}
+
+/// The idempotency key of a webhook: Evolution sends no event id, but a message's id with its
+/// new status (or a received message's id) names one event; a retried delivery repeats it.
+pub fn webhook_event_id(payload: &Value) -> Option<String> {
+    let event = event_name(payload.get("event")?.as_str()?);
+    let data = payload.get("data")?;
+    match event.as_str() {
+        "messages.update" => {
+            let id = data.get("keyId")?.as_str()?;
+            let status = data.get("status")?.as_str()?;
+            Some(format!("{id}:{status}"))
+        }
+        "messages.upsert" => Some(data.pointer("/key/id")?.as_str()?.to_owned()),
+        _ => None,
+    }
+}
+
+fn status_update(data: &Value) -> Option<WebhookEvent> {
+    if data.get("fromMe").and_then(Value::as_bool) == Some(false) {
+        // A status of a message someone sent us (we read it): not one of ours.
+        return None;
+    }
+    let status = match data.get("status")?.as_str()? {
+        "SERVER_ACK" => DeliveryStatus::Sent,
+        "DELIVERY_ACK" => DeliveryStatus::Delivered,
+        "READ" | "PLAYED" => DeliveryStatus::Read,
+        "ERROR" => DeliveryStatus::Failed,
+        _ => return None,
+    };
+    Some(WebhookEvent::StatusUpdate {
+        provider_message_id: data.get("keyId")?.as_str()?.to_owned(),
+        status,
+        error_code: None,
+    })
+}
+
+fn inbound_text(data: &Value) -> Option<WebhookEvent> {
+    let key = data.get("key")?;
+    if key.get("fromMe").and_then(Value::as_bool) != Some(false) {
+        return None;
+    }
+    // With WhatsApp's LID addressing the chat is `…@lid` and the phone is the alternate jid.
+    let phone_jid = ["remoteJid", "remoteJidAlt", "senderPn"]
+        .into_iter()
+        .filter_map(|field| key.get(field).and_then(Value::as_str))
+        .find_map(|jid| jid.strip_suffix("@s.whatsapp.net"))?;
+    let from = Phone::parse(&format!("+{phone_jid}")).ok()?;
+    let message = data.get("message")?;
+    let text = message
+        .get("conversation")
+        .or_else(|| message.pointer("/extendedTextMessage/text"))?
+        .as_str()?;
+    Some(WebhookEvent::Inbound {
+        from,
+        text: text.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -581,5 +678,133 @@ mod tests {
             assert!(!error.contains(KEY), "{error}");
         }
         assert!(!format!("{good:?}").contains(KEY));
+    }
+
+    /// A `messages.update` webhook as Evolution 2.3 posts it.
+    fn status_webhook(event: &str, status: &str, from_me: bool) -> Value {
+        json!({
+            "event": event,
+            "instance": "loja centro",
+            "data": {
+                "keyId": "BAE594145F4C59B4",
+                "remoteJid": "5511987654321@s.whatsapp.net",
+                "fromMe": from_me,
+                "participant": null,
+                "status": status,
+                "instanceId": "2f1c0d7e-1111-4a4a-9b9b-123456789abc",
+                "messageId": "cm4b9x0000001"
+            },
+            "destination": "https://platform.example.com/webhooks/in/evolution/c1",
+            "date_time": "2026-12-02T09:30:00.000Z",
+            "sender": "5511900000000@s.whatsapp.net",
+            "server_url": "https://evolution.example.com",
+            "apikey": null
+        })
+    }
+
+    fn inbound_webhook(key: Value, message: Value) -> Value {
+        json!({
+            "event": "messages.upsert",
+            "instance": "loja centro",
+            "data": {
+                "key": key,
+                "pushName": "Maria",
+                "message": message,
+                "messageType": "conversation",
+                "messageTimestamp": 1_764_667_800,
+                "instanceId": "2f1c0d7e-1111-4a4a-9b9b-123456789abc",
+                "source": "android"
+            },
+            "date_time": "2026-12-02T09:30:00.000Z"
+        })
+    }
+
+    #[test]
+    fn status_updates_map_to_delivery_statuses_in_either_event_form() {
+        for (status, expected) in [
+            ("SERVER_ACK", DeliveryStatus::Sent),
+            ("DELIVERY_ACK", DeliveryStatus::Delivered),
+            ("READ", DeliveryStatus::Read),
+            ("PLAYED", DeliveryStatus::Read),
+            ("ERROR", DeliveryStatus::Failed),
+        ] {
+            for event in ["messages.update", "MESSAGES_UPDATE"] {
+                let events = parse_webhook(&status_webhook(event, status, true)).expect("parses");
+                assert_eq!(
+                    events,
+                    vec![WebhookEvent::StatusUpdate {
+                        provider_message_id: "BAE594145F4C59B4".into(),
+                        status: expected,
+                        error_code: None
+                    }],
+                    "{event} {status}"
+                );
+            }
+        }
+        assert_eq!(
+            webhook_event_id(&status_webhook("MESSAGES_UPDATE", "READ", true)).as_deref(),
+            Some("BAE594145F4C59B4:READ")
+        );
+    }
+
+    #[test]
+    fn statuses_that_say_nothing_about_our_messages_are_skipped() {
+        for (status, from_me) in [("PENDING", true), ("DELETED", true), ("READ", false)] {
+            let events =
+                parse_webhook(&status_webhook("messages.update", status, from_me)).expect("parses");
+            assert!(events.is_empty(), "{status} from_me={from_me}: {events:?}");
+        }
+        let connection =
+            json!({"event": "connection.update", "instance": "x", "data": {"state": "open"}});
+        assert_eq!(parse_webhook(&connection), Ok(Vec::new()));
+        assert!(parse_webhook(&json!({"data": {}})).is_err());
+        assert!(parse_webhook(&json!({"event": "messages.update"})).is_err());
+    }
+
+    #[test]
+    fn inbound_texts_are_read_with_the_senders_phone() {
+        let plain = inbound_webhook(
+            json!({"remoteJid": "5511987654321@s.whatsapp.net", "fromMe": false, "id": "3EB0A1"}),
+            json!({"conversation": "SAIR"}),
+        );
+        let expected = WebhookEvent::Inbound {
+            from: Phone::parse("+5511987654321").expect("phone"),
+            text: "SAIR".into(),
+        };
+        assert_eq!(parse_webhook(&plain), Ok(vec![expected.clone()]));
+        assert_eq!(webhook_event_id(&plain).as_deref(), Some("3EB0A1"));
+
+        let lid_addressed = inbound_webhook(
+            json!({
+                "remoteJid": "190283749283@lid",
+                "remoteJidAlt": "5511987654321@s.whatsapp.net",
+                "addressingMode": "lid",
+                "fromMe": false,
+                "id": "3EB0A2"
+            }),
+            json!({"extendedTextMessage": {"text": "SAIR"}}),
+        );
+        assert_eq!(parse_webhook(&lid_addressed), Ok(vec![expected]));
+    }
+
+    #[test]
+    fn our_own_group_and_non_text_messages_are_not_inbound_texts() {
+        for (key, message) in [
+            (
+                json!({"remoteJid": "5511987654321@s.whatsapp.net", "fromMe": true, "id": "1"}),
+                json!({"conversation": "Seu pedido está pronto"}),
+            ),
+            (
+                json!({"remoteJid": "120363025246125486@g.us", "fromMe": false, "id": "2", "participant": "5511987654321@s.whatsapp.net"}),
+                json!({"conversation": "SAIR"}),
+            ),
+            (
+                json!({"remoteJid": "5511987654321@s.whatsapp.net", "fromMe": false, "id": "3"}),
+                json!({"imageMessage": {"mimetype": "image/jpeg"}}),
+            ),
+        ] {
+            let events = parse_webhook(&inbound_webhook(key.clone(), message)).expect("parses");
+            assert!(events.is_empty(), "{key}: {events:?}");
+        }
     }
 }
