@@ -475,3 +475,369 @@ async fn another_company_reaches_none_of_its_notifications_or_channels() {
         .collect();
     assert_eq!(b_ids, [&same_key["notification"]["id"]], "{b_log}");
 }
+
+mod whatsapp {
+    use std::time::Duration;
+
+    use api::configuration::NotificationRetry;
+    use serde_json::{Value, json};
+    use wiremock::{
+        Mock, MockServer, ResponseTemplate,
+        matchers::{body_json, header, method, path},
+    };
+
+    use super::{CONFIGURE, LOG, SEND, settled};
+    use crate::helpers::{Tenant, TestApp, spawn_app_with, text};
+
+    const API_KEY: &str = "evo-key-123";
+    const PHONE: &str = "+55 84 99999-0000";
+
+    /// Retries a few milliseconds apart, so a test sees the whole schedule.
+    pub fn quick_retries(attempts: u32) -> NotificationRetry {
+        NotificationRetry {
+            max_attempts: attempts,
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(100),
+        }
+    }
+
+    pub async fn app_with_quick_retries(attempts: u32) -> TestApp {
+        spawn_app_with(|settings| {
+            settings.notifications.whatsapp_retry = quick_retries(attempts);
+        })
+        .await
+    }
+
+    pub async fn configure_evolution(app: &TestApp, shop: &Tenant, server: &MockServer) {
+        let configured = app
+            .graphql_as(
+                &shop.access_token,
+                CONFIGURE,
+                json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+                    "settings": { "baseUrl": server.uri(), "instance": "loja" },
+                    "credentials": { "apiKey": API_KEY } } }),
+            )
+            .await;
+        assert!(configured["errors"].is_null(), "{configured}");
+    }
+
+    fn sent(id: &str) -> ResponseTemplate {
+        ResponseTemplate::new(201).set_body_json(json!({
+            "key": { "remoteJid": "5584999990000@s.whatsapp.net", "fromMe": true, "id": id },
+            "status": "PENDING", "messageType": "conversation"
+        }))
+    }
+
+    pub async fn send_whatsapp(app: &TestApp, shop: &Tenant, text_body: &str, key: &str) -> String {
+        let sent = app
+            .graphql_as(
+                &shop.access_token,
+                SEND,
+                json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+                    "recipient": { "phone": PHONE }, "body": text_body, "idempotencyKey": key } }),
+            )
+            .await;
+        assert!(sent["errors"].is_null(), "{sent}");
+        text(&sent["data"]["sendNotification"]["notification"]["id"])
+    }
+
+    fn send_text_to_the_customer(body_text: &str) -> wiremock::MockBuilder {
+        Mock::given(method("POST"))
+            .and(path("/message/sendText/loja"))
+            .and(header("apikey", API_KEY))
+            .and(body_json(
+                json!({ "number": "5584999990000", "text": body_text }),
+            ))
+    }
+
+    #[tokio::test]
+    async fn a_message_arrives_at_evolution_with_the_number_and_text() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("evo", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Seu pedido #7 está pronto")
+            .respond_with(sent("BAE5F4F0A1"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Seu pedido #7 está pronto", "order-7-ready").await;
+        let done = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(done["status"], "SENT", "{done}");
+        assert_eq!(done["provider"], "evolution");
+        assert_eq!(done["providerMessageId"], "BAE5F4F0A1");
+        assert_eq!(done["address"], "+5584999990000");
+        assert_eq!(
+            done["attempts"],
+            json!([{ "attempt": 1, "provider": "evolution", "providerMessageId": "BAE5F4F0A1",
+                "outcome": "SENT", "errorCode": null, "errorMessage": null }])
+        );
+        // The same key again sends nothing more (the mock expects one request).
+        let again = send_whatsapp(&app, &shop, "Seu pedido #7 está pronto", "order-7-ready").await;
+        assert_eq!(again, id);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    #[tokio::test]
+    async fn a_503_is_retried_and_the_message_sent_once() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("retry", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Pronto!")
+            .respond_with(ResponseTemplate::new(503).set_body_string("upstream busy"))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        send_text_to_the_customer("Pronto!")
+            .respond_with(sent("BAE5RETRY"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Pronto!", "retry-1").await;
+        let done = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(done["status"], "SENT", "{done}");
+        assert_eq!(done["attemptCount"], 2, "{done}");
+        let outcomes: Vec<(&Value, &Value)> = done["attempts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{done}"))
+            .iter()
+            .map(|attempt| (&attempt["outcome"], &attempt["errorCode"]))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                (&json!("RETRYABLE"), &json!("503")),
+                (&json!("SENT"), &Value::Null)
+            ],
+            "{done}"
+        );
+        assert_eq!(done["lastErrorCode"], Value::Null, "{done}");
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_fails_at_once_with_the_providers_code() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("refused", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Oi")
+            .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+                "status": 400, "error": "Bad Request",
+                "response": { "message": [{ "exists": false, "jid": "5584999990000@s.whatsapp.net",
+                    "number": "5584999990000" }] } })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Oi", "refused-1").await;
+        let failed = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(failed["status"], "FAILED", "{failed}");
+        assert_eq!(failed["lastErrorCode"], "400", "{failed}");
+        assert!(
+            text(&failed["lastError"]).contains("not on WhatsApp"),
+            "{failed}"
+        );
+        assert_eq!(failed["attempts"].as_array().map(Vec::len), Some(1));
+        // A permanent failure is not retried: give a retry the time it would take.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let later = app
+            .graphql_as(
+                &shop.access_token,
+                LOG,
+                json!({ "filter": { "status": "FAILED" } }),
+            )
+            .await;
+        assert_eq!(
+            later["data"]["notificationLog"]["edges"][0]["node"]["attemptCount"], 1,
+            "{later}"
+        );
+        let events = app
+            .graphql_as(
+                &shop.access_token,
+                "{ events(types: [\"notification.failed\"]) { edges { node { payload } } } }",
+                json!({}),
+            )
+            .await;
+        let payload = &events["data"]["events"]["edges"][0]["node"]["payload"];
+        assert_eq!(payload["notificationId"], id, "{events}");
+        assert_eq!(payload["errorCode"], "400", "{events}");
+    }
+
+    #[tokio::test]
+    async fn the_last_retryable_failure_is_a_dead_letter_with_its_reason() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("dead", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Oi")
+            .respond_with(ResponseTemplate::new(503))
+            .expect(3)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Oi", "dead-1").await;
+        let failed = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(failed["status"], "FAILED", "{failed}");
+        assert_eq!(failed["attemptCount"], 3, "{failed}");
+        assert_eq!(failed["lastErrorCode"], "503", "{failed}");
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let job = entity::job::Entity::find()
+            .filter(entity::job::Column::Queue.eq("notifications.send"))
+            .one(&app.db)
+            .await
+            .expect("reads")
+            .expect("the job");
+        assert_eq!(job.status, "DEAD", "{job:?}");
+        assert!(
+            job.last_error
+                .as_deref()
+                .is_some_and(|error| error.contains("503")),
+            "{job:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_test_message_reports_the_sessions_state() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("probe", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/message/sendText/loja"))
+            .and(header("apikey", API_KEY))
+            .respond_with(sent("BAE5TEST"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/instance/connectionState/loja"))
+            .and(header("apikey", API_KEY))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(
+                    json!({ "instance": { "instanceName": "loja", "state": "open" } }),
+                ),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let tested = app
+            .graphql_as(
+                &shop.access_token,
+                "mutation T($to: String!) { testNotificationChannel(channel: WHATSAPP, to: $to) {
+                    provider accepted providerMessageId errorCode connectionState } }",
+                json!({ "to": PHONE }),
+            )
+            .await;
+        assert_eq!(
+            tested["data"]["testNotificationChannel"],
+            json!({ "provider": "EVOLUTION", "accepted": true, "providerMessageId": "BAE5TEST",
+                "errorCode": null, "connectionState": "OPEN" }),
+            "{tested}"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_callbacks_move_a_message_to_delivered_then_read_once() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("ticks", "RESTAURANT").await;
+        let other = app.sign_up("other", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Oi")
+            .respond_with(sent("BAE5TICKS"))
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        for tenant in [&shop, &other] {
+            let secret = app
+                .graphql_as(
+                    &tenant.access_token,
+                    "mutation { setWebhookProviderSecret(provider: EVOLUTION, secret: \"evo-hook-secret-0123456789\") }",
+                    json!({}),
+                )
+                .await;
+            assert!(secret["errors"].is_null(), "{secret}");
+        }
+        let id = send_whatsapp(&app, &shop, "Oi", "ticks-1").await;
+        assert_eq!(
+            settled(&app, &shop.access_token, &id).await["status"],
+            "SENT"
+        );
+        let callback = |company: &str, status: &str| {
+            let url = format!("{}/webhooks/in/evolution/{company}", app.address);
+            let body = json!({ "event": "messages.update", "instance": "loja",
+                "data": { "keyId": "BAE5TICKS", "fromMe": true, "status": status,
+                    "remoteJid": "5584999990000@s.whatsapp.net" } });
+            app.client
+                .post(url)
+                .header("x-webhook-secret", "evo-hook-secret-0123456789")
+                .json(&body)
+                .send()
+        };
+        let status_of = || async {
+            let log = app.graphql_as(&shop.access_token, LOG, json!({})).await;
+            log["data"]["notificationLog"]["edges"][0]["node"]["status"].clone()
+        };
+        // Another company's verified callback naming the same message id moves nothing.
+        let foreign = callback(&other.company_id, "DELIVERY_ACK")
+            .await
+            .expect("sends");
+        assert!(foreign.status().is_success(), "{}", foreign.status());
+        assert_eq!(status_of().await, "SENT");
+
+        for (status, expected) in [
+            ("DELIVERY_ACK", "DELIVERED"),
+            ("READ", "READ"),
+            ("READ", "READ"),
+            ("DELIVERY_ACK", "READ"),
+        ] {
+            let answer = callback(&shop.company_id, status).await.expect("sends");
+            assert!(
+                answer.status().is_success(),
+                "{status}: {}",
+                answer.status()
+            );
+            assert_eq!(status_of().await, expected, "after {status}");
+        }
+        let unsigned = app
+            .client
+            .post(format!("{}/webhooks/in/evolution/{}", app.address, shop.company_id))
+            .json(&json!({ "event": "messages.update", "data": { "keyId": "BAE5TICKS", "fromMe": true, "status": "ERROR" } }))
+            .send()
+            .await
+            .expect("sends");
+        assert!(unsigned.status().is_client_error(), "{}", unsigned.status());
+        assert_eq!(status_of().await, "READ");
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let events = app
+                .graphql_as(
+                    &shop.access_token,
+                    "{ events(types: [\"notification.delivered\"]) { edges { node { payload } } } }",
+                    json!({}),
+                )
+                .await;
+            let edges = events["data"]["events"]["edges"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !edges.is_empty() {
+                assert_eq!(edges.len(), 1, "delivered once: {events}");
+                assert_eq!(
+                    edges[0]["node"]["payload"]["notificationId"], id,
+                    "{events}"
+                );
+                assert_eq!(
+                    edges[0]["node"]["payload"]["status"], "DELIVERED",
+                    "{events}"
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no notification.delivered: {events}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
