@@ -8,6 +8,8 @@
 //! [`SendError::Permanent`] (an invalid number, a rejected template: trying again cannot help),
 //! keeping the provider's own code.
 
+pub mod templates;
+
 use std::fmt;
 
 /// How a message reaches a person.
@@ -34,7 +36,9 @@ impl Channel {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|channel| channel.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .find(|channel| channel.as_str() == text)
     }
 }
 
