@@ -12,6 +12,7 @@ pub mod job;
 pub mod job_key;
 pub mod job_schedule;
 pub mod membership;
+pub mod notification_template;
 pub mod order;
 pub mod order_counter;
 pub mod order_item;
