@@ -15,6 +15,7 @@ pub mod membership;
 pub mod notification;
 pub mod notification_attempt;
 pub mod notification_channel;
+pub mod notification_template;
 pub mod order;
 pub mod order_counter;
 pub mod order_item;

@@ -18,6 +18,7 @@ mod identity;
 mod invitations;
 mod jobs;
 mod lifecycle;
+mod notification_templates;
 mod notifications;
 mod orders;
 mod payments;

@@ -12,6 +12,7 @@ mod invitations;
 pub mod loaders;
 mod metrics;
 mod money;
+mod notification_templates;
 mod notifications;
 mod operator;
 mod orders;
@@ -49,6 +50,7 @@ pub struct QueryRoot(
     webhooks::WebhookQuery,
     payments::PaymentQuery,
     notifications::NotificationQuery,
+    notification_templates::NotificationTemplateQuery,
 );
 
 /// Everything a client can change.
@@ -66,6 +68,7 @@ pub struct MutationRoot(
     webhooks::WebhookMutation,
     payments::PaymentMutation,
     notifications::NotificationMutation,
+    notification_templates::NotificationTemplateMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, events::SubscriptionRoot>;

@@ -14,6 +14,7 @@ pub mod channels;
 pub mod delivery;
 pub mod inbox;
 pub mod log;
+pub mod templates;
 
 use std::time::Duration;
 
