@@ -847,3 +847,44 @@ mod whatsapp {
         }
     }
 }
+
+#[tokio::test]
+async fn a_notification_from_a_template_is_rendered_when_sent() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("written", "RESTAURANT").await;
+    let (ana, ana_token) = member_of(&app, &shop, "written", "ana").await;
+    let send = |template: &str, key: &str, variables: Value| {
+        app.graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "IN_APP", "category": "orders",
+                "recipient": { "userId": ana }, "template": template, "variables": variables,
+                "locale": "pt-BR", "idempotencyKey": key } }),
+        )
+    };
+    let sent = send(
+        "order_ready",
+        "t-1",
+        json!({ "order": { "number": 7 }, "customer": { "name": "Ana" } }),
+    )
+    .await;
+    let id = text(&sent["data"]["sendNotification"]["notification"]["id"]);
+    assert_eq!(
+        settled(&app, &shop.access_token, &id).await["status"],
+        "SENT"
+    );
+    let mine = app.graphql_as(&ana_token, MINE, json!({})).await;
+    let node = &mine["data"]["myNotifications"]["edges"][0]["node"];
+    assert_eq!(node["subject"], "Pedido 7 pronto", "{mine}");
+    assert_eq!(node["body"], "O pedido 7 de Ana está pronto.", "{mine}");
+
+    let unknown = send("no_such_template", "t-2", json!({})).await;
+    let id = text(&unknown["data"]["sendNotification"]["notification"]["id"]);
+    let failed = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["lastErrorCode"], "TEMPLATE_NOT_FOUND", "{failed}");
+    let missing = send("order_ready", "t-3", json!({ "order": { "number": 8 } })).await;
+    let id = text(&missing["data"]["sendNotification"]["notification"]["id"]);
+    let failed = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(failed["lastErrorCode"], "TEMPLATE_FAILED", "{failed}");
+}
