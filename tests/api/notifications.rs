@@ -888,3 +888,49 @@ async fn a_notification_from_a_template_is_rendered_when_sent() {
     let failed = settled(&app, &shop.access_token, &id).await;
     assert_eq!(failed["lastErrorCode"], "TEMPLATE_FAILED", "{failed}");
 }
+
+/// Two instances on one PostgreSQL database share the sends: every notification goes out
+/// once, whichever instance queued it and whichever runs its job.
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn two_instances_send_each_notification_exactly_once() {
+    use std::collections::HashMap;
+
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+
+    crate::helpers::require_postgres();
+    let first = whatsapp::app_with_quick_retries(3).await;
+    let second = crate::helpers::spawn_second_instance(&first).await;
+    let shop = first.sign_up("pair", "RESTAURANT").await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "key": { "remoteJid": "5584999990000@s.whatsapp.net", "fromMe": true, "id": "BAE5PAIR" }
+        })))
+        .expect(40)
+        .mount(&server)
+        .await;
+    whatsapp::configure_evolution(&first, &shop, &server).await;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        ids.push(
+            whatsapp::send_whatsapp(app, &shop, &format!("message {n}"), &format!("pair-{n}"))
+                .await,
+        );
+    }
+    for id in &ids {
+        assert_eq!(
+            settled(&first, &shop.access_token, id).await["status"],
+            "SENT"
+        );
+    }
+    let mut texts: HashMap<String, usize> = HashMap::new();
+    for request in server.received_requests().await.unwrap_or_default() {
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON");
+        *texts.entry(text(&body["text"])).or_default() += 1;
+    }
+    assert_eq!(texts.len(), 40, "{texts:?}");
+    assert!(texts.values().all(|count| *count == 1), "{texts:?}");
+    second.stop();
+}
