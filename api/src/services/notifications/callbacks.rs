@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::Status;
 use crate::{
     db::tenant::TenantTxn,
-    events::{DomainEvent, domain::NotificationState},
+    events::DomainEvent,
     notifications::{DeliveryStatus, WebhookEvent, evolution},
 };
 
@@ -116,18 +116,20 @@ async fn update(
     if !moved {
         return Ok(false);
     }
-    let state = |status: Status| NotificationState {
-        notification_id: found.id,
-        channel: found.channel.clone(),
-        category: found.category.clone(),
-        status: status.as_str().to_string(),
-        customer_id: found.customer_id,
-        provider: found.provider.clone(),
-        provider_message_id: found.provider_message_id.clone(),
-        error_code: (status == Status::Failed)
-            .then(|| error_code.unwrap_or("PROVIDER_FAILED").to_string()),
-        error: (status == Status::Failed)
-            .then(|| "the provider reported the message failed".to_string()),
+    let failure = (to == Status::Failed).then(|| {
+        (
+            error_code.unwrap_or("PROVIDER_FAILED").to_string(),
+            "the provider reported the message failed".to_string(),
+        )
+    });
+    let state = |status: Status| {
+        super::event_state(
+            &found,
+            status,
+            found.provider.clone(),
+            found.provider_message_id.clone(),
+            failure.clone(),
+        )
     };
     // Delivered once: when it first reaches the device, whether `READ` is the first word of it.
     if found.delivered_at.is_none() && matches!(to, Status::Delivered | Status::Read) {

@@ -25,7 +25,7 @@ use crate::{
     configuration::NotificationRetry,
     db::tenant::{CompanyId, Intent, TenantTxn},
     domain::Locale,
-    events::{DomainEvent, domain::Notification as InAppNotice, domain::NotificationState},
+    events::{DomainEvent, domain::Notification as InAppNotice},
     jobs::{Finish, Job, JobContext, KeyLimit, RetryPolicy, Runtime},
     notifications::{Accepted, Channel, SendError},
     state::AppState,
@@ -344,16 +344,14 @@ async fn record(
         return Ok(());
     }
 
-    let state_of = |status: Status| NotificationState {
-        notification_id: found.id,
-        channel: found.channel.clone(),
-        category: found.category.clone(),
-        status: status.as_str().to_string(),
-        customer_id: found.customer_id,
-        provider: Some(provider.to_string()),
-        provider_message_id: provider_message_id.clone(),
-        error_code: error.map(|error| error.code().to_string()),
-        error: error.map(error_message),
+    let state_of = |status: Status| {
+        super::event_state(
+            found,
+            status,
+            Some(provider.to_string()),
+            provider_message_id.clone(),
+            error.map(|error| (error.code().to_string(), error_message(error))),
+        )
     };
     match status {
         Status::Sent => {

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use entity::notification;
-use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
+use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
 use uuid::Uuid;
 
 use crate::{
@@ -39,16 +39,7 @@ pub async fn page(
     if unread_only {
         query = query.filter(notification::Column::ReadAt.is_null());
     }
-    if let Some(after) = after {
-        query = query.filter(notification::Column::Id.lt(after));
-    }
-    let rows = query
-        .order_by_desc(notification::Column::Id)
-        .limit(first)
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(rows)
+    Ok(super::newest_first(txn, query, first, after).await?)
 }
 
 /// Which notifications `markNotificationsRead` marks.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::{customer, membership, notification};
-use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, QueryFilter};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -244,14 +244,5 @@ pub async fn page(
     if let Some(to) = filter.to {
         query = query.filter(notification::Column::CreatedAt.lt(to));
     }
-    if let Some(after) = after {
-        query = query.filter(notification::Column::Id.lt(after));
-    }
-    let rows = query
-        .order_by_desc(notification::Column::Id)
-        .limit(first)
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(rows)
+    Ok(super::newest_first(txn, query, first, after).await?)
 }

@@ -352,3 +352,47 @@ pub fn key_prefix(channel: Channel) -> &'static str {
         Channel::InApp => "notifications-in-app",
     }
 }
+
+/// One page of `query`'s notifications, newest first, before `after`, read in `txn`, which it
+/// commits.
+async fn newest_first(
+    txn: TenantTxn,
+    mut query: sea_orm::Select<notification::Entity>,
+    first: u64,
+    after: Option<Uuid>,
+) -> Result<Vec<notification::Model>, sea_orm::DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    if let Some(after) = after {
+        query = query.filter(notification::Column::Id.lt(after));
+    }
+    let rows = query
+        .order_by_desc(notification::Column::Id)
+        .limit(first)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(rows)
+}
+
+/// The payload of a notification's `notification.sent|failed|delivered` event: where `found`
+/// stands now, with the provider's code and reason when it failed.
+fn event_state(
+    found: &notification::Model,
+    status: Status,
+    provider: Option<String>,
+    provider_message_id: Option<String>,
+    failure: Option<(String, String)>,
+) -> crate::events::domain::NotificationState {
+    let (error_code, error) = failure.unzip();
+    crate::events::domain::NotificationState {
+        notification_id: found.id,
+        channel: found.channel.clone(),
+        category: found.category.clone(),
+        status: status.as_str().to_string(),
+        customer_id: found.customer_id,
+        provider,
+        provider_message_id,
+        error_code,
+        error,
+    }
+}
