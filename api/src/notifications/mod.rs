@@ -14,6 +14,7 @@ use crate::domain::phone::Phone;
 
 pub mod evolution;
 mod http;
+pub mod twilio;
 pub mod whatsapp;
 
 pub use http::http_client;
