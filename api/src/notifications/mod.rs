@@ -16,6 +16,7 @@ pub mod evolution;
 mod http;
 pub mod twilio;
 pub mod whatsapp;
+pub mod whatsapp_cloud;
 
 pub use http::http_client;
 

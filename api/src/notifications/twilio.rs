@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::{
     Accepted, DeliveryStatus, SendError, WebhookEvent,
-    http::{BaseUrl, body_text, bounded, status_is_retryable, transport_error},
+    http::{BaseUrl, body_text, bounded, by_status, exchange},
 };
 use crate::domain::phone::Phone;
 
@@ -138,7 +138,7 @@ impl TwilioClient {
         let url = self
             .base
             .join(&["2010-04-01", "Accounts", &self.account_sid, "Messages.json"]);
-        let response = self
+        let request = self
             .http
             .post(url)
             .basic_auth(&self.account_sid, Some(&self.auth_token))
@@ -147,30 +147,9 @@ impl TwilioClient {
                 url::form_urlencoded::Serializer::new(String::new())
                     .extend_pairs(form)
                     .finish(),
-            )
-            .send()
-            .await
-            .map_err(|error| transport_error("Twilio", error))?;
-        let status = response.status();
-        let answer = response
-            .bytes()
-            .await
-            .map_err(|error| transport_error("Twilio", error))?;
-        if !status.is_success() {
-            let error = classify(status, &answer);
-            tracing::warn!(provider = PROVIDER, account_sid = %self.account_sid, %status, code = error.code(), "Twilio refused the message");
-            return Err(error);
-        }
-        let created: CreatedMessage = serde_json::from_slice(&answer).map_err(|error| {
-            // Twilio took the message; sending again could deliver it twice.
-            SendError::permanent(
-                "unreadable_answer",
-                format!(
-                    "Twilio answered HTTP {status} but not as documented ({error}): {}",
-                    body_text(&answer)
-                ),
-            )
-        })?;
+            );
+        let created: CreatedMessage =
+            exchange("Twilio", "Messages.json", request, classify).await?;
         tracing::info!(provider = PROVIDER, account_sid = %self.account_sid, provider_message_id = %created.sid, "SMS accepted");
         Ok(Accepted {
             provider: PROVIDER,
@@ -189,10 +168,10 @@ fn classify(status: StatusCode, body: &[u8]) -> SendError {
         .unwrap_or_else(|| body_text(body));
     let message = format!("Twilio answered HTTP {}: {message}", status.as_u16());
     let code_text = code.map_or_else(|| status.as_u16().to_string(), |code| code.to_string());
-    if status_is_retryable(status) || code == Some(TOO_MANY_REQUESTS) {
+    if code == Some(TOO_MANY_REQUESTS) {
         SendError::retryable(code_text, message)
     } else {
-        SendError::permanent(code_text, message)
+        by_status(status, code_text, message)
     }
 }
 
@@ -244,7 +223,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::notifications::http_client;
+    use crate::notifications::{http::answering_one_post, http_client};
 
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
     const TOKEN: &str = "twilio-token";
@@ -288,16 +267,11 @@ mod tests {
     }
 
     async fn send_answered_with(response: ResponseTemplate) -> SendError {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(response)
-            .expect(1)
-            .mount(&server)
-            .await;
+        let server = answering_one_post(response).await;
         client(&config(&server))
             .send_sms(&phone(), "oi")
             .await
-            .expect_err("fails")
+            .expect_err("the send fails")
     }
 
     fn twilio_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
@@ -423,30 +397,6 @@ mod tests {
                 )
             );
         }
-    }
-
-    #[tokio::test]
-    async fn a_slow_twilio_is_a_retryable_timeout() {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(
-                ResponseTemplate::new(201)
-                    .set_body_json(message_resource("SM3"))
-                    .set_delay(Duration::from_secs(2)),
-            )
-            .mount(&server)
-            .await;
-        let impatient = TwilioClient::new(
-            http_client(Duration::from_millis(200)).expect("client"),
-            &config(&server),
-        )
-        .expect("valid config");
-        let error = impatient
-            .send_sms(&phone(), "oi")
-            .await
-            .expect_err("times out");
-        assert_eq!(error.code(), "timeout");
-        assert!(error.is_retryable());
     }
 
     #[test]
