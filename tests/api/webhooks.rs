@@ -911,6 +911,83 @@ async fn incoming_standard_webhooks_verify_with_the_partners_secret() {
     assert_eq!(stored_incoming(&app).await, 1);
 }
 
+#[tokio::test]
+async fn incoming_twilio_callbacks_verify_against_the_url_twilio_called() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("twilio-in", "RESTAURANT").await;
+    app.graphql_as(
+        &tenant.access_token,
+        "mutation { setWebhookProviderSecret(provider: TWILIO, secret: \"twilio-auth-token\") }",
+        json!({}),
+    )
+    .await;
+    let url = format!("{}/webhooks/in/twilio/{}", app.address, tenant.company_id);
+    let body = "MessageSid=SM1f0e&MessageStatus=delivered&SmsStatus=delivered&To=%2B5511987654321";
+    let params: Vec<(String, String)> = [
+        ("MessageSid", "SM1f0e"),
+        ("MessageStatus", "delivered"),
+        ("SmsStatus", "delivered"),
+        ("To", "+5511987654321"),
+    ]
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .into();
+    let send = |signature: String| {
+        app.client
+            .post(&url)
+            .header("x-twilio-signature", signature)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let signed = api::webhooks::signature::twilio_signature("twilio-auth-token", &url, &params);
+    let for_elsewhere = api::webhooks::signature::twilio_signature(
+        "twilio-auth-token",
+        &format!("{url}?other=1"),
+        &params,
+    );
+
+    let accepted = send(signed.clone()).await.expect("reachable");
+    let repeated = send(signed).await.expect("reachable");
+    let wrong = send(for_elsewhere).await.expect("reachable");
+
+    assert_eq!(accepted.status(), 200);
+    let repeated: Value = repeated.json().await.expect("json");
+    assert_eq!(repeated["duplicate"], true);
+    assert_eq!(wrong.status(), 400);
+    assert_eq!(stored_incoming(&app).await, 1);
+}
+
+#[tokio::test]
+async fn incoming_evolution_webhooks_verify_the_companys_secret_header() {
+    let app = spawn_app().await;
+    let tenant = app.sign_up("evolution-in", "RESTAURANT").await;
+    app.graphql_as(
+        &tenant.access_token,
+        "mutation { setWebhookProviderSecret(provider: EVOLUTION, secret: \"evo-webhook-secret-1\") }",
+        json!({}),
+    )
+    .await;
+    let body = r#"{"event":"messages.update","instance":"loja","data":{"keyId":"BAE5","fromMe":true,"status":"DELIVERY_ACK"}}"#;
+    let send = |secret: &'static str| {
+        app.client
+            .post(format!(
+                "{}/webhooks/in/evolution/{}",
+                app.address, tenant.company_id
+            ))
+            .header("x-webhook-secret", secret)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let accepted = send("evo-webhook-secret-1").await.expect("reachable");
+    let wrong = send("evo-webhook-secret-2").await.expect("reachable");
+
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(wrong.status(), 400);
+    assert_eq!(stored_incoming(&app).await, 1);
+}
+
 /// Two companies, each with an endpoint for `order.created` whose receiver holds the request
 /// until the same instant, so that both outcomes reach the recorder together; A's receiver
 /// answers `a_body`.

@@ -1,14 +1,20 @@
 //! `POST /webhooks/in/{provider}/{companyId}`: providers' webhooks, verified before anything
 //! is read from them.
+//!
+//! The URL a provider called is rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host` (set by
+//! the proxy in front of us) or `Host`, as Twilio's own middleware does: Twilio signs that URL.
+//! A forged header only changes which URL's signature would be accepted, and a signature for
+//! it exists only if the provider really called it.
 
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, RawQuery, State, rejection::BytesRejection},
-    http::{HeaderMap, StatusCode},
+    extract::{OriginalUri, Path, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
+use url::Url;
 use uuid::Uuid;
 
 use super::HttpState;
@@ -23,7 +29,7 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 pub async fn receive(
     State(state): State<HttpState>,
     Path((provider, company_id)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -39,15 +45,13 @@ pub async fn receive(
             &format!("the body is over {BODY_LIMIT} bytes"),
         );
     };
-    match incoming_webhooks::receive(
-        &state.app,
-        provider,
-        company_id,
-        &headers,
-        query.as_deref(),
-        &body,
-    )
-    .await
+    let Some(url) = called_url(&headers, &uri) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the request has no usable Host header",
+        );
+    };
+    match incoming_webhooks::receive(&state.app, provider, company_id, &headers, &url, &body).await
     {
         Ok(Ok(receipt)) => Json(json!({
             "received": true,
@@ -68,6 +72,25 @@ pub async fn receive(
             )
         }
     }
+}
+
+/// The absolute URL the provider called.
+fn called_url(headers: &HeaderMap, uri: &Uri) -> Option<Url> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    let scheme = match header("x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let host = header("x-forwarded-host").or_else(|| header("host"))?;
+    let path_and_query = uri.path_and_query().map_or("/", |path| path.as_str());
+    Url::parse(&format!("{scheme}://{host}{path_and_query}")).ok()
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {

@@ -33,12 +33,12 @@ use reqwest::{
     StatusCode,
     header::{HeaderName, HeaderValue},
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{
     Accepted, DeliveryStatus, SendError, WebhookEvent,
-    http::{BaseUrl, body_text, bounded, status_is_retryable, transport_error},
+    http::{BaseUrl, body_text, bounded, by_status, exchange},
     whatsapp::{ConnectionState, WhatsappProvider},
 };
 use crate::domain::phone::Phone;
@@ -128,38 +128,13 @@ impl EvolutionClient {
         self
     }
 
-    /// Sends a request and reads a 2xx answer as `T`, or classifies the failure.
-    async fn call<T: for<'de> Deserialize<'de>>(
+    async fn call<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
         action: &str,
     ) -> Result<T, SendError> {
-        let response = request
-            .header(API_KEY, self.api_key.clone())
-            .send()
-            .await
-            .map_err(|error| transport_error("Evolution API", error))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| transport_error("Evolution API", error))?;
-        if !status.is_success() {
-            let error = classify(status, &body);
-            tracing::warn!(provider = PROVIDER, instance = %self.instance, action, %status, code = error.code(), "Evolution API refused the request");
-            return Err(error);
-        }
-        serde_json::from_slice(&body).map_err(|error| {
-            // The server took the request but its answer is not the documented one: sending
-            // again could deliver twice, so this is not retried.
-            SendError::permanent(
-                "unreadable_answer",
-                format!(
-                    "Evolution API answered {action} with HTTP {status} but not as documented ({error}): {}",
-                    body_text(&body)
-                ),
-            )
-        })
+        let request = request.header(API_KEY, self.api_key.clone());
+        exchange("Evolution API", action, request, classify).await
     }
 }
 
@@ -245,12 +220,7 @@ impl WhatsappProvider for EvolutionClient {
 fn classify(status: StatusCode, body: &[u8]) -> SendError {
     let message = error_message(body).unwrap_or_else(|| body_text(body));
     let message = format!("Evolution API answered HTTP {}: {message}", status.as_u16());
-    let code = status.as_u16().to_string();
-    if status_is_retryable(status) {
-        SendError::retryable(code, message)
-    } else {
-        SendError::permanent(code, message)
-    }
+    by_status(status, status.as_u16().to_string(), message)
 }
 
 /// The readable part of `{status, error, response:{message}}`.
@@ -373,7 +343,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::notifications::http_client;
+    use crate::notifications::{http::answering_one_post, http_client};
 
     const KEY: &str = "evo-key-123";
 
@@ -416,12 +386,7 @@ mod tests {
     }
 
     async fn send_answered_with(response: ResponseTemplate) -> SendError {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(response)
-            .expect(1)
-            .mount(&server)
-            .await;
+        let server = answering_one_post(response).await;
         client(&server)
             .send_text(&phone(), "oi")
             .await

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use reqwest::{StatusCode, Url};
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
 
 use super::SendError;
 
@@ -93,4 +94,62 @@ pub(super) fn bounded(message: &str) -> String {
 /// The answer's body as text for a message, when it is not the JSON the provider documents.
 pub(super) fn body_text(body: &[u8]) -> String {
     bounded(&String::from_utf8_lossy(body))
+}
+
+/// A failure sorted by its HTTP status alone: 408/429/5xx later, anything else never.
+pub(super) fn by_status(status: StatusCode, code: String, message: String) -> SendError {
+    if status_is_retryable(status) {
+        SendError::retryable(code, message)
+    } else {
+        SendError::permanent(code, message)
+    }
+}
+
+/// Sends `request` and reads a 2xx answer as `T`; an error answer goes through `classify`. A
+/// 2xx that is not the documented answer is permanent: the provider took the message, and
+/// sending again could deliver it twice.
+pub(super) async fn exchange<T: DeserializeOwned>(
+    provider: &str,
+    action: &str,
+    request: RequestBuilder,
+    classify: fn(StatusCode, &[u8]) -> SendError,
+) -> Result<T, SendError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| transport_error(provider, error))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| transport_error(provider, error))?;
+    if !status.is_success() {
+        let error = classify(status, &body);
+        tracing::warn!(provider, action, %status, code = error.code(), "the provider refused the request");
+        return Err(error);
+    }
+    serde_json::from_slice(&body).map_err(|error| {
+        SendError::permanent(
+            "unreadable_answer",
+            format!(
+                "{provider} answered {action} with HTTP {status} but not as documented ({error}): {}",
+                body_text(&body)
+            ),
+        )
+    })
+}
+
+/// A local server answering the next POST, and only one, with `response`: the provider in a
+/// client's error tests.
+#[cfg(test)]
+pub(super) async fn answering_one_post(
+    response: wiremock::ResponseTemplate,
+) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(response)
+        .expect(1)
+        .mount(&server)
+        .await;
+    server
 }

@@ -16,7 +16,9 @@ use crate::domain::phone::Phone;
 
 pub mod evolution;
 mod http;
+pub mod twilio;
 pub mod whatsapp;
+pub mod whatsapp_cloud;
 
 pub use http::http_client;
 

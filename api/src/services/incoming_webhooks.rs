@@ -11,6 +11,7 @@ use axum::http::HeaderMap;
 use chrono::Utc;
 use entity::{incoming_webhook, provider_secret};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
+use url::Url;
 use uuid::Uuid;
 
 use super::{notifications, payments};
@@ -35,7 +36,7 @@ pub async fn receive(
     provider: Provider,
     company_id: Uuid,
     headers: &HeaderMap,
-    query: Option<&str>,
+    url: &Url,
     body: &[u8],
 ) -> anyhow::Result<Result<Receipt, Refused>> {
     // One answer for an unknown company and an unconfigured provider: ids are not probed.
@@ -60,7 +61,7 @@ pub async fn receive(
         provider,
         &secret,
         headers,
-        query,
+        url,
         body,
         Utc::now().timestamp(),
     ) {

@@ -16,12 +16,13 @@
 use std::fmt;
 
 use axum::http::HeaderMap;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use url::Url;
 
 use super::signature::{
     DEFAULT_TOLERANCE_SECS, EVOLUTION_SECRET_HEADER, SigningSecret, VerifyError, verify_evolution,
-    verify_mercadopago, verify_standard, verify_stripe,
+    verify_mercadopago, verify_standard, verify_stripe, verify_twilio,
 };
 use crate::notifications::evolution;
 
@@ -37,14 +38,17 @@ pub enum Provider {
     Mercadopago,
     /// Evolution API (WhatsApp): a token signed with, or a header equal to, the secret.
     Evolution,
+    /// Twilio's `X-Twilio-Signature` over the URL and the form; the secret is the auth token.
+    Twilio,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 4] = [
+    pub const ALL: [Provider; 5] = [
         Self::Stripe,
         Self::Standard,
         Self::Mercadopago,
         Self::Evolution,
+        Self::Twilio,
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -59,6 +63,7 @@ impl Provider {
             Self::Standard => "standard",
             Self::Mercadopago => "mercadopago",
             Self::Evolution => "evolution",
+            Self::Twilio => "twilio",
         }
     }
 }
@@ -88,15 +93,17 @@ impl From<VerifyError> for Refused {
     }
 }
 
-/// Checks the signature of a request with `secret` and reads the event out of it.
+/// Checks the signature of a request with `secret` and reads the event out of it. `url` is the
+/// absolute URL the provider called, query included (Twilio signs it).
 pub fn verify(
     provider: Provider,
     secret: &str,
     headers: &HeaderMap,
-    query: Option<&str>,
+    url: &Url,
     body: &[u8],
     now_unix: i64,
 ) -> Result<Verified, Refused> {
+    let query = url.query();
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     match provider {
         Provider::Stripe => {
@@ -177,6 +184,36 @@ pub fn verify(
                 payload,
             })
         }
+        Provider::Twilio => {
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(body).into_owned().collect();
+            verify_twilio(secret, header("x-twilio-signature"), url, &params)?;
+            let field = |name: &str| {
+                params
+                    .iter()
+                    .find(|(key, value)| key == name && !value.is_empty())
+                    .map(|(_, value)| value.as_str())
+            };
+            let sid = field("MessageSid")
+                .ok_or_else(|| Refused("the Twilio request has no MessageSid".into()))?;
+            let event_type = field("MessageStatus")
+                .or_else(|| field("SmsStatus"))
+                .unwrap_or("received")
+                .to_owned();
+            // A message's sid names it through every status; with the status, one callback.
+            let external_id = format!("{sid}:{event_type}");
+            let payload = Value::Object(
+                params
+                    .iter()
+                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+                    .collect::<Map<_, _>>(),
+            );
+            Ok(Verified {
+                external_id,
+                event_type,
+                payload,
+            })
+        }
     }
 }
 
@@ -202,7 +239,13 @@ fn query_value(query: &str, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhooks::signature::{SigningSecret, evolution_bearer, sign, stripe_header};
+    use crate::webhooks::signature::{
+        SigningSecret, evolution_bearer, sign, stripe_header, twilio_signature,
+    };
+
+    fn url() -> Url {
+        Url::parse("https://platform.example.com/webhooks/in/x/c1").expect("url")
+    }
 
     fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -217,19 +260,26 @@ mod tests {
         let body = br#"{"id":"evt_1","type":"payment_intent.succeeded","data":{}}"#;
         let now = 1_700_000_000;
         let signed = headers(&[("stripe-signature", stripe_header("whsec_x", now, body))]);
-        let event = verify(Provider::Stripe, "whsec_x", &signed, None, body, now).expect("valid");
+        let event = verify(Provider::Stripe, "whsec_x", &signed, &url(), body, now).expect("valid");
         assert_eq!(event.external_id, "evt_1");
         assert_eq!(event.event_type, "payment_intent.succeeded");
-        let refused = verify(Provider::Stripe, "whsec_other", &signed, None, body, now);
+        let refused = verify(Provider::Stripe, "whsec_other", &signed, &url(), body, now);
         assert!(refused.is_err());
-        let late = verify(Provider::Stripe, "whsec_x", &signed, None, body, now + 301);
+        let late = verify(
+            Provider::Stripe,
+            "whsec_x",
+            &signed,
+            &url(),
+            body,
+            now + 301,
+        );
         assert!(late.is_err());
         assert!(
             verify(
                 Provider::Stripe,
                 "whsec_x",
                 &HeaderMap::new(),
-                None,
+                &url(),
                 body,
                 now
             )
@@ -248,10 +298,10 @@ mod tests {
             ("webhook-timestamp", now.to_string()),
             ("webhook-signature", sign(&key, "msg_42", now, body)),
         ]);
-        let event = verify(Provider::Standard, &secret, &signed, None, body, now).expect("valid");
+        let event = verify(Provider::Standard, &secret, &signed, &url(), body, now).expect("valid");
         assert_eq!(event.external_id, "msg_42");
         assert_eq!(event.event_type, "invoice.paid");
-        let tampered = verify(Provider::Standard, &secret, &signed, None, b"{}", now);
+        let tampered = verify(Provider::Standard, &secret, &signed, &url(), b"{}", now);
         assert!(tampered.is_err());
     }
 
@@ -268,17 +318,24 @@ mod tests {
         let body = br#"{"event":"messages.update","instance":"loja","data":{"keyId":"BAE5","fromMe":true,"status":"READ"}}"#;
         let now = 1_764_667_800;
         let signed = headers(&[("authorization", evolution_bearer("evo-secret", now))]);
-        let event =
-            verify(Provider::Evolution, "evo-secret", &signed, None, body, now).expect("valid");
+        let event = verify(
+            Provider::Evolution,
+            "evo-secret",
+            &signed,
+            &url(),
+            body,
+            now,
+        )
+        .expect("valid");
         assert_eq!(event.external_id, "BAE5:READ");
         assert_eq!(event.event_type, "messages.update");
-        assert!(verify(Provider::Evolution, "other", &signed, None, body, now).is_err());
+        assert!(verify(Provider::Evolution, "other", &signed, &url(), body, now).is_err());
         assert!(
             verify(
                 Provider::Evolution,
                 "evo-secret",
                 &signed,
-                None,
+                &url(),
                 body,
                 now + 601
             )
@@ -292,7 +349,7 @@ mod tests {
             Provider::Evolution,
             "evo-secret",
             &plain,
-            None,
+            &url(),
             connection,
             now,
         )
@@ -308,11 +365,32 @@ mod tests {
                 Provider::Evolution,
                 "evo-secret",
                 &HeaderMap::new(),
-                None,
+                &url(),
                 body,
                 now
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn twilio_callbacks_are_read_after_their_signature_verifies() {
+        let url = Url::parse("https://platform.example.com/webhooks/in/twilio/c1").expect("url");
+        let body = b"MessageSid=SM1&MessageStatus=delivered&SmsStatus=delivered&To=%2B5511987654321&AccountSid=AC1";
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(body).into_owned().collect();
+        let signed = headers(&[(
+            "x-twilio-signature",
+            twilio_signature("tok", url.as_str(), &params),
+        )]);
+        let event = verify(Provider::Twilio, "tok", &signed, &url, body, 0).expect("valid");
+        assert_eq!(event.external_id, "SM1:delivered");
+        assert_eq!(event.event_type, "delivered");
+        assert_eq!(event.payload["To"], "+5511987654321");
+        assert!(verify(Provider::Twilio, "other", &signed, &url, body, 0).is_err());
+        let elsewhere =
+            Url::parse("https://platform.example.com/webhooks/in/twilio/c2").expect("url");
+        assert!(verify(Provider::Twilio, "tok", &signed, &elsewhere, body, 0).is_err());
+        assert!(verify(Provider::Twilio, "tok", &HeaderMap::new(), &url, body, 0).is_err());
     }
 }
