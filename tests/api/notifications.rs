@@ -934,3 +934,87 @@ async fn two_instances_send_each_notification_exactly_once() {
     assert!(texts.values().all(|count| *count == 1), "{texts:?}");
     second.stop();
 }
+
+/// SMS through Twilio's Messages API, and its signed status callback marking it delivered.
+#[tokio::test]
+async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered() {
+    use wiremock::{
+        Mock, MockServer, ResponseTemplate,
+        matchers::{body_string_contains, header_exists, method, path},
+    };
+
+    let app = spawn_app().await;
+    let shop = app.sign_up("sms", "RESTAURANT").await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/AC123/Messages.json"))
+        .and(header_exists("authorization"))
+        .and(body_string_contains("To=%2B5584999990000"))
+        .and(body_string_contains("Body=Pronto%21"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "sid": "SM42", "status": "queued", "to": "+5584999990000", "from": "+15005550006"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let configured = app
+        .graphql_as(
+            &shop.access_token,
+            CONFIGURE,
+            json!({ "input": { "channel": "SMS", "provider": "TWILIO",
+                "settings": { "baseUrl": server.uri(), "accountSid": "AC123", "from": "+15005550006" },
+                "credentials": { "authToken": "twilio-auth-token" } } }),
+        )
+        .await;
+    assert!(configured["errors"].is_null(), "{configured}");
+    let secret = app
+        .graphql_as(
+            &shop.access_token,
+            "mutation { setWebhookProviderSecret(provider: TWILIO, secret: \"twilio-auth-token\") }",
+            json!({}),
+        )
+        .await;
+    assert!(secret["errors"].is_null(), "{secret}");
+    let sent = app
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "SMS", "category": "orders",
+                "recipient": { "phone": "+55 84 99999-0000" }, "body": "Pronto!",
+                "idempotencyKey": "sms-1" } }),
+        )
+        .await;
+    let id = text(&sent["data"]["sendNotification"]["notification"]["id"]);
+    let done = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(done["status"], "SENT", "{done}");
+    assert_eq!(done["providerMessageId"], "SM42", "{done}");
+
+    let url = format!("{}/webhooks/in/twilio/{}", app.address, shop.company_id);
+    let params: Vec<(String, String)> = [
+        ("MessageSid", "SM42"),
+        ("MessageStatus", "delivered"),
+        ("AccountSid", "AC123"),
+        ("To", "+5584999990000"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value.to_string()))
+    .collect();
+    let signature = api::webhooks::signature::twilio_signature("twilio-auth-token", &url, &params);
+    for _ in 0..2 {
+        let answer = app
+            .client
+            .post(&url)
+            .header("x-twilio-signature", &signature)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("MessageSid=SM42&MessageStatus=delivered&AccountSid=AC123&To=%2B5584999990000")
+            .send()
+            .await
+            .expect("sends");
+        assert!(answer.status().is_success(), "{}", answer.status());
+    }
+    let log = app.graphql_as(&shop.access_token, LOG, json!({})).await;
+    assert_eq!(
+        log["data"]["notificationLog"]["edges"][0]["node"]["status"], "DELIVERED",
+        "{log}"
+    );
+}

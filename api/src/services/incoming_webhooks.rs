@@ -122,6 +122,7 @@ async fn dispatch(
 ) -> anyhow::Result<String> {
     match provider {
         Provider::Evolution => notifications::callbacks::evolution(txn, &event.payload).await,
+        Provider::Twilio => notifications::callbacks::twilio(txn, &event.payload).await,
         Provider::Stripe | Provider::Standard | Provider::Mercadopago => {
             payments::handle_provider_event(txn, state, provider, event).await
         }

@@ -14,13 +14,31 @@ use super::Status;
 use crate::{
     db::tenant::TenantTxn,
     events::DomainEvent,
-    notifications::{DeliveryStatus, WebhookEvent, evolution},
+    notifications::{DeliveryStatus, WebhookEvent, evolution, twilio},
 };
 
 /// Applies an Evolution webhook's `messages.update` statuses; returns what it did.
 pub async fn evolution(txn: &TenantTxn, payload: &Value) -> anyhow::Result<String> {
     let events = evolution::parse_webhook(payload).map_err(anyhow::Error::msg)?;
     apply(txn, evolution::PROVIDER, &events).await
+}
+
+/// Applies a Twilio status callback (its form fields, as the incoming-webhook path stored
+/// them); returns what it did.
+pub async fn twilio(txn: &TenantTxn, payload: &Value) -> anyhow::Result<String> {
+    let fields: Vec<(&str, &str)> = payload
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter_map(|(name, value)| Some((name.as_str(), value.as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let events: Vec<WebhookEvent> = twilio::parse_callback(fields.iter().copied())
+        .into_iter()
+        .collect();
+    apply(txn, twilio::PROVIDER, &events).await
 }
 
 /// Applies the status updates among `events` of `provider`'s messages.

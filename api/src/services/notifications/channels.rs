@@ -17,7 +17,9 @@ use crate::{
     notifications::{
         Accepted, Channel, SendError,
         evolution::{EvolutionClient, EvolutionConfig},
+        twilio::{TwilioClient, TwilioConfig, TwilioSender},
         whatsapp::{ConnectionState, WhatsappProvider},
+        whatsapp_cloud::{CloudClient, CloudConfig},
     },
     state::AppState,
 };
@@ -148,8 +150,60 @@ fn whatsapp(
             .map_err(misconfigured)?;
             Ok(Box::new(client))
         }
+        ProviderKind::WhatsappCloud => {
+            let client = CloudClient::new(
+                state.notification_http.clone(),
+                &CloudConfig {
+                    base_url: field(&configuration.settings, "baseUrl").to_string(),
+                    version: field(&configuration.settings, "version").to_string(),
+                    phone_number_id: field(&configuration.settings, "phoneNumberId").to_string(),
+                    access_token: field(&configuration.credentials, "accessToken").to_string(),
+                },
+            )
+            .map_err(misconfigured)?;
+            Ok(Box::new(client))
+        }
         other => Err(unavailable(other)),
     }
+}
+
+/// The Twilio client of `configuration`: sending from `settings.from` (a phone) or
+/// `settings.messagingServiceSid`, with status callbacks to `settings.statusCallback`.
+fn twilio(state: &AppState, configuration: &Configuration) -> Result<TwilioClient, SendError> {
+    let misconfigured = |message: String| SendError::permanent("CHANNEL_MISCONFIGURED", message);
+    let settings = &configuration.settings;
+    let sender = match (
+        field(settings, "from"),
+        field(settings, "messagingServiceSid"),
+    ) {
+        ("", "") => {
+            return Err(misconfigured(
+                "the Twilio configuration needs `from` or `messagingServiceSid`".into(),
+            ));
+        }
+        ("", service) => TwilioSender::MessagingService(service.to_string()),
+        (from, _) => TwilioSender::From(
+            Phone::parse(from).map_err(|reason| misconfigured(format!("`from`: {reason}")))?,
+        ),
+    };
+    let status_callback = match field(settings, "statusCallback") {
+        "" => None,
+        url => Some(
+            url::Url::parse(url)
+                .map_err(|error| misconfigured(format!("`statusCallback`: {error}")))?,
+        ),
+    };
+    TwilioClient::new(
+        state.notification_http.clone(),
+        &TwilioConfig {
+            base_url: field(settings, "baseUrl").to_string(),
+            account_sid: field(settings, "accountSid").to_string(),
+            auth_token: field(&configuration.credentials, "authToken").to_string(),
+            sender,
+            status_callback,
+        },
+    )
+    .map_err(misconfigured)
 }
 
 fn unavailable(provider: ProviderKind) -> SendError {
@@ -186,7 +240,12 @@ pub async fn send(
                 .send_text(&phone()?, &message.body)
                 .await
         }
-        _ => Err(unavailable(configuration.provider)),
+        Channel::Sms => {
+            twilio(state, configuration)?
+                .send_sms(&phone()?, &message.body)
+                .await
+        }
+        Channel::Email | Channel::InApp => Err(unavailable(configuration.provider)),
     }
 }
 
