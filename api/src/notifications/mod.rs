@@ -14,6 +14,7 @@ use std::fmt;
 
 use crate::domain::phone::Phone;
 
+pub mod email;
 pub mod evolution;
 mod http;
 pub mod twilio;
