@@ -2,6 +2,8 @@
 //! the validation at save, the sample data of a preview and the system defaults are checked
 //! against.
 
+use VariableKind::{Date, DateTime, Money, Text, Url};
+
 /// What a variable holds, which decides its sample value and the filter that writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VariableKind {
@@ -34,55 +36,20 @@ pub struct Purpose {
     pub variables: &'static [Variable],
 }
 
-const fn text(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::Text,
-        sample,
-    }
+const fn variable(path: &'static str, kind: VariableKind, sample: &'static str) -> Variable {
+    Variable { path, kind, sample }
 }
 
-const fn money(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::Money,
-        sample,
-    }
-}
-
-const fn datetime(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::DateTime,
-        sample,
-    }
-}
-
-const fn date(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::Date,
-        sample,
-    }
-}
-
-const fn url(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::Url,
-        sample,
-    }
-}
-
-const COMPANY_NAME: Variable = text("company.name", "Bicicletaria Aro 29");
-const CUSTOMER_NAME: Variable = text("customer.name", "Maria Souza");
-const UNSUBSCRIBE_URL: Variable = url(
+const COMPANY_NAME: Variable = variable("company.name", Text, "Bicicletaria Aro 29");
+const CUSTOMER_NAME: Variable = variable("customer.name", Text, "Maria Souza");
+const UNSUBSCRIBE_URL: Variable = variable(
     "notification.unsubscribe_url",
+    Url,
     "https://app.example.com/unsubscribe/sample-token",
 );
-const ORDER_NUMBER: Variable = text("order.number", "1042");
-const ORDER_TOTAL: Variable = money("order.total", "15990 BRL");
-const ORDER_STATUS: Variable = text("order.status", "READY");
+const ORDER_NUMBER: Variable = variable("order.number", Text, "1042");
+const ORDER_TOTAL: Variable = variable("order.total", Money, "15990 BRL");
+const ORDER_STATUS: Variable = variable("order.status", Text, "READY");
 
 /// Every built-in purpose, with its variables.
 pub const PURPOSES: &[Purpose] = &[
@@ -106,8 +73,8 @@ pub const PURPOSES: &[Purpose] = &[
             ORDER_NUMBER,
             ORDER_TOTAL,
             ORDER_STATUS,
-            text("order.previous_status", "IN_PROGRESS"),
-            datetime("order.changed_at", "2026-12-02T15:30:00Z"),
+            variable("order.previous_status", Text, "IN_PROGRESS"),
+            variable("order.changed_at", DateTime, "2026-12-02T15:30:00Z"),
         ],
     },
     Purpose {
@@ -117,9 +84,9 @@ pub const PURPOSES: &[Purpose] = &[
             CUSTOMER_NAME,
             UNSUBSCRIBE_URL,
             ORDER_NUMBER,
-            money("payment.amount", "15990 BRL"),
-            text("payment.method", "PIX"),
-            datetime("payment.paid_at", "2026-12-02T15:30:00Z"),
+            variable("payment.amount", Money, "15990 BRL"),
+            variable("payment.method", Text, "PIX"),
+            variable("payment.paid_at", DateTime, "2026-12-02T15:30:00Z"),
         ],
     },
     Purpose {
@@ -128,10 +95,10 @@ pub const PURPOSES: &[Purpose] = &[
             COMPANY_NAME,
             CUSTOMER_NAME,
             UNSUBSCRIBE_URL,
-            text("quote.number", "Q-318"),
-            money("quote.total", "48900 BRL"),
-            date("quote.valid_until", "2026-12-16"),
-            url("quote.url", "https://app.example.com/quotes/sample"),
+            variable("quote.number", Text, "Q-318"),
+            variable("quote.total", Money, "48900 BRL"),
+            variable("quote.valid_until", Date, "2026-12-16"),
+            variable("quote.url", Url, "https://app.example.com/quotes/sample"),
         ],
     },
     Purpose {
@@ -142,7 +109,7 @@ pub const PURPOSES: &[Purpose] = &[
             UNSUBSCRIBE_URL,
             ORDER_NUMBER,
             ORDER_TOTAL,
-            text("company.address", "Rua das Flores, 120 - Curitiba"),
+            variable("company.address", Text, "Rua das Flores, 120 - Curitiba"),
         ],
     },
     Purpose {
@@ -151,19 +118,19 @@ pub const PURPOSES: &[Purpose] = &[
             COMPANY_NAME,
             CUSTOMER_NAME,
             UNSUBSCRIBE_URL,
-            datetime("appointment.starts_at", "2026-12-03T13:00:00Z"),
-            text("appointment.service", "Revisão completa"),
-            text("appointment.staff", "Dr. João Lima"),
+            variable("appointment.starts_at", DateTime, "2026-12-03T13:00:00Z"),
+            variable("appointment.service", Text, "Revisão completa"),
+            variable("appointment.staff", Text, "Dr. João Lima"),
         ],
     },
     Purpose {
         name: "security_alert",
         variables: &[
             COMPANY_NAME,
-            text("member.name", "Ana Pereira"),
-            text("security.event", "new sign-in"),
-            text("security.ip", "203.0.113.7"),
-            datetime("security.occurred_at", "2026-12-02T15:30:00Z"),
+            variable("member.name", Text, "Ana Pereira"),
+            variable("security.event", Text, "new sign-in"),
+            variable("security.ip", Text, "203.0.113.7"),
+            variable("security.occurred_at", DateTime, "2026-12-02T15:30:00Z"),
         ],
     },
 ];
