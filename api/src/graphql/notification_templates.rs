@@ -160,7 +160,7 @@ impl NotificationPurpose {
         self.0.name
     }
     async fn variables(&self) -> Vec<NotificationVariable> {
-        self.0.variables.iter().map(NotificationVariable).collect()
+        self.0.variables().map(NotificationVariable).collect()
     }
 }
 

@@ -292,8 +292,7 @@ fn check_variables(
                 "unknown variable `{path}`; {} may use: {}",
                 purpose.name,
                 purpose
-                    .variables
-                    .iter()
+                    .variables()
                     .map(|variable| variable.path)
                     .collect::<Vec<_>>()
                     .join(", ")

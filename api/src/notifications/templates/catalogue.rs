@@ -31,9 +31,8 @@ pub struct Variable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purpose {
     pub name: &'static str,
-    /// Security notices go to members and cannot be opted out of, so they carry no
-    /// unsubscribe link and no customer.
-    pub variables: &'static [Variable],
+    /// Its variables in groups, the shared ones ([`TO_A_CUSTOMER`], [`AN_ORDER`]) first.
+    groups: &'static [&'static [Variable]],
 }
 
 const fn variable(path: &'static str, kind: VariableKind, sample: &'static str) -> Variable {
@@ -49,93 +48,99 @@ const UNSUBSCRIBE_URL: Variable = variable(
 );
 const ORDER_NUMBER: Variable = variable("order.number", Text, "1042");
 const ORDER_TOTAL: Variable = variable("order.total", Money, "15990 BRL");
-const ORDER_STATUS: Variable = variable("order.status", Text, "READY");
+
+/// What every message to a customer may use. Security notices go to members and cannot be
+/// opted out of, so they carry neither.
+const TO_A_CUSTOMER: &[Variable] = &[COMPANY_NAME, CUSTOMER_NAME, UNSUBSCRIBE_URL];
+/// What every message about an order may use.
+const AN_ORDER: &[Variable] = &[
+    ORDER_NUMBER,
+    ORDER_TOTAL,
+    variable("order.status", Text, "READY"),
+];
 
 /// Every built-in purpose, with its variables.
 pub const PURPOSES: &[Purpose] = &[
     Purpose {
         name: "order_ready",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            ORDER_NUMBER,
-            ORDER_TOTAL,
-            ORDER_STATUS,
-        ],
+        groups: &[TO_A_CUSTOMER, AN_ORDER],
     },
     Purpose {
         name: "order_status_changed",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            ORDER_NUMBER,
-            ORDER_TOTAL,
-            ORDER_STATUS,
-            variable("order.previous_status", Text, "IN_PROGRESS"),
-            variable("order.changed_at", DateTime, "2026-12-02T15:30:00Z"),
+        groups: &[
+            TO_A_CUSTOMER,
+            AN_ORDER,
+            &[
+                variable("order.previous_status", Text, "IN_PROGRESS"),
+                variable("order.changed_at", DateTime, "2026-12-02T15:30:00Z"),
+            ],
         ],
     },
     Purpose {
         name: "payment_receipt",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            ORDER_NUMBER,
-            variable("payment.amount", Money, "15990 BRL"),
-            variable("payment.method", Text, "PIX"),
-            variable("payment.paid_at", DateTime, "2026-12-02T15:30:00Z"),
+        groups: &[
+            TO_A_CUSTOMER,
+            &[
+                ORDER_NUMBER,
+                variable("payment.amount", Money, "15990 BRL"),
+                variable("payment.method", Text, "PIX"),
+                variable("payment.paid_at", DateTime, "2026-12-02T15:30:00Z"),
+            ],
         ],
     },
     Purpose {
         name: "quote_sent",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            variable("quote.number", Text, "Q-318"),
-            variable("quote.total", Money, "48900 BRL"),
-            variable("quote.valid_until", Date, "2026-12-16"),
-            variable("quote.url", Url, "https://app.example.com/quotes/sample"),
+        groups: &[
+            TO_A_CUSTOMER,
+            &[
+                variable("quote.number", Text, "Q-318"),
+                variable("quote.total", Money, "48900 BRL"),
+                variable("quote.valid_until", Date, "2026-12-16"),
+                variable("quote.url", Url, "https://app.example.com/quotes/sample"),
+            ],
         ],
     },
     Purpose {
         name: "ready_for_pickup",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            ORDER_NUMBER,
-            ORDER_TOTAL,
-            variable("company.address", Text, "Rua das Flores, 120 - Curitiba"),
+        groups: &[
+            TO_A_CUSTOMER,
+            AN_ORDER,
+            &[variable(
+                "company.address",
+                Text,
+                "Rua das Flores, 120 - Curitiba",
+            )],
         ],
     },
     Purpose {
         name: "appointment_confirmation",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            variable("appointment.starts_at", DateTime, "2026-12-03T13:00:00Z"),
-            variable("appointment.service", Text, "Revisão completa"),
-            variable("appointment.staff", Text, "Dr. João Lima"),
+        groups: &[
+            TO_A_CUSTOMER,
+            &[
+                variable("appointment.starts_at", DateTime, "2026-12-03T13:00:00Z"),
+                variable("appointment.service", Text, "Revisão completa"),
+                variable("appointment.staff", Text, "Dr. João Lima"),
+            ],
         ],
     },
     Purpose {
         name: "security_alert",
-        variables: &[
+        groups: &[&[
             COMPANY_NAME,
             variable("member.name", Text, "Ana Pereira"),
             variable("security.event", Text, "new sign-in"),
             variable("security.ip", Text, "203.0.113.7"),
             variable("security.occurred_at", DateTime, "2026-12-02T15:30:00Z"),
-        ],
+        ]],
     },
 ];
 
 impl Purpose {
+    /// Every variable a template of this purpose may read.
+    pub fn variables(&self) -> impl Iterator<Item = &'static Variable> + Clone + use<> {
+        self.groups.iter().flat_map(|group| group.iter())
+    }
+
     /// The built-in purpose called `name`, if any.
     pub fn find(name: &str) -> Option<&'static Purpose> {
         PURPOSES.iter().find(|purpose| purpose.name == name)
@@ -144,7 +149,7 @@ impl Purpose {
     /// Whether a template may read `path`: a variable of the purpose, or an object that holds
     /// some (`customer` for `customer.name`).
     pub fn allows(&self, path: &str) -> bool {
-        self.variables.iter().any(|variable| {
+        self.variables().any(|variable| {
             variable.path == path
                 || variable
                     .path
@@ -156,7 +161,7 @@ impl Purpose {
     /// The purpose's variables filled with their samples, nested by path.
     pub fn sample(&self) -> serde_json::Value {
         let mut root = serde_json::Map::new();
-        for variable in self.variables {
+        for variable in self.variables() {
             let mut segments = variable.path.split('.').peekable();
             let mut object = &mut root;
             while let Some(segment) = segments.next() {
@@ -210,9 +215,10 @@ mod tests {
                 "{} listed twice",
                 purpose.name
             );
-            for (position, variable) in purpose.variables.iter().enumerate() {
+            let variables: Vec<&Variable> = purpose.variables().collect();
+            for (position, variable) in variables.iter().enumerate() {
                 assert!(
-                    purpose.variables[position + 1..]
+                    variables[position + 1..]
                         .iter()
                         .all(|other| other.path != variable.path),
                     "{}: {} listed twice",
