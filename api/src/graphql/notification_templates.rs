@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     domain::Locale,
+    error::ApiError,
     notifications::{
         Channel,
         templates::{PURPOSES, Purpose, Rendered, Variable, VariableKind},
@@ -47,10 +48,17 @@ impl NotificationTemplate {
             Self::System(id) => id.purpose.name,
         }
     }
-    async fn channel(&self) -> Channel {
+    async fn channel(&self) -> Result<Channel> {
         match self {
-            Self::Company(row) => Channel::parse(&row.channel).unwrap_or(Channel::InApp),
-            Self::System(id) => id.channel,
+            Self::Company(row) => Channel::parse(&row.channel).ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!(
+                    "notification template {} has the channel `{}`",
+                    row.id,
+                    row.channel
+                ))
+                .into()
+            }),
+            Self::System(id) => Ok(id.channel),
         }
     }
     /// `pt-BR`, `en-US` or `es-ES`.
@@ -152,7 +160,7 @@ impl NotificationPurpose {
         self.0.name
     }
     async fn variables(&self) -> Vec<NotificationVariable> {
-        self.0.variables.iter().map(NotificationVariable).collect()
+        self.0.variables().map(NotificationVariable).collect()
     }
 }
 

@@ -292,8 +292,7 @@ fn check_variables(
                 "unknown variable `{path}`; {} may use: {}",
                 purpose.name,
                 purpose
-                    .variables
-                    .iter()
+                    .variables()
                     .map(|variable| variable.path)
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -341,10 +340,13 @@ fn one_line_subject(rendered: &str) -> Result<String, TemplateError> {
     Ok(subject)
 }
 
-/// The plain-text part of an email from its escaped HTML: block ends become line breaks, tags
-/// go, entities are decoded. Values were escaped before, so every tag here is the template's.
+/// The plain-text part of an email from its escaped HTML: block ends become line breaks, a
+/// link keeps its address after its label, tags go, entities are decoded. Values were escaped
+/// before, so every tag here is the template's.
 fn html_to_text(html: &str) -> String {
     let mut text = String::with_capacity(html.len());
+    // The open link's address and where its label starts in `text`.
+    let mut link: Option<(String, usize)> = None;
     let mut rest = html;
     while let Some(start) = rest.find('<') {
         text.push_str(&rest[..start]);
@@ -352,7 +354,9 @@ fn html_to_text(html: &str) -> String {
             rest = &rest[start..];
             break;
         };
-        let tag = rest[start + 1..start + end].trim().to_ascii_lowercase();
+        let raw = rest[start + 1..start + end].trim();
+        let tag = raw.to_ascii_lowercase();
+        let closing = tag.starts_with('/');
         let name = tag
             .trim_start_matches('/')
             .split([' ', '/'])
@@ -363,6 +367,20 @@ fn html_to_text(html: &str) -> String {
             "br" | "p" | "div" | "li" | "tr" | "h1" | "h2" | "h3" | "table"
         ) {
             text.push('\n');
+        }
+        if name == "a" && !closing {
+            link = tag
+                .find("href=\"")
+                .and_then(|at| {
+                    let value = &raw[at + 6..];
+                    value.find('"').map(|close| value[..close].to_string())
+                })
+                .map(|href| (href, text.len()));
+        } else if name == "a"
+            && let Some((href, label_start)) = link.take()
+            && text[label_start..].trim() != href
+        {
+            text.push_str(&format!(" ({href})"));
         }
         rest = &rest[start + end + 1..];
     }

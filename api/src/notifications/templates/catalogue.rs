@@ -2,6 +2,8 @@
 //! the validation at save, the sample data of a preview and the system defaults are checked
 //! against.
 
+use VariableKind::{Date, DateTime, Money, Text, Url};
+
 /// What a variable holds, which decides its sample value and the filter that writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VariableKind {
@@ -29,146 +31,116 @@ pub struct Variable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purpose {
     pub name: &'static str,
-    /// Security notices go to members and cannot be opted out of, so they carry no
-    /// unsubscribe link and no customer.
-    pub variables: &'static [Variable],
+    /// Its variables in groups, the shared ones ([`TO_A_CUSTOMER`], [`AN_ORDER`]) first.
+    groups: &'static [&'static [Variable]],
 }
 
-const fn text(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::Text,
-        sample,
-    }
+const fn variable(path: &'static str, kind: VariableKind, sample: &'static str) -> Variable {
+    Variable { path, kind, sample }
 }
 
-const fn money(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::Money,
-        sample,
-    }
-}
-
-const fn datetime(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::DateTime,
-        sample,
-    }
-}
-
-const fn date(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::Date,
-        sample,
-    }
-}
-
-const fn url(path: &'static str, sample: &'static str) -> Variable {
-    Variable {
-        path,
-        kind: VariableKind::Url,
-        sample,
-    }
-}
-
-const COMPANY_NAME: Variable = text("company.name", "Bicicletaria Aro 29");
-const CUSTOMER_NAME: Variable = text("customer.name", "Maria Souza");
-const UNSUBSCRIBE_URL: Variable = url(
+const COMPANY_NAME: Variable = variable("company.name", Text, "Bicicletaria Aro 29");
+const CUSTOMER_NAME: Variable = variable("customer.name", Text, "Maria Souza");
+const UNSUBSCRIBE_URL: Variable = variable(
     "notification.unsubscribe_url",
+    Url,
     "https://app.example.com/unsubscribe/sample-token",
 );
-const ORDER_NUMBER: Variable = text("order.number", "1042");
-const ORDER_TOTAL: Variable = money("order.total", "15990 BRL");
-const ORDER_STATUS: Variable = text("order.status", "READY");
+const ORDER_NUMBER: Variable = variable("order.number", Text, "1042");
+const ORDER_TOTAL: Variable = variable("order.total", Money, "15990 BRL");
+
+/// What every message to a customer may use. Security notices go to members and cannot be
+/// opted out of, so they carry neither.
+const TO_A_CUSTOMER: &[Variable] = &[COMPANY_NAME, CUSTOMER_NAME, UNSUBSCRIBE_URL];
+/// What every message about an order may use.
+const AN_ORDER: &[Variable] = &[
+    ORDER_NUMBER,
+    ORDER_TOTAL,
+    variable("order.status", Text, "READY"),
+];
 
 /// Every built-in purpose, with its variables.
 pub const PURPOSES: &[Purpose] = &[
     Purpose {
         name: "order_ready",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            ORDER_NUMBER,
-            ORDER_TOTAL,
-            ORDER_STATUS,
-        ],
+        groups: &[TO_A_CUSTOMER, AN_ORDER],
     },
     Purpose {
         name: "order_status_changed",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            ORDER_NUMBER,
-            ORDER_TOTAL,
-            ORDER_STATUS,
-            text("order.previous_status", "IN_PROGRESS"),
-            datetime("order.changed_at", "2026-12-02T15:30:00Z"),
+        groups: &[
+            TO_A_CUSTOMER,
+            AN_ORDER,
+            &[
+                variable("order.previous_status", Text, "IN_PROGRESS"),
+                variable("order.changed_at", DateTime, "2026-12-02T15:30:00Z"),
+            ],
         ],
     },
     Purpose {
         name: "payment_receipt",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            ORDER_NUMBER,
-            money("payment.amount", "15990 BRL"),
-            text("payment.method", "PIX"),
-            datetime("payment.paid_at", "2026-12-02T15:30:00Z"),
+        groups: &[
+            TO_A_CUSTOMER,
+            &[
+                ORDER_NUMBER,
+                variable("payment.amount", Money, "15990 BRL"),
+                variable("payment.method", Text, "PIX"),
+                variable("payment.paid_at", DateTime, "2026-12-02T15:30:00Z"),
+            ],
         ],
     },
     Purpose {
         name: "quote_sent",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            text("quote.number", "Q-318"),
-            money("quote.total", "48900 BRL"),
-            date("quote.valid_until", "2026-12-16"),
-            url("quote.url", "https://app.example.com/quotes/sample"),
+        groups: &[
+            TO_A_CUSTOMER,
+            &[
+                variable("quote.number", Text, "Q-318"),
+                variable("quote.total", Money, "48900 BRL"),
+                variable("quote.valid_until", Date, "2026-12-16"),
+                variable("quote.url", Url, "https://app.example.com/quotes/sample"),
+            ],
         ],
     },
     Purpose {
         name: "ready_for_pickup",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            ORDER_NUMBER,
-            ORDER_TOTAL,
-            text("company.address", "Rua das Flores, 120 - Curitiba"),
+        groups: &[
+            TO_A_CUSTOMER,
+            AN_ORDER,
+            &[variable(
+                "company.address",
+                Text,
+                "Rua das Flores, 120 - Curitiba",
+            )],
         ],
     },
     Purpose {
         name: "appointment_confirmation",
-        variables: &[
-            COMPANY_NAME,
-            CUSTOMER_NAME,
-            UNSUBSCRIBE_URL,
-            datetime("appointment.starts_at", "2026-12-03T13:00:00Z"),
-            text("appointment.service", "Revisão completa"),
-            text("appointment.staff", "Dr. João Lima"),
+        groups: &[
+            TO_A_CUSTOMER,
+            &[
+                variable("appointment.starts_at", DateTime, "2026-12-03T13:00:00Z"),
+                variable("appointment.service", Text, "Revisão completa"),
+                variable("appointment.staff", Text, "Dr. João Lima"),
+            ],
         ],
     },
     Purpose {
         name: "security_alert",
-        variables: &[
+        groups: &[&[
             COMPANY_NAME,
-            text("member.name", "Ana Pereira"),
-            text("security.event", "new sign-in"),
-            text("security.ip", "203.0.113.7"),
-            datetime("security.occurred_at", "2026-12-02T15:30:00Z"),
-        ],
+            variable("member.name", Text, "Ana Pereira"),
+            variable("security.event", Text, "new sign-in"),
+            variable("security.ip", Text, "203.0.113.7"),
+            variable("security.occurred_at", DateTime, "2026-12-02T15:30:00Z"),
+        ]],
     },
 ];
 
 impl Purpose {
+    /// Every variable a template of this purpose may read.
+    pub fn variables(&self) -> impl Iterator<Item = &'static Variable> + Clone + use<> {
+        self.groups.iter().flat_map(|group| group.iter())
+    }
+
     /// The built-in purpose called `name`, if any.
     pub fn find(name: &str) -> Option<&'static Purpose> {
         PURPOSES.iter().find(|purpose| purpose.name == name)
@@ -177,7 +149,7 @@ impl Purpose {
     /// Whether a template may read `path`: a variable of the purpose, or an object that holds
     /// some (`customer` for `customer.name`).
     pub fn allows(&self, path: &str) -> bool {
-        self.variables.iter().any(|variable| {
+        self.variables().any(|variable| {
             variable.path == path
                 || variable
                     .path
@@ -189,7 +161,7 @@ impl Purpose {
     /// The purpose's variables filled with their samples, nested by path.
     pub fn sample(&self) -> serde_json::Value {
         let mut root = serde_json::Map::new();
-        for variable in self.variables {
+        for variable in self.variables() {
             let mut segments = variable.path.split('.').peekable();
             let mut object = &mut root;
             while let Some(segment) = segments.next() {
@@ -243,9 +215,10 @@ mod tests {
                 "{} listed twice",
                 purpose.name
             );
-            for (position, variable) in purpose.variables.iter().enumerate() {
+            let variables: Vec<&Variable> = purpose.variables().collect();
+            for (position, variable) in variables.iter().enumerate() {
                 assert!(
-                    purpose.variables[position + 1..]
+                    variables[position + 1..]
                         .iter()
                         .all(|other| other.path != variable.path),
                     "{}: {} listed twice",

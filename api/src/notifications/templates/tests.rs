@@ -151,6 +151,18 @@ fn email_text_part_follows_the_blocks() {
 }
 
 #[test]
+fn email_text_part_keeps_link_addresses() {
+    let variables = serde_json::json!({"url": "https://example.com/u?a=1&b=2"});
+    let body =
+        "<p><a href=\"{{ url }}\">Unsubscribe</a></p>\n<p><A HREF=\"{{ url }}\">{{ url }}</A></p>";
+    let rendered = render_body(Channel::Email, body, variables).expect("renders");
+    assert_eq!(
+        rendered.text,
+        "Unsubscribe (https://example.com/u?a=1&b=2)\n\nhttps://example.com/u?a=1&b=2"
+    );
+}
+
+#[test]
 fn subjects_are_one_line_and_bounded() {
     let variables = serde_json::json!({"name": "Maria\r\nBcc: someone@example.com"});
     let rendered = template(Channel::Email, Some("Hi {{ name }}"), "body")
