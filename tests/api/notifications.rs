@@ -1018,3 +1018,70 @@ async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered()
         "{log}"
     );
 }
+
+/// An email notification from a template goes through the company's SMTP server: the message
+/// arrives with its sender, recipient, subject and both parts, rendered in the asked locale.
+#[tokio::test]
+async fn an_email_from_a_template_arrives_at_the_companys_smtp_server() {
+    let listener = crate::smtp::SmtpListener::start().await;
+    let app = spawn_app().await;
+    let shop = app.sign_up("mailed", "BIKE_SHOP").await;
+    let configured = app
+        .graphql_as(
+            &shop.access_token,
+            CONFIGURE,
+            json!({ "input": { "channel": "EMAIL", "provider": "SMTP",
+                "settings": { "fromName": "Aro 29", "fromAddress": "oficina@aro29.example.com" },
+                "credentials": { "url": listener.url() } } }),
+        )
+        .await;
+    assert!(configured["errors"].is_null(), "{configured}");
+    let sent = app
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "EMAIL", "category": "orders",
+                "recipient": { "email": "maria@example.org" }, "template": "order_ready",
+                "locale": "en-US", "idempotencyKey": "mail-1",
+                "variables": { "order": { "number": 42, "total": { "minor": 12990, "currency": "BRL" } },
+                    "customer": { "name": "Maria <3" },
+                    "notification": { "unsubscribe_url": "https://app.example.com/u/1" } } } }),
+        )
+        .await;
+    assert!(sent["errors"].is_null(), "{sent}");
+    let id = text(&sent["data"]["sendNotification"]["notification"]["id"]);
+    let done = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(done["status"], "SENT", "{done}");
+    assert_eq!(done["provider"], "smtp", "{done}");
+
+    let received = listener.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    let message = &received[0];
+    assert_eq!(message.mail_from, "oficina@aro29.example.com");
+    assert_eq!(message.rcpt_to, ["maria@example.org"]);
+    assert_eq!(
+        message.header("Subject").as_deref(),
+        Some("Your order 42 is ready")
+    );
+    assert_eq!(
+        message.header("Message-ID").as_deref(),
+        done["providerMessageId"].as_str()
+    );
+    let from = message.header("From").unwrap_or_default();
+    assert!(from.contains("oficina@aro29.example.com"), "{from}");
+    let data = message.data.replace("=\r\n", "");
+    assert!(data.contains("multipart/alternative"), "{data}");
+    assert!(
+        data.contains("text/plain") && data.contains("text/html"),
+        "{data}"
+    );
+    // The customer's name is escaped in the HTML part, the company's name filled in.
+    assert!(
+        data.contains("Maria &lt;3") || data.contains("Maria =26lt;3"),
+        "{data}"
+    );
+    assert!(
+        data.contains("Aro 29") || data.contains("Aro=2029"),
+        "{data}"
+    );
+}

@@ -12,10 +12,11 @@ use crate::{
     auth::Actor,
     crypto::Purpose,
     db::tenant::{Intent, TenantTxn},
-    domain::phone::Phone,
+    domain::{Email, phone::Phone},
     error::{ApiError, ApiResult},
     notifications::{
         Accepted, Channel, SendError,
+        email::{EmailMessage, SmtpMailer, SmtpSettings},
         evolution::{EvolutionClient, EvolutionConfig},
         twilio::{TwilioClient, TwilioConfig, TwilioSender},
         whatsapp::{ConnectionState, WhatsappProvider},
@@ -118,7 +119,7 @@ pub async fn configuration(
         (Channel::Email, Some(url), Some(from)) => Some(Configuration {
             id: None,
             provider: ProviderKind::Smtp,
-            settings: serde_json::json!({ "from": from }),
+            settings: sender_settings(from),
             credentials: serde_json::json!({ "url": url.expose() }),
         }),
         _ => None,
@@ -245,7 +246,54 @@ pub async fn send(
                 .send_sms(&phone()?, &message.body)
                 .await
         }
-        Channel::Email | Channel::InApp => Err(unavailable(configuration.provider)),
+        Channel::Email => {
+            let to = Email::parse(address)
+                .map_err(|reason| SendError::permanent("INVALID_ADDRESS", reason))?;
+            mailer(state, configuration)?
+                .send(&EmailMessage {
+                    to,
+                    to_name: None,
+                    subject: message.subject.clone().unwrap_or_default(),
+                    text: message.body.clone(),
+                    html: message.html.clone(),
+                    list_unsubscribe: None,
+                })
+                .await
+        }
+        Channel::InApp => Err(unavailable(configuration.provider)),
+    }
+}
+
+/// The SMTP mailer of `configuration`: the server at `credentials.url` (it carries the
+/// password), sending as `settings.fromName <settings.fromAddress>`.
+fn mailer(state: &AppState, configuration: &Configuration) -> Result<SmtpMailer, SendError> {
+    let misconfigured = |message: String| SendError::permanent("CHANNEL_MISCONFIGURED", message);
+    let smtp = SmtpSettings::parse(field(&configuration.credentials, "url"))
+        .map_err(|reason| misconfigured(format!("`url`: {reason}")))?;
+    let from = Email::parse(field(&configuration.settings, "fromAddress"))
+        .map_err(|reason| misconfigured(format!("`fromAddress`: {reason}")))?;
+    let from_name =
+        Some(field(&configuration.settings, "fromName")).filter(|name| !name.is_empty());
+    SmtpMailer::new(
+        &smtp,
+        from_name,
+        &from,
+        std::time::Duration::from_secs(state.settings.notifications.provider_timeout_secs),
+    )
+    .map_err(misconfigured)
+}
+
+/// `Name <address>` or a bare address (`PLATFORM_SMTP_FROM`) as the settings of a channel.
+fn sender_settings(from: &str) -> Value {
+    match from
+        .trim()
+        .strip_suffix('>')
+        .and_then(|rest| rest.rsplit_once('<'))
+    {
+        Some((name, address)) => {
+            serde_json::json!({ "fromName": name.trim().trim_matches('"'), "fromAddress": address.trim() })
+        }
+        None => serde_json::json!({ "fromAddress": from.trim() }),
     }
 }
 

@@ -572,8 +572,14 @@ pub async fn render_for(
     name: &str,
     channel: Channel,
     requested_locale: Option<Locale>,
-    variables: serde_json::Value,
+    mut variables: serde_json::Value,
 ) -> Result<Rendered, RenderError> {
+    // Every purpose offers `company.*`: the sender is known, so no caller has to pass it.
+    if let Some(object) = variables.as_object_mut() {
+        object
+            .entry("company")
+            .or_insert_with(|| serde_json::json!({ "name": company.name }));
+    }
     let chain = locale_chain(requested_locale, company_locale(company));
     let resolved = resolve(txn, name, channel, &chain)
         .await?
