@@ -235,6 +235,8 @@ pub struct Settings {
     /// AES-256-GCM key (base64 of 32 bytes) for secrets stored in the database.
     pub encryption_key: Option<Secret>,
     pub webhooks: WebhookSettings,
+    /// HMAC secret of the unsubscribe links in notifications (at least 32 characters).
+    pub unsubscribe_secret: Option<Secret>,
     /// Base URL of Stripe's API; a local server in tests.
     pub stripe_api_base: String,
 }
@@ -250,6 +252,7 @@ impl Default for Settings {
             redis_url: None,
             redis_namespace: "platform".into(),
             jwt_secret: None,
+            unsubscribe_secret: None,
             refresh_grace_secs: 10,
             metrics_token: None,
             metrics_bind: None,
@@ -348,6 +351,9 @@ impl Settings {
         }
         if let Some(value) = env.get("PLATFORM_JWT_SECRET") {
             self.jwt_secret = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_UNSUBSCRIBE_SECRET") {
+            self.unsubscribe_secret = Some(Secret::new(value));
         }
         if let Some(value) = env.get("PLATFORM_REFRESH_GRACE_SECS") {
             self.refresh_grace_secs = value.parse().with_context(|| {
@@ -492,6 +498,26 @@ impl Settings {
         })
     }
 
+    /// The secret that signs unsubscribe links: configured, or (outside production) generated
+    /// once into the data directory. Changing it invalidates the links already sent.
+    pub fn resolve_unsubscribe_secret(&self) -> anyhow::Result<Secret> {
+        if let Some(secret) = &self.unsubscribe_secret {
+            if secret.expose().len() < 32 {
+                bail!("PLATFORM_UNSUBSCRIBE_SECRET must be at least 32 characters long");
+            }
+            return Ok(secret.clone());
+        }
+        if self.is_production() {
+            bail!(
+                "PLATFORM_UNSUBSCRIBE_SECRET is not set: production requires a secret of at least 32 characters \
+                 for the unsubscribe links (e.g. `openssl rand -base64 48`)"
+            );
+        }
+        load_or_create_secret_file(&self.data_dir.join("unsubscribe_secret"), || {
+            crate::auth::random_token(48)
+        })
+    }
+
     /// The key that encrypts stored secrets: configured, or (outside production) generated
     /// once into the data directory. Losing it makes stored webhook and provider secrets
     /// unreadable, so production must set it explicitly and back it up.
@@ -534,6 +560,7 @@ impl Settings {
         }
         if self.is_production() {
             self.resolve_jwt_secret()?;
+            self.resolve_unsubscribe_secret()?;
             self.resolve_encryption_key()?;
             if self.database_url.is_none() {
                 bail!(

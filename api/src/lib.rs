@@ -278,6 +278,17 @@ async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
             "* * * * *",
             &ExpireOverduePayments,
         )?);
+    let evaluating = state.clone();
+    runtime.handle(
+        jobs::RetryPolicy::default(),
+        move |job, event: events::automation::EvaluateRules| {
+            let state = evaluating.clone();
+            async move {
+                services::notifications::rules::evaluate(&state, &job, &event).await?;
+                Ok(())
+            }
+        },
+    );
     runtime.declare_schedules().await?;
     Ok(runtime)
 }

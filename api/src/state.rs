@@ -7,7 +7,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
 
 use crate::{
-    crypto::SecretBox,
+    crypto::{SecretBox, SignedTokens},
     events::EventBus,
     payments::stripe::{PaymentProvider, StripeClient},
     webhooks::sender::Sender,
@@ -62,6 +62,8 @@ pub struct AppState {
     pub worker_db: DatabaseConnection,
     /// Card payments (Stripe, at `PLATFORM_STRIPE_API_BASE`).
     pub payment_provider: Arc<dyn PaymentProvider>,
+    /// Signs and checks the unsubscribe links of notifications.
+    pub unsubscribe_tokens: SignedTokens,
 }
 
 impl AppState {
@@ -127,6 +129,7 @@ impl AppState {
         // Resolved up front so a missing production secret stops the start, not the first login.
         let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
         let secrets = settings.resolve_encryption_key()?;
+        let unsubscribe_tokens = SignedTokens::new(&settings.resolve_unsubscribe_secret()?);
         let webhook_sender = Sender::new(&settings)?;
         let payment_provider = Arc::new(
             StripeClient::new(
@@ -188,6 +191,7 @@ impl AppState {
             jobs: crate::jobs::Jobs::new(Arc::new(crate::jobs::SystemClock)),
             worker_db,
             payment_provider,
+            unsubscribe_tokens,
         })
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{
 use chrono::Utc;
 use entity::{
     api_key, casbin_rule, company, customer, financial_transaction, incoming_webhook, invitation,
-    membership, order, order_counter, order_item, order_status_history, outbox, payment,
+    membership, notification_consent, notification_preference, notification_rule, order, order_counter, order_item, order_status_history, outbox, payment,
     payment_settings, product, provider_secret, refresh_token, refund, role, webhook_attempt,
     webhook_delivery, webhook_endpoint, workflow,
 };
@@ -140,6 +140,9 @@ tenant_entities!(
     refund,
     financial_transaction,
     payment_settings,
+    notification_preference,
+    notification_consent,
+    notification_rule,
 );
 
 /// Rows of `company`, for the pipelined reads of the order list ([`crate::db::rows`]),

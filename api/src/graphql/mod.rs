@@ -12,6 +12,7 @@ mod invitations;
 pub mod loaders;
 mod metrics;
 mod money;
+mod notification_rules;
 mod operator;
 mod orders;
 mod pagination;
@@ -47,6 +48,7 @@ pub struct QueryRoot(
     events::EventQuery,
     webhooks::WebhookQuery,
     payments::PaymentQuery,
+    notification_rules::NotificationRuleQuery,
 );
 
 /// Everything a client can change.
@@ -63,6 +65,7 @@ pub struct MutationRoot(
     orders::OrderMutation,
     webhooks::WebhookMutation,
     payments::PaymentMutation,
+    notification_rules::NotificationRuleMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, events::SubscriptionRoot>;

@@ -9,6 +9,7 @@ pub mod events;
 pub mod identity;
 pub mod incoming_webhooks;
 pub mod invitations;
+pub mod notifications;
 pub mod orders;
 pub mod payments;
 pub mod users;
