@@ -184,6 +184,74 @@ impl WebhookSettings {
     }
 }
 
+/// How often a notification is handed to its provider after retryable failures: exponential
+/// backoff from `first_delay` up to `max_delay`, `max_attempts` in all, then dead-lettered.
+/// `PLATFORM_NOTIFICATION_RETRY_WHATSAPP=8,10s,1h` (attempts, first delay, longest delay).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct NotificationRetry {
+    pub max_attempts: u32,
+    #[serde(with = "duration_text")]
+    pub first_delay: Duration,
+    #[serde(with = "duration_text")]
+    pub max_delay: Duration,
+}
+
+impl NotificationRetry {
+    fn parse(variable: &str, value: &str) -> anyhow::Result<Self> {
+        let parts = split_list(value);
+        let [attempts, first, max] = parts.as_slice() else {
+            bail!(
+                "{variable} must be `attempts,first delay,longest delay` like `8,10s,1h`, not `{value}`"
+            );
+        };
+        Ok(Self {
+            max_attempts: attempts
+                .parse()
+                .with_context(|| format!("{variable}: `{attempts}` is not a number of attempts"))?,
+            first_delay: parse_duration(first).with_context(|| variable.to_string())?,
+            max_delay: parse_duration(max).with_context(|| variable.to_string())?,
+        })
+    }
+}
+
+/// Notifications: the server's default email sender and the retry schedule of each channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NotificationSettings {
+    /// SMTP server for companies without their own email configuration,
+    /// `smtp://user:password@host:587` (STARTTLS), `smtps://…` (TLS) or `smtp://host:25?tls=none`.
+    pub smtp_url: Option<Secret>,
+    /// `Name <address>` the default SMTP server sends from.
+    pub smtp_from: Option<String>,
+    pub email_retry: NotificationRetry,
+    pub whatsapp_retry: NotificationRetry,
+    pub sms_retry: NotificationRetry,
+    /// Timeout of one request to a provider.
+    pub provider_timeout_secs: u64,
+    /// Messages one WhatsApp configuration (an Evolution instance, a Cloud API number) sends
+    /// at once, across instances.
+    pub whatsapp_concurrency: usize,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        let retry = NotificationRetry {
+            max_attempts: 8,
+            first_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(3600),
+        };
+        Self {
+            smtp_url: None,
+            smtp_from: None,
+            email_retry: retry,
+            whatsapp_retry: retry,
+            sms_retry: retry,
+            provider_timeout_secs: 15,
+            whatsapp_concurrency: 4,
+        }
+    }
+}
+
 /// Everything the server needs to start. Build it with [`Settings::load`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -239,6 +307,7 @@ pub struct Settings {
     pub unsubscribe_secret: Option<Secret>,
     /// Base URL of Stripe's API; a local server in tests.
     pub stripe_api_base: String,
+    pub notifications: NotificationSettings,
 }
 
 impl Default for Settings {
@@ -269,6 +338,7 @@ impl Default for Settings {
             encryption_key: None,
             webhooks: WebhookSettings::default(),
             stripe_api_base: "https://api.stripe.com".into(),
+            notifications: NotificationSettings::default(),
         }
     }
 }
@@ -429,6 +499,30 @@ impl Settings {
         }
         if let Some(value) = env.get("PLATFORM_STRIPE_API_BASE") {
             self.stripe_api_base = value.trim_end_matches('/').to_string();
+        }
+        if let Some(value) = env.get("PLATFORM_SMTP_URL") {
+            self.notifications.smtp_url = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_SMTP_FROM") {
+            self.notifications.smtp_from = Some(value);
+        }
+        for (variable, retry) in [
+            (
+                "PLATFORM_NOTIFICATION_RETRY_EMAIL",
+                &mut self.notifications.email_retry,
+            ),
+            (
+                "PLATFORM_NOTIFICATION_RETRY_WHATSAPP",
+                &mut self.notifications.whatsapp_retry,
+            ),
+            (
+                "PLATFORM_NOTIFICATION_RETRY_SMS",
+                &mut self.notifications.sms_retry,
+            ),
+        ] {
+            if let Some(value) = env.get(variable) {
+                *retry = NotificationRetry::parse(variable, &value)?;
+            }
         }
         if let Some(value) = env.get("PLATFORM_LOG_FORMAT") {
             self.log_format = Some(value);
@@ -632,6 +726,16 @@ mod duration_list {
             .iter()
             .map(|item| super::parse_duration(item).map_err(D::Error::custom))
             .collect()
+    }
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        super::parse_duration(&String::deserialize(deserializer)?).map_err(D::Error::custom)
     }
 }
 

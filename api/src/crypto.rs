@@ -25,6 +25,8 @@ pub enum Purpose {
     WebhookSigning,
     ProviderSecret,
     PaymentCredential,
+    /// A notification provider's credentials (API key, auth token, SMTP password).
+    NotificationCredential,
 }
 
 impl Purpose {
@@ -33,6 +35,7 @@ impl Purpose {
             Self::WebhookSigning => "webhook-signing",
             Self::ProviderSecret => "provider-secret",
             Self::PaymentCredential => "payment-credential",
+            Self::NotificationCredential => "notification-credential",
         }
     }
 }

@@ -278,17 +278,8 @@ async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
             "* * * * *",
             &ExpireOverduePayments,
         )?);
-    let evaluating = state.clone();
-    runtime.handle(
-        jobs::RetryPolicy::default(),
-        move |job, event: events::automation::EvaluateRules| {
-            let state = evaluating.clone();
-            async move {
-                services::notifications::rules::evaluate(&state, &job, &event).await?;
-                Ok(())
-            }
-        },
-    );
+    services::notifications::delivery::register(&mut runtime, state);
+    services::notifications::rules::register(&mut runtime, state);
     runtime.declare_schedules().await?;
     Ok(runtime)
 }

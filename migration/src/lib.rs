@@ -14,6 +14,7 @@ mod m20261122_000006_create_payments;
 mod m20261202_000007_create_invitations;
 mod m20261202_000012_create_jobs;
 mod m20261202_000013_row_level_security;
+mod m20261202_000014_create_notifications;
 mod m20261202_000016_create_notification_preferences;
 
 pub use m20261202_000013_row_level_security::{
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_create_invitations::Migration),
             Box::new(m20261202_000012_create_jobs::Migration),
             Box::new(m20261202_000013_row_level_security::Migration),
+            Box::new(m20261202_000014_create_notifications::Migration),
             Box::new(m20261202_000016_create_notification_preferences::Migration),
         ]
     }

@@ -17,9 +17,10 @@ use std::sync::{
 use chrono::Utc;
 use entity::{
     api_key, casbin_rule, company, customer, financial_transaction, incoming_webhook, invitation,
-    membership, notification_consent, notification_preference, notification_rule, order, order_counter, order_item, order_status_history, outbox, payment,
-    payment_settings, product, provider_secret, refresh_token, refund, role, webhook_attempt,
-    webhook_delivery, webhook_endpoint, workflow,
+    membership, notification, notification_attempt, notification_channel, notification_consent,
+    notification_preference, notification_rule, order, order_counter, order_item,
+    order_status_history, outbox, payment, payment_settings, product, provider_secret,
+    refresh_token, refund, role, webhook_attempt, webhook_delivery, webhook_endpoint, workflow,
 };
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection,
@@ -140,6 +141,9 @@ tenant_entities!(
     refund,
     financial_transaction,
     payment_settings,
+    notification_channel,
+    notification,
+    notification_attempt,
     notification_preference,
     notification_consent,
     notification_rule,

@@ -40,10 +40,16 @@ pub enum EventType {
     WebhookTest,
     /// A message to one person; delivered to them alone, never to webhook endpoints.
     NotificationCreated,
+    /// A notification's provider took it (or, in the app, it was stored and pushed).
+    NotificationSent,
+    /// A notification will not be sent: a permanent refusal or the last retry failed.
+    NotificationFailed,
+    /// A notification's provider reported it delivered to the person's device.
+    NotificationDelivered,
 }
 
 impl EventType {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 14] = [
         Self::OrderCreated,
         Self::OrderStatusChanged,
         Self::PaymentCreated,
@@ -55,6 +61,9 @@ impl EventType {
         Self::WebhookEndpointDisabled,
         Self::WebhookTest,
         Self::NotificationCreated,
+        Self::NotificationSent,
+        Self::NotificationFailed,
+        Self::NotificationDelivered,
     ];
 
     /// The names a webhook endpoint can subscribe to, in the order `webhookEventTypes` lists
@@ -85,6 +94,9 @@ impl EventType {
             Self::WebhookEndpointDisabled => "webhook.endpoint_disabled",
             Self::WebhookTest => "webhook.test",
             Self::NotificationCreated => "notification.created",
+            Self::NotificationSent => "notification.sent",
+            Self::NotificationFailed => "notification.failed",
+            Self::NotificationDelivered => "notification.delivered",
         }
     }
 
@@ -105,6 +117,9 @@ impl EventType {
             | Self::PaymentExpired => AggregateType::Payment,
             Self::WebhookEndpointDisabled | Self::WebhookTest => AggregateType::WebhookEndpoint,
             Self::NotificationCreated => AggregateType::User,
+            Self::NotificationSent | Self::NotificationFailed | Self::NotificationDelivered => {
+                AggregateType::Notification
+            }
         }
     }
 }
@@ -122,6 +137,7 @@ pub enum AggregateType {
     Payment,
     WebhookEndpoint,
     User,
+    Notification,
 }
 
 impl AggregateType {
@@ -131,6 +147,7 @@ impl AggregateType {
             Self::Payment => "payment",
             Self::WebhookEndpoint => "webhook_endpoint",
             Self::User => "user",
+            Self::Notification => "notification",
         }
     }
 }
@@ -235,6 +252,10 @@ pub struct EndpointDisabled {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
+    /// The stored in-app notification (`myNotifications`, `markNotificationsRead`); none for
+    /// the notices written straight to the outbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_id: Option<Uuid>,
     pub user_id: Uuid,
     /// The type of the event it is about.
     pub kind: String,
@@ -247,12 +268,30 @@ impl Notification {
     /// A notification to `user_id` about `event`.
     pub fn about(user_id: Uuid, event: &DomainEvent, message: String) -> Self {
         Self {
+            notification_id: None,
             user_id,
             kind: event.event_type().name().to_string(),
             message,
             details: event.fields(),
         }
     }
+}
+
+/// `notification.sent`, `notification.failed` and `notification.delivered`: where one
+/// notification stands. The address and the text stay out: webhook endpoints receive this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationState {
+    pub notification_id: Uuid,
+    pub channel: String,
+    pub category: String,
+    pub status: String,
+    pub customer_id: Option<Uuid>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// For `notification.failed`: the provider's code and why.
+    pub error_code: Option<String>,
+    pub error: Option<String>,
 }
 
 /// One event about one aggregate, as producers record it and consumers read it back.
@@ -268,6 +307,9 @@ pub enum DomainEvent {
     PaymentExpired(PaymentState),
     WebhookEndpointDisabled(EndpointDisabled),
     NotificationCreated(Notification),
+    NotificationSent(NotificationState),
+    NotificationFailed(NotificationState),
+    NotificationDelivered(NotificationState),
 }
 
 impl DomainEvent {
@@ -283,6 +325,9 @@ impl DomainEvent {
             Self::PaymentExpired(_) => EventType::PaymentExpired,
             Self::WebhookEndpointDisabled(_) => EventType::WebhookEndpointDisabled,
             Self::NotificationCreated(_) => EventType::NotificationCreated,
+            Self::NotificationSent(_) => EventType::NotificationSent,
+            Self::NotificationFailed(_) => EventType::NotificationFailed,
+            Self::NotificationDelivered(_) => EventType::NotificationDelivered,
         }
     }
 
@@ -299,6 +344,9 @@ impl DomainEvent {
             Self::PaymentRefunded(refunded) => refunded.payment.payment_id,
             Self::WebhookEndpointDisabled(disabled) => disabled.endpoint_id,
             Self::NotificationCreated(notification) => notification.user_id,
+            Self::NotificationSent(state)
+            | Self::NotificationFailed(state)
+            | Self::NotificationDelivered(state) => state.notification_id,
         }
     }
 
@@ -324,6 +372,9 @@ impl DomainEvent {
             Self::PaymentRefunded(refunded) => serde_json::to_value(refunded),
             Self::WebhookEndpointDisabled(disabled) => serde_json::to_value(disabled),
             Self::NotificationCreated(notification) => serde_json::to_value(notification),
+            Self::NotificationSent(state)
+            | Self::NotificationFailed(state)
+            | Self::NotificationDelivered(state) => serde_json::to_value(state),
         };
         // Plain structs of strings, numbers and ids always serialise.
         fields.unwrap_or(Value::Null)
@@ -356,6 +407,9 @@ impl DomainEvent {
                 fields(payload).map(Self::WebhookEndpointDisabled)
             }
             EventType::NotificationCreated => fields(payload).map(Self::NotificationCreated),
+            EventType::NotificationSent => fields(payload).map(Self::NotificationSent),
+            EventType::NotificationFailed => fields(payload).map(Self::NotificationFailed),
+            EventType::NotificationDelivered => fields(payload).map(Self::NotificationDelivered),
             EventType::WebhookTest => Err(Problem::NotAnOutboxEvent),
         };
         read.map_err(unreadable)
@@ -463,6 +517,39 @@ mod tests {
                 "disabled".into(),
             )),
             disabled,
+            DomainEvent::NotificationSent(NotificationState {
+                notification_id: id(),
+                channel: "WHATSAPP".into(),
+                category: "orders".into(),
+                status: "SENT".into(),
+                customer_id: Some(id()),
+                provider: Some("evolution".into()),
+                provider_message_id: Some("BAE5F4F0A1".into()),
+                error_code: None,
+                error: None,
+            }),
+            DomainEvent::NotificationFailed(NotificationState {
+                notification_id: id(),
+                channel: "SMS".into(),
+                category: "billing".into(),
+                status: "FAILED".into(),
+                customer_id: None,
+                provider: Some("twilio".into()),
+                provider_message_id: None,
+                error_code: Some("21211".into()),
+                error: Some("invalid 'To' phone number".into()),
+            }),
+            DomainEvent::NotificationDelivered(NotificationState {
+                notification_id: id(),
+                channel: "WHATSAPP".into(),
+                category: "orders".into(),
+                status: "DELIVERED".into(),
+                customer_id: None,
+                provider: Some("evolution".into()),
+                provider_message_id: Some("BAE5F4F0A1".into()),
+                error_code: None,
+                error: None,
+            }),
         ]
     }
 

@@ -105,6 +105,16 @@ impl BusEvent {
         }
     }
 
+    /// Whether `user` (none: an API key) may see this event in the company's stream: events
+    /// about a person (their notifications) are that person's alone.
+    pub fn visible_to(&self, user: Option<Uuid>) -> bool {
+        let personal = match &self.event {
+            Ok(event) => event.event_type().aggregate() == AggregateType::User,
+            Err(opaque) => opaque.aggregate_type == AggregateType::User.name(),
+        };
+        !personal || user == Some(self.aggregate_id)
+    }
+
     /// The event's type name, as integrators see it.
     pub fn event_type(&self) -> &str {
         match &self.event {

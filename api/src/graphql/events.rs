@@ -83,6 +83,22 @@ impl From<&BusEvent> for DomainEvent {
     }
 }
 
+/// A notification to the logged-in person, as the `notifications` subscription pushes it.
+#[derive(SimpleObject)]
+#[graphql(name = "NotificationPush")]
+pub struct PushedNotification {
+    /// The in-app notification (`myNotifications`, `markNotificationsRead`); null for notices
+    /// that are not kept there (an endpoint disabled).
+    notification_id: Option<ID>,
+    user_id: ID,
+    /// Its category, or the type of the event it is about.
+    kind: String,
+    message: String,
+    /// What it is about: the subject, or the event's payload.
+    details: Json<serde_json::Value>,
+    occurred_at: DateTime<Utc>,
+}
+
 #[derive(SimpleObject)]
 pub struct EventEdge {
     cursor: String,
@@ -165,6 +181,7 @@ where
         connection.require(permission);
     }
     let company_id = actor.company_id();
+    let user_id = actor.user_id();
     let receiver = state.bus.subscribe();
     let viewer = Arc::new((state, actor.clone()));
     Ok(BroadcastStream::new(receiver).filter_map(move |received| {
@@ -176,7 +193,9 @@ where
             }
         };
         let kept = event
-            .filter(|event: &Arc<BusEvent>| event.company_id == company_id && keep(event))
+            .filter(|event: &Arc<BusEvent>| {
+                event.company_id == company_id && event.visible_to(user_id) && keep(event)
+            })
             .map(|event| DomainEvent::from(event.as_ref()));
         let viewer = kept.is_some().then(|| viewer.clone());
         async move {
@@ -249,11 +268,11 @@ impl SubscriptionRoot {
         )?)
     }
 
-    /// Notifications addressed to the logged-in person.
+    /// Notifications addressed to the logged-in person, as they are created.
     async fn notifications(
         &self,
         ctx: &Context<'_>,
-    ) -> Result<impl Stream<Item = Json<serde_json::Value>> + use<>> {
+    ) -> Result<impl Stream<Item = PushedNotification> + use<>> {
         let actor = actor(ctx)?;
         let user_id = actor
             .user_id()
@@ -262,6 +281,20 @@ impl SubscriptionRoot {
             matches!(&published.event,
                 Ok(crate::events::DomainEvent::NotificationCreated(notification)) if notification.user_id == user_id)
         })?;
-        Ok(stream.map(|event| event.payload))
+        Ok(stream.filter_map(|event| async move {
+            let crate::events::DomainEvent::NotificationCreated(notification) =
+                crate::events::DomainEvent::parse(&event.event_type, &event.payload.0).ok()?
+            else {
+                return None;
+            };
+            Some(PushedNotification {
+                notification_id: notification.notification_id.map(|id| ID(id.to_string())),
+                user_id: ID(notification.user_id.to_string()),
+                kind: notification.kind,
+                message: notification.message,
+                details: Json(notification.details),
+                occurred_at: event.occurred_at,
+            })
+        }))
     }
 }

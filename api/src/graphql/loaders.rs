@@ -6,7 +6,8 @@ use std::{collections::HashMap, fmt, sync::Arc};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use entity::{
-    company, customer, order_item, order_status_history, payment, product, refund, user, workflow,
+    company, customer, notification_attempt, order_item, order_status_history, payment, product,
+    refund, user, workflow,
 };
 use sea_orm::{DatabaseConnection, DbErr, QueryFilter, QueryOrder};
 use uuid::Uuid;
@@ -77,6 +78,8 @@ pub struct HistoryOfOrder(pub Uuid);
 pub struct PaymentsOfOrder(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RefundsOfPayment(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttemptsOfNotification(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkflowKey(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,6 +195,12 @@ rows_of!(
     refund,
     (PaymentId, payment_id),
     refund::Column::Id
+);
+rows_of!(
+    AttemptsOfNotification,
+    notification_attempt,
+    (NotificationId, notification_id),
+    notification_attempt::Column::Attempt
 );
 
 impl Loader<WorkflowKey> for TenantLoader {

@@ -12,6 +12,7 @@ mod invitations;
 pub mod loaders;
 mod metrics;
 mod money;
+mod notifications;
 mod notification_rules;
 mod operator;
 mod orders;
@@ -48,6 +49,7 @@ pub struct QueryRoot(
     events::EventQuery,
     webhooks::WebhookQuery,
     payments::PaymentQuery,
+    notifications::NotificationQuery,
     notification_rules::NotificationRuleQuery,
 );
 
@@ -65,6 +67,7 @@ pub struct MutationRoot(
     orders::OrderMutation,
     webhooks::WebhookMutation,
     payments::PaymentMutation,
+    notifications::NotificationMutation,
     notification_rules::NotificationRuleMutation,
 );
 

@@ -187,7 +187,10 @@ fn emission(published: &BusEvent) -> Option<Emission> {
         | DomainEvent::PaymentRefunded(_)
         | DomainEvent::PaymentCancelled(_)
         | DomainEvent::PaymentExpired(_)
-        | DomainEvent::WebhookEndpointDisabled(_) => None,
+        | DomainEvent::WebhookEndpointDisabled(_)
+        | DomainEvent::NotificationSent(_)
+        | DomainEvent::NotificationFailed(_)
+        | DomainEvent::NotificationDelivered(_) => None,
     }
 }
 

@@ -1,10 +1,16 @@
 //! Reading the company's published events, for integrators catching up after a disconnect.
 
 use entity::outbox;
-use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder, QuerySelect};
 
 use super::authorize;
-use crate::{auth::Actor, db::tenant::Intent, error::ApiResult, events::BusEvent, state::AppState};
+use crate::{
+    auth::Actor,
+    db::tenant::Intent,
+    error::ApiResult,
+    events::{AggregateType, BusEvent},
+    state::AppState,
+};
 
 pub struct EventPage {
     pub events: Vec<BusEvent>,
@@ -28,6 +34,13 @@ pub async fn list(
     if !types.is_empty() {
         query = query.filter(outbox::Column::EventType.is_in(types.to_vec()));
     }
+    // Events about a person (their notifications) are theirs alone (`BusEvent::visible_to`).
+    let mut visible =
+        Condition::any().add(outbox::Column::AggregateType.ne(AggregateType::User.name()));
+    if let Some(user_id) = actor.user_id() {
+        visible = visible.add(outbox::Column::AggregateId.eq(user_id));
+    }
+    query = query.filter(visible);
     let mut rows = query
         .order_by_asc(outbox::Column::Position)
         .limit(first + 1)

@@ -15,20 +15,24 @@ use entity::{casbin_rule, customer, membership, notification_rule, order, role, 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, IntoActiveModel, QueryFilter, QueryOrder,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::preferences::{Decision, Subject, Suppression, decide};
+use super::{
+    Address, Content, NewNotification, QueueOutcome, Recipient as QueueRecipient, queue,
+    preferences::{Decision, Subject, Suppression, decide},
+};
 use crate::{
     auth::Actor,
     db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{
-        BusinessType,
+        BusinessType, Email,
+        phone::Phone,
         notification_rules::{self as domain, Category, Condition, Operator, Recipient},
     },
     error::{ApiError, ApiResult, UniqueKey},
     events::{EventType, automation::EvaluateRules},
-    jobs::JobContext,
+    jobs::{JobContext, RetryPolicy, Runtime},
     notifications::Channel,
     services::{authorize, valid_name},
     state::AppState,
@@ -448,14 +452,33 @@ pub struct Planned {
     pub rule_id: Uuid,
     pub subject: Subject,
     pub channel: Channel,
-    /// E.164 phone, email address, or the user id for in-app.
-    pub address: String,
+    pub recipient: QueueRecipient,
     pub template_name: String,
     pub category: Category,
+    /// The template's variables: the event's payload and the recipient's name.
+    pub variables: Value,
     /// Derived from the event and the rule (and the member, for a role): the queue sends once
     /// per key.
     pub idempotency_key: String,
     pub send_at: DateTime<Utc>,
+}
+
+impl Planned {
+    /// The notification to queue, `now` being when it is queued.
+    fn into_notification(self, now: DateTime<Utc>) -> NewNotification {
+        let delay = (self.send_at - now).to_std().ok().filter(|delay| !delay.is_zero());
+        NewNotification {
+            channel: self.channel,
+            category: self.category.as_str().to_string(),
+            recipient: self.recipient,
+            content: Content::Template(self.template_name),
+            variables: self.variables,
+            locale: None,
+            idempotency_key: Some(self.idempotency_key),
+            priority: 0,
+            delay,
+        }
+    }
 }
 
 /// What a rule did with an event.
@@ -492,35 +515,57 @@ impl ChannelRefusal {
 /// Someone a rule may notify, with their addresses.
 struct Addressee {
     subject: Subject,
-    email: Option<String>,
-    phone: Option<String>,
-    user_id: Option<Uuid>,
+    name: String,
+    email: Option<Email>,
+    phone: Option<Phone>,
 }
 
 impl Addressee {
-    fn address(&self, channel: Channel) -> Option<String> {
-        match channel {
-            Channel::Email => self.email.clone(),
-            Channel::Whatsapp | Channel::Sms => self.phone.clone(),
-            Channel::InApp => self.user_id.map(|id| id.to_string()),
-        }
+    /// Where `channel` reaches them, as the queue takes it.
+    fn recipient(&self, channel: Channel) -> Option<QueueRecipient> {
+        let address = match channel {
+            Channel::Email => Address::Email(self.email.clone()?),
+            Channel::Whatsapp | Channel::Sms => Address::Phone(self.phone.clone()?),
+            Channel::InApp => {
+                return match self.subject {
+                    Subject::Member(user_id) => Some(QueueRecipient::Member(user_id)),
+                    Subject::Customer(_) => None,
+                };
+            }
+        };
+        Some(match self.subject {
+            Subject::Customer(customer_id) => QueueRecipient::Customer {
+                customer_id,
+                address,
+            },
+            Subject::Member(_) => QueueRecipient::Address(address),
+        })
+    }
+
+    fn variables(&self, payload: &Value) -> Value {
+        let person = match self.subject {
+            Subject::Customer(_) => "customer",
+            Subject::Member(_) => "member",
+        };
+        json!({ "event": payload, person: { "name": self.name } })
     }
 
     fn of_customer(customer: customer::Model) -> Self {
         Self {
             subject: Subject::Customer(customer.id),
-            email: customer.email,
-            phone: customer.phone,
-            user_id: None,
+            name: customer.name,
+            // Stored through their types; what no longer parses is no address.
+            email: customer.email.as_deref().and_then(|email| Email::parse(email).ok()),
+            phone: customer.phone.as_deref().and_then(|phone| Phone::parse(phone).ok()),
         }
     }
 
     fn of_user(user: user::Model) -> Self {
         Self {
             subject: Subject::Member(user.id),
-            email: Some(user.email),
+            name: user.name,
+            email: Email::parse(&user.email).ok(),
             phone: None,
-            user_id: Some(user.id),
         }
     }
 }
@@ -561,7 +606,7 @@ async fn choose_channel(
 ) -> ApiResult<Outcome> {
     let mut reasons = Vec::new();
     for &channel in &rule.channels {
-        let Some(address) = addressee.address(channel) else {
+        let Some(recipient) = addressee.recipient(channel) else {
             reasons.push((channel, ChannelRefusal::NoAddress));
             continue;
         };
@@ -581,9 +626,10 @@ async fn choose_channel(
                     rule_id: rule.id,
                     subject: addressee.subject,
                     channel,
-                    address,
+                    recipient,
                     template_name: rule.template_name.clone(),
                     category: rule.category,
+                    variables: addressee.variables(&event.payload),
                     idempotency_key,
                     send_at: event.occurred_at + Duration::seconds(rule.delay_seconds.into()),
                 }));
@@ -680,6 +726,21 @@ async fn addressees(
         .collect())
 }
 
+/// Registers the `notifications.evaluate-rules` handler ([`evaluate`]) on `runtime`.
+pub fn register(runtime: &mut Runtime, state: &AppState) {
+    let evaluating = state.clone();
+    runtime.handle(
+        RetryPolicy::default(),
+        move |context, event: EvaluateRules| {
+            let state = evaluating.clone();
+            async move {
+                evaluate(&state, &context, &event).await?;
+                Ok(())
+            }
+        },
+    );
+}
+
 /// The `notifications.evaluate-rules` handler: evaluates the event's rules for its company and
 /// hands what they planned to the notification queue, in one transaction.
 pub async fn evaluate(
@@ -699,11 +760,20 @@ pub async fn evaluate(
     for outcome in &outcomes {
         match outcome {
             Outcome::Planned(planned) => {
-                metrics::counter!("notification_rules_planned_total", "channel" => planned.channel.as_str())
+                let (rule, channel) = (planned.rule_id, planned.channel);
+                let queued = queue(
+                    &state.jobs,
+                    &txn,
+                    planned.clone().into_notification(state.jobs.now()),
+                )
+                .await
+                .map_err(ApiError::into_anyhow)?;
+                metrics::counter!("notification_rules_planned_total", "channel" => channel.as_str())
                     .increment(1);
-                tracing::info!(%company, event = %event.event_id, rule = %planned.rule_id,
-                    channel = planned.channel.as_str(), key = %planned.idempotency_key,
-                    "a rule planned a notification");
+                tracing::info!(%company, event = %event.event_id, %rule,
+                    channel = channel.as_str(), notification = %queued.id(),
+                    duplicate = matches!(queued, QueueOutcome::Duplicate(_)),
+                    "a rule queued a notification");
             }
             Outcome::Suppressed {
                 rule_id, reasons, ..

@@ -1,0 +1,324 @@
+//! A company's channel configurations: which provider carries its email, WhatsApp and SMS,
+//! with which settings, and its credentials sealed with [`Purpose::NotificationCredential`]
+//! (written, never read back out).
+
+use chrono::Utc;
+use entity::notification_channel;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{
+    auth::Actor,
+    crypto::Purpose,
+    db::tenant::{Intent, TenantTxn},
+    error::{ApiError, ApiResult},
+    notifications::{Accepted, Channel, SendError},
+    state::AppState,
+};
+
+/// Who carries a channel's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+#[graphql(name = "NotificationProvider")]
+pub enum ProviderKind {
+    /// Evolution API v2 (WhatsApp).
+    Evolution,
+    /// The official WhatsApp Cloud API.
+    WhatsappCloud,
+    /// Twilio's Messages API (SMS).
+    Twilio,
+    /// An SMTP server (email).
+    Smtp,
+}
+
+impl ProviderKind {
+    pub const ALL: [Self; 4] = [
+        Self::Evolution,
+        Self::WhatsappCloud,
+        Self::Twilio,
+        Self::Smtp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evolution => "evolution",
+            Self::WhatsappCloud => "whatsapp_cloud",
+            Self::Twilio => "twilio",
+            Self::Smtp => "smtp",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// The channel this provider carries.
+    pub fn channel(self) -> Channel {
+        match self {
+            Self::Evolution | Self::WhatsappCloud => Channel::Whatsapp,
+            Self::Twilio => Channel::Sms,
+            Self::Smtp => Channel::Email,
+        }
+    }
+}
+
+/// A channel's configuration, ready to send with: the company's own, or the server's default
+/// SMTP server for email.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    /// The company's configuration row; `None` for the server's default.
+    pub id: Option<Uuid>,
+    pub provider: ProviderKind,
+    /// Non-secret settings (base URL, instance, sender).
+    pub settings: Value,
+    /// The credentials, opened.
+    pub credentials: Value,
+}
+
+/// The configuration `channel` sends with in `txn`'s company, if any. A configuration that is
+/// disabled counts as none (email then falls back to the server's default).
+pub async fn configuration(
+    state: &AppState,
+    txn: &TenantTxn,
+    channel: Channel,
+) -> anyhow::Result<Option<Configuration>> {
+    let row = txn
+        .find::<notification_channel::Entity>()
+        .filter(notification_channel::Column::Channel.eq(channel.as_str()))
+        .filter(notification_channel::Column::Enabled.eq(true))
+        .one(txn)
+        .await?;
+    if let Some(row) = row {
+        let provider = ProviderKind::parse(&row.provider)
+            .ok_or_else(|| anyhow::anyhow!("unknown notification provider `{}`", row.provider))?;
+        let credentials = match &row.credentials_ciphertext {
+            Some(sealed) => serde_json::from_str(&state.secrets.open(
+                txn.company().get(),
+                Purpose::NotificationCredential,
+                sealed,
+            )?)?,
+            None => Value::Object(Default::default()),
+        };
+        return Ok(Some(Configuration {
+            id: Some(row.id),
+            provider,
+            settings: serde_json::from_str(&row.settings)?,
+            credentials,
+        }));
+    }
+    let defaults = &state.settings.notifications;
+    Ok(match (channel, &defaults.smtp_url, &defaults.smtp_from) {
+        (Channel::Email, Some(url), Some(from)) => Some(Configuration {
+            id: None,
+            provider: ProviderKind::Smtp,
+            settings: serde_json::json!({ "from": from }),
+            credentials: serde_json::json!({ "url": url.expose() }),
+        }),
+        _ => None,
+    })
+}
+
+/// Sends one message through `configuration`'s provider.
+pub async fn send(
+    _state: &AppState,
+    configuration: &Configuration,
+    _address: &str,
+    _subject: Option<&str>,
+    _body: &str,
+) -> Result<Accepted, SendError> {
+    Err(SendError::permanent(
+        "PROVIDER_UNAVAILABLE",
+        format!(
+            "no {} client in this build",
+            configuration.provider.as_str()
+        ),
+    ))
+}
+
+/// What `configureNotificationChannel` writes.
+pub struct ChannelInput {
+    pub channel: Channel,
+    pub provider: ProviderKind,
+    /// A JSON object of non-secret settings; `baseUrl`, when given, must be an http(s) URL.
+    pub settings: Value,
+    /// A JSON object of credentials; `None` keeps the stored ones.
+    pub credentials: Option<Value>,
+    pub enabled: bool,
+}
+
+/// Creates or replaces the company's configuration of `input.channel`
+/// (`notifications:manage`).
+pub async fn configure(
+    state: &AppState,
+    actor: &Actor,
+    input: ChannelInput,
+) -> ApiResult<notification_channel::Model> {
+    super::manage(state, actor).await?;
+    if input.channel == Channel::InApp {
+        return Err(ApiError::validation(
+            "channel",
+            "in-app notifications need no provider",
+        ));
+    }
+    if input.provider.channel() != input.channel {
+        return Err(ApiError::validation(
+            "provider",
+            format!(
+                "{} carries {}, not {}",
+                input.provider.as_str(),
+                input.provider.channel().as_str(),
+                input.channel.as_str()
+            ),
+        ));
+    }
+    let settings = valid_settings(&input.settings)?;
+    let credentials = input
+        .credentials
+        .map(|credentials| {
+            if credentials.is_object() {
+                Ok(credentials.to_string())
+            } else {
+                Err(ApiError::validation(
+                    "credentials",
+                    "the credentials must be a JSON object",
+                ))
+            }
+        })
+        .transpose()?;
+    let now = Utc::now();
+    // Serialized: two administrators configuring at once both see one row, not two inserts.
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
+    let company_id = txn.company().get();
+    let existing = txn
+        .find::<notification_channel::Entity>()
+        .filter(notification_channel::Column::Channel.eq(input.channel.as_str()))
+        .one(&txn)
+        .await?;
+    let sealed = credentials.map(|credentials| {
+        state
+            .secrets
+            .seal(company_id, Purpose::NotificationCredential, &credentials)
+    });
+    let saved = match existing {
+        Some(existing) => {
+            let keeps_credentials = existing.provider == input.provider.as_str();
+            let mut row: notification_channel::ActiveModel = existing.into();
+            row.provider = Set(input.provider.as_str().to_string());
+            row.settings = Set(settings);
+            match sealed {
+                Some(sealed) => row.credentials_ciphertext = Set(Some(sealed)),
+                // Another provider's credentials mean nothing to this one.
+                None if !keeps_credentials => row.credentials_ciphertext = Set(None),
+                None => {}
+            }
+            row.enabled = Set(input.enabled);
+            row.updated_at = Set(now);
+            row.update(&txn).await?
+        }
+        None => {
+            txn.insert(notification_channel::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                company_id: Set(company_id),
+                channel: Set(input.channel.as_str().to_string()),
+                provider: Set(input.provider.as_str().to_string()),
+                settings: Set(settings),
+                credentials_ciphertext: Set(sealed),
+                enabled: Set(input.enabled),
+                created_at: Set(now),
+                updated_at: Set(now),
+            })
+            .await?
+        }
+    };
+    txn.commit().await?;
+    tracing::info!(
+        company = %actor.company(),
+        channel = input.channel.as_str(),
+        provider = input.provider.as_str(),
+        "notification channel configured"
+    );
+    Ok(saved)
+}
+
+fn valid_settings(settings: &Value) -> ApiResult<String> {
+    let Some(fields) = settings.as_object() else {
+        return Err(ApiError::validation(
+            "settings",
+            "the settings must be a JSON object",
+        ));
+    };
+    if let Some(base_url) = fields.get("baseUrl") {
+        let valid = base_url
+            .as_str()
+            .and_then(|text| url::Url::parse(text).ok())
+            .is_some_and(|url| matches!(url.scheme(), "http" | "https"));
+        if !valid {
+            return Err(ApiError::validation(
+                "settings.baseUrl",
+                "the base URL must be an http(s) URL",
+            ));
+        }
+    }
+    Ok(settings.to_string())
+}
+
+/// The company's channel configurations (`notifications:manage`).
+pub async fn list(state: &AppState, actor: &Actor) -> ApiResult<Vec<notification_channel::Model>> {
+    super::manage(state, actor).await?;
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let rows = txn
+        .find::<notification_channel::Entity>()
+        .order_by_asc(notification_channel::Column::Channel)
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(rows)
+}
+
+/// What `testNotificationChannel` found.
+pub struct ChannelTest {
+    pub provider: ProviderKind,
+    pub result: Result<Accepted, SendError>,
+}
+
+/// Sends a test message to `to` through the company's configuration of `channel`
+/// (`notifications:manage`); nothing is queued or logged.
+pub async fn test(
+    state: &AppState,
+    actor: &Actor,
+    channel: Channel,
+    to: &str,
+) -> ApiResult<ChannelTest> {
+    super::manage(state, actor).await?;
+    let address = match channel {
+        Channel::Email => crate::domain::Email::parse(to)
+            .map_err(|reason| ApiError::validation("to", reason))?
+            .to_string(),
+        Channel::Whatsapp | Channel::Sms => crate::domain::phone::Phone::parse(to)
+            .map_err(|reason| ApiError::validation("to", reason))?
+            .to_string(),
+        Channel::InApp => {
+            return Err(ApiError::validation(
+                "channel",
+                "in-app notifications need no provider",
+            ));
+        }
+    };
+    let txn = state.begin_for(actor, Intent::Read).await?;
+    let configuration = configuration(state, &txn, channel)
+        .await
+        .map_err(ApiError::Internal)?
+        .ok_or(ApiError::NotFound("notification channel"))?;
+    let company = txn
+        .find_company()
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("company"))?;
+    txn.commit().await?;
+    let body = format!("{}: a test message from the platform.", company.name);
+    let result = send(state, &configuration, &address, Some("Test message"), &body).await;
+    Ok(ChannelTest {
+        provider: configuration.provider,
+        result,
+    })
+}

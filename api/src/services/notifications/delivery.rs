@@ -1,0 +1,431 @@
+//! The `notifications.send` job: renders a notification, hands it to the company's provider
+//! for its channel (in the app: stores and pushes it), and records the attempt, the
+//! notification's new status, its event and the job's end in one transaction.
+//!
+//! The job's retries are decided here rather than by the runtime's queue policy, because the
+//! schedule is the channel's (`PLATFORM_NOTIFICATION_RETRY_*`) and a permanent refusal must not
+//! be tried again at all: a retryable failure ends the attempt with [`Finish::Again`] after the
+//! channel's backoff, a permanent one or the last attempt with [`Finish::Dead`] and the
+//! notification `FAILED` with the provider's code.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use entity::{notification, notification_attempt};
+use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter, sea_query::Expr};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Status, channels::Configuration};
+use crate::{
+    configuration::NotificationRetry,
+    db::tenant::{CompanyId, Intent, TenantTxn},
+    events::{DomainEvent, domain::Notification as InAppNotice, domain::NotificationState},
+    jobs::{Finish, Job, JobContext, KeyLimit, RetryPolicy, Runtime},
+    notifications::{Accepted, Channel, SendError},
+    state::AppState,
+};
+
+/// Sends one notification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendNotification {
+    pub notification_id: Uuid,
+}
+
+impl Job for SendNotification {
+    const QUEUE: &'static str = "notifications.send";
+}
+
+/// The provider name of in-app notifications in the delivery log.
+const IN_APP_PROVIDER: &str = "in_app";
+/// The provider name of an attempt no provider could take: the channel is not configured.
+const NO_PROVIDER: &str = "none";
+
+/// Registers the handler and the per-configuration limits on `runtime`.
+pub fn register(runtime: &mut Runtime, state: &AppState) {
+    let sending = state.clone();
+    // The handler's own errors (the database failing) are retried by this policy; provider
+    // failures are decided by the channel's schedule in [`record`].
+    runtime.handle(
+        RetryPolicy::default(),
+        move |context, job: SendNotification| {
+            let state = sending.clone();
+            async move { send(&state, &context, &job).await }
+        },
+    );
+    // One WhatsApp number sends a few messages at a time: more looks like spam to WhatsApp.
+    runtime.limit(
+        super::key_prefix(Channel::Whatsapp),
+        KeyLimit {
+            concurrency: Some(state.settings.notifications.whatsapp_concurrency),
+            ..KeyLimit::default()
+        },
+    );
+}
+
+/// What the provider is given.
+struct Rendered {
+    subject: Option<String>,
+    body: String,
+}
+
+async fn send(
+    state: &AppState,
+    context: &JobContext,
+    job: &SendNotification,
+) -> anyhow::Result<()> {
+    let company = CompanyId::from_row(
+        context
+            .company_id
+            .context("a notifications.send job without a company")?,
+    );
+    let txn = state
+        .begin_for_company(company, "notifications.send job", Intent::Read)
+        .await?;
+    let Some(found) = find(&txn, job.notification_id).await? else {
+        // Deleted with its company: nothing to send.
+        return Ok(());
+    };
+    if found.status != Status::Queued.as_str() {
+        // Cancelled, or an earlier run recorded its outcome although the job's end was lost.
+        return Ok(());
+    }
+    let channel =
+        Channel::parse(&found.channel).context("a notification with an unknown channel")?;
+    let configuration = match channel {
+        Channel::InApp => None,
+        _ => super::channels::configuration(state, &txn, channel).await?,
+    };
+    let rendered = render(&found);
+    txn.commit().await?;
+
+    let started_at = Utc::now();
+    let provider = provider_name(channel, configuration.as_ref());
+    let outcome = match &rendered {
+        Ok(rendered) => hand_over(state, channel, configuration.as_ref(), &found, rendered).await,
+        Err(refused) => Err(refused.clone()),
+    };
+    let finished_at = Utc::now();
+    record(
+        state,
+        company,
+        context,
+        Outcome {
+            notification: &found,
+            channel,
+            provider,
+            rendered: rendered.ok(),
+            result: outcome,
+            started_at,
+            finished_at,
+        },
+    )
+    .await
+}
+
+async fn find(txn: &TenantTxn, id: Uuid) -> Result<Option<notification::Model>, sea_orm::DbErr> {
+    txn.find::<notification::Entity>()
+        .filter(notification::Column::Id.eq(id))
+        .one(txn)
+        .await
+}
+
+/// The notification's text: as the caller wrote it, or its template rendered.
+fn render(found: &notification::Model) -> Result<Rendered, SendError> {
+    match (&found.body, &found.template) {
+        (Some(body), _) => Ok(Rendered {
+            subject: found.subject.clone(),
+            body: body.clone(),
+        }),
+        (None, Some(template)) => Err(SendError::permanent(
+            "TEMPLATE_NOT_FOUND",
+            format!("no template `{template}` for {}", found.channel),
+        )),
+        (None, None) => Err(SendError::permanent(
+            "EMPTY",
+            "the notification has no text",
+        )),
+    }
+}
+
+fn provider_name(channel: Channel, configuration: Option<&Configuration>) -> &'static str {
+    match (channel, configuration) {
+        (Channel::InApp, _) => IN_APP_PROVIDER,
+        (_, Some(configuration)) => configuration.provider.as_str(),
+        (_, None) => NO_PROVIDER,
+    }
+}
+
+/// Gives the message to the channel's provider. In the app there is none: the notification
+/// is stored already and [`record`] pushes it with its status.
+async fn hand_over(
+    state: &AppState,
+    channel: Channel,
+    configuration: Option<&Configuration>,
+    found: &notification::Model,
+    rendered: &Rendered,
+) -> Result<Accepted, SendError> {
+    if channel == Channel::InApp {
+        return Ok(Accepted {
+            provider: IN_APP_PROVIDER,
+            provider_message_id: found.id.to_string(),
+        });
+    }
+    let address = found
+        .address
+        .as_deref()
+        .ok_or_else(|| SendError::permanent("NO_ADDRESS", "the notification has no address"))?;
+    let Some(configuration) = configuration else {
+        return Err(SendError::permanent(
+            "CHANNEL_NOT_CONFIGURED",
+            format!(
+                "the company has no {} provider configured",
+                channel.as_str()
+            ),
+        ));
+    };
+    super::channels::send(
+        state,
+        configuration,
+        address,
+        rendered.subject.as_deref(),
+        &rendered.body,
+    )
+    .await
+}
+
+/// What one attempt came to.
+struct Outcome<'a> {
+    notification: &'a notification::Model,
+    channel: Channel,
+    provider: &'static str,
+    /// The text given to the provider, stored on the notification when a template wrote it.
+    rendered: Option<Rendered>,
+    result: Result<Accepted, SendError>,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+}
+
+/// Writes the attempt, the notification's status, its event and the job's end together.
+async fn record(
+    state: &AppState,
+    company: CompanyId,
+    context: &JobContext,
+    outcome: Outcome<'_>,
+) -> anyhow::Result<()> {
+    let found = outcome.notification;
+    let attempt = found.attempt_count + 1;
+    let channel = outcome.channel;
+    let txn = state
+        .begin_for_company(company, "notifications.send job", Intent::Write)
+        .await?;
+    let (provider_message_id, error) = match &outcome.result {
+        Ok(accepted) => (Some(accepted.provider_message_id.clone()), None),
+        Err(error) => (None, Some(error)),
+    };
+    let provider = match &outcome.result {
+        Ok(accepted) => accepted.provider,
+        Err(_) => outcome.provider,
+    };
+    let retry_at = error
+        .filter(|error| error.is_retryable())
+        .and_then(|_| retry_policy(&state.settings.notifications, channel))
+        .and_then(|policy| policy.delay_after(u32::try_from(attempt).unwrap_or(u32::MAX)))
+        .map(|delay| state.jobs.now() + delay);
+    txn.insert(notification_attempt::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(company.get()),
+        notification_id: Set(found.id),
+        attempt: Set(attempt),
+        provider: Set(provider.to_string()),
+        provider_message_id: Set(provider_message_id.clone()),
+        outcome: Set(match error {
+            None => "SENT",
+            Some(error) if error.is_retryable() => "RETRYABLE",
+            Some(_) => "PERMANENT",
+        }
+        .to_string()),
+        error_code: Set(error.map(|error| error.code().to_string())),
+        error_message: Set(error.map(error_message)),
+        started_at: Set(outcome.started_at),
+        finished_at: Set(outcome.finished_at),
+    })
+    .await?;
+
+    let status = match (error, retry_at) {
+        (None, _) => Status::Sent,
+        (Some(_), Some(_)) => Status::Queued,
+        (Some(_), None) => Status::Failed,
+    };
+    let mut update = txn
+        .update::<notification::Entity>()
+        .col_expr(notification::Column::Status, Expr::value(status.as_str()))
+        .col_expr(notification::Column::AttemptCount, Expr::value(attempt))
+        .col_expr(notification::Column::Provider, Expr::value(provider))
+        .col_expr(
+            notification::Column::UpdatedAt,
+            Expr::value(outcome.finished_at),
+        );
+    if let Some(rendered) = &outcome.rendered {
+        update = update
+            .col_expr(
+                notification::Column::Subject,
+                Expr::value(rendered.subject.clone()),
+            )
+            .col_expr(
+                notification::Column::Body,
+                Expr::value(rendered.body.clone()),
+            );
+    }
+    update = match error {
+        None => update
+            .col_expr(
+                notification::Column::ProviderMessageId,
+                Expr::value(provider_message_id.clone()),
+            )
+            .col_expr(
+                notification::Column::SentAt,
+                Expr::value(outcome.finished_at),
+            )
+            .col_expr(
+                notification::Column::LastErrorCode,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                notification::Column::LastError,
+                Expr::value(Option::<String>::None),
+            ),
+        Some(error) => update
+            .col_expr(
+                notification::Column::LastErrorCode,
+                Expr::value(error.code().to_string()),
+            )
+            .col_expr(
+                notification::Column::LastError,
+                Expr::value(error_message(error)),
+            ),
+    };
+    let updated = update
+        .filter(notification::Column::Id.eq(found.id))
+        .filter(notification::Column::Status.eq(Status::Queued.as_str()))
+        .exec(&txn)
+        .await?;
+    if updated.rows_affected == 0 {
+        // Cancelled while the provider had it: the provider's answer is in the log, the
+        // cancellation stands.
+        txn.commit().await?;
+        return Ok(());
+    }
+
+    let state_of = |status: Status| NotificationState {
+        notification_id: found.id,
+        channel: found.channel.clone(),
+        category: found.category.clone(),
+        status: status.as_str().to_string(),
+        customer_id: found.customer_id,
+        provider: Some(provider.to_string()),
+        provider_message_id: provider_message_id.clone(),
+        error_code: error.map(|error| error.code().to_string()),
+        error: error.map(error_message),
+    };
+    match status {
+        Status::Sent => {
+            if let (Channel::InApp, Some(user_id), Some(rendered)) =
+                (channel, found.user_id, &outcome.rendered)
+            {
+                txn.record(DomainEvent::NotificationCreated(InAppNotice {
+                    notification_id: Some(found.id),
+                    user_id,
+                    kind: found.category.clone(),
+                    message: rendered.body.clone(),
+                    details: json!({ "subject": rendered.subject }),
+                }))
+                .await?;
+            }
+            txn.record(DomainEvent::NotificationSent(state_of(Status::Sent)))
+                .await?;
+        }
+        Status::Failed => {
+            txn.record(DomainEvent::NotificationFailed(state_of(Status::Failed)))
+                .await?;
+        }
+        _ => {}
+    }
+    let finish = match (error, retry_at) {
+        (None, _) => Finish::Done,
+        (Some(error), Some(at)) => Finish::Again {
+            at,
+            error: Some(error.to_string()),
+        },
+        (Some(error), None) => Finish::Dead(error.to_string()),
+    };
+    state
+        .jobs
+        .finish_within(&txn, &[(context, finish.clone())])
+        .await?;
+    txn.commit().await?;
+    context.finished(&finish);
+
+    let labels = [
+        ("channel", channel.as_str().to_string()),
+        ("provider", provider.to_string()),
+    ];
+    match error {
+        None => {
+            metrics::counter!("notifications_sent_total", &labels).increment(1);
+            let waited = (outcome.finished_at - found.created_at)
+                .to_std()
+                .unwrap_or_default();
+            metrics::histogram!("notification_queue_seconds", "channel" => channel.as_str())
+                .record(waited.as_secs_f64());
+            tracing::info!(notification = %found.id, channel = channel.as_str(), provider, attempt, "notification sent");
+        }
+        Some(error) => {
+            let kind = if error.is_retryable() {
+                "retryable"
+            } else {
+                "permanent"
+            };
+            let mut labels = labels.to_vec();
+            labels.push(("kind", kind.to_string()));
+            metrics::counter!("notifications_failed_total", &labels).increment(1);
+            tracing::warn!(
+                notification = %found.id,
+                channel = channel.as_str(),
+                provider,
+                attempt,
+                code = error.code(),
+                retry = retry_at.is_some(),
+                "notification not sent"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn error_message(error: &SendError) -> String {
+    match error {
+        SendError::Retryable { message, .. } | SendError::Permanent { message, .. } => {
+            message.clone()
+        }
+    }
+}
+
+/// The channel's retry schedule; in the app nothing is handed over, so nothing is retried.
+fn retry_policy(
+    settings: &crate::configuration::NotificationSettings,
+    channel: Channel,
+) -> Option<RetryPolicy> {
+    let retry: &NotificationRetry = match channel {
+        Channel::Email => &settings.email_retry,
+        Channel::Whatsapp => &settings.whatsapp_retry,
+        Channel::Sms => &settings.sms_retry,
+        Channel::InApp => return None,
+    };
+    Some(RetryPolicy {
+        max_attempts: retry.max_attempts,
+        first_delay: retry.first_delay,
+        max_delay: retry.max_delay,
+        ..RetryPolicy::default()
+    })
+}
