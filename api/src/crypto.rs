@@ -264,8 +264,7 @@ impl SignedTokens {
         let body = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| TokenRefused::Invalid)?;
-        let signed: Signed<T> =
-            serde_json::from_slice(&body).map_err(|_| TokenRefused::Invalid)?;
+        let signed: Signed<T> = serde_json::from_slice(&body).map_err(|_| TokenRefused::Invalid)?;
         if signed.expires_at <= now.timestamp() {
             return Err(TokenRefused::Expired);
         }
@@ -316,7 +315,8 @@ mod signed_token_tests {
             now + Duration::days(1),
         );
         let (body, tag) = token.split_once('.').unwrap();
-        let forged_body = URL_SAFE_NO_PAD.encode(br#"{"exp":99999999999,"subject":"someone else"}"#);
+        let forged_body =
+            URL_SAFE_NO_PAD.encode(br#"{"exp":99999999999,"subject":"someone else"}"#);
         for tampered in [
             format!("{forged_body}.{tag}"),
             format!("{body}.{}", &tag[1..]),

@@ -60,7 +60,9 @@ impl MigrationTrait for Migration {
                     .col(string_len(NotificationConsents::Purpose, 32))
                     .col(string_len(NotificationConsents::Channel, 16))
                     .col(timestamp_with_time_zone(NotificationConsents::GrantedAt))
-                    .col(timestamp_with_time_zone_null(NotificationConsents::RevokedAt))
+                    .col(timestamp_with_time_zone_null(
+                        NotificationConsents::RevokedAt,
+                    ))
                     .col(string_len(NotificationConsents::Source, 32))
                     .col(string_len(NotificationConsents::TextVersion, 64))
                     .col(uuid_null(NotificationConsents::RecordedBy))
@@ -151,7 +153,11 @@ impl MigrationTrait for Migration {
             .drop_table(Table::drop().table(NotificationConsents::Table).to_owned())
             .await?;
         manager
-            .drop_table(Table::drop().table(NotificationPreferences::Table).to_owned())
+            .drop_table(
+                Table::drop()
+                    .table(NotificationPreferences::Table)
+                    .to_owned(),
+            )
             .await
     }
 }

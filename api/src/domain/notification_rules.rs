@@ -228,7 +228,10 @@ mod tests {
             (condition("to", Operator::Eq, json!("DELIVERED")), false),
             (condition("to", Operator::Ne, json!("READY")), false),
             (condition("from", Operator::Ne, json!("READY")), true),
-            (condition("to", Operator::In, json!(["READY", "DELIVERED"])), true),
+            (
+                condition("to", Operator::In, json!(["READY", "DELIVERED"])),
+                true,
+            ),
             (condition("to", Operator::In, json!(["CANCELLED"])), false),
             (condition("to", Operator::NotIn, json!(["CANCELLED"])), true),
             (condition("totalMinor", Operator::Gt, json!(4499)), true),
@@ -237,10 +240,16 @@ mod tests {
             (condition("totalMinor", Operator::Lt, json!(4500)), false),
             (condition("totalMinor", Operator::Lte, json!(4500)), true),
             (condition("to", Operator::Gt, json!(1)), false),
-            (condition("payment.status", Operator::Eq, json!("PAID")), true),
+            (
+                condition("payment.status", Operator::Eq, json!("PAID")),
+                true,
+            ),
             (condition("missing", Operator::Eq, json!("READY")), false),
             (condition("missing", Operator::Ne, json!("READY")), true),
-            (condition("missing", Operator::NotIn, json!(["READY"])), true),
+            (
+                condition("missing", Operator::NotIn, json!(["READY"])),
+                true,
+            ),
             (condition("missing", Operator::Gte, json!(0)), false),
         ];
         for (condition, expected) in cases {
@@ -262,7 +271,10 @@ mod tests {
     fn conditions_that_cannot_be_evaluated_are_refused() {
         let cases = [
             (condition("to", Operator::Eq, json!("READY")), true),
-            (condition("payment.amount_minor", Operator::Gt, json!(10)), true),
+            (
+                condition("payment.amount_minor", Operator::Gt, json!(10)),
+                true,
+            ),
             (condition("", Operator::Eq, json!("READY")), false),
             (condition("to..x", Operator::Eq, json!("READY")), false),
             (condition("to-x", Operator::Eq, json!("READY")), false),
@@ -314,7 +326,10 @@ mod tests {
         ];
         for (recipient, stored) in cases {
             assert_eq!(serde_json::to_value(&recipient).unwrap(), stored);
-            assert_eq!(serde_json::from_value::<Recipient>(stored).unwrap(), recipient);
+            assert_eq!(
+                serde_json::from_value::<Recipient>(stored).unwrap(),
+                recipient
+            );
         }
     }
 

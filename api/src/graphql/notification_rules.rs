@@ -42,8 +42,8 @@ impl NotificationRule {
             .map(NotificationCondition::from)
             .collect()
     }
-    async fn recipient(&self) -> NotificationRecipient {
-        NotificationRecipient::from(&self.0.recipient)
+    async fn recipient(&self) -> NotificationRuleRecipient {
+        NotificationRuleRecipient::from(&self.0.recipient)
     }
     /// Tried in order; the first with an address the person has not opted out of carries it.
     async fn channels(&self) -> &[Channel] {
@@ -106,7 +106,7 @@ impl From<NotificationCondition> for Condition {
 }
 
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
-pub enum NotificationRecipientKind {
+pub enum NotificationRuleRecipientKind {
     /// The customer of the event's order.
     Customer,
     /// One member (`userId`).
@@ -119,25 +119,27 @@ pub enum NotificationRecipientKind {
 
 /// Who a rule notifies.
 #[derive(SimpleObject)]
-pub struct NotificationRecipient {
-    kind: NotificationRecipientKind,
+pub struct NotificationRuleRecipient {
+    kind: NotificationRuleRecipientKind,
     user_id: Option<ID>,
     role_name: Option<String>,
 }
 
-impl From<&Recipient> for NotificationRecipient {
+impl From<&Recipient> for NotificationRuleRecipient {
     fn from(recipient: &Recipient) -> Self {
         let (kind, user_id, role_name) = match recipient {
-            Recipient::Customer => (NotificationRecipientKind::Customer, None, None),
-            Recipient::Actor => (NotificationRecipientKind::Actor, None, None),
+            Recipient::Customer => (NotificationRuleRecipientKind::Customer, None, None),
+            Recipient::Actor => (NotificationRuleRecipientKind::Actor, None, None),
             Recipient::Member { user_id } => (
-                NotificationRecipientKind::Member,
+                NotificationRuleRecipientKind::Member,
                 Some(ID(user_id.to_string())),
                 None,
             ),
-            Recipient::Role { name } => {
-                (NotificationRecipientKind::Role, None, Some(name.clone()))
-            }
+            Recipient::Role { name } => (
+                NotificationRuleRecipientKind::Role,
+                None,
+                Some(name.clone()),
+            ),
         };
         Self {
             kind,
@@ -148,30 +150,36 @@ impl From<&Recipient> for NotificationRecipient {
 }
 
 #[derive(InputObject)]
-pub struct NotificationRecipientInput {
-    kind: NotificationRecipientKind,
+pub struct NotificationRuleRecipientInput {
+    kind: NotificationRuleRecipientKind,
     /// For `MEMBER`.
     user_id: Option<ID>,
     /// For `ROLE`.
     role_name: Option<String>,
 }
 
-impl NotificationRecipientInput {
+impl NotificationRuleRecipientInput {
     fn parse(self) -> Result<Recipient, ApiError> {
         Ok(match self.kind {
-            NotificationRecipientKind::Customer => Recipient::Customer,
-            NotificationRecipientKind::Actor => Recipient::Actor,
-            NotificationRecipientKind::Member => {
+            NotificationRuleRecipientKind::Customer => Recipient::Customer,
+            NotificationRuleRecipientKind::Actor => Recipient::Actor,
+            NotificationRuleRecipientKind::Member => {
                 let id = self.user_id.ok_or_else(|| {
-                    ApiError::validation("input.recipient.userId", "a MEMBER recipient needs userId")
+                    ApiError::validation(
+                        "input.recipient.userId",
+                        "a MEMBER recipient needs userId",
+                    )
                 })?;
                 Recipient::Member {
                     user_id: parse_id("input.recipient.userId", &id)?,
                 }
             }
-            NotificationRecipientKind::Role => Recipient::Role {
+            NotificationRuleRecipientKind::Role => Recipient::Role {
                 name: self.role_name.ok_or_else(|| {
-                    ApiError::validation("input.recipient.roleName", "a ROLE recipient needs roleName")
+                    ApiError::validation(
+                        "input.recipient.roleName",
+                        "a ROLE recipient needs roleName",
+                    )
                 })?,
             },
         })
@@ -184,7 +192,7 @@ pub struct CreateNotificationRuleInput {
     event_type: String,
     #[graphql(default)]
     conditions: Vec<NotificationCondition>,
-    recipient: NotificationRecipientInput,
+    recipient: NotificationRuleRecipientInput,
     /// In fallback order, e.g. `[WHATSAPP, SMS, EMAIL]`.
     channels: Vec<Channel>,
     template_name: String,
@@ -201,7 +209,7 @@ pub struct UpdateNotificationRuleInput {
     name: Option<String>,
     event_type: Option<String>,
     conditions: Option<Vec<NotificationCondition>>,
-    recipient: Option<NotificationRecipientInput>,
+    recipient: Option<NotificationRuleRecipientInput>,
     channels: Option<Vec<Channel>>,
     template_name: Option<String>,
     category: Option<Category>,
@@ -313,7 +321,10 @@ pub struct RecordCustomerConsentInput {
 }
 
 fn preferences_of(preferences: Vec<Preference>) -> Vec<NotificationPreference> {
-    preferences.into_iter().map(NotificationPreference).collect()
+    preferences
+        .into_iter()
+        .map(NotificationPreference)
+        .collect()
 }
 
 #[derive(Default)]
@@ -394,7 +405,7 @@ impl NotificationRuleMutation {
                 .map(|conditions| conditions.into_iter().map(Condition::from).collect()),
             recipient: input
                 .recipient
-                .map(NotificationRecipientInput::parse)
+                .map(NotificationRuleRecipientInput::parse)
                 .transpose()?,
             channels: input.channels,
             template_name: input.template_name,

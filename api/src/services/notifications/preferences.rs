@@ -110,7 +110,10 @@ pub async fn decide(
     if category.is_critical() {
         return Ok(Decision::Send);
     }
-    if category.needs_consent() && active_consent(txn, subject, category, channel).await?.is_none()
+    if category.needs_consent()
+        && active_consent(txn, subject, category, channel)
+            .await?
+            .is_none()
     {
         return Ok(Decision::Suppressed {
             reason: Suppression::NoConsent,
@@ -240,9 +243,9 @@ async fn effective_preferences(txn: &TenantTxn, subject: Subject) -> ApiResult<V
     let mut preferences = Vec::with_capacity(Category::ALL.len() * Channel::ALL.len());
     for category in Category::ALL {
         for channel in Channel::ALL {
-            let row = stored.iter().find(|row| {
-                row.category == category.as_str() && row.channel == channel.as_str()
-            });
+            let row = stored
+                .iter()
+                .find(|row| row.category == category.as_str() && row.channel == channel.as_str());
             let opted_in = matches!(
                 decide(txn, subject, category, channel).await?,
                 Decision::Send
@@ -261,9 +264,10 @@ async fn effective_preferences(txn: &TenantTxn, subject: Subject) -> ApiResult<V
 }
 
 fn member_of(actor: &Actor) -> ApiResult<Subject> {
-    actor.user_id().map(Subject::Member).ok_or_else(|| {
-        ApiError::forbidden("an API key has no notification preferences of its own")
-    })
+    actor
+        .user_id()
+        .map(Subject::Member)
+        .ok_or_else(|| ApiError::forbidden("an API key has no notification preferences of its own"))
 }
 
 /// The caller's own preferences.
@@ -285,8 +289,15 @@ pub async fn set_my_preference(
 ) -> ApiResult<notification_preference::Model> {
     let subject = member_of(actor)?;
     let txn = state.begin_for(actor, Intent::Write).await?;
-    let stored =
-        record_preference(&txn, subject, category, channel, opted_in, Source::OwnChoice).await?;
+    let stored = record_preference(
+        &txn,
+        subject,
+        category,
+        channel,
+        opted_in,
+        Source::OwnChoice,
+    )
+    .await?;
     txn.commit().await?;
     Ok(stored)
 }
@@ -514,10 +525,7 @@ const STOP_WORDS: [&str; 3] = ["SAIR", "PARAR", "STOP"];
 
 /// Whether an inbound message is an opt-out request (`sair`, ` STOP `, `Parar.`).
 pub fn is_stop_reply(text: &str) -> bool {
-    let word = text
-        .trim()
-        .trim_end_matches(['.', '!'])
-        .to_uppercase();
+    let word = text.trim().trim_end_matches(['.', '!']).to_uppercase();
     STOP_WORDS.contains(&word.as_str())
 }
 

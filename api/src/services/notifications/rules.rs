@@ -19,16 +19,17 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    Address, Content, NewNotification, QueueOutcome, Recipient as QueueRecipient, queue,
+    Address, Content, NewNotification, QueueOutcome, Recipient as QueueRecipient,
     preferences::{Decision, Subject, Suppression, decide},
+    queue,
 };
 use crate::{
     auth::Actor,
     db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{
         BusinessType, Email,
-        phone::Phone,
         notification_rules::{self as domain, Category, Condition, Operator, Recipient},
+        phone::Phone,
     },
     error::{ApiError, ApiResult, UniqueKey},
     events::{EventType, automation::EvaluateRules},
@@ -82,7 +83,11 @@ impl Rule {
                 .filter_map(|channel| Channel::parse(channel))
                 .collect(),
             category: Category::parse(&row.category).ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("rule {} has category {}", row.id, row.category))
+                ApiError::internal(anyhow::anyhow!(
+                    "rule {} has category {}",
+                    row.id,
+                    row.category
+                ))
             })?,
             name: row.name,
             event_type: row.event_type,
@@ -175,9 +180,9 @@ async fn validate(txn: &TenantTxn, rule: RuleDefinition) -> ApiResult<ValidRule>
         ));
     }
     for (index, condition) in rule.conditions.iter().enumerate() {
-        condition
-            .validate()
-            .map_err(|invalid| ApiError::validation(format!("input.conditions.{index}"), invalid.0))?;
+        condition.validate().map_err(|invalid| {
+            ApiError::validation(format!("input.conditions.{index}"), invalid.0)
+        })?;
     }
     let mut seen = Vec::with_capacity(rule.channels.len());
     for channel in &rule.channels {
@@ -282,7 +287,11 @@ pub async fn list(state: &AppState, actor: &Actor) -> ApiResult<Vec<Rule>> {
 pub async fn create(state: &AppState, actor: &Actor, rule: RuleDefinition) -> ApiResult<Rule> {
     manage(state, actor).await?;
     let txn = state.begin_for(actor, Intent::Serialized).await?;
-    let existing = txn.find::<notification_rule::Entity>().all(&txn).await?.len();
+    let existing = txn
+        .find::<notification_rule::Entity>()
+        .all(&txn)
+        .await?
+        .len();
     if existing >= MAX_RULES {
         return Err(ApiError::QuotaExceeded(format!(
             "a company can have at most {MAX_RULES} notification rules"
@@ -411,7 +420,12 @@ pub fn default_rules(business_type: BusinessType) -> Vec<RuleDefinition> {
     };
     let mut rules = match business_type {
         BusinessType::Restaurant => {
-            vec![to_customer("Order ready", "READY", "order_ready", Category::Orders)]
+            vec![to_customer(
+                "Order ready",
+                "READY",
+                "order_ready",
+                Category::Orders,
+            )]
         }
         BusinessType::BikeShop => vec![
             to_customer("Quote sent", "QUOTE_SENT", "quote_sent", Category::Orders),
@@ -429,7 +443,12 @@ pub fn default_rules(business_type: BusinessType) -> Vec<RuleDefinition> {
             Category::Appointments,
         )],
         BusinessType::PetStore => {
-            vec![to_customer("Order ready", "READY", "order_ready", Category::Orders)]
+            vec![to_customer(
+                "Order ready",
+                "READY",
+                "order_ready",
+                Category::Orders,
+            )]
         }
         BusinessType::Generic => Vec::new(),
     };
@@ -466,7 +485,10 @@ pub struct Planned {
 impl Planned {
     /// The notification to queue, `now` being when it is queued.
     fn into_notification(self, now: DateTime<Utc>) -> NewNotification {
-        let delay = (self.send_at - now).to_std().ok().filter(|delay| !delay.is_zero());
+        let delay = (self.send_at - now)
+            .to_std()
+            .ok()
+            .filter(|delay| !delay.is_zero());
         NewNotification {
             channel: self.channel,
             category: self.category.as_str().to_string(),
@@ -493,7 +515,9 @@ pub enum Outcome {
         reasons: Vec<(Channel, ChannelRefusal)>,
     },
     /// The event names no recipient of the rule's kind (no customer, no actor).
-    NoRecipient { rule_id: Uuid },
+    NoRecipient {
+        rule_id: Uuid,
+    },
 }
 
 /// Why one channel could not carry a notification.
@@ -555,8 +579,14 @@ impl Addressee {
             subject: Subject::Customer(customer.id),
             name: customer.name,
             // Stored through their types; what no longer parses is no address.
-            email: customer.email.as_deref().and_then(|email| Email::parse(email).ok()),
-            phone: customer.phone.as_deref().and_then(|phone| Phone::parse(phone).ok()),
+            email: customer
+                .email
+                .as_deref()
+                .and_then(|email| Email::parse(email).ok()),
+            phone: customer
+                .phone
+                .as_deref()
+                .and_then(|phone| Phone::parse(phone).ok()),
         }
     }
 
@@ -754,7 +784,11 @@ pub async fn evaluate(
         .map(CompanyId::from_row)
         .ok_or_else(|| anyhow::anyhow!("a rules evaluation job without its company"))?;
     let txn = state
-        .begin_for_company(company, "notification rules of a relayed event", Intent::Write)
+        .begin_for_company(
+            company,
+            "notification rules of a relayed event",
+            Intent::Write,
+        )
         .await?;
     let outcomes = outcomes(&txn, event).await.map_err(ApiError::into_anyhow)?;
     for outcome in &outcomes {
