@@ -18,6 +18,7 @@ mod identity;
 mod invitations;
 mod jobs;
 mod lifecycle;
+mod notification_rules;
 mod orders;
 mod payments;
 mod plain;

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Actor,
-    crypto::TokenRefused,
+    crypto::{SignedTokens, TokenRefused},
     db::tenant::{CompanyId, Intent, TenantTxn},
     domain::notification_rules::Category,
     error::{ApiError, ApiResult},
@@ -447,16 +447,17 @@ struct UnsubscribeClaims {
 }
 
 /// The token of the unsubscribe link for a notification of `category` on `channel` to
-/// `subject`: put `/notifications/unsubscribe?token=…` in the message.
+/// `subject`: put `/notifications/unsubscribe?token=…` in the message. `tokens` is
+/// [`AppState::unsubscribe_tokens`].
 pub fn unsubscribe_token(
-    state: &AppState,
+    tokens: &SignedTokens,
     company: CompanyId,
     subject: Subject,
     category: Category,
     channel: Channel,
     now: DateTime<Utc>,
 ) -> String {
-    state.unsubscribe_tokens.sign(
+    tokens.sign(
         UnsubscribeClaims {
             company: company.get(),
             subject,
