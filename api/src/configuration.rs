@@ -506,6 +506,11 @@ impl Settings {
         if let Some(value) = env.get("PLATFORM_SMTP_FROM") {
             self.notifications.smtp_from = Some(value);
         }
+        if let Some(value) = env.get("PLATFORM_NOTIFICATION_PROVIDER_TIMEOUT_SECS") {
+            self.notifications.provider_timeout_secs = value.parse().with_context(|| {
+                format!("PLATFORM_NOTIFICATION_PROVIDER_TIMEOUT_SECS must be a number of seconds, not `{value}`")
+            })?;
+        }
         for (variable, retry) in [
             (
                 "PLATFORM_NOTIFICATION_RETRY_EMAIL",

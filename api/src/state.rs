@@ -62,6 +62,9 @@ pub struct AppState {
     pub worker_db: DatabaseConnection,
     /// Card payments (Stripe, at `PLATFORM_STRIPE_API_BASE`).
     pub payment_provider: Arc<dyn PaymentProvider>,
+    /// The one HTTP client of the notification providers (Evolution, the Cloud API, Twilio),
+    /// with `PLATFORM_NOTIFICATION_PROVIDER_TIMEOUT_SECS` as its deadline.
+    pub notification_http: reqwest::Client,
     /// Signs and checks the unsubscribe links of notifications.
     pub unsubscribe_tokens: SignedTokens,
 }
@@ -138,6 +141,10 @@ impl AppState {
             )
             .map_err(anyhow::Error::msg)?,
         );
+        let notification_http = crate::notifications::http_client(std::time::Duration::from_secs(
+            settings.notifications.provider_timeout_secs,
+        ))
+        .map_err(anyhow::Error::msg)?;
         db::migrate_as_owner(&settings).await?;
         let mut db = db::connect(&settings, Role::Tenant).await?;
         db::rls::check_tenant_pool(&db).await?;
@@ -191,6 +198,7 @@ impl AppState {
             jobs: crate::jobs::Jobs::new(Arc::new(crate::jobs::SystemClock)),
             worker_db,
             payment_provider,
+            notification_http,
             unsubscribe_tokens,
         })
     }

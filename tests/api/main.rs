@@ -19,6 +19,7 @@ mod invitations;
 mod jobs;
 mod lifecycle;
 mod notification_rules;
+mod notifications;
 mod orders;
 mod payments;
 mod plain;

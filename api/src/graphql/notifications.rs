@@ -274,6 +274,16 @@ pub struct NotificationChannelTest {
     error: Option<String>,
     /// Whether trying again later may succeed.
     retryable: Option<bool>,
+    /// Evolution only: `OPEN`, `CLOSED` (pair the session again) or `CONNECTING`.
+    connection_state: Option<WhatsappConnectionState>,
+}
+
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "crate::notifications::whatsapp::ConnectionState")]
+pub enum WhatsappConnectionState {
+    Open,
+    Closed,
+    Connecting,
 }
 
 #[derive(InputObject)]
@@ -328,13 +338,20 @@ impl NotificationQuery {
     async fn my_notifications(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default)] unread_only: bool,
+        unread_only: Option<bool>,
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<NotificationConnection> {
         let after = parse_id_cursor("after", after.as_deref())?;
         let size = page_size(first);
-        let rows = inbox::page(state(ctx)?, actor(ctx)?, unread_only, size + 1, after).await?;
+        let rows = inbox::page(
+            state(ctx)?,
+            actor(ctx)?,
+            unread_only.unwrap_or(false),
+            size + 1,
+            after,
+        )
+        .await?;
         Ok(connection(rows, size, after.is_some()))
     }
 }
@@ -374,6 +391,13 @@ impl NotificationMutation {
         to: String,
     ) -> Result<NotificationChannelTest> {
         let tested = channels::test(state(ctx)?, actor(ctx)?, channel, &to).await?;
+        let connection_state = match tested.connection_state {
+            Ok(connection_state) => connection_state.map(Into::into),
+            Err(error) => {
+                tracing::info!(%error, "the WhatsApp session's state could not be read");
+                None
+            }
+        };
         Ok(match tested.result {
             Ok(accepted) => NotificationChannelTest {
                 provider: tested.provider,
@@ -382,6 +406,7 @@ impl NotificationMutation {
                 error_code: None,
                 error: None,
                 retryable: None,
+                connection_state,
             },
             Err(error) => NotificationChannelTest {
                 provider: tested.provider,
@@ -390,6 +415,7 @@ impl NotificationMutation {
                 error_code: Some(error.code().to_string()),
                 retryable: Some(error.is_retryable()),
                 error: Some(error.to_string()),
+                connection_state,
             },
         })
     }

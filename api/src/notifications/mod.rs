@@ -10,6 +10,14 @@
 
 use std::fmt;
 
+use crate::domain::phone::Phone;
+
+pub mod evolution;
+mod http;
+pub mod whatsapp;
+
+pub use http::http_client;
+
 /// How a message reaches a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
 #[graphql(name = "NotificationChannel")]
@@ -96,3 +104,67 @@ impl fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+/// How far a message got, as a provider's status callback reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// The provider handed it to the network (one tick on WhatsApp).
+    Sent,
+    /// It reached the person's device.
+    Delivered,
+    /// The person opened it (or played a voice message).
+    Read,
+    /// The provider gave up on it.
+    Failed,
+}
+
+/// What a provider's webhook tells us, once read into our terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookEvent {
+    /// A message we sent moved on.
+    StatusUpdate {
+        /// The id [`Accepted::provider_message_id`] returned when it was sent.
+        provider_message_id: String,
+        status: DeliveryStatus,
+        /// The provider's code for a failure (Twilio's `ErrorCode`), when it gives one.
+        error_code: Option<String>,
+    },
+    /// A person wrote to us.
+    Inbound { from: Phone, text: String },
+}
+
+/// The replies that opt a person out of WhatsApp and SMS messages, in Portuguese, Spanish and
+/// English.
+const OPT_OUT_WORDS: [&str; 4] = ["SAIR", "PARAR", "STOP", "BAJA"];
+
+/// Whether an inbound text asks to stop the messages: one of [`OPT_OUT_WORDS`] alone, in any
+/// case, with surrounding spaces and punctuation ignored (`"Parar."`, `" stop!"`). A sentence
+/// that merely contains the word (`"não quero parar"`) is not an opt-out.
+pub fn is_opt_out_reply(text: &str) -> bool {
+    let word = text.trim_matches(|c: char| c.is_whitespace() || c.is_ascii_punctuation());
+    OPT_OUT_WORDS
+        .iter()
+        .any(|opt_out| word.eq_ignore_ascii_case(opt_out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_opt_out_reply;
+
+    #[test]
+    fn opt_out_replies_are_the_words_alone_in_any_case() {
+        for reply in ["SAIR", "sair", " Parar. ", "stop!", "STOP\n", "Baja"] {
+            assert!(is_opt_out_reply(reply), "{reply:?}");
+        }
+        for other in [
+            "",
+            "obrigado",
+            "não quero parar",
+            "stopped",
+            "SAIR AGORA",
+            "ok stop",
+        ] {
+            assert!(!is_opt_out_reply(other), "{other:?}");
+        }
+    }
+}

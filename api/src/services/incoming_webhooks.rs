@@ -13,7 +13,7 @@ use entity::{incoming_webhook, provider_secret};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set, sea_query::Expr};
 use uuid::Uuid;
 
-use super::payments;
+use super::{notifications, payments};
 use crate::{
     crypto::Purpose,
     db::tenant::{CompanyId, Intent, TenantTxn},
@@ -119,5 +119,10 @@ async fn dispatch(
     provider: Provider,
     event: &Verified,
 ) -> anyhow::Result<String> {
-    payments::handle_provider_event(txn, state, provider, event).await
+    match provider {
+        Provider::Evolution => notifications::callbacks::evolution(txn, &event.payload).await,
+        Provider::Stripe | Provider::Standard | Provider::Mercadopago => {
+            payments::handle_provider_event(txn, state, provider, event).await
+        }
+    }
 }

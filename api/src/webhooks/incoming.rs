@@ -3,16 +3,27 @@
 //! verifies within the tolerance. Receiving, storing and dispatching a verified event is
 //! [`crate::services::incoming_webhooks`]'s: verification needs no database, so it stays here,
 //! below the services.
+//!
+//! Evolution API signs nothing: what it can send is headers set per webhook (`POST
+//! /webhook/set/{instance}` with `webhook.headers`) and the `apikey` field of the body, which
+//! is the instance's token, present only when the server exposes tokens
+//! (`AUTHENTICATION_EXPOSE_IN_FETCH_INSTANCES`) and known to whoever may send through the
+//! instance. We use the headers: the company's secret set as `jwt_key` makes Evolution send
+//! `Authorization: Bearer` a token it signs with it at each delivery, valid ten minutes;
+//! servers that cannot do that send the secret itself as `x-webhook-secret` (see
+//! [`verify_evolution`]). Neither covers the body, which TLS must protect in transit.
 
 use std::fmt;
 
 use axum::http::HeaderMap;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::signature::{
-    DEFAULT_TOLERANCE_SECS, SigningSecret, VerifyError, verify_mercadopago, verify_standard,
-    verify_stripe,
+    DEFAULT_TOLERANCE_SECS, EVOLUTION_SECRET_HEADER, SigningSecret, VerifyError, verify_evolution,
+    verify_mercadopago, verify_standard, verify_stripe,
 };
+use crate::notifications::evolution;
 
 /// Providers whose webhooks we verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
@@ -24,10 +35,17 @@ pub enum Provider {
     Standard,
     /// Mercado Pago's `x-signature: ts=…,v1=…` over its manifest.
     Mercadopago,
+    /// Evolution API (WhatsApp): a token signed with, or a header equal to, the secret.
+    Evolution,
 }
 
 impl Provider {
-    pub const ALL: [Provider; 3] = [Self::Stripe, Self::Standard, Self::Mercadopago];
+    pub const ALL: [Provider; 4] = [
+        Self::Stripe,
+        Self::Standard,
+        Self::Mercadopago,
+        Self::Evolution,
+    ];
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL
@@ -40,6 +58,7 @@ impl Provider {
             Self::Stripe => "stripe",
             Self::Standard => "standard",
             Self::Mercadopago => "mercadopago",
+            Self::Evolution => "evolution",
         }
     }
 }
@@ -137,6 +156,27 @@ pub fn verify(
                 payload,
             })
         }
+        Provider::Evolution => {
+            verify_evolution(
+                secret,
+                header("authorization"),
+                header(EVOLUTION_SECRET_HEADER),
+                now_unix,
+                DEFAULT_TOLERANCE_SECS,
+            )?;
+            let payload = json_body(body)?;
+            let event_type = evolution::event_name(&text_field(&payload, "event")?);
+            // Events without an id of their own (connection changes) are keyed by their body:
+            // a retried delivery repeats it byte for byte.
+            let external_id = evolution::webhook_event_id(&payload)
+                .filter(|id| id.len() <= 255)
+                .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(body))));
+            Ok(Verified {
+                external_id,
+                event_type,
+                payload,
+            })
+        }
     }
 }
 
@@ -162,7 +202,7 @@ fn query_value(query: &str, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhooks::signature::{SigningSecret, sign, stripe_header};
+    use crate::webhooks::signature::{SigningSecret, evolution_bearer, sign, stripe_header};
 
     fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -219,6 +259,60 @@ mod tests {
     fn providers_parse_by_their_path_name() {
         assert_eq!(Provider::parse("stripe"), Some(Provider::Stripe));
         assert_eq!(Provider::parse("mercadopago"), Some(Provider::Mercadopago));
+        assert_eq!(Provider::parse("evolution"), Some(Provider::Evolution));
         assert_eq!(Provider::parse("paypal"), None);
+    }
+
+    #[test]
+    fn evolution_webhooks_are_read_after_their_token_or_secret_verifies() {
+        let body = br#"{"event":"messages.update","instance":"loja","data":{"keyId":"BAE5","fromMe":true,"status":"READ"}}"#;
+        let now = 1_764_667_800;
+        let signed = headers(&[("authorization", evolution_bearer("evo-secret", now))]);
+        let event =
+            verify(Provider::Evolution, "evo-secret", &signed, None, body, now).expect("valid");
+        assert_eq!(event.external_id, "BAE5:READ");
+        assert_eq!(event.event_type, "messages.update");
+        assert!(verify(Provider::Evolution, "other", &signed, None, body, now).is_err());
+        assert!(
+            verify(
+                Provider::Evolution,
+                "evo-secret",
+                &signed,
+                None,
+                body,
+                now + 601
+            )
+            .is_err()
+        );
+
+        let plain = headers(&[("x-webhook-secret", "evo-secret".into())]);
+        let connection =
+            br#"{"event":"CONNECTION_UPDATE","instance":"loja","data":{"state":"open"}}"#;
+        let event = verify(
+            Provider::Evolution,
+            "evo-secret",
+            &plain,
+            None,
+            connection,
+            now,
+        )
+        .expect("valid");
+        assert_eq!(event.event_type, "connection.update");
+        assert!(
+            event.external_id.starts_with("sha256:"),
+            "{}",
+            event.external_id
+        );
+        assert!(
+            verify(
+                Provider::Evolution,
+                "evo-secret",
+                &HeaderMap::new(),
+                None,
+                body,
+                now
+            )
+            .is_err()
+        );
     }
 }

@@ -272,6 +272,106 @@ pub fn verify_mercadopago(
     Ok(seconds)
 }
 
+/// The header that carries the company's secret in the plain form of an Evolution webhook.
+pub const EVOLUTION_SECRET_HEADER: &str = "x-webhook-secret";
+/// How long after issuing it Evolution lets its webhook token live (`exp = iat + 600`).
+const EVOLUTION_TOKEN_LIFETIME_SECS: i64 = 600;
+
+/// What Evolution puts in the token it signs for each webhook delivery.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EvolutionClaims {
+    iat: i64,
+    exp: i64,
+    app: String,
+    action: String,
+}
+
+/// The `Authorization` value Evolution sends when the webhook's headers hold `jwt_key`: a
+/// bearer HS256 token it signs at each delivery; lets tests play Evolution.
+pub fn evolution_bearer(secret: &str, issued_at: i64) -> String {
+    let claims = EvolutionClaims {
+        iat: issued_at,
+        exp: issued_at + EVOLUTION_TOKEN_LIFETIME_SECS,
+        app: "evolution".into(),
+        action: "webhook".into(),
+    };
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signs any claims");
+    format!("Bearer {token}")
+}
+
+/// Verifies an Evolution API webhook. Evolution signs no body; what it can send is headers
+/// configured per webhook, and with the `jwt_key` header it sends `Authorization: Bearer`
+/// an HS256 token over `{iat, exp: iat + 600, app: "evolution", action: "webhook"}` signed
+/// with that key. Either proves the sender holds the company's secret:
+///
+/// - `authorization`: that token, signed with the secret, issued no more than `tolerance_secs`
+///   in the future and not expired at `now_unix` — a captured request replays for ten minutes
+///   at most;
+/// - `secret_header`: the [`EVOLUTION_SECRET_HEADER`] value, equal to the secret (compared in
+///   constant time), for servers that send fixed headers only.
+///
+/// A token that is present but wrong is refused even when the plain header is right, so a
+/// sender cannot fall back to the weaker form.
+pub fn verify_evolution(
+    secret: &str,
+    authorization: Option<&str>,
+    secret_header: Option<&str>,
+    now_unix: i64,
+    tolerance_secs: i64,
+) -> Result<(), VerifyError> {
+    if let Some(authorization) = present(authorization) {
+        let token = authorization
+            .strip_prefix("Bearer ")
+            .ok_or(VerifyError::Malformed("Authorization header"))?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        // Checked below against `now_unix`, not the system clock.
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["exp", "iat"]);
+        let claims = jsonwebtoken::decode::<EvolutionClaims>(
+            token.trim(),
+            &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+            &validation,
+        )
+        .map_err(|_| VerifyError::NoMatchingSignature)?
+        .claims;
+        if claims.app != "evolution" || claims.action != "webhook" {
+            return Err(VerifyError::NoMatchingSignature);
+        }
+        if claims.iat > now_unix.saturating_add(tolerance_secs) || now_unix > claims.exp {
+            return Err(VerifyError::TimestampOutOfTolerance);
+        }
+        return Ok(());
+    }
+    let provided = present(secret_header).ok_or(VerifyError::Missing(
+        "Authorization or x-webhook-secret header",
+    ))?;
+    // Both sides through the same HMAC, then compared in constant time: the comparison tells
+    // nothing about how much of the secret a guess got right.
+    let expected = evolution_secret_tag(secret.as_bytes())
+        .finalize()
+        .into_bytes();
+    if evolution_secret_tag(provided.as_bytes())
+        .verify_slice(&expected)
+        .is_err()
+    {
+        return Err(VerifyError::NoMatchingSignature);
+    }
+    Ok(())
+}
+
+/// The value as the message, not the key: HMAC pads short keys with zeros, so `abc` and `abc\0`
+/// would make the same tag as keys.
+fn evolution_secret_tag(value: &[u8]) -> HmacSha256 {
+    let mut mac = new_mac(b"evolution-webhook-secret");
+    mac.update(value);
+    mac
+}
+
 fn new_mac(key: &[u8]) -> HmacSha256 {
     // HMAC hashes long keys and pads short ones, so no key length is ever refused.
     HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length")
@@ -827,5 +927,68 @@ mod tests {
                 .message()
                 .contains("no signature")
         );
+    }
+
+    #[test]
+    fn evolution_tokens_verify_with_the_secret_until_they_expire() {
+        let now = 1_764_667_800;
+        let bearer = evolution_bearer("evo-secret", now);
+        let verify = |authorization: &str, at: i64| {
+            verify_evolution(
+                "evo-secret",
+                Some(authorization),
+                None,
+                at,
+                DEFAULT_TOLERANCE_SECS,
+            )
+        };
+        assert_eq!(verify(&bearer, now), Ok(()));
+        assert_eq!(verify(&bearer, now + 600), Ok(()));
+        assert_eq!(
+            verify(&bearer, now + 601),
+            Err(VerifyError::TimestampOutOfTolerance)
+        );
+        assert_eq!(
+            verify(&evolution_bearer("evo-secret", now + 301), now),
+            Err(VerifyError::TimestampOutOfTolerance)
+        );
+        assert_eq!(
+            verify(&evolution_bearer("other", now), now),
+            Err(VerifyError::NoMatchingSignature)
+        );
+        assert_eq!(
+            verify(bearer.trim_start_matches("Bearer "), now),
+            Err(VerifyError::Malformed("Authorization header"))
+        );
+        assert_eq!(
+            verify("Bearer not.a.jwt", now),
+            Err(VerifyError::NoMatchingSignature)
+        );
+    }
+
+    #[test]
+    fn a_wrong_evolution_token_is_refused_even_beside_the_right_plain_secret() {
+        let now = 1_764_667_800;
+        let wrong = evolution_bearer("other", now);
+        assert_eq!(
+            verify_evolution("evo-secret", Some(&wrong), Some("evo-secret"), now, 300),
+            Err(VerifyError::NoMatchingSignature)
+        );
+    }
+
+    #[test]
+    fn the_plain_evolution_secret_header_must_equal_the_secret() {
+        let verify = |header: Option<&str>| verify_evolution("evo-secret", None, header, 0, 300);
+        assert_eq!(verify(Some("evo-secret")), Ok(()));
+        assert_eq!(verify(Some(" evo-secret ")), Ok(()));
+        for wrong in ["evo-secre", "evo-secret2", "EVO-SECRET"] {
+            assert_eq!(
+                verify(Some(wrong)),
+                Err(VerifyError::NoMatchingSignature),
+                "{wrong}"
+            );
+        }
+        assert!(matches!(verify(None), Err(VerifyError::Missing(_))));
+        assert!(matches!(verify(Some("  ")), Err(VerifyError::Missing(_))));
     }
 }

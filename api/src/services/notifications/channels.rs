@@ -12,8 +12,13 @@ use crate::{
     auth::Actor,
     crypto::Purpose,
     db::tenant::{Intent, TenantTxn},
+    domain::phone::Phone,
     error::{ApiError, ApiResult},
-    notifications::{Accepted, Channel, SendError},
+    notifications::{
+        Accepted, Channel, SendError,
+        evolution::{EvolutionClient, EvolutionConfig},
+        whatsapp::{ConnectionState, WhatsappProvider},
+    },
     state::AppState,
 };
 
@@ -118,21 +123,75 @@ pub async fn configuration(
     })
 }
 
-/// Sends one message through `configuration`'s provider.
-pub async fn send(
-    _state: &AppState,
+/// A configuration's setting or credential as text; `""` when absent (each client refuses
+/// what it cannot use, with the reason).
+fn field<'a>(object: &'a Value, name: &str) -> &'a str {
+    object.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The WhatsApp client of `configuration`.
+fn whatsapp(
+    state: &AppState,
     configuration: &Configuration,
-    _address: &str,
-    _subject: Option<&str>,
-    _body: &str,
-) -> Result<Accepted, SendError> {
-    Err(SendError::permanent(
+) -> Result<Box<dyn WhatsappProvider>, SendError> {
+    let misconfigured = |message: String| SendError::permanent("CHANNEL_MISCONFIGURED", message);
+    match configuration.provider {
+        ProviderKind::Evolution => {
+            let client = EvolutionClient::new(
+                state.notification_http.clone(),
+                &EvolutionConfig {
+                    base_url: field(&configuration.settings, "baseUrl").to_string(),
+                    instance: field(&configuration.settings, "instance").to_string(),
+                    api_key: field(&configuration.credentials, "apiKey").to_string(),
+                },
+            )
+            .map_err(misconfigured)?;
+            Ok(Box::new(client))
+        }
+        other => Err(unavailable(other)),
+    }
+}
+
+fn unavailable(provider: ProviderKind) -> SendError {
+    SendError::permanent(
         "PROVIDER_UNAVAILABLE",
-        format!(
-            "no {} client in this build",
-            configuration.provider.as_str()
-        ),
-    ))
+        format!("this server has no {} client", provider.as_str()),
+    )
+}
+
+/// Sends one message to `address` (E.164 phone or email, as the notification stores it)
+/// through `configuration`'s provider.
+pub async fn send(
+    state: &AppState,
+    configuration: &Configuration,
+    address: &str,
+    _subject: Option<&str>,
+    body: &str,
+) -> Result<Accepted, SendError> {
+    let phone =
+        || Phone::parse(address).map_err(|reason| SendError::permanent("INVALID_ADDRESS", reason));
+    match configuration.provider.channel() {
+        Channel::Whatsapp => {
+            whatsapp(state, configuration)?
+                .send_text(&phone()?, body)
+                .await
+        }
+        _ => Err(unavailable(configuration.provider)),
+    }
+}
+
+/// Whether a WhatsApp configuration's session can send (Evolution's `connectionState`).
+pub async fn connection_state(
+    state: &AppState,
+    configuration: &Configuration,
+) -> Result<Option<ConnectionState>, SendError> {
+    if configuration.provider != ProviderKind::Evolution {
+        return Ok(None);
+    }
+    whatsapp(state, configuration)?
+        .connection_state()
+        .await
+        .map(Some)
 }
 
 /// What `configureNotificationChannel` writes.
@@ -279,6 +338,8 @@ pub async fn list(state: &AppState, actor: &Actor) -> ApiResult<Vec<notification
 pub struct ChannelTest {
     pub provider: ProviderKind,
     pub result: Result<Accepted, SendError>,
+    /// For Evolution: whether its session can send, or why that could not be read.
+    pub connection_state: Result<Option<ConnectionState>, SendError>,
 }
 
 /// Sends a test message to `to` through the company's configuration of `channel`
@@ -320,5 +381,6 @@ pub async fn test(
     Ok(ChannelTest {
         provider: configuration.provider,
         result,
+        connection_state: connection_state(state, &configuration).await,
     })
 }

@@ -9,6 +9,7 @@
 //! text, hands it to the company's provider for the channel, records an attempt per hand-over
 //! and retries retryable failures on the channel's schedule (`PLATFORM_NOTIFICATION_RETRY_*`).
 
+pub mod callbacks;
 pub mod channels;
 pub mod delivery;
 pub mod inbox;

@@ -22,7 +22,7 @@ use crate::{
     db::tenant::{CompanyId, Intent, TenantTxn},
     domain::notification_rules::Category,
     error::{ApiError, ApiResult},
-    notifications::Channel,
+    notifications::{Channel, WebhookEvent, is_opt_out_reply},
     services::{authorize, text},
     state::AppState,
 };
@@ -521,54 +521,41 @@ pub async fn unsubscribe(state: &AppState, request: &UnsubscribeRequest) -> ApiR
     Ok(())
 }
 
-/// The words that opt a customer out of a channel when they reply with them alone.
-const STOP_WORDS: [&str; 3] = ["SAIR", "PARAR", "STOP"];
-
-/// Whether an inbound message is an opt-out request (`sair`, ` STOP `, `Parar.`).
-pub fn is_stop_reply(text: &str) -> bool {
-    let word = text.trim().trim_end_matches(['.', '!']).to_uppercase();
-    STOP_WORDS.contains(&word.as_str())
-}
-
-/// Opts every customer of `txn`'s company with `phone` out of every non-critical category on
-/// `channel` (a `STOP` reply on WhatsApp or SMS); returns how many customers it was.
-pub async fn opt_out_by_phone(
+/// Records the opt-outs among `events` (a customer replying `SAIR`, `PARAR` or `STOP` on
+/// `channel`): every customer of `txn`'s company with that phone is opted out of every
+/// non-critical category on the channel at once. Returns how many customers it was.
+pub async fn opt_out_replies(
     txn: &TenantTxn,
-    phone: &crate::domain::phone::Phone,
     channel: Channel,
+    events: &[WebhookEvent],
 ) -> ApiResult<usize> {
-    let customers = txn
-        .find::<customer::Entity>()
-        .filter(customer::Column::Phone.eq(phone.as_str()))
-        .all(txn)
-        .await?;
-    for customer in &customers {
-        for category in Category::ALL.into_iter().filter(|c| !c.is_critical()) {
-            record_preference(
-                txn,
-                Subject::Customer(customer.id),
-                category,
-                channel,
-                false,
-                Source::InboundReply,
-            )
+    let mut opted_out = 0;
+    for event in events {
+        let WebhookEvent::Inbound { from, text } = event else {
+            continue;
+        };
+        if !is_opt_out_reply(text) {
+            continue;
+        }
+        let customers = txn
+            .find::<customer::Entity>()
+            .filter(customer::Column::Phone.eq(from.as_str()))
+            .all(txn)
             .await?;
+        for customer in &customers {
+            for category in Category::ALL.into_iter().filter(|c| !c.is_critical()) {
+                record_preference(
+                    txn,
+                    Subject::Customer(customer.id),
+                    category,
+                    channel,
+                    false,
+                    Source::InboundReply,
+                )
+                .await?;
+            }
         }
+        opted_out += customers.len();
     }
-    Ok(customers.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_stop_reply;
-
-    #[test]
-    fn stop_replies_are_the_word_alone() {
-        for reply in ["SAIR", "sair", " Parar ", "STOP", "stop.", "Pare!"] {
-            assert_eq!(is_stop_reply(reply), reply != "Pare!", "{reply}");
-        }
-        for other in ["sair daqui", "quero parar de receber?", "", "STOPPED"] {
-            assert!(!is_stop_reply(other), "{other}");
-        }
-    }
+    Ok(opted_out)
 }

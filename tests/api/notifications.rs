@@ -1,0 +1,843 @@
+//! Notifications end to end: in-app delivery, idempotency, the delivery log, channel
+//! configurations and their credentials, and what another company or member cannot reach.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Tenant, TestApp, first_error_code, next_event, spawn_app, subscribe, text};
+
+pub const SEND: &str =
+    "mutation S($input: SendNotificationInput!) { sendNotification(input: $input) {
+    duplicate notification { id status channel } } }";
+
+pub const LOG: &str = "query L($filter: NotificationLogFilter, $first: Int, $after: String) {
+    notificationLog(filter: $filter, first: $first, after: $after) {
+        edges { cursor node { id channel status category address subject body provider
+            providerMessageId lastErrorCode lastError attemptCount
+            attempts { attempt provider providerMessageId outcome errorCode errorMessage } } }
+        pageInfo { hasNextPage endCursor } } }";
+
+const MINE: &str = "query M($unreadOnly: Boolean, $first: Int, $after: String) {
+    myNotifications(unreadOnly: $unreadOnly, first: $first, after: $after) {
+        edges { node { id category subject body readAt status } } pageInfo { hasNextPage endCursor } } }";
+
+const MARK: &str =
+    "mutation R($input: MarkNotificationsReadInput!) { markNotificationsRead(input: $input) }";
+
+pub const CONFIGURE: &str = "mutation C($input: ConfigureNotificationChannelInput!) {
+    configureNotificationChannel(input: $input) { id channel provider settings hasCredentials enabled } }";
+
+/// Sends an in-app notification to `user_id` as `token`; returns the mutation's payload.
+async fn send_in_app(app: &TestApp, token: &str, user_id: &str, body: &str, key: &str) -> Value {
+    let sent = app
+        .graphql_as(
+            token,
+            SEND,
+            json!({ "input": { "channel": "IN_APP", "category": "orders",
+                "recipient": { "userId": user_id }, "subject": "Order ready",
+                "body": body, "idempotencyKey": key } }),
+        )
+        .await;
+    assert!(sent["errors"].is_null(), "{sent}");
+    sent["data"]["sendNotification"].clone()
+}
+
+/// Polls the log as `token` until the notification `id` leaves `QUEUED`.
+pub async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = app.graphql_as(token, LOG, json!({ "first": 100 })).await;
+        let edges = log["data"]["notificationLog"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{log}"))
+            .clone();
+        let node = edges
+            .into_iter()
+            .map(|edge| edge["node"].clone())
+            .find(|node| node["id"] == id)
+            .unwrap_or_else(|| panic!("notification {id} is not in the log: {log}"));
+        if node["status"] != "QUEUED" {
+            return node;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "notification {id} is still queued: {node}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn member_of(app: &TestApp, shop: &Tenant, slug: &str, name: &str) -> (String, String) {
+    let email = format!("{name}@{slug}.test");
+    let user_id = app.invite(&shop.access_token, &email, &["STAFF"]).await;
+    let token = app.login(&email, Some(slug)).await;
+    (user_id, token)
+}
+
+#[tokio::test]
+async fn an_in_app_notification_reaches_its_member_alone() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("inbox", "RESTAURANT").await;
+    let (ana, ana_token) = member_of(&app, &shop, "inbox", "ana").await;
+    let (_, bruno_token) = member_of(&app, &shop, "inbox", "bruno").await;
+    let push = "subscription { notifications { notificationId userId kind message details } }";
+    let mut anas_stream = subscribe(&app, &ana_token, push, json!({})).await;
+    let mut brunos_stream = subscribe(&app, &bruno_token, push, json!({})).await;
+    let mut brunos_events = subscribe(
+        &app,
+        &bruno_token,
+        "subscription { events { type aggregateId } }",
+        json!({}),
+    )
+    .await;
+
+    let sent = send_in_app(
+        &app,
+        &shop.access_token,
+        &ana,
+        "Table 4 is ready",
+        "ready-4",
+    )
+    .await;
+    assert_eq!(sent["duplicate"], false, "{sent}");
+    let id = text(&sent["notification"]["id"]);
+    let settled = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(settled["status"], "SENT", "{settled}");
+    assert_eq!(settled["attempts"][0]["outcome"], "SENT", "{settled}");
+
+    let pushed = next_event(&mut anas_stream, Duration::from_secs(5)).await;
+    assert_eq!(
+        pushed,
+        Some(
+            json!({ "notifications": { "notificationId": id, "userId": ana, "kind": "orders",
+            "message": "Table 4 is ready", "details": { "subject": "Order ready" } } })
+        ),
+    );
+    assert_eq!(
+        next_event(&mut brunos_stream, Duration::from_millis(300)).await,
+        None,
+        "another member's notification reached Bruno"
+    );
+    // Bruno holds `events:read`; the company's stream still keeps Ana's notification from him
+    // (the `notification.sent` log event is the company's and does reach him).
+    let seen = next_event(&mut brunos_events, Duration::from_secs(2)).await;
+    assert_eq!(
+        seen,
+        Some(json!({ "events": { "type": "notification.sent", "aggregateId": id } })),
+        "Bruno's events subscription"
+    );
+    for token in [&bruno_token, &ana_token] {
+        let listed = app
+            .graphql_as(
+                token,
+                "{ events(first: 100) { edges { node { type aggregateId } } } }",
+                json!({}),
+            )
+            .await;
+        let created: Vec<&Value> = listed["data"]["events"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{listed}"))
+            .iter()
+            .filter(|edge| edge["node"]["type"] == "notification.created")
+            .collect();
+        let expected = usize::from(token == &ana_token);
+        assert_eq!(created.len(), expected, "notification.created for {listed}");
+    }
+
+    let mine = app
+        .graphql_as(&ana_token, MINE, json!({ "unreadOnly": true }))
+        .await;
+    assert_eq!(
+        mine["data"]["myNotifications"]["edges"],
+        json!([{ "node": { "id": id, "category": "orders", "subject": "Order ready",
+            "body": "Table 4 is ready", "readAt": null, "status": "SENT" } }]),
+        "{mine}"
+    );
+    let brunos = app.graphql_as(&bruno_token, MINE, json!({})).await;
+    assert_eq!(
+        brunos["data"]["myNotifications"]["edges"],
+        json!([]),
+        "{brunos}"
+    );
+
+    let by_bruno = app
+        .graphql_as(&bruno_token, MARK, json!({ "input": { "ids": [id] } }))
+        .await;
+    assert_eq!(by_bruno["data"]["markNotificationsRead"], 0, "{by_bruno}");
+    let by_ana = app
+        .graphql_as(&ana_token, MARK, json!({ "input": { "ids": [id] } }))
+        .await;
+    assert_eq!(by_ana["data"]["markNotificationsRead"], 1, "{by_ana}");
+    let unread = app
+        .graphql_as(&ana_token, MINE, json!({ "unreadOnly": true }))
+        .await;
+    assert_eq!(
+        unread["data"]["myNotifications"]["edges"],
+        json!([]),
+        "{unread}"
+    );
+    let all = app.graphql_as(&ana_token, MINE, json!({})).await;
+    assert!(
+        all["data"]["myNotifications"]["edges"][0]["node"]["readAt"].is_string(),
+        "{all}"
+    );
+    // Bruno may not read the company's log either: it needs `notifications:read`.
+    let log = app.graphql_as(&bruno_token, LOG, json!({})).await;
+    assert_eq!(first_error_code(&log), "FORBIDDEN", "{log}");
+}
+
+#[tokio::test]
+async fn the_inbox_pages_and_marks_everything_read() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("pages", "RESTAURANT").await;
+    let (ana, ana_token) = member_of(&app, &shop, "pages", "ana").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let sent = send_in_app(
+            &app,
+            &shop.access_token,
+            &ana,
+            &format!("note {n}"),
+            &format!("note-{n}"),
+        )
+        .await;
+        ids.push(text(&sent["notification"]["id"]));
+    }
+    for id in &ids {
+        settled(&app, &shop.access_token, id).await;
+    }
+    let first = app
+        .graphql_as(&ana_token, MINE, json!({ "first": 2 }))
+        .await;
+    let page = &first["data"]["myNotifications"];
+    let bodies: Vec<&Value> = page["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{first}"))
+        .iter()
+        .map(|edge| &edge["node"]["body"])
+        .collect();
+    assert_eq!(bodies, [&json!("note 2"), &json!("note 1")], "{first}");
+    assert_eq!(page["pageInfo"]["hasNextPage"], true, "{first}");
+    let rest = app
+        .graphql_as(
+            &ana_token,
+            MINE,
+            json!({ "first": 2, "after": page["pageInfo"]["endCursor"] }),
+        )
+        .await;
+    assert_eq!(
+        rest["data"]["myNotifications"]["edges"][0]["node"]["body"], "note 0",
+        "{rest}"
+    );
+    assert_eq!(
+        rest["data"]["myNotifications"]["pageInfo"]["hasNextPage"],
+        false
+    );
+    let marked = app
+        .graphql_as(&ana_token, MARK, json!({ "input": { "all": true } }))
+        .await;
+    assert_eq!(marked["data"]["markNotificationsRead"], 3, "{marked}");
+    let again = app
+        .graphql_as(&ana_token, MARK, json!({ "input": { "all": true } }))
+        .await;
+    assert_eq!(again["data"]["markNotificationsRead"], 0, "{again}");
+    let neither = app
+        .graphql_as(&ana_token, MARK, json!({ "input": {} }))
+        .await;
+    assert_eq!(first_error_code(&neither), "VALIDATION", "{neither}");
+}
+
+#[tokio::test]
+async fn a_duplicate_idempotency_key_returns_the_first_notification() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("twice", "RESTAURANT").await;
+    let (ana, ana_token) = member_of(&app, &shop, "twice", "ana").await;
+    let first = send_in_app(&app, &shop.access_token, &ana, "once", "event-1:rule-1").await;
+    let second = send_in_app(&app, &shop.access_token, &ana, "twice?", "event-1:rule-1").await;
+    assert_eq!(second["duplicate"], true, "{second}");
+    assert_eq!(second["notification"]["id"], first["notification"]["id"]);
+    settled(
+        &app,
+        &shop.access_token,
+        &text(&first["notification"]["id"]),
+    )
+    .await;
+    let mine = app.graphql_as(&ana_token, MINE, json!({})).await;
+    let edges = mine["data"]["myNotifications"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{mine}"));
+    assert_eq!(edges.len(), 1, "{mine}");
+    assert_eq!(edges[0]["node"]["body"], "once");
+}
+
+#[tokio::test]
+async fn an_unconfigured_channel_fails_at_once_with_the_reason_in_the_log() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("silent", "RESTAURANT").await;
+    let sent = app
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+                "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
+                "idempotencyKey": "k1" } }),
+        )
+        .await;
+    let id = text(&sent["data"]["sendNotification"]["notification"]["id"]);
+    let failed = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(
+        failed["lastErrorCode"], "CHANNEL_NOT_CONFIGURED",
+        "{failed}"
+    );
+    assert_eq!(
+        failed["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "{failed}"
+    );
+    assert_eq!(failed["attempts"][0]["outcome"], "PERMANENT", "{failed}");
+
+    let wrong = app
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "EMAIL", "category": "orders",
+                "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
+                "idempotencyKey": "k2" } }),
+        )
+        .await;
+    assert_eq!(first_error_code(&wrong), "VALIDATION", "{wrong}");
+    assert_eq!(
+        wrong["errors"][0]["extensions"]["field"], "input.recipient",
+        "{wrong}"
+    );
+}
+
+#[tokio::test]
+async fn credentials_are_stored_sealed_and_never_returned() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("sealed", "RESTAURANT").await;
+    let configured = app
+        .graphql_as(
+            &shop.access_token,
+            CONFIGURE,
+            json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+                "settings": { "baseUrl": "http://127.0.0.1:9", "instance": "loja" },
+                "credentials": { "apiKey": "evo-secret-key-123" } } }),
+        )
+        .await;
+    let saved = &configured["data"]["configureNotificationChannel"];
+    assert_eq!(saved["hasCredentials"], true, "{configured}");
+    assert_eq!(
+        saved["settings"],
+        json!({ "baseUrl": "http://127.0.0.1:9", "instance": "loja" })
+    );
+    let listed = app
+        .graphql_as(
+            &shop.access_token,
+            "{ notificationChannels { channel provider settings hasCredentials } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        !listed.to_string().contains("evo-secret-key-123"),
+        "{listed}"
+    );
+    let schema = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("the committed schema");
+    let configuration = schema
+        .split("type NotificationChannelConfiguration {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("the configuration type");
+    assert!(
+        !configuration
+            .lines()
+            .any(|line| line.trim().starts_with("credentials")),
+        "{configuration}"
+    );
+    use sea_orm::EntityTrait;
+    let rows = entity::notification_channel::Entity::find()
+        .all(&app.db)
+        .await
+        .expect("reads");
+    assert_eq!(rows.len(), 1);
+    let sealed = rows[0]
+        .credentials_ciphertext
+        .as_deref()
+        .unwrap_or_default();
+    assert!(
+        !sealed.is_empty() && !sealed.contains("evo-secret"),
+        "{sealed}"
+    );
+
+    let mismatched = app
+        .graphql_as(
+            &shop.access_token,
+            CONFIGURE,
+            json!({ "input": { "channel": "SMS", "provider": "EVOLUTION", "settings": {} } }),
+        )
+        .await;
+    assert_eq!(first_error_code(&mismatched), "VALIDATION", "{mismatched}");
+    assert_eq!(mismatched["errors"][0]["extensions"]["field"], "provider");
+    let bad_url = app
+        .graphql_as(
+            &shop.access_token,
+            CONFIGURE,
+            json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+                "settings": { "baseUrl": "ftp://nope" } } }),
+        )
+        .await;
+    assert_eq!(
+        bad_url["errors"][0]["extensions"]["field"], "settings.baseUrl",
+        "{bad_url}"
+    );
+}
+
+#[tokio::test]
+async fn another_company_reaches_none_of_its_notifications_or_channels() {
+    let app = spawn_app().await;
+    let a = app.sign_up("alpha", "RESTAURANT").await;
+    let b = app.sign_up("bravo", "RESTAURANT").await;
+    app.graphql_as(
+        &a.access_token,
+        CONFIGURE,
+        json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+            "settings": { "baseUrl": "http://127.0.0.1:9", "instance": "alpha" },
+            "credentials": { "apiKey": "alpha-key" } } }),
+    )
+    .await;
+    let sent = send_in_app(&app, &a.access_token, &a.admin_id, "for alpha", "a-1").await;
+    let id = text(&sent["notification"]["id"]);
+    settled(&app, &a.access_token, &id).await;
+
+    // B's view of the log, its inbox and its channels holds nothing of A's.
+    let log = app.graphql_as(&b.access_token, LOG, json!({})).await;
+    assert_eq!(log["data"]["notificationLog"]["edges"], json!([]), "{log}");
+    let mine = app.graphql_as(&b.access_token, MINE, json!({})).await;
+    assert_eq!(
+        mine["data"]["myNotifications"]["edges"],
+        json!([]),
+        "{mine}"
+    );
+    let channels = app
+        .graphql_as(
+            &b.access_token,
+            "{ notificationChannels { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        channels["data"]["notificationChannels"],
+        json!([]),
+        "{channels}"
+    );
+    // A's ids through B's mutations: marking, sending to A's admin, testing A's channel.
+    let marked = app
+        .graphql_as(&b.access_token, MARK, json!({ "input": { "ids": [id] } }))
+        .await;
+    assert_eq!(marked["data"]["markNotificationsRead"], 0, "{marked}");
+    let to_a = app
+        .graphql_as(
+            &b.access_token,
+            SEND,
+            json!({ "input": { "channel": "IN_APP", "category": "orders",
+                "recipient": { "userId": a.admin_id }, "body": "hi", "idempotencyKey": "b-1" } }),
+        )
+        .await;
+    assert_eq!(first_error_code(&to_a), "NOT_FOUND", "{to_a}");
+    let tested = app
+        .graphql_as(
+            &b.access_token,
+            "mutation T { testNotificationChannel(channel: WHATSAPP, to: \"+5584999990000\") { accepted } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(first_error_code(&tested), "NOT_FOUND", "{tested}");
+    // A's key is B's to use too: idempotency keys are per company.
+    let same_key = send_in_app(&app, &b.access_token, &b.admin_id, "for bravo", "a-1").await;
+    assert_eq!(same_key["duplicate"], false, "{same_key}");
+    // A's notification stays unread, and B's own log shows only B's.
+    let a_mine = app
+        .graphql_as(&a.access_token, MINE, json!({ "unreadOnly": true }))
+        .await;
+    assert_eq!(
+        a_mine["data"]["myNotifications"]["edges"][0]["node"]["id"], id,
+        "{a_mine}"
+    );
+    let b_log = app.graphql_as(&b.access_token, LOG, json!({})).await;
+    let b_ids: Vec<&Value> = b_log["data"]["notificationLog"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{b_log}"))
+        .iter()
+        .map(|edge| &edge["node"]["id"])
+        .collect();
+    assert_eq!(b_ids, [&same_key["notification"]["id"]], "{b_log}");
+}
+
+mod whatsapp {
+    use std::time::Duration;
+
+    use api::configuration::NotificationRetry;
+    use serde_json::{Value, json};
+    use wiremock::{
+        Mock, MockServer, ResponseTemplate,
+        matchers::{body_json, header, method, path},
+    };
+
+    use super::{CONFIGURE, LOG, SEND, settled};
+    use crate::helpers::{Tenant, TestApp, spawn_app_with, text};
+
+    const API_KEY: &str = "evo-key-123";
+    const PHONE: &str = "+55 84 99999-0000";
+
+    /// Retries a few milliseconds apart, so a test sees the whole schedule.
+    pub fn quick_retries(attempts: u32) -> NotificationRetry {
+        NotificationRetry {
+            max_attempts: attempts,
+            first_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(100),
+        }
+    }
+
+    pub async fn app_with_quick_retries(attempts: u32) -> TestApp {
+        spawn_app_with(|settings| {
+            settings.notifications.whatsapp_retry = quick_retries(attempts);
+        })
+        .await
+    }
+
+    pub async fn configure_evolution(app: &TestApp, shop: &Tenant, server: &MockServer) {
+        let configured = app
+            .graphql_as(
+                &shop.access_token,
+                CONFIGURE,
+                json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+                    "settings": { "baseUrl": server.uri(), "instance": "loja" },
+                    "credentials": { "apiKey": API_KEY } } }),
+            )
+            .await;
+        assert!(configured["errors"].is_null(), "{configured}");
+    }
+
+    fn sent(id: &str) -> ResponseTemplate {
+        ResponseTemplate::new(201).set_body_json(json!({
+            "key": { "remoteJid": "5584999990000@s.whatsapp.net", "fromMe": true, "id": id },
+            "status": "PENDING", "messageType": "conversation"
+        }))
+    }
+
+    pub async fn send_whatsapp(app: &TestApp, shop: &Tenant, text_body: &str, key: &str) -> String {
+        let sent = app
+            .graphql_as(
+                &shop.access_token,
+                SEND,
+                json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+                    "recipient": { "phone": PHONE }, "body": text_body, "idempotencyKey": key } }),
+            )
+            .await;
+        assert!(sent["errors"].is_null(), "{sent}");
+        text(&sent["data"]["sendNotification"]["notification"]["id"])
+    }
+
+    fn send_text_to_the_customer(body_text: &str) -> wiremock::MockBuilder {
+        Mock::given(method("POST"))
+            .and(path("/message/sendText/loja"))
+            .and(header("apikey", API_KEY))
+            .and(body_json(
+                json!({ "number": "5584999990000", "text": body_text }),
+            ))
+    }
+
+    #[tokio::test]
+    async fn a_message_arrives_at_evolution_with_the_number_and_text() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("evo", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Seu pedido #7 está pronto")
+            .respond_with(sent("BAE5F4F0A1"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Seu pedido #7 está pronto", "order-7-ready").await;
+        let done = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(done["status"], "SENT", "{done}");
+        assert_eq!(done["provider"], "evolution");
+        assert_eq!(done["providerMessageId"], "BAE5F4F0A1");
+        assert_eq!(done["address"], "+5584999990000");
+        assert_eq!(
+            done["attempts"],
+            json!([{ "attempt": 1, "provider": "evolution", "providerMessageId": "BAE5F4F0A1",
+                "outcome": "SENT", "errorCode": null, "errorMessage": null }])
+        );
+        // The same key again sends nothing more (the mock expects one request).
+        let again = send_whatsapp(&app, &shop, "Seu pedido #7 está pronto", "order-7-ready").await;
+        assert_eq!(again, id);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    #[tokio::test]
+    async fn a_503_is_retried_and_the_message_sent_once() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("retry", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Pronto!")
+            .respond_with(ResponseTemplate::new(503).set_body_string("upstream busy"))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        send_text_to_the_customer("Pronto!")
+            .respond_with(sent("BAE5RETRY"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Pronto!", "retry-1").await;
+        let done = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(done["status"], "SENT", "{done}");
+        assert_eq!(done["attemptCount"], 2, "{done}");
+        let outcomes: Vec<(&Value, &Value)> = done["attempts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{done}"))
+            .iter()
+            .map(|attempt| (&attempt["outcome"], &attempt["errorCode"]))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                (&json!("RETRYABLE"), &json!("503")),
+                (&json!("SENT"), &Value::Null)
+            ],
+            "{done}"
+        );
+        assert_eq!(done["lastErrorCode"], Value::Null, "{done}");
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_fails_at_once_with_the_providers_code() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("refused", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Oi")
+            .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+                "status": 400, "error": "Bad Request",
+                "response": { "message": [{ "exists": false, "jid": "5584999990000@s.whatsapp.net",
+                    "number": "5584999990000" }] } })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Oi", "refused-1").await;
+        let failed = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(failed["status"], "FAILED", "{failed}");
+        assert_eq!(failed["lastErrorCode"], "400", "{failed}");
+        assert!(
+            text(&failed["lastError"]).contains("not on WhatsApp"),
+            "{failed}"
+        );
+        assert_eq!(failed["attempts"].as_array().map(Vec::len), Some(1));
+        // A permanent failure is not retried: give a retry the time it would take.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let later = app
+            .graphql_as(
+                &shop.access_token,
+                LOG,
+                json!({ "filter": { "status": "FAILED" } }),
+            )
+            .await;
+        assert_eq!(
+            later["data"]["notificationLog"]["edges"][0]["node"]["attemptCount"], 1,
+            "{later}"
+        );
+        let events = app
+            .graphql_as(
+                &shop.access_token,
+                "{ events(types: [\"notification.failed\"]) { edges { node { payload } } } }",
+                json!({}),
+            )
+            .await;
+        let payload = &events["data"]["events"]["edges"][0]["node"]["payload"];
+        assert_eq!(payload["notificationId"], id, "{events}");
+        assert_eq!(payload["errorCode"], "400", "{events}");
+    }
+
+    #[tokio::test]
+    async fn the_last_retryable_failure_is_a_dead_letter_with_its_reason() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("dead", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Oi")
+            .respond_with(ResponseTemplate::new(503))
+            .expect(3)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Oi", "dead-1").await;
+        let failed = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(failed["status"], "FAILED", "{failed}");
+        assert_eq!(failed["attemptCount"], 3, "{failed}");
+        assert_eq!(failed["lastErrorCode"], "503", "{failed}");
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let job = entity::job::Entity::find()
+            .filter(entity::job::Column::Queue.eq("notifications.send"))
+            .one(&app.db)
+            .await
+            .expect("reads")
+            .expect("the job");
+        assert_eq!(job.status, "DEAD", "{job:?}");
+        assert!(
+            job.last_error
+                .as_deref()
+                .is_some_and(|error| error.contains("503")),
+            "{job:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_test_message_reports_the_sessions_state() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("probe", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/message/sendText/loja"))
+            .and(header("apikey", API_KEY))
+            .respond_with(sent("BAE5TEST"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/instance/connectionState/loja"))
+            .and(header("apikey", API_KEY))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(
+                    json!({ "instance": { "instanceName": "loja", "state": "open" } }),
+                ),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let tested = app
+            .graphql_as(
+                &shop.access_token,
+                "mutation T($to: String!) { testNotificationChannel(channel: WHATSAPP, to: $to) {
+                    provider accepted providerMessageId errorCode connectionState } }",
+                json!({ "to": PHONE }),
+            )
+            .await;
+        assert_eq!(
+            tested["data"]["testNotificationChannel"],
+            json!({ "provider": "EVOLUTION", "accepted": true, "providerMessageId": "BAE5TEST",
+                "errorCode": null, "connectionState": "OPEN" }),
+            "{tested}"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_callbacks_move_a_message_to_delivered_then_read_once() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("ticks", "RESTAURANT").await;
+        let other = app.sign_up("other", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Oi")
+            .respond_with(sent("BAE5TICKS"))
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        for tenant in [&shop, &other] {
+            let secret = app
+                .graphql_as(
+                    &tenant.access_token,
+                    "mutation { setWebhookProviderSecret(provider: EVOLUTION, secret: \"evo-hook-secret-0123456789\") }",
+                    json!({}),
+                )
+                .await;
+            assert!(secret["errors"].is_null(), "{secret}");
+        }
+        let id = send_whatsapp(&app, &shop, "Oi", "ticks-1").await;
+        assert_eq!(
+            settled(&app, &shop.access_token, &id).await["status"],
+            "SENT"
+        );
+        let callback = |company: &str, status: &str| {
+            let url = format!("{}/webhooks/in/evolution/{company}", app.address);
+            let body = json!({ "event": "messages.update", "instance": "loja",
+                "data": { "keyId": "BAE5TICKS", "fromMe": true, "status": status,
+                    "remoteJid": "5584999990000@s.whatsapp.net" } });
+            app.client
+                .post(url)
+                .header("x-webhook-secret", "evo-hook-secret-0123456789")
+                .json(&body)
+                .send()
+        };
+        let status_of = || async {
+            let log = app.graphql_as(&shop.access_token, LOG, json!({})).await;
+            log["data"]["notificationLog"]["edges"][0]["node"]["status"].clone()
+        };
+        // Another company's verified callback naming the same message id moves nothing.
+        let foreign = callback(&other.company_id, "DELIVERY_ACK")
+            .await
+            .expect("sends");
+        assert!(foreign.status().is_success(), "{}", foreign.status());
+        assert_eq!(status_of().await, "SENT");
+
+        for (status, expected) in [
+            ("DELIVERY_ACK", "DELIVERED"),
+            ("READ", "READ"),
+            ("READ", "READ"),
+            ("DELIVERY_ACK", "READ"),
+        ] {
+            let answer = callback(&shop.company_id, status).await.expect("sends");
+            assert!(
+                answer.status().is_success(),
+                "{status}: {}",
+                answer.status()
+            );
+            assert_eq!(status_of().await, expected, "after {status}");
+        }
+        let unsigned = app
+            .client
+            .post(format!("{}/webhooks/in/evolution/{}", app.address, shop.company_id))
+            .json(&json!({ "event": "messages.update", "data": { "keyId": "BAE5TICKS", "fromMe": true, "status": "ERROR" } }))
+            .send()
+            .await
+            .expect("sends");
+        assert!(unsigned.status().is_client_error(), "{}", unsigned.status());
+        assert_eq!(status_of().await, "READ");
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let events = app
+                .graphql_as(
+                    &shop.access_token,
+                    "{ events(types: [\"notification.delivered\"]) { edges { node { payload } } } }",
+                    json!({}),
+                )
+                .await;
+            let edges = events["data"]["events"]["edges"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !edges.is_empty() {
+                assert_eq!(edges.len(), 1, "delivered once: {events}");
+                assert_eq!(
+                    edges[0]["node"]["payload"]["notificationId"], id,
+                    "{events}"
+                );
+                assert_eq!(
+                    edges[0]["node"]["payload"]["status"], "DELIVERED",
+                    "{events}"
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no notification.delivered: {events}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
