@@ -694,3 +694,64 @@ async fn one_company_cannot_reach_anothers_rules_or_customers_preferences() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_stop_reply_on_whatsapp_opts_that_customer_out_of_whatsapp_at_once() {
+    let app = spawn_app().await;
+    let shop = restaurant(&app, "rules-stop").await;
+    let secret = app
+        .graphql_as(
+            &shop.token,
+            "mutation { setWebhookProviderSecret(provider: EVOLUTION, secret: \"evo-hook-secret-0123456789\") }",
+            json!({}),
+        )
+        .await;
+    assert!(secret["errors"].is_null(), "{secret}");
+    let reply = |id: &str, text: &str| {
+        let body = json!({ "event": "messages.upsert", "instance": "loja",
+            "data": { "key": { "id": id, "fromMe": false, "remoteJid": "5511987654321@s.whatsapp.net" },
+                "message": { "conversation": text } } });
+        app.client
+            .post(format!(
+                "{}/webhooks/in/evolution/{}",
+                app.address, shop.company_id
+            ))
+            .header("x-webhook-secret", "evo-hook-secret-0123456789")
+            .json(&body)
+            .send()
+    };
+    let whatsapp_opt_outs = || async {
+        notification_preference::Entity::find()
+            .filter(notification_preference::Column::SubjectId.eq(uuid(&shop.customer)))
+            .filter(notification_preference::Column::Channel.eq("WHATSAPP"))
+            .filter(notification_preference::Column::OptedIn.eq(false))
+            .all(&app.db)
+            .await
+            .expect("preferences")
+    };
+
+    let chat = reply("MSG-1", "quero parar de receber?")
+        .await
+        .expect("sends");
+    assert!(chat.status().is_success(), "{}", chat.status());
+    assert!(whatsapp_opt_outs().await.is_empty());
+
+    let stop = reply("MSG-2", " Parar. ").await.expect("sends");
+    assert!(stop.status().is_success(), "{}", stop.status());
+    let opted_out = whatsapp_opt_outs().await;
+    let mut categories: Vec<&str> = opted_out.iter().map(|p| p.category.as_str()).collect();
+    categories.sort_unstable();
+    assert_eq!(
+        categories,
+        ["appointments", "billing", "marketing", "orders"],
+        "critical ones stay on"
+    );
+    assert!(opted_out.iter().all(|p| p.source == "INBOUND_REPLY"));
+
+    // The next order reaches the customer by SMS instead.
+    order_made_ready(&app, &shop).await;
+    ready_evaluated(&app, &shop.company_id).await;
+    let queued = notifications_of(&app, &shop.customer).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].channel, "SMS");
+}
