@@ -24,9 +24,12 @@ pub struct Link {
     token: Option<String>,
 }
 
-fn checked(state: &HttpState, link: &Link) -> Result<UnsubscribeRequest, Response> {
+/// Why a link is refused: its status, code and message.
+type Refused = (StatusCode, &'static str, &'static str);
+
+fn checked(state: &HttpState, link: &Link) -> Result<UnsubscribeRequest, Refused> {
     let Some(token) = link.token.as_deref() else {
-        return Err(error_response(
+        return Err((
             StatusCode::BAD_REQUEST,
             "VALIDATION",
             "the link has no token",
@@ -40,8 +43,12 @@ fn checked(state: &HttpState, link: &Link) -> Result<UnsubscribeRequest, Respons
                 "the unsubscribe link has expired; use the link in a more recent message"
             }
         };
-        error_response(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+        (StatusCode::FORBIDDEN, "FORBIDDEN", message)
     })
+}
+
+fn refusal((status, code, message): Refused) -> Response {
+    error_response(status, code, message)
 }
 
 fn described(request: &UnsubscribeRequest, unsubscribed: bool) -> Response {
@@ -57,14 +64,14 @@ fn described(request: &UnsubscribeRequest, unsubscribed: bool) -> Response {
 pub async fn show(State(state): State<HttpState>, Query(link): Query<Link>) -> Response {
     match checked(&state, &link) {
         Ok(request) => described(&request, false),
-        Err(refused) => refused,
+        Err(refused) => refusal(refused),
     }
 }
 
 pub async fn confirm(State(state): State<HttpState>, Query(link): Query<Link>) -> Response {
     let request = match checked(&state, &link) {
         Ok(request) => request,
-        Err(refused) => return refused,
+        Err(refused) => return refusal(refused),
     };
     match preferences::unsubscribe(&state.app, &request).await {
         Ok(()) => {
