@@ -30,6 +30,14 @@ pub enum ApiError {
         field: Option<String>,
         message: String,
     },
+    /// `VALIDATION` for a notification template that does not parse or reads what it may not:
+    /// `extensions.field` names the input field and `extensions.line` the line (1-based) when
+    /// there is one.
+    InvalidTemplate {
+        field: String,
+        line: Option<usize>,
+        message: String,
+    },
     /// `CONFLICT`: the change collides with the current state (duplicate, stale version).
     Conflict(String),
     /// `RATE_LIMITED`: too many attempts; `extensions.retryAfter` says how many seconds to wait.
@@ -77,6 +85,7 @@ impl ApiError {
             | Self::BadRequest(message)
             | Self::Forbidden { message, .. }
             | Self::Validation { message, .. }
+            | Self::InvalidTemplate { message, .. }
             | Self::Provider { message, .. } => message.clone(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::RateLimited { retry_after_secs } => {
@@ -117,7 +126,7 @@ impl ApiError {
             Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Forbidden { .. } => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
-            Self::Validation { .. } => "VALIDATION",
+            Self::Validation { .. } | Self::InvalidTemplate { .. } => "VALIDATION",
             Self::Conflict(_) => "CONFLICT",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::QuotaExceeded(_) => "QUOTA_EXCEEDED",
@@ -223,6 +232,12 @@ impl ErrorExtensions for ApiError {
                 Self::Validation {
                     field: Some(field), ..
                 } => extensions.set("field", field.as_str()),
+                Self::InvalidTemplate { field, line, .. } => {
+                    extensions.set("field", field.as_str());
+                    if let Some(line) = line {
+                        extensions.set("line", *line);
+                    }
+                }
                 Self::Forbidden {
                     reason: Some(reason),
                     ..

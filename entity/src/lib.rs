@@ -18,6 +18,7 @@ pub mod notification_channel;
 pub mod notification_consent;
 pub mod notification_preference;
 pub mod notification_rule;
+pub mod notification_template;
 pub mod order;
 pub mod order_counter;
 pub mod order_item;

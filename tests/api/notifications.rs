@@ -182,9 +182,15 @@ async fn an_in_app_notification_reaches_its_member_alone() {
         all["data"]["myNotifications"]["edges"][0]["node"]["readAt"].is_string(),
         "{all}"
     );
-    // Bruno may not read the company's log either: it needs `notifications:read`.
+    // Bruno reads the company's log (`notifications:read`), but not Ana's in-app notification;
+    // Ana sees hers there.
     let log = app.graphql_as(&bruno_token, LOG, json!({})).await;
-    assert_eq!(first_error_code(&log), "FORBIDDEN", "{log}");
+    assert_eq!(log["data"]["notificationLog"]["edges"], json!([]), "{log}");
+    let log = app.graphql_as(&ana_token, LOG, json!({})).await;
+    assert_eq!(
+        log["data"]["notificationLog"]["edges"][0]["node"]["id"], id,
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -840,4 +846,91 @@ mod whatsapp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn a_notification_from_a_template_is_rendered_when_sent() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("written", "RESTAURANT").await;
+    let (ana, ana_token) = member_of(&app, &shop, "written", "ana").await;
+    let send = |template: &str, key: &str, variables: Value| {
+        app.graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "IN_APP", "category": "orders",
+                "recipient": { "userId": ana }, "template": template, "variables": variables,
+                "locale": "pt-BR", "idempotencyKey": key } }),
+        )
+    };
+    let sent = send(
+        "order_ready",
+        "t-1",
+        json!({ "order": { "number": 7 }, "customer": { "name": "Ana" } }),
+    )
+    .await;
+    let id = text(&sent["data"]["sendNotification"]["notification"]["id"]);
+    assert_eq!(
+        settled(&app, &shop.access_token, &id).await["status"],
+        "SENT"
+    );
+    let mine = app.graphql_as(&ana_token, MINE, json!({})).await;
+    let node = &mine["data"]["myNotifications"]["edges"][0]["node"];
+    assert_eq!(node["subject"], "Pedido 7 pronto", "{mine}");
+    assert_eq!(node["body"], "O pedido 7 de Ana está pronto.", "{mine}");
+
+    let unknown = send("no_such_template", "t-2", json!({})).await;
+    let id = text(&unknown["data"]["sendNotification"]["notification"]["id"]);
+    let failed = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["lastErrorCode"], "TEMPLATE_NOT_FOUND", "{failed}");
+    let missing = send("order_ready", "t-3", json!({ "order": { "number": 8 } })).await;
+    let id = text(&missing["data"]["sendNotification"]["notification"]["id"]);
+    let failed = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(failed["lastErrorCode"], "TEMPLATE_FAILED", "{failed}");
+}
+
+/// Two instances on one PostgreSQL database share the sends: every notification goes out
+/// once, whichever instance queued it and whichever runs its job.
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn two_instances_send_each_notification_exactly_once() {
+    use std::collections::HashMap;
+
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+
+    crate::helpers::require_postgres();
+    let first = whatsapp::app_with_quick_retries(3).await;
+    let second = crate::helpers::spawn_second_instance(&first).await;
+    let shop = first.sign_up("pair", "RESTAURANT").await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "key": { "remoteJid": "5584999990000@s.whatsapp.net", "fromMe": true, "id": "BAE5PAIR" }
+        })))
+        .expect(40)
+        .mount(&server)
+        .await;
+    whatsapp::configure_evolution(&first, &shop, &server).await;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        ids.push(
+            whatsapp::send_whatsapp(app, &shop, &format!("message {n}"), &format!("pair-{n}"))
+                .await,
+        );
+    }
+    for id in &ids {
+        assert_eq!(
+            settled(&first, &shop.access_token, id).await["status"],
+            "SENT"
+        );
+    }
+    let mut texts: HashMap<String, usize> = HashMap::new();
+    for request in server.received_requests().await.unwrap_or_default() {
+        let body: Value = serde_json::from_slice(&request.body).expect("JSON");
+        *texts.entry(text(&body["text"])).or_default() += 1;
+    }
+    assert_eq!(texts.len(), 40, "{texts:?}");
+    assert!(texts.values().all(|count| *count == 1), "{texts:?}");
+    second.stop();
 }

@@ -13,6 +13,7 @@ pub mod loaders;
 mod metrics;
 mod money;
 mod notification_rules;
+mod notification_templates;
 mod notifications;
 mod operator;
 mod orders;
@@ -51,6 +52,7 @@ pub struct QueryRoot(
     payments::PaymentQuery,
     notifications::NotificationQuery,
     notification_rules::NotificationRuleQuery,
+    notification_templates::NotificationTemplateQuery,
 );
 
 /// Everything a client can change.
@@ -69,6 +71,7 @@ pub struct MutationRoot(
     payments::PaymentMutation,
     notifications::NotificationMutation,
     notification_rules::NotificationRuleMutation,
+    notification_templates::NotificationTemplateMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, events::SubscriptionRoot>;

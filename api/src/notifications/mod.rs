@@ -8,6 +8,8 @@
 //! [`SendError::Permanent`] (an invalid number, a rejected template: trying again cannot help),
 //! keeping the provider's own code.
 
+pub mod templates;
+
 use std::fmt;
 
 use crate::domain::phone::Phone;

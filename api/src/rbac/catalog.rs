@@ -137,6 +137,7 @@ pub fn built_in_roles(business_type: &str) -> Vec<BuiltInRole> {
                 ("reports", &["read"]),
                 ("members", &["read"]),
                 ("events", &["read"]),
+                ("notifications", &["read"]),
             ]),
         },
         BuiltInRole {

@@ -159,21 +159,31 @@ fn unavailable(provider: ProviderKind) -> SendError {
     )
 }
 
+/// What a provider is given to send.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Email only.
+    pub subject: Option<String>,
+    /// The plain text: the whole message on WhatsApp and SMS.
+    pub body: String,
+    /// The HTML part of an email rendered from a template.
+    pub html: Option<String>,
+}
+
 /// Sends one message to `address` (E.164 phone or email, as the notification stores it)
 /// through `configuration`'s provider.
 pub async fn send(
     state: &AppState,
     configuration: &Configuration,
     address: &str,
-    _subject: Option<&str>,
-    body: &str,
+    message: &Message,
 ) -> Result<Accepted, SendError> {
     let phone =
         || Phone::parse(address).map_err(|reason| SendError::permanent("INVALID_ADDRESS", reason));
     match configuration.provider.channel() {
         Channel::Whatsapp => {
             whatsapp(state, configuration)?
-                .send_text(&phone()?, body)
+                .send_text(&phone()?, &message.body)
                 .await
         }
         _ => Err(unavailable(configuration.provider)),
@@ -377,7 +387,12 @@ pub async fn test(
         .ok_or(ApiError::NotFound("company"))?;
     txn.commit().await?;
     let body = format!("{}: a test message from the platform.", company.name);
-    let result = send(state, &configuration, &address, Some("Test message"), &body).await;
+    let message = Message {
+        subject: Some("Test message".into()),
+        body,
+        html: None,
+    };
+    let result = send(state, &configuration, &address, &message).await;
     Ok(ChannelTest {
         provider: configuration.provider,
         result,

@@ -16,10 +16,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Status, channels::Configuration};
+use super::{
+    Status,
+    channels::{Configuration, Message as Rendered},
+    templates::{self, RenderError},
+};
 use crate::{
     configuration::NotificationRetry,
     db::tenant::{CompanyId, Intent, TenantTxn},
+    domain::Locale,
     events::{DomainEvent, domain::Notification as InAppNotice, domain::NotificationState},
     jobs::{Finish, Job, JobContext, KeyLimit, RetryPolicy, Runtime},
     notifications::{Accepted, Channel, SendError},
@@ -63,12 +68,6 @@ pub fn register(runtime: &mut Runtime, state: &AppState) {
     );
 }
 
-/// What the provider is given.
-struct Rendered {
-    subject: Option<String>,
-    body: String,
-}
-
 async fn send(
     state: &AppState,
     context: &JobContext,
@@ -96,7 +95,7 @@ async fn send(
         Channel::InApp => None,
         _ => super::channels::configuration(state, &txn, channel).await?,
     };
-    let rendered = render(&found);
+    let rendered = render(&txn, &found, channel).await?;
     txn.commit().await?;
 
     let started_at = Utc::now();
@@ -130,22 +129,57 @@ async fn find(txn: &TenantTxn, id: Uuid) -> Result<Option<notification::Model>, 
         .await
 }
 
-/// The notification's text: as the caller wrote it, or its template rendered.
-fn render(found: &notification::Model) -> Result<Rendered, SendError> {
-    match (&found.body, &found.template) {
-        (Some(body), _) => Ok(Rendered {
-            subject: found.subject.clone(),
-            body: body.clone(),
-        }),
-        (None, Some(template)) => Err(SendError::permanent(
-            "TEMPLATE_NOT_FOUND",
-            format!("no template `{template}` for {}", found.channel),
-        )),
-        (None, None) => Err(SendError::permanent(
-            "EMPTY",
-            "the notification has no text",
-        )),
-    }
+/// The notification's text: as the caller wrote it, or its template rendered in the
+/// notification's locale (or the company's). A template that cannot render is a permanent
+/// failure: the same variables fail again; a database error fails the attempt, to retry.
+async fn render(
+    txn: &TenantTxn,
+    found: &notification::Model,
+    channel: Channel,
+) -> anyhow::Result<Result<Rendered, SendError>> {
+    let template = match (&found.body, &found.template) {
+        (Some(body), _) => {
+            return Ok(Ok(Rendered {
+                subject: found.subject.clone(),
+                body: body.clone(),
+                html: None,
+            }));
+        }
+        (None, Some(template)) => template,
+        (None, None) => {
+            return Ok(Err(SendError::permanent(
+                "EMPTY",
+                "the notification has no text",
+            )));
+        }
+    };
+    let company = txn
+        .find_company()
+        .one(txn)
+        .await?
+        .context("the notification's company is gone")?;
+    let locale = found
+        .locale
+        .as_deref()
+        .and_then(|locale| Locale::parse(locale).ok());
+    let variables = serde_json::from_str(&found.variables).unwrap_or_default();
+    Ok(
+        match templates::render_for(txn, &company, template, channel, locale, variables).await {
+            Ok(rendered) => Ok(Rendered {
+                subject: rendered.subject,
+                body: rendered.text,
+                html: rendered.html,
+            }),
+            Err(RenderError::Database(error)) => return Err(error.into()),
+            Err(RenderError::UnknownPurpose(name)) => Err(SendError::permanent(
+                "TEMPLATE_NOT_FOUND",
+                format!("no template `{name}` for {}", channel.as_str()),
+            )),
+            Err(error @ RenderError::Template(_)) => {
+                Err(SendError::permanent("TEMPLATE_FAILED", error.to_string()))
+            }
+        },
+    )
 }
 
 fn provider_name(channel: Channel, configuration: Option<&Configuration>) -> &'static str {
@@ -184,14 +218,7 @@ async fn hand_over(
             ),
         ));
     };
-    super::channels::send(
-        state,
-        configuration,
-        address,
-        rendered.subject.as_deref(),
-        &rendered.body,
-    )
-    .await
+    super::channels::send(state, configuration, address, rendered).await
 }
 
 /// What one attempt came to.

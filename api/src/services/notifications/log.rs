@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::{customer, membership, notification};
-use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -217,8 +217,21 @@ pub async fn page(
     after: Option<Uuid>,
 ) -> ApiResult<Vec<notification::Model>> {
     authorize(state, actor, "notifications", "read").await?;
+    let manager = authorize(state, actor, "notifications", "manage")
+        .await
+        .is_ok();
     let txn = state.begin_for(actor, Intent::Read).await?;
     let mut query = txn.find::<notification::Entity>();
+    if !manager {
+        // In-app notifications are personal: the log shows a member's to them, and everyone's
+        // only to those who manage notifications.
+        let mut visible =
+            Condition::any().add(notification::Column::Channel.ne(Channel::InApp.as_str()));
+        if let Some(user_id) = actor.user_id() {
+            visible = visible.add(notification::Column::UserId.eq(user_id));
+        }
+        query = query.filter(visible);
+    }
     if let Some(channel) = filter.channel {
         query = query.filter(notification::Column::Channel.eq(channel.as_str()));
     }

@@ -16,6 +16,7 @@ pub mod inbox;
 pub mod log;
 pub mod preferences;
 pub mod rules;
+pub mod templates;
 
 use std::time::Duration;
 
