@@ -303,6 +303,9 @@ pub struct Settings {
     /// AES-256-GCM key (base64 of 32 bytes) for secrets stored in the database.
     pub encryption_key: Option<Secret>,
     pub webhooks: WebhookSettings,
+    /// The address people reach this server at (`https://api.example.com`), for the links in
+    /// notifications; `http://{bind}` when unset.
+    pub public_url: Option<String>,
     /// HMAC secret of the unsubscribe links in notifications (at least 32 characters).
     pub unsubscribe_secret: Option<Secret>,
     /// Base URL of Stripe's API; a local server in tests.
@@ -321,6 +324,7 @@ impl Default for Settings {
             redis_url: None,
             redis_namespace: "platform".into(),
             jwt_secret: None,
+            public_url: None,
             unsubscribe_secret: None,
             refresh_grace_secs: 10,
             metrics_token: None,
@@ -421,6 +425,9 @@ impl Settings {
         }
         if let Some(value) = env.get("PLATFORM_JWT_SECRET") {
             self.jwt_secret = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_PUBLIC_URL") {
+            self.public_url = Some(value);
         }
         if let Some(value) = env.get("PLATFORM_UNSUBSCRIBE_SECRET") {
             self.unsubscribe_secret = Some(Secret::new(value));
@@ -595,6 +602,13 @@ impl Settings {
         load_or_create_secret_file(&self.data_dir.join("jwt_secret"), || {
             crate::auth::random_token(48)
         })
+    }
+
+    /// Where links in notifications point: `PLATFORM_PUBLIC_URL`, or this server's bind address.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
     }
 
     /// The secret that signs unsubscribe links: configured, or (outside production) generated

@@ -175,6 +175,27 @@ async fn an_order_made_ready_queues_one_whatsapp_notification_even_when_relayed_
     let variables: Value = serde_json::from_str(&sent.variables).expect("variables");
     assert_eq!(variables["event"]["to"], "READY");
     assert_eq!(variables["customer"]["name"], "Ana");
+    assert_eq!(variables["company"]["name"], "Company rules-ready");
+    assert_eq!(variables["order"]["status"], "READY");
+    assert_eq!(variables["order"]["previous_status"], "PREPARING");
+    assert_eq!(
+        variables["order"]["total"],
+        json!({ "minor": 4500, "currency": "BRL" })
+    );
+    // The link in the message opts Ana out of order news on WhatsApp.
+    let link = text(&variables["notification"]["unsubscribe_url"]);
+    let path = link
+        .split_once("/notifications/")
+        .expect("an unsubscribe link")
+        .1;
+    let shown: Value = app
+        .get(&format!("/notifications/{path}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["channel"], "WHATSAPP", "{shown}");
+    assert_eq!(shown["category"], "orders", "{shown}");
     let key = sent.idempotency_key.clone().expect("a key");
     assert!(key.ends_with(&format!("event:{event}")), "{key}");
 

@@ -20,11 +20,12 @@ use uuid::Uuid;
 
 use super::{
     Address, Content, NewNotification, QueueOutcome, Recipient as QueueRecipient,
-    preferences::{Decision, Subject, Suppression, decide},
+    preferences::{Decision, Subject, Suppression, decide, unsubscribe_token},
     queue,
 };
 use crate::{
     auth::Actor,
+    crypto::SignedTokens,
     db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{
         BusinessType, Email,
@@ -439,7 +440,7 @@ pub fn default_rules(business_type: BusinessType) -> Vec<RuleDefinition> {
         BusinessType::Clinic => vec![to_customer(
             "Appointment confirmed",
             "CONFIRMED",
-            "appointment_confirmed",
+            "appointment_confirmation",
             Category::Appointments,
         )],
         BusinessType::PetStore => {
@@ -566,12 +567,17 @@ impl Addressee {
         })
     }
 
-    fn variables(&self, payload: &Value) -> Value {
+    /// The template's variables: the event's, this person's name, and the link that opts
+    /// them out of the category on the channel.
+    fn variables(&self, event: &Value, unsubscribe_url: String) -> Value {
         let person = match self.subject {
             Subject::Customer(_) => "customer",
             Subject::Member(_) => "member",
         };
-        json!({ "event": payload, person: { "name": self.name } })
+        let mut variables = event.clone();
+        variables[person] = json!({ "name": self.name });
+        variables["notification"] = json!({ "unsubscribe_url": unsubscribe_url });
+        variables
     }
 
     fn of_customer(customer: customer::Model) -> Self {
@@ -601,7 +607,11 @@ impl Addressee {
 }
 
 /// Evaluates `txn`'s company's enabled rules for one event: what each decided.
-pub async fn outcomes(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Vec<Outcome>> {
+pub async fn outcomes(
+    txn: &TenantTxn,
+    event: &EvaluateRules,
+    links: &Links<'_>,
+) -> ApiResult<Vec<Outcome>> {
     let rules = txn
         .find::<notification_rule::Entity>()
         .filter(notification_rule::Column::EventType.eq(event.event_type.as_str()))
@@ -609,6 +619,7 @@ pub async fn outcomes(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Vec<O
         .order_by_asc(notification_rule::Column::Id)
         .all(txn)
         .await?;
+    let variables = event_variables(txn, event).await?;
     let mut outcomes = Vec::new();
     for rule in rules {
         let rule = Rule::from_row(rule)?;
@@ -621,19 +632,40 @@ pub async fn outcomes(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Vec<O
         }
         let several = addressees.len() > 1;
         for addressee in addressees {
-            outcomes.push(choose_channel(txn, &rule, event, &addressee, several).await?);
+            let planning = Planning {
+                rule: &rule,
+                event,
+                variables: &variables,
+                links,
+            };
+            outcomes.push(choose_channel(txn, &planning, &addressee, several).await?);
         }
     }
     Ok(outcomes)
 }
 
+/// One matching rule being turned into notifications for an event.
+struct Planning<'a> {
+    rule: &'a Rule,
+    event: &'a EvaluateRules,
+    /// The variables every recipient's notification shares ([`event_variables`]).
+    variables: &'a Value,
+    links: &'a Links<'a>,
+}
+
+/// How unsubscribe links are made: signed with the server's secret, under its public URL.
+pub struct Links<'a> {
+    pub tokens: &'a SignedTokens,
+    pub public_url: &'a str,
+}
+
 async fn choose_channel(
     txn: &TenantTxn,
-    rule: &Rule,
-    event: &EvaluateRules,
+    planning: &Planning<'_>,
     addressee: &Addressee,
     several: bool,
 ) -> ApiResult<Outcome> {
+    let (rule, event) = (planning.rule, planning.event);
     let mut reasons = Vec::new();
     for &channel in &rule.channels {
         let Some(recipient) = addressee.recipient(channel) else {
@@ -659,7 +691,21 @@ async fn choose_channel(
                     recipient,
                     template_name: rule.template_name.clone(),
                     category: rule.category,
-                    variables: addressee.variables(&event.payload),
+                    variables: addressee.variables(
+                        planning.variables,
+                        format!(
+                            "{}/notifications/unsubscribe?token={}",
+                            planning.links.public_url.trim_end_matches('/'),
+                            unsubscribe_token(
+                                planning.links.tokens,
+                                txn.company(),
+                                addressee.subject,
+                                rule.category,
+                                channel,
+                                Utc::now(),
+                            )
+                        ),
+                    ),
                     idempotency_key,
                     send_at: event.occurred_at + Duration::seconds(rule.delay_seconds.into()),
                 }));
@@ -671,6 +717,51 @@ async fn choose_channel(
         subject: addressee.subject,
         reasons,
     })
+}
+
+/// What the templates of an event's notifications read: the company, the event's order and
+/// payment as the built-in purposes name them, and the payload itself as `event`.
+async fn event_variables(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Value> {
+    let payload = &event.payload;
+    let company = txn
+        .find_company()
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound("company"))?;
+    let mut variables = json!({
+        "event": payload,
+        "company": { "name": company.name },
+    });
+    let order_id = payload
+        .get("orderId")
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok());
+    if let Some(order_id) = order_id
+        && let Some(order) = txn
+            .find::<order::Entity>()
+            .filter(order::Column::Id.eq(order_id))
+            .one(txn)
+            .await?
+    {
+        variables["order"] = json!({
+            "number": order.number.to_string(),
+            "total": { "minor": order.total_minor, "currency": order.currency },
+            "status": order.status,
+            "previous_status": payload.get("from"),
+            "changed_at": event.occurred_at,
+        });
+    }
+    if let (Some(amount), Some(currency)) = (
+        payload.get("amountMinor").and_then(Value::as_i64),
+        payload.get("currency").and_then(Value::as_str),
+    ) {
+        variables["payment"] = json!({
+            "amount": { "minor": amount, "currency": currency },
+            "method": payload.get("method"),
+            "paid_at": event.occurred_at,
+        });
+    }
+    Ok(variables)
 }
 
 /// Who `recipient` is for an event with `payload`.
@@ -790,7 +881,14 @@ pub async fn evaluate(
             Intent::Write,
         )
         .await?;
-    let outcomes = outcomes(&txn, event).await.map_err(ApiError::into_anyhow)?;
+    let public_url = state.settings.public_url();
+    let links = Links {
+        tokens: &state.unsubscribe_tokens,
+        public_url: &public_url,
+    };
+    let outcomes = outcomes(&txn, event, &links)
+        .await
+        .map_err(ApiError::into_anyhow)?;
     for outcome in &outcomes {
         match outcome {
             Outcome::Planned(planned) => {
