@@ -64,6 +64,23 @@ async fn restaurant(app: &TestApp, slug: &str) -> Restaurant {
     }
 }
 
+/// Calls `setCustomerNotificationPreference`; returns the whole response.
+async fn set_customer_preference(
+    app: &TestApp,
+    token: &str,
+    customer: &str,
+    category: &str,
+    channel: &str,
+    opted_in: bool,
+) -> Value {
+    app.graphql_as(
+        token,
+        SET_CUSTOMER_PREFERENCE,
+        json!({ "customer": customer, "category": category, "channel": channel, "optedIn": opted_in }),
+    )
+    .await
+}
+
 /// Creates an order and moves it to READY; returns its id.
 async fn order_made_ready(app: &TestApp, shop: &Restaurant) -> String {
     let created = app
@@ -239,14 +256,9 @@ async fn an_opted_out_customer_gets_nothing_and_one_channel_off_falls_back_to_th
     let app = spawn_app().await;
     let shop = restaurant(&app, "rules-opted-out").await;
     for channel in ["WHATSAPP", "SMS", "EMAIL"] {
-        let set = app
-            .graphql_as(
-                &shop.token,
-                SET_CUSTOMER_PREFERENCE,
-                json!({ "customer": shop.customer, "category": "ORDERS", "channel": channel,
-                        "optedIn": false }),
-            )
-            .await;
+        let set =
+            set_customer_preference(&app, &shop.token, &shop.customer, "ORDERS", channel, false)
+                .await;
         assert_eq!(
             set["data"]["setCustomerNotificationPreference"],
             json!({ "category": "ORDERS", "channel": channel, "optedIn": false, "source": "STAFF" }),
@@ -259,12 +271,7 @@ async fn an_opted_out_customer_gets_nothing_and_one_channel_off_falls_back_to_th
     assert!(notifications_of(&app, &shop.customer).await.is_empty());
 
     // Back on for SMS only: WhatsApp stays off, so the next order falls back to SMS.
-    app.graphql_as(
-        &shop.token,
-        SET_CUSTOMER_PREFERENCE,
-        json!({ "customer": shop.customer, "category": "ORDERS", "channel": "SMS", "optedIn": true }),
-    )
-    .await;
+    set_customer_preference(&app, &shop.token, &shop.customer, "ORDERS", "SMS", true).await;
     order_made_ready(&app, &shop).await;
     let mut queued = Vec::new();
     for _ in 0..200 {
@@ -292,13 +299,15 @@ async fn critical_categories_cannot_be_switched_off_and_marketing_needs_consent(
         .await;
     assert_eq!(first_error_code(&mine), "VALIDATION", "{mine}");
     assert_eq!(mine["errors"][0]["extensions"]["field"], "input.category");
-    let customers = app
-        .graphql_as(
-            &shop.token,
-            SET_CUSTOMER_PREFERENCE,
-            json!({ "customer": shop.customer, "category": "LEGAL", "channel": "WHATSAPP", "optedIn": false }),
-        )
-        .await;
+    let customers = set_customer_preference(
+        &app,
+        &shop.token,
+        &shop.customer,
+        "LEGAL",
+        "WHATSAPP",
+        false,
+    )
+    .await;
     assert_eq!(first_error_code(&customers), "VALIDATION", "{customers}");
 
     let off = app
@@ -671,13 +680,8 @@ async fn one_company_cannot_reach_anothers_rules_or_customers_preferences() {
         )
         .await;
     assert_eq!(first_error_code(&read), "NOT_FOUND", "{read}");
-    let set = app
-        .graphql_as(
-            &a.token,
-            SET_CUSTOMER_PREFERENCE,
-            json!({ "customer": b.customer, "category": "ORDERS", "channel": "WHATSAPP", "optedIn": false }),
-        )
-        .await;
+    let set =
+        set_customer_preference(&app, &a.token, &b.customer, "ORDERS", "WHATSAPP", false).await;
     assert_eq!(first_error_code(&set), "NOT_FOUND", "{set}");
     let consent = app
         .graphql_as(
