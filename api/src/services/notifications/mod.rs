@@ -295,12 +295,12 @@ fn recipient_columns(
         } => (None, Some(*customer_id), Some(address)),
         Recipient::Address(address) => (None, None, Some(address)),
     };
-    let fits = match (channel, address) {
-        (Channel::InApp, None) => true,
-        (Channel::Email, Some(Address::Email(_))) => true,
-        (Channel::Whatsapp | Channel::Sms, Some(Address::Phone(_))) => true,
-        _ => false,
-    };
+    let fits = matches!(
+        (channel, address),
+        (Channel::InApp, None)
+            | (Channel::Email, Some(Address::Email(_)))
+            | (Channel::Whatsapp | Channel::Sms, Some(Address::Phone(_)))
+    );
     if !fits {
         let wanted = match channel {
             Channel::InApp => "a member",
