@@ -673,8 +673,8 @@ impl Settings {
         }
         if self.is_production() {
             self.resolve_jwt_secret()?;
-            self.resolve_unsubscribe_secret()?;
             self.resolve_encryption_key()?;
+            self.resolve_unsubscribe_secret()?;
             if self.database_url.is_none() {
                 bail!(
                     "DATABASE_URL is not set: production runs on PostgreSQL (postgres://user:password@host/db)"
@@ -941,6 +941,25 @@ mod tests {
         let error = settings.validate().expect_err("must refuse");
         assert!(
             error.to_string().contains("PLATFORM_ENCRYPTION_KEY"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn production_requires_an_unsubscribe_secret() {
+        let settings = Settings::load_from(&[
+            ("PLATFORM_ENV", "production"),
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("PLATFORM_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            (
+                "PLATFORM_ENCRYPTION_KEY",
+                &crate::crypto::SecretBox::generate_key(),
+            ),
+        ])
+        .expect("loads");
+        let error = settings.validate().expect_err("must refuse");
+        assert!(
+            error.to_string().contains("PLATFORM_UNSUBSCRIBE_SECRET"),
             "{error}"
         );
     }
