@@ -112,7 +112,7 @@ async fn notifications_of(app: &TestApp, customer: &str) -> Vec<notification::Mo
 /// Waits until the rules evaluation of the company's latest READY event has run; returns
 /// that event's id.
 async fn ready_evaluated(app: &TestApp, company: &str) -> Uuid {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if let Some(event) = latest_ready_event(app, company).await {
             let evaluation = job::Entity::find()
                 .filter(job::Column::Queue.eq("notifications.evaluate-rules"))
@@ -234,7 +234,7 @@ async fn an_order_made_ready_queues_one_whatsapp_notification_even_when_relayed_
         .await
         .expect("forget the evaluation");
     let mut evaluated_again = false;
-    for _ in 0..200 {
+    for _ in 0..600 {
         let again = job::Entity::find()
             .filter(job::Column::IdempotencyKey.eq(event.to_string()))
             .filter(job::Column::Status.eq("DONE"))
@@ -274,7 +274,7 @@ async fn an_opted_out_customer_gets_nothing_and_one_channel_off_falls_back_to_th
     set_customer_preference(&app, &shop.token, &shop.customer, "ORDERS", "SMS", true).await;
     order_made_ready(&app, &shop).await;
     let mut queued = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..600 {
         queued = notifications_of(&app, &shop.customer).await;
         if !queued.is_empty() {
             break;

@@ -4,8 +4,6 @@
 //! by the services' rules handler on the job runtime — never inside the request that caused
 //! the event.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use entity::notification_rule;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
@@ -13,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::BusEvent;
-use crate::jobs::{Enqueue, Job, Jobs};
+use crate::{
+    domain::notification_rules::{Condition, all_hold},
+    jobs::{Enqueue, Job, Jobs},
+};
 
 /// Evaluate the company's rules for one event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,7 +31,7 @@ impl Job for EvaluateRules {
 }
 
 /// Enqueues the evaluation of every event in `events` that some enabled rule of its company
-/// listens to; returns how many. A republished event is enqueued once (its id is the job's
+/// listens to and whose conditions hold for it; returns how many. A republished event is enqueued once (its id is the job's
 /// idempotency key).
 pub async fn enqueue(
     db: &impl ConnectionTrait,
@@ -41,17 +42,21 @@ pub async fn enqueue(
     companies.sort_unstable();
     companies.dedup();
     #[allow(clippy::disallowed_methods)] // cross-tenant: the relay serves every company's events
-    let listening: HashSet<(Uuid, String)> = notification_rule::Entity::find()
+    let rules: Vec<(Uuid, String, String)> = notification_rule::Entity::find()
         .select_only()
         .column(notification_rule::Column::CompanyId)
         .column(notification_rule::Column::EventType)
-        .distinct()
+        .column(notification_rule::Column::Conditions)
         .filter(notification_rule::Column::CompanyId.is_in(companies))
         .filter(notification_rule::Column::Enabled.eq(true))
-        .into_tuple::<(Uuid, String)>()
+        .into_tuple()
         .all(db)
-        .await?
+        .await?;
+    let rules: Vec<(Uuid, String, Vec<Condition>)> = rules
         .into_iter()
+        .filter_map(|(company, event_type, conditions)| {
+            Some((company, event_type, serde_json::from_str(&conditions).ok()?))
+        })
         .collect();
     let mut enqueued = 0;
     for published in events {
@@ -59,7 +64,14 @@ pub async fn enqueue(
             continue;
         };
         let event_type = event.event_type().name();
-        if !listening.contains(&(published.company_id, event_type.to_string())) {
+        let payload = event.payload();
+        // Only events some rule's conditions hold for: most status changes notify no one.
+        let wanted = rules.iter().any(|(company, listens_to, conditions)| {
+            *company == published.company_id
+                && listens_to == event_type
+                && all_hold(conditions, &payload)
+        });
+        if !wanted {
             continue;
         }
         jobs.enqueue(
@@ -68,7 +80,7 @@ pub async fn enqueue(
                 event_id: published.event_id,
                 event_type: event_type.to_string(),
                 occurred_at: published.occurred_at,
-                payload: event.payload(),
+                payload,
             },
             Enqueue::default()
                 .company(published.company_id)
