@@ -303,6 +303,11 @@ pub struct Settings {
     /// AES-256-GCM key (base64 of 32 bytes) for secrets stored in the database.
     pub encryption_key: Option<Secret>,
     pub webhooks: WebhookSettings,
+    /// The address people reach this server at (`https://api.example.com`), for the links in
+    /// notifications; `http://{bind}` when unset.
+    pub public_url: Option<String>,
+    /// HMAC secret of the unsubscribe links in notifications (at least 32 characters).
+    pub unsubscribe_secret: Option<Secret>,
     /// Base URL of Stripe's API; a local server in tests.
     pub stripe_api_base: String,
     pub notifications: NotificationSettings,
@@ -319,6 +324,8 @@ impl Default for Settings {
             redis_url: None,
             redis_namespace: "platform".into(),
             jwt_secret: None,
+            public_url: None,
+            unsubscribe_secret: None,
             refresh_grace_secs: 10,
             metrics_token: None,
             metrics_bind: None,
@@ -418,6 +425,12 @@ impl Settings {
         }
         if let Some(value) = env.get("PLATFORM_JWT_SECRET") {
             self.jwt_secret = Some(Secret::new(value));
+        }
+        if let Some(value) = env.get("PLATFORM_PUBLIC_URL") {
+            self.public_url = Some(value);
+        }
+        if let Some(value) = env.get("PLATFORM_UNSUBSCRIBE_SECRET") {
+            self.unsubscribe_secret = Some(Secret::new(value));
         }
         if let Some(value) = env.get("PLATFORM_REFRESH_GRACE_SECS") {
             self.refresh_grace_secs = value.parse().with_context(|| {
@@ -591,6 +604,33 @@ impl Settings {
         })
     }
 
+    /// Where links in notifications point: `PLATFORM_PUBLIC_URL`, or this server's bind address.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.bind))
+    }
+
+    /// The secret that signs unsubscribe links: configured, or (outside production) generated
+    /// once into the data directory. Changing it invalidates the links already sent.
+    pub fn resolve_unsubscribe_secret(&self) -> anyhow::Result<Secret> {
+        if let Some(secret) = &self.unsubscribe_secret {
+            if secret.expose().len() < 32 {
+                bail!("PLATFORM_UNSUBSCRIBE_SECRET must be at least 32 characters long");
+            }
+            return Ok(secret.clone());
+        }
+        if self.is_production() {
+            bail!(
+                "PLATFORM_UNSUBSCRIBE_SECRET is not set: production requires a secret of at least 32 characters \
+                 for the unsubscribe links (e.g. `openssl rand -base64 48`)"
+            );
+        }
+        load_or_create_secret_file(&self.data_dir.join("unsubscribe_secret"), || {
+            crate::auth::random_token(48)
+        })
+    }
+
     /// The key that encrypts stored secrets: configured, or (outside production) generated
     /// once into the data directory. Losing it makes stored webhook and provider secrets
     /// unreadable, so production must set it explicitly and back it up.
@@ -634,6 +674,7 @@ impl Settings {
         if self.is_production() {
             self.resolve_jwt_secret()?;
             self.resolve_encryption_key()?;
+            self.resolve_unsubscribe_secret()?;
             if self.database_url.is_none() {
                 bail!(
                     "DATABASE_URL is not set: production runs on PostgreSQL (postgres://user:password@host/db)"
@@ -900,6 +941,25 @@ mod tests {
         let error = settings.validate().expect_err("must refuse");
         assert!(
             error.to_string().contains("PLATFORM_ENCRYPTION_KEY"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn production_requires_an_unsubscribe_secret() {
+        let settings = Settings::load_from(&[
+            ("PLATFORM_ENV", "production"),
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("PLATFORM_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            (
+                "PLATFORM_ENCRYPTION_KEY",
+                &crate::crypto::SecretBox::generate_key(),
+            ),
+        ])
+        .expect("loads");
+        let error = settings.validate().expect_err("must refuse");
+        assert!(
+            error.to_string().contains("PLATFORM_UNSUBSCRIBE_SECRET"),
             "{error}"
         );
     }

@@ -279,6 +279,7 @@ async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
             &ExpireOverduePayments,
         )?);
     services::notifications::delivery::register(&mut runtime, state);
+    services::notifications::rules::register(&mut runtime, state);
     runtime.declare_schedules().await?;
     Ok(runtime)
 }

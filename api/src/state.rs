@@ -7,7 +7,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
 
 use crate::{
-    crypto::SecretBox,
+    crypto::{SecretBox, SignedTokens},
     events::EventBus,
     payments::stripe::{PaymentProvider, StripeClient},
     webhooks::sender::Sender,
@@ -65,6 +65,8 @@ pub struct AppState {
     /// The one HTTP client of the notification providers (Evolution, the Cloud API, Twilio),
     /// with `PLATFORM_NOTIFICATION_PROVIDER_TIMEOUT_SECS` as its deadline.
     pub notification_http: reqwest::Client,
+    /// Signs and checks the unsubscribe links of notifications.
+    pub unsubscribe_tokens: SignedTokens,
 }
 
 impl AppState {
@@ -130,6 +132,7 @@ impl AppState {
         // Resolved up front so a missing production secret stops the start, not the first login.
         let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
         let secrets = settings.resolve_encryption_key()?;
+        let unsubscribe_tokens = SignedTokens::new(&settings.resolve_unsubscribe_secret()?);
         let webhook_sender = Sender::new(&settings)?;
         let payment_provider = Arc::new(
             StripeClient::new(
@@ -196,6 +199,7 @@ impl AppState {
             worker_db,
             payment_provider,
             notification_http,
+            unsubscribe_tokens,
         })
     }
 }

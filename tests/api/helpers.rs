@@ -87,6 +87,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
             .filter(|url| !url.is_empty()),
         redis_namespace: format!("test-{}", uuid::Uuid::new_v4().simple()),
         jwt_secret: Some(api::configuration::Secret::new(api::auth::random_token(48))),
+        unsubscribe_secret: Some(api::configuration::Secret::new(api::auth::random_token(48))),
         encryption_key: Some(api::configuration::Secret::new(
             api::crypto::SecretBox::generate_key(),
         )),

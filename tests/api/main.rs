@@ -19,6 +19,7 @@ mod identity;
 mod invitations;
 mod jobs;
 mod lifecycle;
+mod notification_rules;
 mod notification_templates;
 mod notifications;
 mod orders;

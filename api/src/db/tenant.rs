@@ -17,10 +17,10 @@ use std::sync::{
 use chrono::Utc;
 use entity::{
     api_key, casbin_rule, company, customer, financial_transaction, incoming_webhook, invitation,
-    membership, notification, notification_attempt, notification_channel, notification_template,
-    order, order_counter, order_item, order_status_history, outbox, payment, payment_settings,
-    product, provider_secret, refresh_token, refund, role, webhook_attempt, webhook_delivery,
-    webhook_endpoint, workflow,
+    membership, notification, notification_attempt, notification_channel, notification_consent,
+    notification_preference, notification_rule, notification_template, order, order_counter,
+    order_item, order_status_history, outbox, payment, payment_settings, product, provider_secret,
+    refresh_token, refund, role, webhook_attempt, webhook_delivery, webhook_endpoint, workflow,
 };
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection,
@@ -145,6 +145,9 @@ tenant_entities!(
     notification,
     notification_attempt,
     notification_template,
+    notification_preference,
+    notification_consent,
+    notification_rule,
 );
 
 /// Rows of `company`, for the pipelined reads of the order list ([`crate::db::rows`]),

@@ -5,6 +5,7 @@ mod company;
 pub mod document;
 mod email;
 pub mod money;
+pub mod notification_rules;
 pub mod payment;
 pub mod phone;
 pub mod pix;

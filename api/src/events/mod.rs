@@ -13,6 +13,7 @@
 //! gap, after resubscribing, and every [`CATCH_UP`] — so a lost publish, a killed subscription
 //! or a Redis outage delays events by about a second but never drops or repeats one.
 
+pub mod automation;
 pub mod domain;
 pub mod outbox;
 pub mod relay;

@@ -42,10 +42,11 @@ pub async fn run(
             match relay_batch(&db, &bus, &jobs).await {
                 Ok(Relayed { events: 0, .. }) => break,
                 Ok(Relayed {
-                    deliveries: created,
+                    deliveries,
+                    evaluations,
                     ..
                 }) => {
-                    if created > 0 {
+                    if deliveries + evaluations > 0 {
                         jobs.wake();
                     }
                 }
@@ -68,6 +69,8 @@ pub struct Relayed {
     pub events: usize,
     /// Webhook deliveries created for the batch's events.
     pub deliveries: u64,
+    /// Evaluations of notification rules enqueued for the batch's events.
+    pub evaluations: u64,
 }
 
 /// Relays one batch and creates its webhook deliveries in one transaction, then publishes it.
@@ -79,6 +82,7 @@ pub async fn relay_batch(
     let nothing = Relayed {
         events: 0,
         deliveries: 0,
+        evaluations: 0,
     };
     let txn = db.begin().await?;
     let Some(rows) = claim(&txn).await? else {
@@ -110,12 +114,14 @@ pub async fn relay_batch(
         events.push(BusEvent::from_row(row, position));
     }
     let deliveries = crate::webhooks::enqueue(&txn, jobs, &events).await?;
+    let evaluations = super::automation::enqueue(&txn, jobs, &events).await?;
     txn.commit().await?;
     metrics::counter!("outbox_events_relayed_total").increment(count as u64);
     bus.publish(events).await;
     Ok(Relayed {
         events: count,
         deliveries,
+        evaluations,
     })
 }
 

@@ -12,6 +12,7 @@ mod invitations;
 pub mod loaders;
 mod metrics;
 mod money;
+mod notification_rules;
 mod notification_templates;
 mod notifications;
 mod operator;
@@ -50,6 +51,7 @@ pub struct QueryRoot(
     webhooks::WebhookQuery,
     payments::PaymentQuery,
     notifications::NotificationQuery,
+    notification_rules::NotificationRuleQuery,
     notification_templates::NotificationTemplateQuery,
 );
 
@@ -68,6 +70,7 @@ pub struct MutationRoot(
     webhooks::WebhookMutation,
     payments::PaymentMutation,
     notifications::NotificationMutation,
+    notification_rules::NotificationRuleMutation,
     notification_templates::NotificationTemplateMutation,
 );
 

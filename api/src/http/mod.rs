@@ -5,6 +5,7 @@ mod graphql;
 mod health;
 mod incoming;
 mod observe;
+mod unsubscribe;
 
 use std::time::Duration;
 
@@ -62,6 +63,10 @@ pub fn router(state: HttpState) -> anyhow::Result<Router> {
         .route(
             "/webhooks/in/{provider}/{company_id}",
             post(incoming::receive).layer(DefaultBodyLimit::max(incoming::BODY_LIMIT)),
+        )
+        .route(
+            "/notifications/unsubscribe",
+            get(unsubscribe::show).post(unsubscribe::confirm),
         )
         .fallback(not_found);
     // With a listener of its own (`metrics_router`), `/metrics` is not on the public one.

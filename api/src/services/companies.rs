@@ -71,6 +71,7 @@ pub async fn create_with_admin(
         access::insert_role(txn, role.name, true, &role.permissions).await?;
     }
     workflows::install_templates(txn, new.business_type.as_str()).await?;
+    super::notifications::rules::install_defaults(txn, new.business_type).await?;
     access::add_member(txn, admin).await?;
     access::grant(txn, &user_subject(admin), ADMIN).await?;
     Ok(company)

@@ -13,18 +13,24 @@ use serde_json::Value;
 use super::Status;
 use crate::{
     db::tenant::TenantTxn,
+    error::ApiError,
     events::DomainEvent,
-    notifications::{DeliveryStatus, WebhookEvent, evolution, twilio},
+    notifications::{Channel, DeliveryStatus, WebhookEvent, evolution, twilio},
 };
 
-/// Applies an Evolution webhook's `messages.update` statuses; returns what it did.
+/// Applies an Evolution webhook's `messages.update` statuses and records its opt-out replies;
+/// returns what it did.
 pub async fn evolution(txn: &TenantTxn, payload: &Value) -> anyhow::Result<String> {
     let events = evolution::parse_webhook(payload).map_err(anyhow::Error::msg)?;
-    apply(txn, evolution::PROVIDER, &events).await
+    let applied = apply(txn, evolution::PROVIDER, &events).await?;
+    let opted_out = super::preferences::opt_out_replies(txn, Channel::Whatsapp, &events)
+        .await
+        .map_err(ApiError::into_anyhow)?;
+    Ok(format!("{applied}; {opted_out} customer(s) opted out"))
 }
 
-/// Applies a Twilio status callback (its form fields, as the incoming-webhook path stored
-/// them); returns what it did.
+/// Applies a Twilio status callback or records an inbound SMS opt-out reply (its form fields,
+/// as the incoming-webhook path stored them); returns what it did.
 pub async fn twilio(txn: &TenantTxn, payload: &Value) -> anyhow::Result<String> {
     let fields: Vec<(&str, &str)> = payload
         .as_object()
@@ -38,7 +44,11 @@ pub async fn twilio(txn: &TenantTxn, payload: &Value) -> anyhow::Result<String> 
     let events: Vec<WebhookEvent> = twilio::parse_callback(fields.iter().copied())
         .into_iter()
         .collect();
-    apply(txn, twilio::PROVIDER, &events).await
+    let applied = apply(txn, twilio::PROVIDER, &events).await?;
+    let opted_out = super::preferences::opt_out_replies(txn, Channel::Sms, &events)
+        .await
+        .map_err(ApiError::into_anyhow)?;
+    Ok(format!("{applied}; {opted_out} customer(s) opted out"))
 }
 
 /// Applies the status updates among `events` of `provider`'s messages.

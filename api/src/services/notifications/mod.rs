@@ -14,6 +14,8 @@ pub mod channels;
 pub mod delivery;
 pub mod inbox;
 pub mod log;
+pub mod preferences;
+pub mod rules;
 pub mod templates;
 
 use std::time::Duration;
@@ -25,10 +27,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use self::delivery::SendNotification;
+use self::preferences::{Decision, Subject, Suppression};
 use crate::{
     auth::Actor,
     db::tenant::TenantTxn,
-    domain::{Email, phone::Phone},
+    domain::{Email, notification_rules::Category, phone::Phone},
     error::{ApiError, ApiResult},
     jobs::{Enqueue, Jobs},
     notifications::Channel,
@@ -108,12 +111,15 @@ pub enum QueueOutcome {
     Queued(Uuid),
     /// The idempotency key was used before: the first notification's id; nothing was queued.
     Duplicate(Uuid),
+    /// The recipient opted out of the category on the channel (or gave no consent to
+    /// marketing): written `CANCELLED` with the reason, so the log says why; nothing is sent.
+    Suppressed(Uuid),
 }
 
 impl QueueOutcome {
     pub fn id(self) -> Uuid {
         match self {
-            Self::Queued(id) | Self::Duplicate(id) => id,
+            Self::Queued(id) | Self::Duplicate(id) | Self::Suppressed(id) => id,
         }
     }
 }
@@ -201,6 +207,7 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
     {
         return Ok(QueueOutcome::Duplicate(existing));
     }
+    let suppressed = suppression(txn, &new.recipient, category, new.channel).await?;
     let now = Utc::now();
     let id = Uuid::now_v7();
     let row = notification::ActiveModel {
@@ -216,15 +223,20 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
         variables: Set(new.variables.to_string()),
         subject: Set(subject),
         body: Set(body),
-        status: Set(Status::Queued.as_str().to_string()),
+        status: Set(match suppressed {
+            Some(_) => Status::Cancelled,
+            None => Status::Queued,
+        }
+        .as_str()
+        .to_string()),
         idempotency_key: Set(new.idempotency_key.clone()),
         priority: Set(new.priority),
-        job_id: Set(Some(id)),
+        job_id: Set(suppressed.is_none().then_some(id)),
         attempt_count: Set(0),
         provider: Set(None),
         provider_message_id: Set(None),
-        last_error_code: Set(None),
-        last_error: Set(None),
+        last_error_code: Set(suppressed.map(|reason| reason.as_str().to_string())),
+        last_error: Set(suppressed.map(|reason| suppression_message(reason).to_string())),
         created_at: Set(now),
         updated_at: Set(now),
         sent_at: Set(None),
@@ -253,6 +265,17 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
         })?;
         return Ok(QueueOutcome::Duplicate(existing));
     }
+    if let Some(reason) = suppressed {
+        tracing::info!(
+            notification = %id,
+            company = %txn.company(),
+            channel = new.channel.as_str(),
+            category,
+            reason = reason.as_str(),
+            "notification suppressed by the recipient's preferences"
+        );
+        return Ok(QueueOutcome::Suppressed(id));
+    }
     let mut options = Enqueue::default()
         .id(id)
         .company(txn.company().get())
@@ -278,6 +301,38 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
         "notification queued"
     );
     Ok(QueueOutcome::Queued(id))
+}
+
+/// Why the recipient's preferences hold `category` back on `channel`, if they do. Only people
+/// have preferences (members, customers); a bare address and a category outside the catalogue
+/// of preferences are sent as asked.
+async fn suppression(
+    txn: &TenantTxn,
+    recipient: &Recipient,
+    category: &str,
+    channel: Channel,
+) -> ApiResult<Option<Suppression>> {
+    let subject = match recipient {
+        Recipient::Member(user_id) => Subject::Member(*user_id),
+        Recipient::Customer { customer_id, .. } => Subject::Customer(*customer_id),
+        Recipient::Address(_) => return Ok(None),
+    };
+    let Some(category) = Category::parse(category) else {
+        return Ok(None);
+    };
+    Ok(
+        match preferences::decide(txn, subject, category, channel).await? {
+            Decision::Send => None,
+            Decision::Suppressed { reason } => Some(reason),
+        },
+    )
+}
+
+fn suppression_message(reason: Suppression) -> &'static str {
+    match reason {
+        Suppression::OptedOut => "the recipient opted out of this category on this channel",
+        Suppression::NoConsent => "no recorded consent to marketing on this channel",
+    }
 }
 
 /// The columns the recipient fills, once it is checked against the channel.
