@@ -815,3 +815,91 @@ async fn a_notification_sent_by_hand_to_an_opted_out_customer_is_cancelled_with_
     let logged = crate::notifications::settled(&app, &shop.token, &id).await;
     assert_ne!(logged["lastErrorCode"], "OPTED_OUT", "{logged}");
 }
+
+/// The whole path: an order moved to READY, the restaurant's default rule and a rule of its
+/// own for email; the WhatsApp message reaches a local Evolution API with the rendered text
+/// and the customer's number, and the email reaches the company's SMTP server.
+#[tokio::test]
+async fn an_order_made_ready_reaches_the_customer_on_whatsapp_and_by_email() {
+    use wiremock::{
+        Mock, MockServer, ResponseTemplate,
+        matchers::{header, method, path},
+    };
+
+    let app = spawn_app().await;
+    let shop = restaurant(&app, "rules-path").await;
+    let evolution = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/message/sendText/cozinha"))
+        .and(header("apikey", "evo-path-key"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(
+            json!({ "key": { "remoteJid": "5511987654321@s.whatsapp.net", "fromMe": true, "id": "BAE5PATH" } }),
+        ))
+        .expect(1)
+        .mount(&evolution)
+        .await;
+    let smtp = crate::smtp::SmtpListener::start().await;
+    for input in [
+        json!({ "channel": "WHATSAPP", "provider": "EVOLUTION",
+            "settings": { "baseUrl": evolution.uri(), "instance": "cozinha" },
+            "credentials": { "apiKey": "evo-path-key" } }),
+        json!({ "channel": "EMAIL", "provider": "SMTP",
+            "settings": { "fromName": "Cantina", "fromAddress": "pedidos@cantina.example.com" },
+            "credentials": { "url": smtp.url() } }),
+    ] {
+        let configured = app
+            .graphql_as(
+                &shop.token,
+                crate::notifications::CONFIGURE,
+                json!({ "input": input }),
+            )
+            .await;
+        assert!(configured["errors"].is_null(), "{configured}");
+    }
+    let created = app
+        .graphql_as(
+            &shop.token,
+            &format!("mutation C($input: CreateNotificationRuleInput!) {{ createNotificationRule(input: $input) {{ {RULE_FIELDS} }} }}"),
+            json!({ "input": { "name": "Ready by email", "eventType": "order.status_changed",
+                "conditions": [{ "field": "to", "op": "EQ", "value": "READY" }],
+                "recipient": { "kind": "CUSTOMER" }, "channels": ["EMAIL"],
+                "templateName": "order_ready", "category": "ORDERS" } }),
+        )
+        .await;
+    assert!(created["errors"].is_null(), "{created}");
+
+    order_made_ready(&app, &shop).await;
+    ready_evaluated(&app, &shop.company_id).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while (evolution
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty()
+        || smtp.received().is_empty())
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let requests = evolution.received_requests().await.unwrap_or_default();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let body: Value = serde_json::from_slice(&requests[0].body).expect("JSON body");
+    assert_eq!(body["number"], "5511987654321", "{body}");
+    let whatsapp_text = body["text"].as_str().unwrap_or_default();
+    assert!(
+        whatsapp_text.contains("Ana") && whatsapp_text.contains("Company rules-path"),
+        "{whatsapp_text}"
+    );
+    assert!(whatsapp_text.contains("45,00"), "{whatsapp_text}");
+    let mail = smtp.received();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(mail[0].rcpt_to, ["ana@example.com"]);
+    assert_eq!(mail[0].mail_from, "pedidos@cantina.example.com");
+    let subject = mail[0].header("Subject").unwrap_or_default();
+    assert!(!subject.is_empty(), "{:?}", mail[0].data);
+
+    let sent = notifications_of(&app, &shop.customer).await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().all(|row| row.status == "SENT"), "{sent:?}");
+}

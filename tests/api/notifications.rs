@@ -1085,3 +1085,110 @@ async fn an_email_from_a_template_arrives_at_the_companys_smtp_server() {
         "{data}"
     );
 }
+
+/// `kill -9` with notifications still queued: the server started again on the same database
+/// sends every one of them, each once.
+#[tokio::test]
+async fn notifications_queued_when_the_server_is_killed_are_sent_after_it_restarts() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+
+    use crate::lifecycle::{platform, serve_with};
+
+    let provider = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(
+            json!({ "key": { "remoteJid": "5511987654321@s.whatsapp.net", "fromMe": true, "id": "BAEKILL" } }),
+        ))
+        .mount(&provider)
+        .await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let start = || {
+        let mut command = platform();
+        command.env("PLATFORM_DATA_DIR", data.path());
+        serve_with(command)
+    };
+    let client = reqwest::Client::new();
+    let call = |port: u16, token: Option<String>, query: &'static str, variables: Value| {
+        let client = client.clone();
+        async move {
+            let mut request = client
+                .post(format!("http://127.0.0.1:{port}/graphql"))
+                .json(&json!({ "query": query, "variables": variables }));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let body: Value = request
+                .send()
+                .await
+                .expect("answers")
+                .json()
+                .await
+                .expect("JSON");
+            assert!(body["errors"].is_null(), "{body}");
+            body["data"].clone()
+        }
+    };
+
+    let (mut server, port) = start();
+    let signed_up = call(port, None,
+        "mutation S($input: SignUpInput!) { signUp(input: $input) { accessToken } }",
+        json!({ "input": { "companyName": "Killed", "companySlug": "killed", "businessType": "RESTAURANT",
+            "name": "Owner", "email": "owner@killed.test", "password": "correct horse battery staple" } })).await;
+    let token = text(&signed_up["signUp"]["accessToken"]);
+    call(
+        port,
+        Some(token.clone()),
+        "mutation C($input: ConfigureNotificationChannelInput!) { configureNotificationChannel(input: $input) { id } }",
+        json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+            "settings": { "baseUrl": provider.uri(), "instance": "killed" },
+            "credentials": { "apiKey": "killed-key" } } }),
+    )
+    .await;
+    for n in 0..20 {
+        call(
+            port,
+            Some(token.clone()),
+            "mutation N($input: SendNotificationInput!) { sendNotification(input: $input) { duplicate } }",
+            json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+                "recipient": { "phone": "+5511987654321" }, "body": format!("queued {n}"),
+                "idempotencyKey": format!("queued-{n}"), "delaySeconds": 5 } }),
+        )
+        .await;
+    }
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reaped");
+    assert!(
+        provider
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "nothing was due before the kill"
+    );
+
+    let (mut restarted, _) = start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut texts = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        texts = provider
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|request| {
+                let body: Value = serde_json::from_slice(&request.body).expect("JSON body");
+                text(&body["text"])
+            })
+            .collect();
+        if texts.len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    restarted.kill().ok();
+    texts.sort();
+    let mut expected: Vec<String> = (0..20).map(|n| format!("queued {n}")).collect();
+    expected.sort();
+    assert_eq!(texts, expected);
+}
