@@ -898,6 +898,13 @@ async fn an_order_made_ready_reaches_the_customer_on_whatsapp_and_by_email() {
     assert_eq!(mail[0].mail_from, "pedidos@cantina.example.com");
     let subject = mail[0].header("Subject").unwrap_or_default();
     assert!(!subject.is_empty(), "{:?}", mail[0].data);
+    // The rule's unsubscribe link is the email's one-click List-Unsubscribe too.
+    let unsubscribe = mail[0].header("List-Unsubscribe").unwrap_or_default();
+    assert!(
+        unsubscribe.contains("/notifications/unsubscribe?token="),
+        "{:?}",
+        mail[0].data
+    );
 
     let sent = notifications_of(&app, &shop.customer).await;
     assert_eq!(sent.len(), 2, "{sent:?}");

@@ -223,6 +223,8 @@ pub struct Message {
     pub body: String,
     /// The HTML part of an email rendered from a template.
     pub html: Option<String>,
+    /// The recipient's unsubscribe link, sent as an email's `List-Unsubscribe` header.
+    pub unsubscribe: Option<url::Url>,
 }
 
 /// Sends one message to `address` (E.164 phone or email, as the notification stores it)
@@ -256,7 +258,7 @@ pub async fn send(
                     subject: message.subject.clone().unwrap_or_default(),
                     text: message.body.clone(),
                     html: message.html.clone(),
-                    list_unsubscribe: None,
+                    list_unsubscribe: message.unsubscribe.clone(),
                 })
                 .await
         }
@@ -498,6 +500,7 @@ pub async fn test(
         subject: Some("Test message".into()),
         body,
         html: None,
+        unsubscribe: None,
     };
     let result = send(state, &configuration, &address, &message).await;
     Ok(ChannelTest {

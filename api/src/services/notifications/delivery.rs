@@ -143,6 +143,7 @@ async fn render(
                 subject: found.subject.clone(),
                 body: body.clone(),
                 html: None,
+                unsubscribe: None,
             }));
         }
         (None, Some(template)) => template,
@@ -162,13 +163,17 @@ async fn render(
         .locale
         .as_deref()
         .and_then(|locale| Locale::parse(locale).ok());
-    let variables = serde_json::from_str(&found.variables).unwrap_or_default();
+    let variables: serde_json::Value = serde_json::from_str(&found.variables).unwrap_or_default();
+    let unsubscribe = variables["notification"]["unsubscribe_url"]
+        .as_str()
+        .and_then(|link| url::Url::parse(link).ok());
     Ok(
         match templates::render_for(txn, &company, template, channel, locale, variables).await {
             Ok(rendered) => Ok(Rendered {
                 subject: rendered.subject,
                 body: rendered.text,
                 html: rendered.html,
+                unsubscribe,
             }),
             Err(RenderError::Database(error)) => return Err(error.into()),
             Err(RenderError::UnknownPurpose(name)) => Err(SendError::permanent(
