@@ -28,6 +28,11 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// What the fake provider saw: every arrival, and who waits for a given text.
+#[path = "support/graphql.rs"]
+mod graphql;
+
+use graphql::{call, text};
+
 #[derive(Clone, Default)]
 struct Provider {
     arrivals: Arc<Mutex<Vec<(Instant, String)>>>,
@@ -51,31 +56,6 @@ async fn send_text(
             json!({ "key": { "remoteJid": body["number"], "fromMe": true, "id": id }, "status": "PENDING" }),
         ),
     )
-}
-
-async fn call(
-    client: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-    query: &str,
-    variables: Value,
-) -> anyhow::Result<Value> {
-    let mut request = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let body: Value = request.send().await?.json().await?;
-    anyhow::ensure!(body.get("errors").is_none(), "{query}: {body}");
-    Ok(body["data"].clone())
-}
-
-fn text(value: &Value) -> anyhow::Result<String> {
-    value
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| anyhow::anyhow!("expected a string, got {value}"))
 }
 
 const SEND: &str =

@@ -17,8 +17,13 @@ use std::{
 
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use sea_orm::{Database, EntityTrait, TransactionTrait, TryIntoModel};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
+
+#[path = "support/graphql.rs"]
+mod graphql;
+
+use graphql::{call, text};
 
 #[derive(Clone, Default)]
 struct Arrivals(Arc<Mutex<Vec<(Instant, String)>>>);
@@ -31,31 +36,6 @@ async fn receive(State(arrivals): State<Arrivals>, headers: HeaderMap) -> &'stat
         .to_string();
     arrivals.0.lock().expect("lock").push((Instant::now(), id));
     "ok"
-}
-
-async fn call(
-    client: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-    query: &str,
-    variables: Value,
-) -> anyhow::Result<Value> {
-    let mut request = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let body: Value = request.send().await?.json().await?;
-    anyhow::ensure!(body.get("errors").is_none(), "{query}: {body}");
-    Ok(body["data"].clone())
-}
-
-fn text(value: &Value) -> anyhow::Result<String> {
-    value
-        .as_str()
-        .map(String::from)
-        .ok_or_else(|| anyhow::anyhow!("expected a string, got {value}"))
 }
 
 #[tokio::main]
