@@ -1192,3 +1192,78 @@ async fn notifications_queued_when_the_server_is_killed_are_sent_after_it_restar
     expected.sort();
     assert_eq!(texts, expected);
 }
+
+/// A WhatsApp Cloud API configuration that maps a purpose to a template Meta approved sends a
+/// template message with the variables as its body parameters; an unmapped purpose goes as
+/// text.
+#[tokio::test]
+async fn a_cloud_api_configuration_sends_its_approved_template_with_the_variables() {
+    use wiremock::{
+        Mock, MockServer, ResponseTemplate,
+        matchers::{header, method, path},
+    };
+
+    let cloud = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v21.0/1099/messages"))
+        .and(header("authorization", "Bearer cloud-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{ "input": "5511987654321", "wa_id": "5511987654321" }],
+            "messages": [{ "id": "wamid.CLOUD1" }] })))
+        .mount(&cloud)
+        .await;
+    let app = spawn_app().await;
+    let shop = app.sign_up("cloudy", "RESTAURANT").await;
+    let configured = app
+        .graphql_as(
+            &shop.access_token,
+            CONFIGURE,
+            json!({ "input": { "channel": "WHATSAPP", "provider": "WHATSAPP_CLOUD",
+                "settings": { "baseUrl": cloud.uri(), "version": "v21.0", "phoneNumberId": "1099",
+                    "templates": { "order_ready": { "name": "pedido_pronto", "language": "pt_BR",
+                        "parameters": ["customer.name", "order.number", "order.total"] } } },
+                "credentials": { "accessToken": "cloud-token" } } }),
+        )
+        .await;
+    assert!(configured["errors"].is_null(), "{configured}");
+    let send = |input: Value| app.graphql_as(&shop.access_token, SEND, json!({ "input": input }));
+    let variables = json!({ "order": { "number": 7, "total": { "minor": 4500, "currency": "BRL" } },
+        "customer": { "name": "Ana" } });
+    for input in [
+        json!({ "channel": "WHATSAPP", "category": "orders", "recipient": { "phone": "+5511987654321" },
+            "template": "order_ready", "variables": variables, "idempotencyKey": "cloud-1" }),
+        json!({ "channel": "WHATSAPP", "category": "orders", "recipient": { "phone": "+5511987654321" },
+            "body": "Obrigado pela visita", "idempotencyKey": "cloud-2" }),
+    ] {
+        let sent = send(input).await;
+        assert!(sent["errors"].is_null(), "{sent}");
+        let id = text(&sent["data"]["sendNotification"]["notification"]["id"]);
+        let done = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(done["status"], "SENT", "{done}");
+        assert_eq!(done["providerMessageId"], "wamid.CLOUD1", "{done}");
+    }
+
+    let bodies: Vec<Value> = cloud
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|request| serde_json::from_slice(&request.body).expect("JSON body"))
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let template = &bodies[0]["template"];
+    assert_eq!(bodies[0]["type"], "template", "{bodies:?}");
+    assert_eq!(template["name"], "pedido_pronto");
+    assert_eq!(template["language"]["code"], "pt_BR");
+    let parameters: Vec<String> = template["components"][0]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|parameter| text(&parameter["text"]))
+        .collect();
+    assert_eq!(parameters[..2], ["Ana".to_string(), "7".to_string()]);
+    assert!(parameters[2].contains("45,00"), "{parameters:?}");
+    assert_eq!(bodies[1]["type"], "text", "{bodies:?}");
+    assert_eq!(bodies[1]["text"]["body"], "Obrigado pela visita");
+}

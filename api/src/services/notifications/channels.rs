@@ -12,14 +12,14 @@ use crate::{
     auth::Actor,
     crypto::Purpose,
     db::tenant::{Intent, TenantTxn},
-    domain::{Email, phone::Phone},
+    domain::{Currency, Email, money::Money, phone::Phone},
     error::{ApiError, ApiResult},
     notifications::{
         Accepted, Channel, SendError,
         email::{EmailMessage, SmtpMailer, SmtpSettings},
         evolution::{EvolutionClient, EvolutionConfig},
         twilio::{TwilioClient, TwilioConfig, TwilioSender},
-        whatsapp::{ConnectionState, WhatsappProvider},
+        whatsapp::{CloudTemplate, ConnectionState, WhatsappProvider},
         whatsapp_cloud::{CloudClient, CloudConfig},
     },
     state::AppState,
@@ -225,6 +225,9 @@ pub struct Message {
     pub html: Option<String>,
     /// The recipient's unsubscribe link, sent as an email's `List-Unsubscribe` header.
     pub unsubscribe: Option<url::Url>,
+    /// The template's purpose and variables, when the message came from one: a WhatsApp Cloud
+    /// API configuration may map the purpose to a template Meta approved.
+    pub template: Option<(String, Value)>,
 }
 
 /// Sends one message to `address` (E.164 phone or email, as the notification stores it)
@@ -239,9 +242,11 @@ pub async fn send(
         || Phone::parse(address).map_err(|reason| SendError::permanent("INVALID_ADDRESS", reason));
     match configuration.provider.channel() {
         Channel::Whatsapp => {
-            whatsapp(state, configuration)?
-                .send_text(&phone()?, &message.body)
-                .await
+            let client = whatsapp(state, configuration)?;
+            match approved_template(configuration, message)? {
+                Some(template) => client.send_template(&phone()?, &template).await,
+                None => client.send_text(&phone()?, &message.body).await,
+            }
         }
         Channel::Sms => {
             twilio(state, configuration)?
@@ -263,6 +268,74 @@ pub async fn send(
                 .await
         }
         Channel::InApp => Err(unavailable(configuration.provider)),
+    }
+}
+
+/// The approved template a WhatsApp Cloud API configuration maps the message's purpose to
+/// (`settings.templates.<purpose> = { name, language, parameters: ["customer.name", …] }`),
+/// its body parameters read from the message's variables in order. Outside the customer's
+/// 24-hour window Meta takes only approved templates; a purpose with no mapping goes as text.
+fn approved_template(
+    configuration: &Configuration,
+    message: &Message,
+) -> Result<Option<CloudTemplate>, SendError> {
+    let (Some((purpose, variables)), ProviderKind::WhatsappCloud) =
+        (&message.template, configuration.provider)
+    else {
+        return Ok(None);
+    };
+    let Some(mapping) = configuration.settings["templates"].get(purpose) else {
+        return Ok(None);
+    };
+    let misconfigured = |message: String| SendError::permanent("CHANNEL_MISCONFIGURED", message);
+    let name = field(mapping, "name");
+    let language = field(mapping, "language");
+    if name.is_empty() || language.is_empty() {
+        return Err(misconfigured(format!(
+            "the Cloud API template of `{purpose}` needs a `name` and a `language`"
+        )));
+    }
+    let locale = language.replace('_', "-");
+    let body_parameters = mapping["parameters"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|path| {
+            let path = path.as_str().unwrap_or_default();
+            let value = path
+                .split('.')
+                .try_fold(variables, |value, key| value.get(key))
+                .ok_or_else(|| {
+                    SendError::permanent(
+                        "TEMPLATE_PARAMETER_MISSING",
+                        format!(
+                            "the variables have no `{path}` for the Cloud API template `{name}`"
+                        ),
+                    )
+                })?;
+            Ok(parameter_text(value, &locale))
+        })
+        .collect::<Result<Vec<_>, SendError>>()?;
+    Ok(Some(CloudTemplate {
+        name: name.to_string(),
+        language: language.to_string(),
+        body_parameters,
+    }))
+}
+
+/// A variable as a template parameter's text: money (`{minor, currency}`) in the template's
+/// locale, other values as written.
+fn parameter_text(value: &Value, locale: &str) -> String {
+    let money = value["minor"].as_i64().zip(
+        value["currency"]
+            .as_str()
+            .and_then(|code| Currency::parse(code).ok()),
+    );
+    match (money, value) {
+        (Some((minor, currency)), _) => Money::new(minor, currency).format(locale),
+        (None, Value::String(text)) => text.clone(),
+        (None, other) => other.to_string(),
     }
 }
 
@@ -501,6 +574,7 @@ pub async fn test(
         body,
         html: None,
         unsubscribe: None,
+        template: None,
     };
     let result = send(state, &configuration, &address, &message).await;
     Ok(ChannelTest {

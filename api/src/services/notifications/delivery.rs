@@ -144,6 +144,7 @@ async fn render(
                 body: body.clone(),
                 html: None,
                 unsubscribe: None,
+                template: None,
             }));
         }
         (None, Some(template)) => template,
@@ -168,12 +169,15 @@ async fn render(
         .as_str()
         .and_then(|link| url::Url::parse(link).ok());
     Ok(
-        match templates::render_for(txn, &company, template, channel, locale, variables).await {
+        match templates::render_for(txn, &company, template, channel, locale, variables.clone())
+            .await
+        {
             Ok(rendered) => Ok(Rendered {
                 subject: rendered.subject,
                 body: rendered.text,
                 html: rendered.html,
                 unsubscribe,
+                template: Some((template.clone(), variables)),
             }),
             Err(RenderError::Database(error)) => return Err(error.into()),
             Err(RenderError::UnknownPurpose(name)) => Err(SendError::permanent(
