@@ -268,7 +268,17 @@ async fn an_opted_out_customer_gets_nothing_and_one_channel_off_falls_back_to_th
 
     order_made_ready(&app, &shop).await;
     ready_evaluated(&app, &shop.company_id).await;
-    assert!(notifications_of(&app, &shop.customer).await.is_empty());
+    // Nothing is sent; the delivery log keeps the first channel's notification, cancelled with
+    // the reason.
+    let held = notifications_of(&app, &shop.customer).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].status, "CANCELLED", "{held:?}");
+    assert_eq!(held[0].channel, "WHATSAPP", "{held:?}");
+    assert_eq!(
+        held[0].last_error_code.as_deref(),
+        Some("OPTED_OUT"),
+        "{held:?}"
+    );
 
     // Back on for SMS only: WhatsApp stays off, so the next order falls back to SMS.
     set_customer_preference(&app, &shop.token, &shop.customer, "ORDERS", "SMS", true).await;
@@ -276,6 +286,7 @@ async fn an_opted_out_customer_gets_nothing_and_one_channel_off_falls_back_to_th
     let mut queued = Vec::new();
     for _ in 0..600 {
         queued = notifications_of(&app, &shop.customer).await;
+        queued.retain(|notification| notification.status != "CANCELLED");
         if !queued.is_empty() {
             break;
         }

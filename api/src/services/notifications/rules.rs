@@ -514,6 +514,10 @@ pub enum Outcome {
         rule_id: Uuid,
         subject: Subject,
         reasons: Vec<(Channel, ChannelRefusal)>,
+        /// The notification on the first channel the person's preferences held back: queued
+        /// anyway, the queue writes it `CANCELLED` with the reason, so the delivery log says
+        /// why nothing was sent. `None` when no channel had an address.
+        held: Option<Planned>,
     },
     /// The event names no recipient of the rule's kind (no customer, no actor).
     NoRecipient {
@@ -667,55 +671,59 @@ async fn choose_channel(
 ) -> ApiResult<Outcome> {
     let (rule, event) = (planning.rule, planning.event);
     let mut reasons = Vec::new();
+    let mut held = None;
     for &channel in &rule.channels {
         let Some(recipient) = addressee.recipient(channel) else {
             reasons.push((channel, ChannelRefusal::NoAddress));
             continue;
         };
+        let planned = || {
+            let mut idempotency_key = domain::idempotency_key(event.event_id, rule.id);
+            if several {
+                // A role's members each get their own.
+                if let Subject::Member(user_id) = addressee.subject {
+                    idempotency_key.push_str(&format!(":user:{user_id}"));
+                }
+            }
+            Planned {
+                rule_id: rule.id,
+                subject: addressee.subject,
+                channel,
+                recipient,
+                template_name: rule.template_name.clone(),
+                category: rule.category,
+                variables: addressee.variables(
+                    planning.variables,
+                    format!(
+                        "{}/notifications/unsubscribe?token={}",
+                        planning.links.public_url.trim_end_matches('/'),
+                        unsubscribe_token(
+                            planning.links.tokens,
+                            txn.company(),
+                            addressee.subject,
+                            rule.category,
+                            channel,
+                            Utc::now(),
+                        )
+                    ),
+                ),
+                idempotency_key,
+                send_at: event.occurred_at + Duration::seconds(rule.delay_seconds.into()),
+            }
+        };
         match decide(txn, addressee.subject, rule.category, channel).await? {
             Decision::Suppressed { reason } => {
                 reasons.push((channel, ChannelRefusal::Suppressed(reason)));
+                held.get_or_insert_with(planned);
             }
-            Decision::Send => {
-                let mut idempotency_key = domain::idempotency_key(event.event_id, rule.id);
-                if several {
-                    // A role's members each get their own.
-                    if let Subject::Member(user_id) = addressee.subject {
-                        idempotency_key.push_str(&format!(":user:{user_id}"));
-                    }
-                }
-                return Ok(Outcome::Planned(Planned {
-                    rule_id: rule.id,
-                    subject: addressee.subject,
-                    channel,
-                    recipient,
-                    template_name: rule.template_name.clone(),
-                    category: rule.category,
-                    variables: addressee.variables(
-                        planning.variables,
-                        format!(
-                            "{}/notifications/unsubscribe?token={}",
-                            planning.links.public_url.trim_end_matches('/'),
-                            unsubscribe_token(
-                                planning.links.tokens,
-                                txn.company(),
-                                addressee.subject,
-                                rule.category,
-                                channel,
-                                Utc::now(),
-                            )
-                        ),
-                    ),
-                    idempotency_key,
-                    send_at: event.occurred_at + Duration::seconds(rule.delay_seconds.into()),
-                }));
-            }
+            Decision::Send => return Ok(Outcome::Planned(planned())),
         }
     }
     Ok(Outcome::Suppressed {
         rule_id: rule.id,
         subject: addressee.subject,
         reasons,
+        held,
     })
 }
 
@@ -908,8 +916,20 @@ pub async fn evaluate(
                     "a rule queued a notification");
             }
             Outcome::Suppressed {
-                rule_id, reasons, ..
+                rule_id,
+                reasons,
+                held,
+                ..
             } => {
+                if let Some(held) = held {
+                    queue(
+                        &state.jobs,
+                        &txn,
+                        held.clone().into_notification(state.jobs.now()),
+                    )
+                    .await
+                    .map_err(ApiError::into_anyhow)?;
+                }
                 let reasons: Vec<String> = reasons
                     .iter()
                     .map(|(channel, why)| format!("{}: {}", channel.as_str(), why.as_str()))
