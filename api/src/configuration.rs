@@ -228,8 +228,8 @@ pub struct NotificationSettings {
     pub sms_retry: NotificationRetry,
     /// Timeout of one request to a provider.
     pub provider_timeout_secs: u64,
-    /// Messages one WhatsApp configuration (an Evolution instance, a Cloud API number) sends
-    /// at once, across instances.
+    /// Messages one WhatsApp configuration (an Evolution instance, a Cloud API number) is
+    /// given at once by each instance of the server.
     pub whatsapp_concurrency: usize,
 }
 

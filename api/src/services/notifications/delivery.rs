@@ -58,11 +58,14 @@ pub fn register(runtime: &mut Runtime, state: &AppState) {
             async move { send(&state, &context, &job).await }
         },
     );
-    // One WhatsApp number sends a few messages at a time: more looks like spam to WhatsApp.
+    // One WhatsApp number is given a few messages at a time: more looks like spam to WhatsApp.
+    // The limit holds while the provider has the message, not while its outcome is written,
+    // so the bookkeeping of one send overlaps the next ones.
     runtime.limit(
         super::key_prefix(Channel::Whatsapp),
         KeyLimit {
             concurrency: Some(state.settings.notifications.whatsapp_concurrency),
+            per_instance: true,
             ..KeyLimit::default()
         },
     );
@@ -104,6 +107,7 @@ async fn send(
         Ok(rendered) => hand_over(state, channel, configuration.as_ref(), &found, rendered).await,
         Err(refused) => Err(refused.clone()),
     };
+    context.release_key();
     let finished_at = Utc::now();
     record(
         state,
