@@ -320,6 +320,107 @@ async fn an_unconfigured_channel_fails_at_once_with_the_reason_in_the_log() {
     );
 }
 
+/// The `notifications.send` job (there is one in these tests).
+async fn send_job(app: &TestApp) -> entity::job::Model {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    entity::job::Entity::find()
+        .filter(entity::job::Column::Queue.eq("notifications.send"))
+        .one(&app.db)
+        .await
+        .expect("reads the jobs")
+        .expect("the notifications.send job")
+}
+
+/// Makes every write of a delivery attempt fail, as a database refusing writes would: the
+/// send job's handler fails after the hand-over, on every attempt.
+async fn refuse_attempt_writes(app: &TestApp) {
+    use sea_orm::{ConnectionTrait, DatabaseBackend};
+    let refused = match app.db.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            app.db
+                .execute_unprepared(
+                    "CREATE TRIGGER refuse_attempts BEFORE INSERT ON notification_attempts
+                     BEGIN SELECT RAISE(ABORT, 'attempts refused'); END",
+                )
+                .await
+        }
+        _ => {
+            app.owner_db()
+                .await
+                .execute_unprepared(
+                    "CREATE FUNCTION refuse_attempts() RETURNS trigger LANGUAGE plpgsql
+                         AS $$ BEGIN RAISE EXCEPTION 'attempts refused'; END $$;
+                     CREATE TRIGGER refuse_attempts BEFORE INSERT ON notification_attempts
+                         FOR EACH ROW EXECUTE FUNCTION refuse_attempts();",
+                )
+                .await
+        }
+    };
+    refused.expect("installs the trigger");
+}
+
+#[tokio::test]
+async fn a_handler_failing_on_the_last_attempt_fails_the_notification_with_its_event() {
+    let clock = api::jobs::ManualClock::starting_at(chrono::Utc::now());
+    let app = crate::helpers::spawn_app_on(std::sync::Arc::new(clock.clone()), |settings| {
+        let once = whatsapp::quick_retries(1);
+        settings.notifications.email_retry = once;
+        settings.notifications.whatsapp_retry = once;
+        settings.notifications.sms_retry = once;
+    })
+    .await;
+    let shop = app.sign_up("brokendb", "RESTAURANT").await;
+    let (ana, _) = member_of(&app, &shop, "brokendb", "ana").await;
+    refuse_attempt_writes(&app).await;
+    let sent = send_in_app(&app, &shop.access_token, &ana, "Pronto!", "broken-1").await;
+    let id = text(&sent["notification"]["id"]);
+
+    // The handler's failures wait on the queue's backoff (seconds, then minutes): move the
+    // clock past each wait once the attempt has failed, until the job has no attempt left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = send_job(&app).await;
+        if job.status == "DEAD" {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{job:?}");
+        if job.status == "QUEUED" && job.attempts > 0 {
+            clock.advance(chrono::Duration::hours(2));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // One attempt for the channel schedules' longest (1) and the queue's spares.
+    assert_eq!(job.attempts, 4, "{job:?}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("attempts refused")),
+        "{job:?}"
+    );
+    let failed = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["lastErrorCode"], "INTERNAL", "{failed}");
+    assert!(
+        !text(&failed["lastError"]).contains("attempts refused"),
+        "the cause stays in the server's log: {failed}"
+    );
+    let events = app
+        .graphql_as(
+            &shop.access_token,
+            "{ events(types: [\"notification.failed\"]) { edges { node { payload } } } }",
+            json!({}),
+        )
+        .await;
+    let edges = events["data"]["events"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(edges.len(), 1, "{events}");
+    let payload = &edges[0]["node"]["payload"];
+    assert_eq!(payload["notificationId"], id, "{events}");
+    assert_eq!(payload["status"], "FAILED", "{events}");
+    assert_eq!(payload["errorCode"], "INTERNAL", "{events}");
+}
+
 #[tokio::test]
 async fn credentials_are_stored_sealed_and_never_returned() {
     let app = spawn_app().await;
@@ -700,6 +801,26 @@ mod whatsapp {
                 .is_some_and(|error| error.contains("503")),
             "{job:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_channel_allowing_more_attempts_than_the_queue_default_uses_them_all() {
+        // The queue's default policy allowed 8 attempts: the 9th was killed on claim.
+        let app = app_with_quick_retries(12).await;
+        let shop = app.sign_up("patient", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Oi")
+            .respond_with(ResponseTemplate::new(503))
+            .expect(12)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Oi", "patient-1").await;
+        let failed = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(failed["status"], "FAILED", "{failed}");
+        assert_eq!(failed["attemptCount"], 12, "{failed}");
+        assert_eq!(failed["lastErrorCode"], "503", "{failed}");
+        assert_eq!(super::send_job(&app).await.status, "DEAD");
     }
 
     #[tokio::test]
