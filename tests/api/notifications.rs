@@ -255,6 +255,81 @@ async fn the_inbox_pages_and_marks_everything_read() {
 }
 
 #[tokio::test]
+async fn marking_read_changes_only_the_callers_own_notifications_and_logs_them_read() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("marks", "RESTAURANT").await;
+    let (ana, ana_token) = member_of(&app, &shop, "marks", "ana").await;
+    let (bia, bia_token) = member_of(&app, &shop, "marks", "bia").await;
+    let anas = text(
+        &send_in_app(&app, &shop.access_token, &ana, "for Ana", "ana-1").await["notification"]["id"],
+    );
+    let bias = text(
+        &send_in_app(&app, &shop.access_token, &bia, "for Bia", "bia-1").await["notification"]["id"],
+    );
+    // Not in-app: no member's inbox holds it.
+    let sms = app
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "SMS", "category": "orders",
+                "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
+                "idempotencyKey": "sms-1" } }),
+        )
+        .await;
+    let sms = text(&sms["data"]["sendNotification"]["notification"]["id"]);
+    for id in [&anas, &bias, &sms] {
+        settled(&app, &shop.access_token, id).await;
+    }
+
+    let marked = app
+        .graphql_as(
+            &ana_token,
+            MARK,
+            json!({ "input": { "ids": [anas, bias, sms] } }),
+        )
+        .await;
+    assert_eq!(marked["data"]["markNotificationsRead"], 1, "{marked}");
+
+    let hers = settled(&app, &ana_token, &anas).await;
+    assert_eq!(hers["status"], "READ", "{hers}");
+    let mine = app.graphql_as(&ana_token, MINE, json!({})).await;
+    assert_eq!(
+        mine["data"]["myNotifications"]["edges"][0]["node"]["status"], "READ",
+        "{mine}"
+    );
+    let theirs = app
+        .graphql_as(&bia_token, MINE, json!({ "unreadOnly": true }))
+        .await;
+    assert_eq!(
+        theirs["data"]["myNotifications"]["edges"],
+        json!([{ "node": { "id": bias, "category": "orders", "subject": "Order ready",
+            "body": "for Bia", "readAt": null, "status": "SENT" } }]),
+        "{theirs}"
+    );
+    let log = app
+        .graphql_as(&shop.access_token, LOG, json!({ "first": 100 }))
+        .await;
+    let sms_now = log["data"]["notificationLog"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{log}"))
+        .iter()
+        .map(|edge| &edge["node"])
+        .find(|node| node["id"] == sms.as_str())
+        .unwrap_or_else(|| panic!("{log}"))
+        .clone();
+    assert_eq!(sms_now["status"], "FAILED", "{sms_now}");
+
+    let empty = app
+        .graphql_as(&ana_token, MARK, json!({ "input": { "ids": [] } }))
+        .await;
+    assert_eq!(first_error_code(&empty), "VALIDATION", "{empty}");
+    assert_eq!(
+        empty["errors"][0]["extensions"]["field"], "input.ids",
+        "{empty}"
+    );
+}
+
+#[tokio::test]
 async fn a_duplicate_idempotency_key_returns_the_first_notification() {
     let app = spawn_app().await;
     let shop = app.sign_up("twice", "RESTAURANT").await;
