@@ -34,7 +34,7 @@ async fn send_in_app(app: &TestApp, token: &str, user_id: &str, body: &str, key:
         .graphql_as(
             token,
             SEND,
-            json!({ "input": { "channel": "IN_APP", "category": "orders",
+            json!({ "input": { "channel": "IN_APP", "category": "ORDERS",
                 "recipient": { "userId": user_id }, "subject": "Order ready",
                 "body": body, "idempotencyKey": key } }),
         )
@@ -271,7 +271,7 @@ async fn marking_read_changes_only_the_callers_own_notifications_and_logs_them_r
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "SMS", "category": "orders",
+            json!({ "input": { "channel": "SMS", "category": "ORDERS",
                 "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
                 "idempotencyKey": "sms-1" } }),
         )
@@ -330,6 +330,33 @@ async fn marking_read_changes_only_the_callers_own_notifications_and_logs_them_r
 }
 
 #[tokio::test]
+async fn a_category_outside_the_catalogue_is_refused_and_nothing_is_queued() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("categories", "RESTAURANT").await;
+    let (ana, _) = member_of(&app, &shop, "categories", "ana").await;
+    for category in ["promo", "orders", ""] {
+        let refused = app
+            .graphql_as(
+                &shop.access_token,
+                SEND,
+                json!({ "input": { "channel": "IN_APP", "category": category,
+                    "recipient": { "userId": ana }, "body": "Hi",
+                    "idempotencyKey": format!("category-{category}") } }),
+            )
+            .await;
+        assert!(refused["data"].is_null(), "{category}: {refused}");
+        assert!(
+            text(&refused["errors"][0]["message"]).contains("NotificationCategory"),
+            "{category}: {refused}"
+        );
+    }
+    let log = app.graphql_as(&shop.access_token, LOG, json!({})).await;
+    assert_eq!(log["data"]["notificationLog"]["edges"], json!([]), "{log}");
+    let sent = send_in_app(&app, &shop.access_token, &ana, "Hi", "category-ok").await;
+    assert_eq!(sent["notification"]["status"], "QUEUED", "{sent}");
+}
+
+#[tokio::test]
 async fn a_duplicate_idempotency_key_returns_the_first_notification() {
     let app = spawn_app().await;
     let shop = app.sign_up("twice", "RESTAURANT").await;
@@ -360,7 +387,7 @@ async fn an_unconfigured_channel_fails_at_once_with_the_reason_in_the_log() {
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+            json!({ "input": { "channel": "WHATSAPP", "category": "ORDERS",
                 "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
                 "idempotencyKey": "k1" } }),
         )
@@ -383,7 +410,7 @@ async fn an_unconfigured_channel_fails_at_once_with_the_reason_in_the_log() {
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "EMAIL", "category": "orders",
+            json!({ "input": { "channel": "EMAIL", "category": "ORDERS",
                 "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
                 "idempotencyKey": "k2" } }),
         )
@@ -624,7 +651,7 @@ async fn another_company_reaches_none_of_its_notifications_or_channels() {
         .graphql_as(
             &b.access_token,
             SEND,
-            json!({ "input": { "channel": "IN_APP", "category": "orders",
+            json!({ "input": { "channel": "IN_APP", "category": "ORDERS",
                 "recipient": { "userId": a.admin_id }, "body": "hi", "idempotencyKey": "b-1" } }),
         )
         .await;
@@ -715,7 +742,7 @@ mod whatsapp {
             .graphql_as(
                 &shop.access_token,
                 SEND,
-                json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+                json!({ "input": { "channel": "WHATSAPP", "category": "ORDERS",
                     "recipient": { "phone": PHONE }, "body": text_body, "idempotencyKey": key } }),
             )
             .await;
@@ -1053,7 +1080,7 @@ async fn a_notification_from_a_template_is_rendered_when_sent() {
         app.graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "IN_APP", "category": "orders",
+            json!({ "input": { "channel": "IN_APP", "category": "ORDERS",
                 "recipient": { "userId": ana }, "template": template, "variables": variables,
                 "locale": "pt-BR", "idempotencyKey": key } }),
         )
@@ -1175,7 +1202,7 @@ async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered()
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "SMS", "category": "orders",
+            json!({ "input": { "channel": "SMS", "category": "ORDERS",
                 "recipient": { "phone": "+55 84 99999-0000" }, "body": "Pronto!",
                 "idempotencyKey": "sms-1" } }),
         )
@@ -1236,7 +1263,7 @@ async fn an_email_from_a_template_arrives_at_the_companys_smtp_server() {
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "EMAIL", "category": "orders",
+            json!({ "input": { "channel": "EMAIL", "category": "ORDERS",
                 "recipient": { "email": "maria@example.org" }, "template": "order_ready",
                 "locale": "en-US", "idempotencyKey": "mail-1",
                 "variables": { "order": { "number": 42, "total": { "minor": 12990, "currency": "BRL" } },
@@ -1345,7 +1372,7 @@ async fn notifications_queued_when_the_server_is_killed_are_sent_after_it_restar
             port,
             Some(token.clone()),
             "mutation N($input: SendNotificationInput!) { sendNotification(input: $input) { duplicate } }",
-            json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+            json!({ "input": { "channel": "WHATSAPP", "category": "ORDERS",
                 "recipient": { "phone": "+5511987654321" }, "body": format!("queued {n}"),
                 "idempotencyKey": format!("queued-{n}"), "delaySeconds": 5 } }),
         )
@@ -1427,9 +1454,9 @@ async fn a_cloud_api_configuration_sends_its_approved_template_with_the_variable
     let variables = json!({ "order": { "number": 7, "total": { "minor": 4500, "currency": "BRL" } },
         "customer": { "name": "Ana" } });
     for input in [
-        json!({ "channel": "WHATSAPP", "category": "orders", "recipient": { "phone": "+5511987654321" },
+        json!({ "channel": "WHATSAPP", "category": "ORDERS", "recipient": { "phone": "+5511987654321" },
             "template": "order_ready", "variables": variables, "idempotencyKey": "cloud-1" }),
-        json!({ "channel": "WHATSAPP", "category": "orders", "recipient": { "phone": "+5511987654321" },
+        json!({ "channel": "WHATSAPP", "category": "ORDERS", "recipient": { "phone": "+5511987654321" },
             "body": "Obrigado pela visita", "idempotencyKey": "cloud-2" }),
     ] {
         let sent = send(input).await;

@@ -13,7 +13,7 @@ use super::{Address, Content, NewNotification, QueueOutcome, Recipient, Status, 
 use crate::{
     auth::Actor,
     db::tenant::{Intent, TenantTxn},
-    domain::{Email, phone::Phone},
+    domain::{Email, notification_rules::Category, phone::Phone},
     error::{ApiError, ApiResult},
     notifications::Channel,
     services::authorize,
@@ -32,7 +32,7 @@ pub struct RecipientInput {
 
 pub struct SendInput {
     pub channel: Channel,
-    pub category: String,
+    pub category: Category,
     pub recipient: RecipientInput,
     pub subject: Option<String>,
     pub body: Option<String>,

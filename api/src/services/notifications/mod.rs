@@ -87,8 +87,8 @@ pub enum Content {
 #[derive(Debug, Clone)]
 pub struct NewNotification {
     pub channel: Channel,
-    /// `orders`, `billing`, `appointments`, `marketing`, `security`…
-    pub category: String,
+    /// What it is about: the recipient's preferences and consent go by it.
+    pub category: Category,
     pub recipient: Recipient,
     pub content: Content,
     /// The template's variables (a JSON object); stored with the notification.
@@ -162,23 +162,15 @@ impl Status {
     }
 }
 
-/// Longest category name.
-const MAX_CATEGORY: usize = 64;
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// Writes `new` in `txn` and enqueues its `notifications.send` job there; see the module
 /// documentation. Errors are `VALIDATION` (a recipient that does not fit the channel, an empty
-/// body, a category or key too long) with the input field named as `input.<field>`.
+/// body, a key too long) with the input field named as `input.<field>`.
 pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiResult<QueueOutcome> {
     let (user_id, customer_id, address) = recipient_columns(new.channel, &new.recipient)?;
-    let category = new.category.trim();
-    if category.is_empty() || category.len() > MAX_CATEGORY {
-        return Err(ApiError::validation(
-            "input.category",
-            format!("the category must have 1 to {MAX_CATEGORY} characters"),
-        ));
-    }
+    let category = new.category;
     if let Some(key) = &new.idempotency_key
         && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
     {
@@ -214,7 +206,7 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
         id: Set(id),
         company_id: Set(txn.company().get()),
         channel: Set(new.channel.as_str().to_string()),
-        category: Set(category.to_string()),
+        category: Set(category.as_str().to_string()),
         user_id: Set(user_id),
         customer_id: Set(customer_id),
         address: Set(address),
@@ -270,7 +262,7 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
             notification = %id,
             company = %txn.company(),
             channel = new.channel.as_str(),
-            category,
+            category = category.as_str(),
             reason = reason.as_str(),
             "notification suppressed by the recipient's preferences"
         );
@@ -297,28 +289,24 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
         notification = %id,
         company = %txn.company(),
         channel = new.channel.as_str(),
-        category,
+        category = category.as_str(),
         "notification queued"
     );
     Ok(QueueOutcome::Queued(id))
 }
 
 /// Why the recipient's preferences hold `category` back on `channel`, if they do. Only people
-/// have preferences (members, customers); a bare address and a category outside the catalogue
-/// of preferences are sent as asked.
+/// have preferences (members, customers); a bare address is sent as asked.
 async fn suppression(
     txn: &TenantTxn,
     recipient: &Recipient,
-    category: &str,
+    category: Category,
     channel: Channel,
 ) -> ApiResult<Option<Suppression>> {
     let subject = match recipient {
         Recipient::Member(user_id) => Subject::Member(*user_id),
         Recipient::Customer { customer_id, .. } => Subject::Customer(*customer_id),
         Recipient::Address(_) => return Ok(None),
-    };
-    let Some(category) = Category::parse(category) else {
-        return Ok(None);
     };
     Ok(
         match preferences::decide(txn, subject, category, channel).await? {
