@@ -357,6 +357,56 @@ async fn a_category_outside_the_catalogue_is_refused_and_nothing_is_queued() {
 }
 
 #[tokio::test]
+async fn send_notification_refuses_a_template_locale_or_priority_its_job_could_not_use() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("refusals", "RESTAURANT").await;
+    let (ana, _) = member_of(&app, &shop, "refusals", "ana").await;
+    let input = |changes: Value| {
+        let mut input = json!({ "channel": "IN_APP", "category": "ORDERS",
+            "recipient": { "userId": ana }, "template": "order_ready",
+            "idempotencyKey": changes.to_string() });
+        for (field, value) in changes.as_object().expect("an object") {
+            input[field] = value.clone();
+        }
+        json!({ "input": input })
+    };
+    for (changes, field) in [
+        (json!({ "template": "no_such_purpose" }), "input.template"),
+        (json!({ "locale": "fr-FR" }), "input.locale"),
+        (json!({ "priority": 11 }), "input.priority"),
+        (json!({ "priority": -11 }), "input.priority"),
+    ] {
+        let refused = app
+            .graphql_as(&shop.access_token, SEND, input(changes.clone()))
+            .await;
+        assert_eq!(
+            first_error_code(&refused),
+            "VALIDATION",
+            "{changes}: {refused}"
+        );
+        assert_eq!(
+            refused["errors"][0]["extensions"]["field"], field,
+            "{changes}: {refused}"
+        );
+    }
+    let log = app.graphql_as(&shop.access_token, LOG, json!({})).await;
+    assert_eq!(log["data"]["notificationLog"]["edges"], json!([]), "{log}");
+
+    let accepted = app
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            input(json!({ "locale": "en-US", "priority": 10,
+                "variables": { "order": { "number": 7 }, "customer": { "name": "Ana" } } })),
+        )
+        .await;
+    assert!(accepted["errors"].is_null(), "{accepted}");
+    let id = text(&accepted["data"]["sendNotification"]["notification"]["id"]);
+    let sent = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(sent["status"], "SENT", "{sent}");
+}
+
+#[tokio::test]
 async fn a_duplicate_idempotency_key_returns_the_first_notification() {
     let app = spawn_app().await;
     let shop = app.sign_up("twice", "RESTAURANT").await;
@@ -1101,11 +1151,13 @@ async fn a_notification_from_a_template_is_rendered_when_sent() {
     assert_eq!(node["subject"], "Pedido 7 pronto", "{mine}");
     assert_eq!(node["body"], "O pedido 7 de Ana está pronto.", "{mine}");
 
+    // A template no job could find is refused at once rather than failing in the job.
     let unknown = send("no_such_template", "t-2", json!({})).await;
-    let id = text(&unknown["data"]["sendNotification"]["notification"]["id"]);
-    let failed = settled(&app, &shop.access_token, &id).await;
-    assert_eq!(failed["status"], "FAILED", "{failed}");
-    assert_eq!(failed["lastErrorCode"], "TEMPLATE_NOT_FOUND", "{failed}");
+    assert_eq!(first_error_code(&unknown), "VALIDATION", "{unknown}");
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["field"], "input.template",
+        "{unknown}"
+    );
     let missing = send("order_ready", "t-3", json!({ "order": { "number": 8 } })).await;
     let id = text(&missing["data"]["sendNotification"]["notification"]["id"]);
     let failed = settled(&app, &shop.access_token, &id).await;

@@ -31,7 +31,7 @@ use self::preferences::{Decision, Subject, Suppression};
 use crate::{
     auth::Actor,
     db::tenant::TenantTxn,
-    domain::{Email, notification_rules::Category, phone::Phone},
+    domain::{Email, Locale, notification_rules::Category, phone::Phone},
     error::{ApiError, ApiResult},
     jobs::{Enqueue, Jobs},
     notifications::Channel,
@@ -93,12 +93,12 @@ pub struct NewNotification {
     pub content: Content,
     /// The template's variables (a JSON object); stored with the notification.
     pub variables: Value,
-    /// `pt-BR`, `en-US`, `es-ES`; `None`: the company's.
-    pub locale: Option<String>,
+    /// The template's locale; `None`: the company's.
+    pub locale: Option<Locale>,
     /// Queuing the same key again in the company returns the first notification; rules derive
     /// it from the event id and the rule.
     pub idempotency_key: Option<String>,
-    /// Higher goes first among notifications due at once.
+    /// Higher goes first among notifications due at once; within [`PRIORITIES`].
     pub priority: i32,
     /// Sent no earlier than this after the commit.
     pub delay: Option<Duration>,
@@ -164,13 +164,26 @@ impl Status {
 
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The priorities a notification may have; rules queue theirs at 0.
+pub const PRIORITIES: std::ops::RangeInclusive<i32> = -10..=10;
 
 /// Writes `new` in `txn` and enqueues its `notifications.send` job there; see the module
 /// documentation. Errors are `VALIDATION` (a recipient that does not fit the channel, an empty
-/// body, a key too long) with the input field named as `input.<field>`.
+/// body, a key too long, a priority outside [`PRIORITIES`]) with the input field named as
+/// `input.<field>`.
 pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiResult<QueueOutcome> {
     let (user_id, customer_id, address) = recipient_columns(new.channel, &new.recipient)?;
     let category = new.category;
+    if !PRIORITIES.contains(&new.priority) {
+        return Err(ApiError::validation(
+            "input.priority",
+            format!(
+                "the priority must be from {} to {}",
+                PRIORITIES.start(),
+                PRIORITIES.end()
+            ),
+        ));
+    }
     if let Some(key) = &new.idempotency_key
         && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
     {
@@ -211,7 +224,7 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
         customer_id: Set(customer_id),
         address: Set(address),
         template: Set(template),
-        locale: Set(new.locale),
+        locale: Set(new.locale.map(|locale| locale.as_str().to_string())),
         variables: Set(new.variables.to_string()),
         subject: Set(subject),
         body: Set(body),
