@@ -62,7 +62,7 @@ const SEND: &str =
     "mutation N($input: SendNotificationInput!) { sendNotification(input: $input) { duplicate } }";
 
 fn notification(body: &str) -> Value {
-    json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+    json!({ "input": { "channel": "WHATSAPP", "category": "ORDERS",
         "recipient": { "phone": "+5511987654321" }, "body": body,
         "idempotencyKey": body } })
 }

@@ -185,7 +185,8 @@ impl WebhookSettings {
 }
 
 /// How often a notification is handed to its provider after retryable failures: exponential
-/// backoff from `first_delay` up to `max_delay`, `max_attempts` in all, then dead-lettered.
+/// backoff from `first_delay` up to `max_delay`, `max_attempts` in all
+/// ([`NOTIFICATION_ATTEMPTS`]), then dead-lettered.
 /// `PLATFORM_NOTIFICATION_RETRY_WHATSAPP=8,10s,1h` (attempts, first delay, longest delay).
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct NotificationRetry {
@@ -195,6 +196,10 @@ pub struct NotificationRetry {
     #[serde(with = "duration_text")]
     pub max_delay: Duration,
 }
+
+/// The attempts a channel's retry schedule may allow. The send job's queue allows as many as
+/// the longest schedule, so this also bounds how long a notification can stay queued.
+pub const NOTIFICATION_ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=20;
 
 impl NotificationRetry {
     fn parse(variable: &str, value: &str) -> anyhow::Result<Self> {
@@ -671,6 +676,21 @@ impl Settings {
         if self.graphql.max_batch == 0 || self.graphql.max_depth == 0 {
             bail!("graphql.max_batch and graphql.max_depth must be at least 1");
         }
+        let notifications = &self.notifications;
+        for (channel, retry) in [
+            ("EMAIL", &notifications.email_retry),
+            ("WHATSAPP", &notifications.whatsapp_retry),
+            ("SMS", &notifications.sms_retry),
+        ] {
+            if !NOTIFICATION_ATTEMPTS.contains(&retry.max_attempts) {
+                bail!(
+                    "PLATFORM_NOTIFICATION_RETRY_{channel} must allow {} to {} attempts, not {}",
+                    NOTIFICATION_ATTEMPTS.start(),
+                    NOTIFICATION_ATTEMPTS.end(),
+                    retry.max_attempts
+                );
+            }
+        }
         if self.is_production() {
             self.resolve_jwt_secret()?;
             self.resolve_encryption_key()?;
@@ -906,6 +926,33 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_notification_retry_schedule_allows_1_to_20_attempts() {
+        for (attempts, allowed) in [("0", false), ("1", true), ("20", true), ("21", false)] {
+            let settings = Settings::load_from(&[(
+                "PLATFORM_NOTIFICATION_RETRY_SMS",
+                format!("{attempts},1s,1m").as_str(),
+            )])
+            .expect("loads");
+            assert_eq!(
+                settings.notifications.sms_retry.max_attempts.to_string(),
+                attempts
+            );
+            match settings.validate() {
+                Ok(()) => assert!(allowed, "{attempts} attempts were accepted"),
+                Err(error) => {
+                    assert!(!allowed, "{attempts} attempts were refused: {error}");
+                    assert!(
+                        error
+                            .to_string()
+                            .contains("PLATFORM_NOTIFICATION_RETRY_SMS"),
+                        "{error}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

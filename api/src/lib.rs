@@ -95,7 +95,15 @@ impl ShutdownHandle {
 impl Application {
     /// Connects to the database (and Redis when configured), migrates, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let state = AppState::connect(settings).await?;
+        Self::build_with_clock(settings, Arc::new(jobs::SystemClock)).await
+    }
+
+    /// [`Application::build`] with the job runtime on `clock` ([`AppState::connect_with_clock`]).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn jobs::Clock>,
+    ) -> anyhow::Result<Self> {
+        let state = AppState::connect_with_clock(settings, clock).await?;
         let schema = graphql::build_schema(&state.settings, state.clone());
         let ws_schema = graphql::build_ws_schema(&state.settings, state.clone());
         let (socketio, io) = realtime::socketio::layer(&state);

@@ -127,6 +127,15 @@ impl AppState {
     /// Validates the settings, connects to the database (migrating it) and, when configured, to
     /// Redis. The server and the CLI commands that act through services both start here.
     pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        Self::connect_with_clock(settings, Arc::new(crate::jobs::SystemClock)).await
+    }
+
+    /// [`AppState::connect`] with the job runtime reading `clock` (due jobs, retries, leases):
+    /// tests move a [`crate::jobs::ManualClock`] through a job's retries instead of waiting.
+    pub async fn connect_with_clock(
+        settings: Settings,
+        clock: Arc<dyn crate::jobs::Clock>,
+    ) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
         settings.validate()?;
         // Resolved up front so a missing production secret stops the start, not the first login.
@@ -195,7 +204,7 @@ impl AppState {
             relay_wake: Arc::new(Notify::new()),
             secrets,
             webhook_sender,
-            jobs: crate::jobs::Jobs::new(Arc::new(crate::jobs::SystemClock)),
+            jobs: crate::jobs::Jobs::new(clock),
             worker_db,
             payment_provider,
             notification_http,

@@ -34,6 +34,8 @@ pub struct TestApp {
     pub reads: ReadPool,
     /// The settings it runs with, to start a second instance sharing its database and Redis.
     pub settings: Settings,
+    /// What its jobs read the time from; a second instance or a restart reads it too.
+    clock: Arc<dyn api::jobs::Clock>,
     shutdown: ShutdownHandle,
     postgres: Option<PostgresDatabase>,
     _data_dir: Option<tempfile::TempDir>,
@@ -69,6 +71,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app with settings adjusted by `customize` (limits, production mode…).
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on(Arc::new(api::jobs::SystemClock), customize).await
+}
+
+/// [`spawn_app_with`] with its jobs on `clock`: a test moves a `ManualClock` through retries.
+pub async fn spawn_app_on(
+    clock: Arc<dyn api::jobs::Clock>,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
     api::install_crypto_provider();
     if std::env::var_os("TEST_LOG").is_some() {
         api::telemetry::init(false, "info,sqlx=warn");
@@ -102,22 +112,23 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.rate_limits.login_successes_per_address = 1_000;
     settings.rate_limits.signups = 1_000;
     customize(&mut settings);
-    start(settings, postgres, Some(data_dir)).await
+    start(settings, clock, postgres, Some(data_dir)).await
 }
 
 /// A second server sharing `app`'s database, Redis and secret, as in a multi-instance deployment.
 pub async fn spawn_second_instance(app: &TestApp) -> TestApp {
     let mut settings = app.settings.clone();
     settings.bind = "127.0.0.1:0".parse().expect("valid address");
-    start(settings, None, None).await
+    start(settings, app.clock.clone(), None, None).await
 }
 
 async fn start(
     settings: Settings,
+    clock: Arc<dyn api::jobs::Clock>,
     postgres: Option<PostgresDatabase>,
     data_dir: Option<tempfile::TempDir>,
 ) -> TestApp {
-    let application = Application::build(settings.clone())
+    let application = Application::build_with_clock(settings.clone(), clock.clone())
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -138,6 +149,7 @@ async fn start(
         statements,
         reads,
         settings,
+        clock,
         shutdown,
         postgres,
         _data_dir: data_dir,
@@ -261,10 +273,11 @@ impl TestApp {
         let data_dir = self._data_dir.take();
         let mut settings = self.settings.clone();
         settings.bind = "127.0.0.1:0".parse().expect("valid address");
+        let clock = self.clock.clone();
         self.shutdown.trigger();
         drop(self);
         tokio::time::sleep(Duration::from_millis(200)).await;
-        start(settings, postgres, data_dir).await
+        start(settings, clock, postgres, data_dir).await
     }
 
     /// Stops the server (and its background workers) but keeps its database, for tests that

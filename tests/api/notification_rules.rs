@@ -811,7 +811,7 @@ async fn a_notification_sent_by_hand_to_an_opted_out_customer_is_cancelled_with_
                 "idempotencyKey": key } }),
         )
     };
-    let sent = send("orders", "by-hand-1").await;
+    let sent = send("ORDERS", "by-hand-1").await;
     assert!(sent["errors"].is_null(), "{sent}");
     let notification = &sent["data"]["sendNotification"]["notification"];
     assert_eq!(notification["status"], "CANCELLED", "{sent}");
@@ -821,7 +821,7 @@ async fn a_notification_sent_by_hand_to_an_opted_out_customer_is_cancelled_with_
 
     // Security notices cannot be switched off: no SMS provider is configured, so it fails at
     // the provider instead of being held back.
-    let critical = send("security", "by-hand-2").await;
+    let critical = send("SECURITY", "by-hand-2").await;
     let id = text(&critical["data"]["sendNotification"]["notification"]["id"]);
     let logged = crate::notifications::settled(&app, &shop.token, &id).await;
     assert_ne!(logged["lastErrorCode"], "OPTED_OUT", "{logged}");

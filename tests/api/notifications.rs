@@ -34,7 +34,7 @@ async fn send_in_app(app: &TestApp, token: &str, user_id: &str, body: &str, key:
         .graphql_as(
             token,
             SEND,
-            json!({ "input": { "channel": "IN_APP", "category": "orders",
+            json!({ "input": { "channel": "IN_APP", "category": "ORDERS",
                 "recipient": { "userId": user_id }, "subject": "Order ready",
                 "body": body, "idempotencyKey": key } }),
         )
@@ -255,6 +255,158 @@ async fn the_inbox_pages_and_marks_everything_read() {
 }
 
 #[tokio::test]
+async fn marking_read_changes_only_the_callers_own_notifications_and_logs_them_read() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("marks", "RESTAURANT").await;
+    let (ana, ana_token) = member_of(&app, &shop, "marks", "ana").await;
+    let (bia, bia_token) = member_of(&app, &shop, "marks", "bia").await;
+    let anas = text(
+        &send_in_app(&app, &shop.access_token, &ana, "for Ana", "ana-1").await["notification"]["id"],
+    );
+    let bias = text(
+        &send_in_app(&app, &shop.access_token, &bia, "for Bia", "bia-1").await["notification"]["id"],
+    );
+    // Not in-app: no member's inbox holds it.
+    let sms = app
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "SMS", "category": "ORDERS",
+                "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
+                "idempotencyKey": "sms-1" } }),
+        )
+        .await;
+    let sms = text(&sms["data"]["sendNotification"]["notification"]["id"]);
+    for id in [&anas, &bias, &sms] {
+        settled(&app, &shop.access_token, id).await;
+    }
+
+    let marked = app
+        .graphql_as(
+            &ana_token,
+            MARK,
+            json!({ "input": { "ids": [anas, bias, sms] } }),
+        )
+        .await;
+    assert_eq!(marked["data"]["markNotificationsRead"], 1, "{marked}");
+
+    let hers = settled(&app, &ana_token, &anas).await;
+    assert_eq!(hers["status"], "READ", "{hers}");
+    let mine = app.graphql_as(&ana_token, MINE, json!({})).await;
+    assert_eq!(
+        mine["data"]["myNotifications"]["edges"][0]["node"]["status"], "READ",
+        "{mine}"
+    );
+    let theirs = app
+        .graphql_as(&bia_token, MINE, json!({ "unreadOnly": true }))
+        .await;
+    assert_eq!(
+        theirs["data"]["myNotifications"]["edges"],
+        json!([{ "node": { "id": bias, "category": "orders", "subject": "Order ready",
+            "body": "for Bia", "readAt": null, "status": "SENT" } }]),
+        "{theirs}"
+    );
+    let log = app
+        .graphql_as(&shop.access_token, LOG, json!({ "first": 100 }))
+        .await;
+    let sms_now = log["data"]["notificationLog"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{log}"))
+        .iter()
+        .map(|edge| &edge["node"])
+        .find(|node| node["id"] == sms.as_str())
+        .unwrap_or_else(|| panic!("{log}"))
+        .clone();
+    assert_eq!(sms_now["status"], "FAILED", "{sms_now}");
+
+    let empty = app
+        .graphql_as(&ana_token, MARK, json!({ "input": { "ids": [] } }))
+        .await;
+    assert_eq!(first_error_code(&empty), "VALIDATION", "{empty}");
+    assert_eq!(
+        empty["errors"][0]["extensions"]["field"], "input.ids",
+        "{empty}"
+    );
+}
+
+#[tokio::test]
+async fn a_category_outside_the_catalogue_is_refused_and_nothing_is_queued() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("categories", "RESTAURANT").await;
+    let (ana, _) = member_of(&app, &shop, "categories", "ana").await;
+    for category in ["promo", "orders", ""] {
+        let refused = app
+            .graphql_as(
+                &shop.access_token,
+                SEND,
+                json!({ "input": { "channel": "IN_APP", "category": category,
+                    "recipient": { "userId": ana }, "body": "Hi",
+                    "idempotencyKey": format!("category-{category}") } }),
+            )
+            .await;
+        assert!(refused["data"].is_null(), "{category}: {refused}");
+        assert!(
+            text(&refused["errors"][0]["message"]).contains("NotificationCategory"),
+            "{category}: {refused}"
+        );
+    }
+    let log = app.graphql_as(&shop.access_token, LOG, json!({})).await;
+    assert_eq!(log["data"]["notificationLog"]["edges"], json!([]), "{log}");
+    let sent = send_in_app(&app, &shop.access_token, &ana, "Hi", "category-ok").await;
+    assert_eq!(sent["notification"]["status"], "QUEUED", "{sent}");
+}
+
+#[tokio::test]
+async fn send_notification_refuses_a_template_locale_or_priority_its_job_could_not_use() {
+    let app = spawn_app().await;
+    let shop = app.sign_up("refusals", "RESTAURANT").await;
+    let (ana, _) = member_of(&app, &shop, "refusals", "ana").await;
+    let input = |changes: Value| {
+        let mut input = json!({ "channel": "IN_APP", "category": "ORDERS",
+            "recipient": { "userId": ana }, "template": "order_ready",
+            "idempotencyKey": changes.to_string() });
+        for (field, value) in changes.as_object().expect("an object") {
+            input[field] = value.clone();
+        }
+        json!({ "input": input })
+    };
+    for (changes, field) in [
+        (json!({ "template": "no_such_purpose" }), "input.template"),
+        (json!({ "locale": "fr-FR" }), "input.locale"),
+        (json!({ "priority": 11 }), "input.priority"),
+        (json!({ "priority": -11 }), "input.priority"),
+    ] {
+        let refused = app
+            .graphql_as(&shop.access_token, SEND, input(changes.clone()))
+            .await;
+        assert_eq!(
+            first_error_code(&refused),
+            "VALIDATION",
+            "{changes}: {refused}"
+        );
+        assert_eq!(
+            refused["errors"][0]["extensions"]["field"], field,
+            "{changes}: {refused}"
+        );
+    }
+    let log = app.graphql_as(&shop.access_token, LOG, json!({})).await;
+    assert_eq!(log["data"]["notificationLog"]["edges"], json!([]), "{log}");
+
+    let accepted = app
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            input(json!({ "locale": "en-US", "priority": 10,
+                "variables": { "order": { "number": 7 }, "customer": { "name": "Ana" } } })),
+        )
+        .await;
+    assert!(accepted["errors"].is_null(), "{accepted}");
+    let id = text(&accepted["data"]["sendNotification"]["notification"]["id"]);
+    let sent = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(sent["status"], "SENT", "{sent}");
+}
+
+#[tokio::test]
 async fn a_duplicate_idempotency_key_returns_the_first_notification() {
     let app = spawn_app().await;
     let shop = app.sign_up("twice", "RESTAURANT").await;
@@ -285,7 +437,7 @@ async fn an_unconfigured_channel_fails_at_once_with_the_reason_in_the_log() {
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+            json!({ "input": { "channel": "WHATSAPP", "category": "ORDERS",
                 "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
                 "idempotencyKey": "k1" } }),
         )
@@ -308,7 +460,7 @@ async fn an_unconfigured_channel_fails_at_once_with_the_reason_in_the_log() {
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "EMAIL", "category": "orders",
+            json!({ "input": { "channel": "EMAIL", "category": "ORDERS",
                 "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
                 "idempotencyKey": "k2" } }),
         )
@@ -318,6 +470,107 @@ async fn an_unconfigured_channel_fails_at_once_with_the_reason_in_the_log() {
         wrong["errors"][0]["extensions"]["field"], "input.recipient",
         "{wrong}"
     );
+}
+
+/// The `notifications.send` job (there is one in these tests).
+async fn send_job(app: &TestApp) -> entity::job::Model {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    entity::job::Entity::find()
+        .filter(entity::job::Column::Queue.eq("notifications.send"))
+        .one(&app.db)
+        .await
+        .expect("reads the jobs")
+        .expect("the notifications.send job")
+}
+
+/// Makes every write of a delivery attempt fail, as a database refusing writes would: the
+/// send job's handler fails after the hand-over, on every attempt.
+async fn refuse_attempt_writes(app: &TestApp) {
+    use sea_orm::{ConnectionTrait, DatabaseBackend};
+    let refused = match app.db.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            app.db
+                .execute_unprepared(
+                    "CREATE TRIGGER refuse_attempts BEFORE INSERT ON notification_attempts
+                     BEGIN SELECT RAISE(ABORT, 'attempts refused'); END",
+                )
+                .await
+        }
+        _ => {
+            app.owner_db()
+                .await
+                .execute_unprepared(
+                    "CREATE FUNCTION refuse_attempts() RETURNS trigger LANGUAGE plpgsql
+                         AS $$ BEGIN RAISE EXCEPTION 'attempts refused'; END $$;
+                     CREATE TRIGGER refuse_attempts BEFORE INSERT ON notification_attempts
+                         FOR EACH ROW EXECUTE FUNCTION refuse_attempts();",
+                )
+                .await
+        }
+    };
+    refused.expect("installs the trigger");
+}
+
+#[tokio::test]
+async fn a_handler_failing_on_the_last_attempt_fails_the_notification_with_its_event() {
+    let clock = api::jobs::ManualClock::starting_at(chrono::Utc::now());
+    let app = crate::helpers::spawn_app_on(std::sync::Arc::new(clock.clone()), |settings| {
+        let once = whatsapp::quick_retries(1);
+        settings.notifications.email_retry = once;
+        settings.notifications.whatsapp_retry = once;
+        settings.notifications.sms_retry = once;
+    })
+    .await;
+    let shop = app.sign_up("brokendb", "RESTAURANT").await;
+    let (ana, _) = member_of(&app, &shop, "brokendb", "ana").await;
+    refuse_attempt_writes(&app).await;
+    let sent = send_in_app(&app, &shop.access_token, &ana, "Pronto!", "broken-1").await;
+    let id = text(&sent["notification"]["id"]);
+
+    // The handler's failures wait on the queue's backoff (seconds, then minutes): move the
+    // clock past each wait once the attempt has failed, until the job has no attempt left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = send_job(&app).await;
+        if job.status == "DEAD" {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{job:?}");
+        if job.status == "QUEUED" && job.attempts > 0 {
+            clock.advance(chrono::Duration::hours(2));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // One attempt for the channel schedules' longest (1) and the queue's spares.
+    assert_eq!(job.attempts, 4, "{job:?}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("attempts refused")),
+        "{job:?}"
+    );
+    let failed = settled(&app, &shop.access_token, &id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["lastErrorCode"], "INTERNAL", "{failed}");
+    assert!(
+        !text(&failed["lastError"]).contains("attempts refused"),
+        "the cause stays in the server's log: {failed}"
+    );
+    let events = app
+        .graphql_as(
+            &shop.access_token,
+            "{ events(types: [\"notification.failed\"]) { edges { node { payload } } } }",
+            json!({}),
+        )
+        .await;
+    let edges = events["data"]["events"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(edges.len(), 1, "{events}");
+    let payload = &edges[0]["node"]["payload"];
+    assert_eq!(payload["notificationId"], id, "{events}");
+    assert_eq!(payload["status"], "FAILED", "{events}");
+    assert_eq!(payload["errorCode"], "INTERNAL", "{events}");
 }
 
 #[tokio::test]
@@ -448,7 +701,7 @@ async fn another_company_reaches_none_of_its_notifications_or_channels() {
         .graphql_as(
             &b.access_token,
             SEND,
-            json!({ "input": { "channel": "IN_APP", "category": "orders",
+            json!({ "input": { "channel": "IN_APP", "category": "ORDERS",
                 "recipient": { "userId": a.admin_id }, "body": "hi", "idempotencyKey": "b-1" } }),
         )
         .await;
@@ -539,7 +792,7 @@ mod whatsapp {
             .graphql_as(
                 &shop.access_token,
                 SEND,
-                json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+                json!({ "input": { "channel": "WHATSAPP", "category": "ORDERS",
                     "recipient": { "phone": PHONE }, "body": text_body, "idempotencyKey": key } }),
             )
             .await;
@@ -703,6 +956,26 @@ mod whatsapp {
     }
 
     #[tokio::test]
+    async fn a_channel_allowing_more_attempts_than_the_queue_default_uses_them_all() {
+        // The queue's default policy allowed 8 attempts: the 9th was killed on claim.
+        let app = app_with_quick_retries(12).await;
+        let shop = app.sign_up("patient", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        send_text_to_the_customer("Oi")
+            .respond_with(ResponseTemplate::new(503))
+            .expect(12)
+            .mount(&server)
+            .await;
+        configure_evolution(&app, &shop, &server).await;
+        let id = send_whatsapp(&app, &shop, "Oi", "patient-1").await;
+        let failed = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(failed["status"], "FAILED", "{failed}");
+        assert_eq!(failed["attemptCount"], 12, "{failed}");
+        assert_eq!(failed["lastErrorCode"], "503", "{failed}");
+        assert_eq!(super::send_job(&app).await.status, "DEAD");
+    }
+
+    #[tokio::test]
     async fn a_test_message_reports_the_sessions_state() {
         let app = app_with_quick_retries(3).await;
         let shop = app.sign_up("probe", "RESTAURANT").await;
@@ -857,7 +1130,7 @@ async fn a_notification_from_a_template_is_rendered_when_sent() {
         app.graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "IN_APP", "category": "orders",
+            json!({ "input": { "channel": "IN_APP", "category": "ORDERS",
                 "recipient": { "userId": ana }, "template": template, "variables": variables,
                 "locale": "pt-BR", "idempotencyKey": key } }),
         )
@@ -878,11 +1151,13 @@ async fn a_notification_from_a_template_is_rendered_when_sent() {
     assert_eq!(node["subject"], "Pedido 7 pronto", "{mine}");
     assert_eq!(node["body"], "O pedido 7 de Ana está pronto.", "{mine}");
 
+    // A template no job could find is refused at once rather than failing in the job.
     let unknown = send("no_such_template", "t-2", json!({})).await;
-    let id = text(&unknown["data"]["sendNotification"]["notification"]["id"]);
-    let failed = settled(&app, &shop.access_token, &id).await;
-    assert_eq!(failed["status"], "FAILED", "{failed}");
-    assert_eq!(failed["lastErrorCode"], "TEMPLATE_NOT_FOUND", "{failed}");
+    assert_eq!(first_error_code(&unknown), "VALIDATION", "{unknown}");
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["field"], "input.template",
+        "{unknown}"
+    );
     let missing = send("order_ready", "t-3", json!({ "order": { "number": 8 } })).await;
     let id = text(&missing["data"]["sendNotification"]["notification"]["id"]);
     let failed = settled(&app, &shop.access_token, &id).await;
@@ -979,7 +1254,7 @@ async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered()
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "SMS", "category": "orders",
+            json!({ "input": { "channel": "SMS", "category": "ORDERS",
                 "recipient": { "phone": "+55 84 99999-0000" }, "body": "Pronto!",
                 "idempotencyKey": "sms-1" } }),
         )
@@ -1040,7 +1315,7 @@ async fn an_email_from_a_template_arrives_at_the_companys_smtp_server() {
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "EMAIL", "category": "orders",
+            json!({ "input": { "channel": "EMAIL", "category": "ORDERS",
                 "recipient": { "email": "maria@example.org" }, "template": "order_ready",
                 "locale": "en-US", "idempotencyKey": "mail-1",
                 "variables": { "order": { "number": 42, "total": { "minor": 12990, "currency": "BRL" } },
@@ -1149,7 +1424,7 @@ async fn notifications_queued_when_the_server_is_killed_are_sent_after_it_restar
             port,
             Some(token.clone()),
             "mutation N($input: SendNotificationInput!) { sendNotification(input: $input) { duplicate } }",
-            json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+            json!({ "input": { "channel": "WHATSAPP", "category": "ORDERS",
                 "recipient": { "phone": "+5511987654321" }, "body": format!("queued {n}"),
                 "idempotencyKey": format!("queued-{n}"), "delaySeconds": 5 } }),
         )
@@ -1231,9 +1506,9 @@ async fn a_cloud_api_configuration_sends_its_approved_template_with_the_variable
     let variables = json!({ "order": { "number": 7, "total": { "minor": 4500, "currency": "BRL" } },
         "customer": { "name": "Ana" } });
     for input in [
-        json!({ "channel": "WHATSAPP", "category": "orders", "recipient": { "phone": "+5511987654321" },
+        json!({ "channel": "WHATSAPP", "category": "ORDERS", "recipient": { "phone": "+5511987654321" },
             "template": "order_ready", "variables": variables, "idempotencyKey": "cloud-1" }),
-        json!({ "channel": "WHATSAPP", "category": "orders", "recipient": { "phone": "+5511987654321" },
+        json!({ "channel": "WHATSAPP", "category": "ORDERS", "recipient": { "phone": "+5511987654321" },
             "body": "Obrigado pela visita", "idempotencyKey": "cloud-2" }),
     ] {
         let sent = send(input).await;

@@ -13,6 +13,7 @@ use super::{
     pagination::{PageInfo, id_page, page_size, parse_id_cursor},
 };
 use crate::{
+    domain::notification_rules::Category,
     notifications::Channel,
     services::notifications::{
         QueueOutcome, Status,
@@ -237,8 +238,8 @@ pub struct NotificationRecipientInput {
 #[derive(InputObject)]
 pub struct SendNotificationInput {
     channel: Channel,
-    /// `orders`, `billing`, `security`…
-    category: String,
+    /// What it is about: the recipient's preferences and consent go by it.
+    category: Category,
     recipient: NotificationRecipientInput,
     /// The text; or give `template`.
     body: Option<String>,

@@ -6,7 +6,10 @@
 //! schedule is the channel's (`PLATFORM_NOTIFICATION_RETRY_*`) and a permanent refusal must not
 //! be tried again at all: a retryable failure ends the attempt with [`Finish::Again`] after the
 //! channel's backoff, a permanent one or the last attempt with [`Finish::Dead`] and the
-//! notification `FAILED` with the provider's code.
+//! notification `FAILED` with the provider's code. The queue's own policy allows the longest
+//! channel schedule's attempts and a few spares for the handler's failures (the database);
+//! when the handler fails on the queue's last attempt the notification ends `FAILED` with
+//! `INTERNAL`, never `QUEUED` behind a dead job.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -50,9 +53,9 @@ const NO_PROVIDER: &str = "none";
 pub fn register(runtime: &mut Runtime, state: &AppState) {
     let sending = state.clone();
     // The handler's own errors (the database failing) are retried by this policy; provider
-    // failures are decided by the channel's schedule in [`record`].
+    // failures are decided by the channel's schedule in [`record`], within its attempts.
     runtime.handle(
-        RetryPolicy::default(),
+        queue_policy(&state.settings.notifications),
         move |context, job: SendNotification| {
             let state = sending.clone();
             async move { send(&state, &context, &job).await }
@@ -71,6 +74,35 @@ pub fn register(runtime: &mut Runtime, state: &AppState) {
     );
 }
 
+/// Attempts the handler's own failures (the database) and lost leases may take beyond the
+/// longest channel schedule, so that they do not cut the provider's attempts short.
+const SPARE_ATTEMPTS: u32 = 3;
+
+/// The send job's queue policy: attempts enough for the longest channel schedule and the
+/// spares; its waits follow the handler's own failures. On its last attempt [`record`] retries
+/// nothing and [`send`] fails the notification, since the runtime runs no further attempt.
+fn queue_policy(settings: &crate::configuration::NotificationSettings) -> RetryPolicy {
+    let longest = [
+        settings.email_retry,
+        settings.whatsapp_retry,
+        settings.sms_retry,
+    ]
+    .iter()
+    .map(|retry| retry.max_attempts)
+    .max()
+    .unwrap_or(1);
+    RetryPolicy {
+        max_attempts: longest + SPARE_ATTEMPTS,
+        ..RetryPolicy::default()
+    }
+}
+
+/// Whether `context` runs the queue's last attempt: no retry follows, whatever the channel's
+/// schedule would allow.
+fn last_attempt(state: &AppState, context: &JobContext) -> bool {
+    context.attempt >= queue_policy(&state.settings.notifications).max_attempts
+}
+
 async fn send(
     state: &AppState,
     context: &JobContext,
@@ -81,6 +113,76 @@ async fn send(
             .company_id
             .context("a notifications.send job without a company")?,
     );
+    let error = match attempt(state, company, context, job).await {
+        Err(error) if last_attempt(state, context) => error,
+        attempted => return attempted,
+    };
+    // The runtime would end the job dead and leave the notification queued behind it.
+    if let Err(giving_up) = give_up(state, company, context, job).await {
+        tracing::error!(
+            notification = %job.notification_id,
+            error = ?giving_up,
+            "a notification whose last attempt failed could not be marked failed"
+        );
+    }
+    Err(error)
+}
+
+/// The last attempt's handler failed: the notification ends `FAILED` (`INTERNAL`, the cause
+/// is the job's error and the log's, not the company's to read) with its
+/// `notification.failed` event. The job's end is left to the runtime, which writes the error.
+async fn give_up(
+    state: &AppState,
+    company: CompanyId,
+    context: &JobContext,
+    job: &SendNotification,
+) -> anyhow::Result<()> {
+    const CODE: &str = "INTERNAL";
+    const MESSAGE: &str = "the notification could not be processed";
+    let txn = state
+        .begin_for_company(company, "notifications.send job", Intent::Write)
+        .await?;
+    let failed = txn
+        .update::<notification::Entity>()
+        .col_expr(
+            notification::Column::Status,
+            Expr::value(Status::Failed.as_str()),
+        )
+        .col_expr(notification::Column::LastErrorCode, Expr::value(CODE))
+        .col_expr(notification::Column::LastError, Expr::value(MESSAGE))
+        .col_expr(notification::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(notification::Column::Id.eq(job.notification_id))
+        .filter(notification::Column::Status.eq(Status::Queued.as_str()))
+        .exec(&txn)
+        .await?;
+    if failed.rows_affected == 1
+        && let Some(found) = find(&txn, job.notification_id).await?
+    {
+        txn.record(DomainEvent::NotificationFailed(super::event_state(
+            &found,
+            Status::Failed,
+            found.provider.clone(),
+            found.provider_message_id.clone(),
+            Some((CODE.to_string(), MESSAGE.to_string())),
+        )))
+        .await?;
+    }
+    txn.commit().await?;
+    tracing::warn!(
+        notification = %job.notification_id,
+        attempt = context.attempt,
+        "notification failed: its last attempt could not be processed"
+    );
+    Ok(())
+}
+
+/// One attempt: reads the notification, hands it over and [`record`]s the outcome.
+async fn attempt(
+    state: &AppState,
+    company: CompanyId,
+    context: &JobContext,
+    job: &SendNotification,
+) -> anyhow::Result<()> {
     let txn = state
         .begin_for_company(company, "notifications.send job", Intent::Read)
         .await?;
@@ -268,7 +370,7 @@ async fn record(
         Err(_) => outcome.provider,
     };
     let retry_at = error
-        .filter(|error| error.is_retryable())
+        .filter(|error| error.is_retryable() && !last_attempt(state, context))
         .and_then(|_| retry_policy(&state.settings.notifications, channel))
         .and_then(|policy| policy.delay_after(u32::try_from(attempt).unwrap_or(u32::MAX)))
         .map(|delay| state.jobs.now() + delay);

@@ -6,6 +6,7 @@ use entity::notification;
 use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
 use uuid::Uuid;
 
+use super::Status;
 use crate::{
     auth::Actor,
     db::tenant::Intent,
@@ -48,22 +49,32 @@ pub enum Marked {
     All,
 }
 
-/// Marks the actor's notifications read; returns how many were unread. Ids of anyone else's
-/// notifications mark nothing.
+/// Marks the actor's delivered in-app notifications read (`READ` in the log too); returns how
+/// many were unread. Ids of anyone else's notifications, or of other channels', mark nothing
+/// and are not told apart from unknown ones.
 pub async fn mark_read(state: &AppState, actor: &Actor, marked: Marked) -> ApiResult<u64> {
     let user_id = member(actor)?;
+    if matches!(&marked, Marked::These(ids) if ids.is_empty()) {
+        return Err(ApiError::validation("input.ids", "give ids, or all: true"));
+    }
+    let now = Utc::now();
     let txn = state.begin_for(actor, Intent::Write).await?;
     let mut update = txn
         .update::<notification::Entity>()
-        .col_expr(notification::Column::ReadAt, Expr::value(Utc::now()))
-        .col_expr(notification::Column::UpdatedAt, Expr::value(Utc::now()))
+        .col_expr(notification::Column::ReadAt, Expr::value(now))
+        .col_expr(
+            notification::Column::Status,
+            Expr::value(Status::Read.as_str()),
+        )
+        .col_expr(notification::Column::UpdatedAt, Expr::value(now))
         .filter(notification::Column::UserId.eq(user_id))
         .filter(notification::Column::Channel.eq(Channel::InApp.as_str()))
+        // What `myNotifications` shows: a queued one has not reached the member yet.
+        .filter(
+            notification::Column::Status.is_in([Status::Sent.as_str(), Status::Delivered.as_str()]),
+        )
         .filter(notification::Column::ReadAt.is_null());
     if let Marked::These(ids) = marked {
-        if ids.is_empty() {
-            return Err(ApiError::validation("ids", "give ids, or all: true"));
-        }
         update = update.filter(notification::Column::Id.is_in(ids));
     }
     let marked = update.exec(&txn).await?.rows_affected;

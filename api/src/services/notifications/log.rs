@@ -9,11 +9,11 @@ use sea_orm::{ColumnTrait, Condition, QueryFilter};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Address, Content, NewNotification, QueueOutcome, Recipient, Status, queue};
+use super::{Address, Content, NewNotification, QueueOutcome, Recipient, Status, queue, templates};
 use crate::{
     auth::Actor,
     db::tenant::{Intent, TenantTxn},
-    domain::{Email, phone::Phone},
+    domain::{Email, Locale, notification_rules::Category, phone::Phone},
     error::{ApiError, ApiResult},
     notifications::Channel,
     services::authorize,
@@ -32,7 +32,7 @@ pub struct RecipientInput {
 
 pub struct SendInput {
     pub channel: Channel,
-    pub category: String,
+    pub category: Category,
     pub recipient: RecipientInput,
     pub subject: Option<String>,
     pub body: Option<String>,
@@ -61,6 +61,13 @@ pub async fn send(
             "a notification waits at most 30 days",
         ));
     }
+    let locale = input
+        .locale
+        .as_deref()
+        .map(|locale| {
+            Locale::parse(locale).map_err(|reason| ApiError::validation("input.locale", reason))
+        })
+        .transpose()?;
     let content = match (input.body, input.template) {
         (Some(body), None) => Content::Text {
             subject: input.subject,
@@ -75,6 +82,14 @@ pub async fn send(
         }
     };
     let txn = state.begin_for(actor, Intent::Write).await?;
+    if let Content::Template(name) = &content
+        && !templates::available_for(&txn, name, input.channel, locale).await?
+    {
+        return Err(ApiError::validation(
+            "input.template",
+            format!("no template `{name}` for {}", input.channel.as_str()),
+        ));
+    }
     let recipient = recipient(&txn, input.channel, input.recipient).await?;
     let outcome = queue(
         &state.jobs,
@@ -87,7 +102,7 @@ pub async fn send(
             variables: input
                 .variables
                 .unwrap_or_else(|| Value::Object(Default::default())),
-            locale: input.locale,
+            locale,
             idempotency_key: Some(input.idempotency_key),
             priority: input.priority,
             delay: input.delay,

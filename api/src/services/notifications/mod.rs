@@ -31,7 +31,7 @@ use self::preferences::{Decision, Subject, Suppression};
 use crate::{
     auth::Actor,
     db::tenant::TenantTxn,
-    domain::{Email, notification_rules::Category, phone::Phone},
+    domain::{Email, Locale, notification_rules::Category, phone::Phone},
     error::{ApiError, ApiResult},
     jobs::{Enqueue, Jobs},
     notifications::Channel,
@@ -87,18 +87,18 @@ pub enum Content {
 #[derive(Debug, Clone)]
 pub struct NewNotification {
     pub channel: Channel,
-    /// `orders`, `billing`, `appointments`, `marketing`, `security`…
-    pub category: String,
+    /// What it is about: the recipient's preferences and consent go by it.
+    pub category: Category,
     pub recipient: Recipient,
     pub content: Content,
     /// The template's variables (a JSON object); stored with the notification.
     pub variables: Value,
-    /// `pt-BR`, `en-US`, `es-ES`; `None`: the company's.
-    pub locale: Option<String>,
+    /// The template's locale; `None`: the company's.
+    pub locale: Option<Locale>,
     /// Queuing the same key again in the company returns the first notification; rules derive
     /// it from the event id and the rule.
     pub idempotency_key: Option<String>,
-    /// Higher goes first among notifications due at once.
+    /// Higher goes first among notifications due at once; within [`PRIORITIES`].
     pub priority: i32,
     /// Sent no earlier than this after the commit.
     pub delay: Option<Duration>,
@@ -162,21 +162,26 @@ impl Status {
     }
 }
 
-/// Longest category name.
-const MAX_CATEGORY: usize = 64;
 /// Longest idempotency key.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The priorities a notification may have; rules queue theirs at 0.
+pub const PRIORITIES: std::ops::RangeInclusive<i32> = -10..=10;
 
 /// Writes `new` in `txn` and enqueues its `notifications.send` job there; see the module
 /// documentation. Errors are `VALIDATION` (a recipient that does not fit the channel, an empty
-/// body, a category or key too long) with the input field named as `input.<field>`.
+/// body, a key too long, a priority outside [`PRIORITIES`]) with the input field named as
+/// `input.<field>`.
 pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiResult<QueueOutcome> {
     let (user_id, customer_id, address) = recipient_columns(new.channel, &new.recipient)?;
-    let category = new.category.trim();
-    if category.is_empty() || category.len() > MAX_CATEGORY {
+    let category = new.category;
+    if !PRIORITIES.contains(&new.priority) {
         return Err(ApiError::validation(
-            "input.category",
-            format!("the category must have 1 to {MAX_CATEGORY} characters"),
+            "input.priority",
+            format!(
+                "the priority must be from {} to {}",
+                PRIORITIES.start(),
+                PRIORITIES.end()
+            ),
         ));
     }
     if let Some(key) = &new.idempotency_key
@@ -214,12 +219,12 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
         id: Set(id),
         company_id: Set(txn.company().get()),
         channel: Set(new.channel.as_str().to_string()),
-        category: Set(category.to_string()),
+        category: Set(category.as_str().to_string()),
         user_id: Set(user_id),
         customer_id: Set(customer_id),
         address: Set(address),
         template: Set(template),
-        locale: Set(new.locale),
+        locale: Set(new.locale.map(|locale| locale.as_str().to_string())),
         variables: Set(new.variables.to_string()),
         subject: Set(subject),
         body: Set(body),
@@ -270,7 +275,7 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
             notification = %id,
             company = %txn.company(),
             channel = new.channel.as_str(),
-            category,
+            category = category.as_str(),
             reason = reason.as_str(),
             "notification suppressed by the recipient's preferences"
         );
@@ -297,28 +302,24 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
         notification = %id,
         company = %txn.company(),
         channel = new.channel.as_str(),
-        category,
+        category = category.as_str(),
         "notification queued"
     );
     Ok(QueueOutcome::Queued(id))
 }
 
 /// Why the recipient's preferences hold `category` back on `channel`, if they do. Only people
-/// have preferences (members, customers); a bare address and a category outside the catalogue
-/// of preferences are sent as asked.
+/// have preferences (members, customers); a bare address is sent as asked.
 async fn suppression(
     txn: &TenantTxn,
     recipient: &Recipient,
-    category: &str,
+    category: Category,
     channel: Channel,
 ) -> ApiResult<Option<Suppression>> {
     let subject = match recipient {
         Recipient::Member(user_id) => Subject::Member(*user_id),
         Recipient::Customer { customer_id, .. } => Subject::Customer(*customer_id),
         Recipient::Address(_) => return Ok(None),
-    };
-    let Some(category) = Category::parse(category) else {
-        return Ok(None);
     };
     Ok(
         match preferences::decide(txn, subject, category, channel).await? {

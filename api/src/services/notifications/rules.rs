@@ -492,7 +492,7 @@ impl Planned {
             .filter(|delay| !delay.is_zero());
         NewNotification {
             channel: self.channel,
-            category: self.category.as_str().to_string(),
+            category: self.category,
             recipient: self.recipient,
             content: Content::Template(self.template_name),
             variables: self.variables,

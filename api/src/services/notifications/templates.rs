@@ -563,6 +563,23 @@ pub async fn resolve(
     Ok(None)
 }
 
+/// Whether [`render_for`] finds a template for `name` on `channel` for someone who asked for
+/// `requested_locale`: `sendNotification` refuses at once what its job could not render.
+pub async fn available_for(
+    txn: &TenantTxn,
+    name: &str,
+    channel: Channel,
+    requested_locale: Option<Locale>,
+) -> Result<bool, DbErr> {
+    let company = txn
+        .find_company()
+        .one(txn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the transaction's company".to_string()))?;
+    let chain = locale_chain(requested_locale, company_locale(&company));
+    Ok(resolve(txn, name, channel, &chain).await?.is_some())
+}
+
 /// Writes the message for `name` on `channel` to someone who asked for `requested_locale`
 /// (their own, when known): the template [`resolve`] finds along requested → company's →
 /// pt-BR, rendered with `variables` in that template's locale and the company's time zone.
