@@ -425,11 +425,19 @@ async fn rules_are_validated_created_changed_and_deleted() {
         "name": "Big order to the kitchen", "eventType": "order.created",
         "conditions": [{ "field": "totalMinor", "op": "GTE", "value": 10000 }],
         "recipient": { "kind": "ROLE", "roleName": "KITCHEN" },
-        "channels": ["IN_APP", "EMAIL"], "templateName": "big_order", "category": "ORDERS",
+        "channels": ["IN_APP", "EMAIL"], "templateName": "order_status_changed", "category": "ORDERS",
         "delaySeconds": 60 });
 
     let invalid = [
         ("eventType", json!("order.teleported"), "input.eventType"),
+        // Each notification a rule on these sent would fire the rule again.
+        ("eventType", json!("notification.sent"), "input.eventType"),
+        ("eventType", json!("notification.failed"), "input.eventType"),
+        (
+            "eventType",
+            json!("notification.delivered"),
+            "input.eventType",
+        ),
         (
             "conditions",
             json!([{ "field": "totalMinor", "op": "GT", "value": "lots" }]),
@@ -438,6 +446,7 @@ async fn rules_are_validated_created_changed_and_deleted() {
         ("channels", json!([]), "input.channels"),
         ("channels", json!(["EMAIL", "EMAIL"]), "input.channels"),
         ("templateName", json!("Order Ready!"), "input.templateName"),
+        ("templateName", json!("big_order"), "input.templateName"),
         ("delaySeconds", json!(-1), "input.delaySeconds"),
         (
             "recipient",
@@ -489,7 +498,28 @@ async fn rules_are_validated_created_changed_and_deleted() {
         rule["conditions"][0]["value"],
         json!(["READY", "DELIVERED"])
     );
-    assert_eq!(rule["templateName"], "big_order");
+    assert_eq!(rule["templateName"], "order_status_changed");
+    for (change, reported) in [
+        ("eventType: \"notification.sent\"", "input.eventType"),
+        ("templateName: \"big_order\"", "input.templateName"),
+    ] {
+        let refused = app
+            .graphql_as(
+                &shop.token,
+                &format!("mutation U($id: ID!) {{ updateNotificationRule(id: $id, input: {{ {change} }}) {{ id }} }}"),
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(
+            first_error_code(&refused),
+            "VALIDATION",
+            "{change}: {refused}"
+        );
+        assert_eq!(
+            refused["errors"][0]["extensions"]["field"], reported,
+            "{refused}"
+        );
+    }
 
     let delete = "mutation D($id: ID!) { deleteNotificationRule(id: $id) }";
     let deleted = app

@@ -189,12 +189,15 @@ impl NotificationRuleRecipientInput {
 #[derive(InputObject)]
 pub struct CreateNotificationRuleInput {
     name: String,
+    /// The event it listens to, e.g. `order.status_changed`; not a `notification.*` event,
+    /// which the rule's own notifications would fire.
     event_type: String,
     #[graphql(default)]
     conditions: Vec<NotificationCondition>,
     recipient: NotificationRuleRecipientInput,
     /// In fallback order, e.g. `[WHATSAPP, SMS, EMAIL]`.
     channels: Vec<Channel>,
+    /// The purpose whose template writes the message, e.g. `order_ready`.
     template_name: String,
     category: Category,
     #[graphql(default)]

@@ -33,9 +33,15 @@ use crate::{
         phone::Phone,
     },
     error::{ApiError, ApiResult, UniqueKey},
-    events::{EventType, automation::EvaluateRules},
+    events::{
+        EventType,
+        automation::{self, EvaluateRules},
+    },
     jobs::{JobContext, RetryPolicy, Runtime},
-    notifications::Channel,
+    notifications::{
+        Channel,
+        templates::{PURPOSES, Purpose},
+    },
     services::{authorize, valid_name},
     state::AppState,
 };
@@ -161,19 +167,20 @@ struct ValidRule {
 
 async fn validate(txn: &TenantTxn, rule: RuleDefinition) -> ApiResult<ValidRule> {
     let name = valid_name("input.name", &rule.name, 200)?;
-    let event_type = EventType::WEBHOOK_CATALOGUE
-        .into_iter()
-        .find(|name| *name == rule.event_type.trim())
+    let event_type = EventType::parse(rule.event_type.trim())
+        .filter(|event_type| automation::can_trigger_rules(*event_type))
         .ok_or_else(|| {
+            let triggers: Vec<&str> = automation::rule_triggers().map(EventType::name).collect();
             ApiError::validation(
                 "input.eventType",
                 format!(
-                    "`{}` is not an event type; one of: {}",
+                    "`{}` cannot start a rule; one of: {}",
                     rule.event_type,
-                    EventType::WEBHOOK_CATALOGUE.join(", ")
+                    triggers.join(", ")
                 ),
             )
-        })?;
+        })?
+        .name();
     if rule.conditions.len() > MAX_CONDITIONS {
         return Err(ApiError::validation(
             "input.conditions",
@@ -208,18 +215,21 @@ async fn validate(txn: &TenantTxn, rule: RuleDefinition) -> ApiResult<ValidRule>
         ));
     }
     check_recipient(txn, &rule.recipient).await?;
-    let template_name = rule.template_name.trim().to_string();
-    let valid_template = !template_name.is_empty()
-        && template_name.len() <= 100
-        && template_name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-    if !valid_template {
-        return Err(ApiError::validation(
-            "input.templateName",
-            "a template name has 1 to 100 characters of a-z, 0-9, `_`, `.` and `-`",
-        ));
-    }
+    // The template is rendered by purpose name: any other name could never be sent.
+    let template_name = Purpose::find(rule.template_name.trim())
+        .ok_or_else(|| {
+            let purposes: Vec<&str> = PURPOSES.iter().map(|purpose| purpose.name).collect();
+            ApiError::validation(
+                "input.templateName",
+                format!(
+                    "`{}` is no notification purpose; one of: {}",
+                    rule.template_name,
+                    purposes.join(", ")
+                ),
+            )
+        })?
+        .name
+        .to_string();
     if !(0..=MAX_DELAY_SECONDS).contains(&rule.delay_seconds) {
         return Err(ApiError::validation(
             "input.delaySeconds",
