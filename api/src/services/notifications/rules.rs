@@ -438,19 +438,27 @@ pub fn default_rules(business_type: BusinessType) -> Vec<RuleDefinition> {
                 Category::Orders,
             )]
         }
+        // An order's status change carries the order, not a quote, an appointment or the
+        // shop's address: the `quote_sent`, `ready_for_pickup` and `appointment_confirmation`
+        // purposes read those, so these rules write with the purposes an order supplies.
         BusinessType::BikeShop => vec![
-            to_customer("Quote sent", "QUOTE_SENT", "quote_sent", Category::Orders),
+            to_customer(
+                "Quote sent",
+                "QUOTE_SENT",
+                "order_status_changed",
+                Category::Orders,
+            ),
             to_customer(
                 "Ready for pickup",
                 "READY_FOR_PICKUP",
-                "ready_for_pickup",
+                "order_ready",
                 Category::Orders,
             ),
         ],
         BusinessType::Clinic => vec![to_customer(
             "Appointment confirmed",
             "CONFIRMED",
-            "appointment_confirmation",
+            "order_status_changed",
             Category::Appointments,
         )],
         BusinessType::PetStore => {
@@ -633,7 +641,7 @@ pub async fn outcomes(
         .order_by_asc(notification_rule::Column::Id)
         .all(txn)
         .await?;
-    let variables = event_variables(txn, event).await?;
+    let variables = load_event_variables(txn, event).await?;
     let mut outcomes = Vec::new();
     for rule in rules {
         let rule = Rule::from_row(rule)?;
@@ -737,30 +745,38 @@ async fn choose_channel(
     })
 }
 
-/// What the templates of an event's notifications read: the company, the event's order and
-/// payment as the built-in purposes name them, and the payload itself as `event`.
-async fn event_variables(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Value> {
-    let payload = &event.payload;
+/// Reads what [`event_variables`] needs: the company, and the event's order when it names one.
+async fn load_event_variables(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Value> {
     let company = txn
         .find_company()
         .one(txn)
         .await?
         .ok_or(ApiError::NotFound("company"))?;
+    let order = match uuid_at(&event.payload, "orderId") {
+        Some(order_id) => {
+            txn.find::<order::Entity>()
+                .filter(order::Column::Id.eq(order_id))
+                .one(txn)
+                .await?
+        }
+        None => None,
+    };
+    Ok(event_variables(event, &company.name, order.as_ref()))
+}
+
+/// What the templates of an event's notifications read: the company, the event's order and
+/// payment as the built-in purposes name them, and the payload itself as `event`.
+fn event_variables(
+    event: &EvaluateRules,
+    company_name: &str,
+    order: Option<&order::Model>,
+) -> Value {
+    let payload = &event.payload;
     let mut variables = json!({
         "event": payload,
-        "company": { "name": company.name },
+        "company": { "name": company_name },
     });
-    let order_id = payload
-        .get("orderId")
-        .and_then(Value::as_str)
-        .and_then(|id| Uuid::parse_str(id).ok());
-    if let Some(order_id) = order_id
-        && let Some(order) = txn
-            .find::<order::Entity>()
-            .filter(order::Column::Id.eq(order_id))
-            .one(txn)
-            .await?
-    {
+    if let Some(order) = order {
         variables["order"] = json!({
             "number": order.number.to_string(),
             "total": { "minor": order.total_minor, "currency": order.currency },
@@ -779,7 +795,15 @@ async fn event_variables(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Va
             "paid_at": event.occurred_at,
         });
     }
-    Ok(variables)
+    variables
+}
+
+/// The id at `field` of an event's payload.
+fn uuid_at(payload: &Value, field: &str) -> Option<Uuid> {
+    payload
+        .get(field)
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// Who `recipient` is for an event with `payload`.
@@ -788,17 +812,11 @@ async fn addressees(
     recipient: &Recipient,
     payload: &Value,
 ) -> ApiResult<Vec<Addressee>> {
-    let uuid_at = |field: &str| {
-        payload
-            .get(field)
-            .and_then(Value::as_str)
-            .and_then(|id| Uuid::parse_str(id).ok())
-    };
     let users = match recipient {
         Recipient::Customer => {
-            let customer_id = match uuid_at("customerId") {
+            let customer_id = match uuid_at(payload, "customerId") {
                 Some(id) => Some(id),
-                None => match uuid_at("orderId") {
+                None => match uuid_at(payload, "orderId") {
                     Some(order_id) => txn
                         .find::<order::Entity>()
                         .filter(order::Column::Id.eq(order_id))
@@ -958,4 +976,129 @@ pub async fn evaluate(
     metrics::histogram!("notification_rules_evaluation_seconds")
         .record(started.elapsed().as_secs_f64());
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::{
+        domain::Locale,
+        events::{
+            DomainEvent,
+            domain::{OrderStatusChanged, PaymentState},
+        },
+        notifications::templates::{RenderContext, system_default},
+    };
+
+    /// An event of `event_type` for which `rule`'s conditions hold, and the order it is about.
+    fn sample_event(rule: &RuleDefinition) -> (EvaluateRules, order::Model) {
+        let occurred_at = Utc.with_ymd_and_hms(2026, 12, 2, 15, 30, 0).unwrap();
+        let order = order::Model {
+            id: Uuid::now_v7(),
+            company_id: Uuid::now_v7(),
+            number: 1042,
+            customer_id: Uuid::now_v7(),
+            workflow_id: Uuid::now_v7(),
+            status: "PENDING".into(),
+            version: 3,
+            subtotal_minor: 15990,
+            total_minor: 15990,
+            currency: "BRL".into(),
+            notes: None,
+            created_at: occurred_at,
+            updated_at: occurred_at,
+        };
+        let event = match EventType::parse(&rule.event_type) {
+            Some(EventType::OrderStatusChanged) => {
+                DomainEvent::OrderStatusChanged(OrderStatusChanged {
+                    order_id: order.id,
+                    number: order.number,
+                    from: "PENDING".into(),
+                    to: "PENDING".into(),
+                    version: order.version,
+                    actor: crate::auth::user_subject(Uuid::now_v7()),
+                })
+            }
+            Some(EventType::PaymentPaid) => DomainEvent::PaymentPaid(PaymentState {
+                payment_id: Uuid::now_v7(),
+                order_id: order.id,
+                method: "PIX".into(),
+                status: "PAID".into(),
+                amount_minor: order.total_minor,
+                refunded_minor: 0,
+                currency: order.currency.clone(),
+            }),
+            other => panic!("a default rule listens to {other:?}: add a sample of it here"),
+        };
+        let mut payload = event.payload();
+        // What the rule waits for: `to = READY` makes the sample a change to READY.
+        for condition in &rule.conditions {
+            if condition.op == Operator::Eq {
+                payload[condition.field.as_str()] = condition.value.clone();
+            }
+        }
+        assert!(
+            domain::all_hold(&rule.conditions, &payload),
+            "{}: the sample does not trigger it",
+            rule.name
+        );
+        let order = order::Model {
+            status: payload
+                .get("to")
+                .and_then(Value::as_str)
+                .unwrap_or("PAID")
+                .to_string(),
+            ..order
+        };
+        let event = EvaluateRules {
+            event_id: Uuid::now_v7(),
+            event_type: rule.event_type.clone(),
+            occurred_at,
+            payload,
+        };
+        (event, order)
+    }
+
+    #[test]
+    fn every_default_rule_renders_with_its_events_variables() {
+        let customer = Addressee {
+            subject: Subject::Customer(Uuid::now_v7()),
+            name: "Maria Souza".into(),
+            email: None,
+            phone: None,
+        };
+        for business_type in BusinessType::ALL {
+            for rule in default_rules(business_type) {
+                let (event, order) = sample_event(&rule);
+                let variables = customer.variables(
+                    &event_variables(&event, "Bicicletaria Aro 29", Some(&order)),
+                    "https://app.example.com/notifications/unsubscribe?token=t".into(),
+                );
+                for &channel in &rule.channels {
+                    for code in Locale::SUPPORTED {
+                        let locale = Locale::parse(code).expect("a supported locale");
+                        let template = system_default(&rule.template_name, channel, locale)
+                            .unwrap_or_else(|| {
+                                panic!("{}: no template {}", rule.name, rule.template_name)
+                            });
+                        let rendered = template.render(&RenderContext {
+                            locale,
+                            timezone: chrono_tz::America::Sao_Paulo,
+                            variables: variables.clone(),
+                        });
+                        assert!(
+                            rendered.is_ok(),
+                            "{business_type:?} rule `{}` ({}, {}, {code}): {:?}",
+                            rule.name,
+                            rule.template_name,
+                            channel.as_str(),
+                            rendered.err()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
