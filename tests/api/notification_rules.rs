@@ -956,3 +956,78 @@ async fn an_order_made_ready_reaches_the_customer_on_whatsapp_and_by_email() {
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent.iter().all(|row| row.status == "SENT"), "{sent:?}");
 }
+
+const RECORD_CONSENT: &str = "mutation R($input: RecordCustomerConsentInput!) {
+    recordCustomerConsent(input: $input) { id source recordedBy } }";
+
+/// Calls `recordCustomerConsent` to marketing on WhatsApp with `source`; returns the response.
+async fn record_consent(app: &TestApp, token: &str, customer: &str, source: &str) -> Value {
+    app.graphql_as(
+        token,
+        RECORD_CONSENT,
+        json!({ "input": { "customerId": customer, "purpose": "MARKETING", "channel": "WHATSAPP",
+                "source": source, "textVersion": "2026-11" } }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_consents_source_longer_than_its_column_is_refused() {
+    let app = spawn_app().await;
+    let shop = restaurant(&app, "consent-source").await;
+
+    let refused = record_consent(&app, &shop.token, &shop.customer, &"W".repeat(33)).await;
+    assert_eq!(first_error_code(&refused), "VALIDATION", "{refused}");
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "input.source",
+        "{refused}"
+    );
+    let longest = "W".repeat(32);
+    let recorded = record_consent(&app, &shop.token, &shop.customer, &longest).await;
+    assert_eq!(
+        recorded["data"]["recordCustomerConsent"]["source"],
+        longest.as_str(),
+        "{recorded}"
+    );
+}
+
+/// Writes of one person's choice at once: each succeeds (none trips the unique index), one
+/// row stays; consents recorded at once leave one active.
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn concurrent_preference_and_consent_writes_all_succeed_and_leave_one_row() {
+    crate::helpers::require_postgres();
+    let app = spawn_app().await;
+    let shop = restaurant(&app, "prefs-race").await;
+
+    let writes = (0..8).map(|attempt| {
+        app.graphql_as(
+            &shop.token,
+            "mutation S($optedIn: Boolean!) { setMyNotificationPreference(category: ORDERS,
+                channel: EMAIL, optedIn: $optedIn) { optedIn } }",
+            json!({ "optedIn": attempt % 2 == 0 }),
+        )
+    });
+    for answer in futures_util::future::join_all(writes).await {
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let rows = notification_preference::Entity::find()
+        .filter(notification_preference::Column::Category.eq("orders"))
+        .filter(notification_preference::Column::Channel.eq("EMAIL"))
+        .count(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
+
+    let consents = (0..6).map(|_| record_consent(&app, &shop.token, &shop.customer, "COUNTER"));
+    for answer in futures_util::future::join_all(consents).await {
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let active = entity::notification_consent::Entity::find()
+        .filter(entity::notification_consent::Column::SubjectId.eq(uuid(&shop.customer)))
+        .filter(entity::notification_consent::Column::RevokedAt.is_null())
+        .count(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(active, 1);
+}

@@ -10,8 +10,9 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::{customer, notification_consent, notification_preference};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, IntoActiveModel, QueryFilter,
-    QueryOrder, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, DbErr, QueryFilter, QueryOrder,
+    sea_query::{Expr, OnConflict},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -100,7 +101,7 @@ impl Suppression {
 }
 
 /// Whether `subject` may be sent a notification of `category` on `channel`, in `txn`'s
-/// company.
+/// company: [`standing`] on what is stored for them.
 pub async fn decide(
     txn: &TenantTxn,
     subject: Subject,
@@ -110,25 +111,34 @@ pub async fn decide(
     if category.is_critical() {
         return Ok(Decision::Send);
     }
-    if category.needs_consent()
+    let consented = category.needs_consent()
         && active_consent(txn, subject, category, channel)
             .await?
-            .is_none()
-    {
-        return Ok(Decision::Suppressed {
+            .is_some();
+    let preference = stored_preference(txn, subject, category, channel).await?;
+    Ok(standing(
+        category,
+        preference.map(|preference| preference.opted_in),
+        consented,
+    ))
+}
+
+/// The one rule: critical categories always go; marketing needs a recorded consent
+/// (`consented`); everything else goes unless the person's stored choice (`opted_in`) says no.
+fn standing(category: Category, opted_in: Option<bool>, consented: bool) -> Decision {
+    if category.is_critical() {
+        Decision::Send
+    } else if category.needs_consent() && !consented {
+        Decision::Suppressed {
             reason: Suppression::NoConsent,
-        });
-    }
-    let opted_out = stored_preference(txn, subject, category, channel)
-        .await?
-        .is_some_and(|preference| !preference.opted_in);
-    Ok(if opted_out {
+        }
+    } else if opted_in == Some(false) {
         Decision::Suppressed {
             reason: Suppression::OptedOut,
         }
     } else {
         Decision::Send
-    })
+    }
 }
 
 async fn stored_preference(
@@ -182,30 +192,38 @@ pub async fn record_preference(
             ),
         ));
     }
-    let now = Utc::now();
-    let stored = match stored_preference(txn, subject, category, channel).await? {
-        Some(existing) => {
-            let mut row = existing.into_active_model();
-            row.opted_in = Set(opted_in);
-            row.source = Set(source.as_str().to_string());
-            row.updated_at = Set(now);
-            row.update(txn).await?
-        }
-        None => {
-            txn.insert(notification_preference::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                subject_kind: Set(subject.kind().to_string()),
-                subject_id: Set(subject.id()),
-                category: Set(category.as_str().to_string()),
-                channel: Set(channel.as_str().to_string()),
-                opted_in: Set(opted_in),
-                source: Set(source.as_str().to_string()),
-                updated_at: Set(now),
-                ..Default::default()
-            })
-            .await?
-        }
-    };
+    txn.upsert(
+        notification_preference::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            subject_kind: Set(subject.kind().to_string()),
+            subject_id: Set(subject.id()),
+            category: Set(category.as_str().to_string()),
+            channel: Set(channel.as_str().to_string()),
+            opted_in: Set(opted_in),
+            source: Set(source.as_str().to_string()),
+            updated_at: Set(Utc::now()),
+            ..Default::default()
+        },
+        OnConflict::columns([
+            notification_preference::Column::CompanyId,
+            notification_preference::Column::SubjectKind,
+            notification_preference::Column::SubjectId,
+            notification_preference::Column::Category,
+            notification_preference::Column::Channel,
+        ])
+        .update_columns([
+            notification_preference::Column::OptedIn,
+            notification_preference::Column::Source,
+            notification_preference::Column::UpdatedAt,
+        ])
+        .to_owned(),
+    )
+    .await?;
+    let stored = stored_preference(txn, subject, category, channel)
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("the upserted preference is not there"))
+        })?;
     tracing::info!(
         company = %txn.company(),
         subject = subject.kind(),
@@ -232,12 +250,20 @@ pub struct Preference {
 }
 
 /// Every category on every channel for `subject`, stored choices over defaults (critical and
-/// transactional on, marketing on only where consented).
+/// transactional on, marketing on only where consented), each decided by [`standing`] on the
+/// subject's rows read once.
 async fn effective_preferences(txn: &TenantTxn, subject: Subject) -> ApiResult<Vec<Preference>> {
     let stored = txn
         .find::<notification_preference::Entity>()
         .filter(notification_preference::Column::SubjectKind.eq(subject.kind()))
         .filter(notification_preference::Column::SubjectId.eq(subject.id()))
+        .all(txn)
+        .await?;
+    let consents = txn
+        .find::<notification_consent::Entity>()
+        .filter(notification_consent::Column::SubjectKind.eq(subject.kind()))
+        .filter(notification_consent::Column::SubjectId.eq(subject.id()))
+        .filter(notification_consent::Column::RevokedAt.is_null())
         .all(txn)
         .await?;
     let mut preferences = Vec::with_capacity(Category::ALL.len() * Channel::ALL.len());
@@ -246,14 +272,14 @@ async fn effective_preferences(txn: &TenantTxn, subject: Subject) -> ApiResult<V
             let row = stored
                 .iter()
                 .find(|row| row.category == category.as_str() && row.channel == channel.as_str());
-            let opted_in = matches!(
-                decide(txn, subject, category, channel).await?,
-                Decision::Send
-            );
+            let consented = consents.iter().any(|consent| {
+                consent.purpose == category.as_str() && consent.channel == channel.as_str()
+            });
+            let decision = standing(category, row.map(|row| row.opted_in), consented);
             preferences.push(Preference {
                 category,
                 channel,
-                opted_in,
+                opted_in: decision == Decision::Send,
                 critical: category.is_critical(),
                 source: row.map(|row| row.source.clone()),
                 updated_at: row.map(|row| row.updated_at),
@@ -362,9 +388,15 @@ pub async fn record_customer_consent(
     consent: NewConsent,
 ) -> ApiResult<notification_consent::Model> {
     authorize(state, actor, "customers", "update").await?;
-    let source = consent_label("input.source", &consent.source)?;
-    let text_version = consent_label("input.textVersion", &consent.text_version)?;
-    let txn = state.begin_for(actor, Intent::Write).await?;
+    let source = consent_label("input.source", &consent.source, MAX_CONSENT_SOURCE_CHARS)?;
+    let text_version = consent_label(
+        "input.textVersion",
+        &consent.text_version,
+        MAX_CONSENT_TEXT_VERSION_CHARS,
+    )?;
+    // Serialized: two recordings for one customer at once would each find no active consent
+    // to supersede and leave two active.
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
     let subject = existing_customer(&txn, customer_id).await?;
     let now = Utc::now();
     revoke_active(&txn, subject, consent.purpose, consent.channel, now).await?;
@@ -399,7 +431,7 @@ pub async fn revoke_customer_consent(
     channel: Channel,
 ) -> ApiResult<bool> {
     authorize(state, actor, "customers", "update").await?;
-    let txn = state.begin_for(actor, Intent::Write).await?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
     let subject = existing_customer(&txn, customer_id).await?;
     let revoked = revoke_active(&txn, subject, purpose, channel, Utc::now()).await?;
     txn.commit().await?;
@@ -426,8 +458,17 @@ async fn revoke_active(
         .rows_affected)
 }
 
-fn consent_label(field: &str, value: &str) -> ApiResult<String> {
-    let value = text(field, value, crate::domain::TextRule::single_line(64))?;
+/// The longest a consent's source may be (its column's width).
+pub const MAX_CONSENT_SOURCE_CHARS: usize = 32;
+/// The longest a consent text's version may be (its column's width).
+pub const MAX_CONSENT_TEXT_VERSION_CHARS: usize = 64;
+
+fn consent_label(field: &str, value: &str, max_chars: usize) -> ApiResult<String> {
+    let value = text(
+        field,
+        value,
+        crate::domain::TextRule::single_line(max_chars),
+    )?;
     if value.is_empty() {
         return Err(ApiError::validation(field, "must not be empty"));
     }
