@@ -1031,3 +1031,52 @@ async fn concurrent_preference_and_consent_writes_all_succeed_and_leave_one_row(
         .expect("count");
     assert_eq!(active, 1);
 }
+
+/// Consent is the customer's statement, taken down by a person: an API key whose role may
+/// update customers still cannot record or revoke it; a member's recording names them.
+#[tokio::test]
+async fn an_api_key_cannot_record_or_revoke_a_customers_consent() {
+    let app = spawn_app().await;
+    let shop = restaurant(&app, "consent-keys").await;
+    let created = app
+        .graphql_as(
+            &shop.token,
+            "mutation { createApiKey(name: \"crm\", role: \"STAFF\") { secret } }",
+            json!({}),
+        )
+        .await;
+    let key = text(&created["data"]["createApiKey"]["secret"]);
+    // The key may update customers, so only the consent rule stands in its way.
+    let preference =
+        set_customer_preference(&app, &key, &shop.customer, "ORDERS", "SMS", false).await;
+    assert!(preference["errors"].is_null(), "{preference}");
+
+    let by_key = record_consent(&app, &key, &shop.customer, "CRM_IMPORT").await;
+    assert_eq!(first_error_code(&by_key), "FORBIDDEN", "{by_key}");
+    let by_member = record_consent(&app, &shop.token, &shop.customer, "COUNTER").await;
+    let admin = app
+        .graphql_as(&shop.token, "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(
+        by_member["data"]["recordCustomerConsent"]["recordedBy"], admin["data"]["me"]["id"],
+        "{by_member} {admin}"
+    );
+    let revoke = "mutation V($customer: ID!) { revokeCustomerConsent(customerId: $customer,
+        purpose: MARKETING, channel: WHATSAPP) }";
+    let revoked_by_key = app
+        .graphql_as(&key, revoke, json!({ "customer": shop.customer }))
+        .await;
+    assert_eq!(
+        first_error_code(&revoked_by_key),
+        "FORBIDDEN",
+        "{revoked_by_key}"
+    );
+    let active = entity::notification_consent::Entity::find()
+        .filter(entity::notification_consent::Column::SubjectId.eq(uuid(&shop.customer)))
+        .filter(entity::notification_consent::Column::RevokedAt.is_null())
+        .all(&app.db)
+        .await
+        .expect("consents");
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0].source, "COUNTER");
+}

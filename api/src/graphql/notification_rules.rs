@@ -465,7 +465,8 @@ impl NotificationRuleMutation {
         .try_into()?)
     }
 
-    /// Records a customer's consent, e.g. to marketing on WhatsApp (`customers:update`).
+    /// Records a customer's consent, e.g. to marketing on WhatsApp (`customers:update`); a
+    /// member takes it down, an API key is refused with `FORBIDDEN`.
     async fn record_customer_consent(
         &self,
         ctx: &Context<'_>,
@@ -485,7 +486,8 @@ impl NotificationRuleMutation {
         )
     }
 
-    /// Revokes a customer's active consent; true when there was one (`customers:update`).
+    /// Revokes a customer's active consent; true when there was one (`customers:update`, a
+    /// member; an API key is refused with `FORBIDDEN`).
     async fn revoke_customer_consent(
         &self,
         ctx: &Context<'_>,

@@ -379,8 +379,19 @@ pub struct NewConsent {
     pub text_version: String,
 }
 
-/// Records a customer's consent (`customers:update`); an earlier active consent for the same
-/// purpose and channel is superseded (revoked now), so one is active at a time.
+/// The member taking down a customer's consent or its revocation. Consent is the customer's
+/// own statement, heard by a person: an API key (an integration) may not record or revoke
+/// it, whatever its role allows.
+fn consent_recorder(actor: &Actor) -> ApiResult<Uuid> {
+    actor.user_id().ok_or_else(|| {
+        ApiError::forbidden(
+            "an API key cannot record or revoke a customer's consent; a member takes it down",
+        )
+    })
+}
+
+/// Records a customer's consent (`customers:update`, by a member); an earlier active consent
+/// for the same purpose and channel is superseded (revoked now), so one is active at a time.
 pub async fn record_customer_consent(
     state: &AppState,
     actor: &Actor,
@@ -388,6 +399,7 @@ pub async fn record_customer_consent(
     consent: NewConsent,
 ) -> ApiResult<notification_consent::Model> {
     authorize(state, actor, "customers", "update").await?;
+    let recorded_by = consent_recorder(actor)?;
     let source = consent_label("input.source", &consent.source, MAX_CONSENT_SOURCE_CHARS)?;
     let text_version = consent_label(
         "input.textVersion",
@@ -411,18 +423,19 @@ pub async fn record_customer_consent(
             revoked_at: Set(None),
             source: Set(source),
             text_version: Set(text_version),
-            recorded_by: Set(actor.user_id()),
+            recorded_by: Set(Some(recorded_by)),
             ..Default::default()
         })
         .await?;
     txn.commit().await?;
-    tracing::info!(company = %actor.company(), consent = %recorded.id, purpose = consent.purpose.as_str(),
-        channel = consent.channel.as_str(), "customer consent recorded");
+    tracing::info!(company = %actor.company(), consent = %recorded.id, %recorded_by,
+        purpose = consent.purpose.as_str(), channel = consent.channel.as_str(),
+        "customer consent recorded");
     Ok(recorded)
 }
 
-/// Revokes a customer's active consent (`customers:update`); returns whether there was one.
-/// The record stays, with when it was revoked.
+/// Revokes a customer's active consent (`customers:update`, by a member); returns whether
+/// there was one. The record stays, with when it was revoked.
 pub async fn revoke_customer_consent(
     state: &AppState,
     actor: &Actor,
@@ -431,10 +444,15 @@ pub async fn revoke_customer_consent(
     channel: Channel,
 ) -> ApiResult<bool> {
     authorize(state, actor, "customers", "update").await?;
+    let revoked_by = consent_recorder(actor)?;
     let txn = state.begin_for(actor, Intent::Serialized).await?;
     let subject = existing_customer(&txn, customer_id).await?;
     let revoked = revoke_active(&txn, subject, purpose, channel, Utc::now()).await?;
     txn.commit().await?;
+    if revoked > 0 {
+        tracing::info!(company = %actor.company(), customer = %customer_id, %revoked_by,
+            purpose = purpose.as_str(), channel = channel.as_str(), "customer consent revoked");
+    }
     Ok(revoked > 0)
 }
 
