@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use api::{
-    crypto::SignedTokens,
+    crypto::UnsubscribeTokens,
     db::tenant::CompanyId,
     domain::notification_rules::Category,
     notifications::Channel,
@@ -557,8 +557,8 @@ async fn a_member_without_notifications_manage_cannot_touch_rules() {
     );
 }
 
-fn link_tokens(app: &TestApp) -> SignedTokens {
-    SignedTokens::new(
+fn link_tokens(app: &TestApp) -> UnsubscribeTokens {
+    UnsubscribeTokens::new(
         &app.settings
             .unsubscribe_secret
             .clone()
@@ -621,7 +621,11 @@ async fn an_unsubscribe_link_opts_out_at_once_and_a_tampered_or_expired_one_is_r
     assert_eq!(email_orders["optedIn"], false, "{listed}");
     assert_eq!(email_orders["source"], "UNSUBSCRIBE_LINK");
 
-    let (body, tag) = token.split_once('.').expect("a signed token");
+    let [header, body, signature]: [&str; 3] = token
+        .split('.')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("a JWT");
     let other_customer = unsubscribe_token(
         &tokens,
         company,
@@ -630,7 +634,7 @@ async fn an_unsubscribe_link_opts_out_at_once_and_a_tampered_or_expired_one_is_r
         Channel::Email,
         Utc::now(),
     );
-    let (other_body, _) = other_customer.split_once('.').expect("a signed token");
+    let other_body = other_customer.split('.').nth(1).expect("a JWT");
     let expired = unsubscribe_token(
         &tokens,
         company,
@@ -640,7 +644,7 @@ async fn an_unsubscribe_link_opts_out_at_once_and_a_tampered_or_expired_one_is_r
         Utc::now() - chrono::Duration::days(61),
     );
     let foreign = unsubscribe_token(
-        &SignedTokens::new(&api::configuration::Secret::new("x".repeat(48))),
+        &UnsubscribeTokens::new(&api::configuration::Secret::new("x".repeat(48))),
         company,
         subject,
         Category::Orders,
@@ -648,8 +652,8 @@ async fn an_unsubscribe_link_opts_out_at_once_and_a_tampered_or_expired_one_is_r
         Utc::now(),
     );
     for refused in [
-        format!("{other_body}.{tag}"),
-        format!("{body}.{}", &tag[2..]),
+        format!("{header}.{other_body}.{signature}"),
+        format!("{header}.{body}.{}", &signature[2..]),
         expired,
         foreign,
     ] {
@@ -1079,4 +1083,64 @@ async fn an_api_key_cannot_record_or_revoke_a_customers_consent() {
         .expect("consents");
     assert_eq!(active.len(), 1, "{active:?}");
     assert_eq!(active[0].source, "COUNTER");
+}
+
+/// An access token opens no unsubscribe link and an unsubscribe link's token is no bearer
+/// token, even with one secret configured for both.
+#[tokio::test]
+async fn access_and_unsubscribe_tokens_are_refused_in_each_others_place() {
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.unsubscribe_secret = settings.jwt_secret.clone();
+    })
+    .await;
+    let shop = restaurant(&app, "tokens-apart").await;
+    let unsubscribe = unsubscribe_token(
+        &link_tokens(&app),
+        CompanyId::from_row(uuid(&shop.company_id)),
+        Subject::Customer(uuid(&shop.customer)),
+        Category::Orders,
+        Channel::Email,
+        Utc::now(),
+    );
+
+    for response in [
+        app.client
+            .get(format!(
+                "{}/notifications/unsubscribe?token={}",
+                app.address, shop.token
+            ))
+            .send()
+            .await
+            .expect("GET"),
+        app.client
+            .post(format!(
+                "{}/notifications/unsubscribe?token={}",
+                app.address, shop.token
+            ))
+            .send()
+            .await
+            .expect("POST"),
+    ] {
+        assert_eq!(response.status(), 403);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(first_error_code(&body), "FORBIDDEN", "{body}");
+    }
+    let as_bearer = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .bearer_auth(&unsubscribe)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(as_bearer.status(), 401);
+    let body: Value = as_bearer.json().await.expect("json");
+    assert_eq!(first_error_code(&body), "UNAUTHENTICATED", "{body}");
+    assert_eq!(
+        notification_preference::Entity::find()
+            .count(&app.db)
+            .await
+            .expect("count"),
+        0
+    );
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::Actor,
-    crypto::{SignedTokens, TokenRefused},
+    crypto::{TokenRefused, UnsubscribeTokens},
     db::tenant::{CompanyId, Intent, TenantTxn},
     domain::notification_rules::Category,
     error::{ApiError, ApiResult},
@@ -509,7 +509,7 @@ struct UnsubscribeClaims {
 /// `subject`: put `/notifications/unsubscribe?token=…` in the message. `tokens` is
 /// [`AppState::unsubscribe_tokens`].
 pub fn unsubscribe_token(
-    tokens: &SignedTokens,
+    tokens: &UnsubscribeTokens,
     company: CompanyId,
     subject: Subject,
     category: Category,
@@ -523,6 +523,7 @@ pub fn unsubscribe_token(
             category: category.as_str().to_string(),
             channel: channel.as_str().to_string(),
         },
+        now,
         now + UNSUBSCRIBE_LINK_VALIDITY,
     )
 }
@@ -539,12 +540,8 @@ pub struct UnsubscribeRequest {
 }
 
 /// Checks an unsubscribe link's token without changing anything (what `GET` shows).
-pub fn read_unsubscribe(
-    state: &AppState,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<UnsubscribeRequest, TokenRefused> {
-    let claims: UnsubscribeClaims = state.unsubscribe_tokens.verify(token, now)?;
+pub fn read_unsubscribe(state: &AppState, token: &str) -> Result<UnsubscribeRequest, TokenRefused> {
+    let claims: UnsubscribeClaims = state.unsubscribe_tokens.verify(token)?;
     let (Some(category), Some(channel)) = (
         Category::parse(&claims.category),
         Channel::parse(&claims.channel),

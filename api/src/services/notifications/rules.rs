@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     auth::Actor,
-    crypto::SignedTokens,
+    crypto::UnsubscribeTokens,
     db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{
         BusinessType, Email,
@@ -677,7 +677,7 @@ struct Planning<'a> {
 
 /// How unsubscribe links are made: signed with the server's secret, under its public URL.
 pub struct Links<'a> {
-    pub tokens: &'a SignedTokens,
+    pub tokens: &'a UnsubscribeTokens,
     pub public_url: &'a str,
 }
 
