@@ -186,153 +186,187 @@ mod tests {
     }
 }
 
-/// Signs and checks self-contained tokens that expire (unsubscribe links): base64url of the
-/// JSON claims, a dot, and base64url of their HMAC-SHA256 under a server secret. The claims
-/// are readable by whoever holds the token, so they carry ids, never secrets.
+/// Signs and checks the tokens of unsubscribe links: HS256 JWTs (`jsonwebtoken`, as access
+/// tokens are) with their own audience (`unsubscribe`) and their own key, derived from the
+/// unsubscribe secret for this use alone. So an unsubscribe token is never an access token
+/// and an access token never unsubscribes anyone, even where both secrets are configured
+/// alike. The claims are readable by whoever holds the token: they carry ids, never secrets.
 #[derive(Clone)]
-pub struct SignedTokens {
-    mac: hmac::Hmac<sha2::Sha256>,
+pub struct UnsubscribeTokens {
+    encoding: jsonwebtoken::EncodingKey,
+    decoding: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
 }
 
-impl std::fmt::Debug for SignedTokens {
+impl std::fmt::Debug for UnsubscribeTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SignedTokens(***)")
+        f.write_str("UnsubscribeTokens(***)")
     }
 }
 
 /// Why a signed token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRefused {
-    /// Not a token we made, or changed since.
+    /// Not a token we made for this, or changed since.
     Invalid,
     Expired,
 }
 
+/// The `aud` of an unsubscribe token; access tokens carry another.
+pub const UNSUBSCRIBE_AUDIENCE: &str = "unsubscribe";
+/// What the unsubscribe signing key is derived for: the secret keys nothing else directly.
+const UNSUBSCRIBE_KEY_CONTEXT: &[u8] = b"platform:unsubscribe-link-signing-key:v1";
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Signed<T> {
-    #[serde(rename = "exp")]
-    expires_at: i64,
+    iss: String,
+    aud: String,
+    iat: i64,
+    exp: i64,
     #[serde(flatten)]
     claims: T,
 }
 
-impl SignedTokens {
+impl UnsubscribeTokens {
     pub fn new(secret: &crate::configuration::Secret) -> Self {
         use hmac::Mac;
+        let mut derivation = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
+            .expect("HMAC accepts keys of any length");
+        derivation.update(UNSUBSCRIBE_KEY_CONTEXT);
+        let key = derivation.finalize().into_bytes();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.algorithms = vec![jsonwebtoken::Algorithm::HS256];
+        // The link states its own expiry, days away: no leeway is needed at the edge.
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[crate::auth::jwt::ISSUER]);
+        validation.set_audience(&[UNSUBSCRIBE_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
         Self {
-            mac: hmac::Hmac::new_from_slice(secret.expose().as_bytes())
-                .expect("HMAC accepts keys of any length"),
+            encoding: jsonwebtoken::EncodingKey::from_secret(&key),
+            decoding: jsonwebtoken::DecodingKey::from_secret(&key),
+            validation,
         }
     }
 
-    /// A token for `claims` that [`SignedTokens::verify`] accepts until `expires_at`.
+    /// A token for `claims` that [`UnsubscribeTokens::verify`] accepts until `expires_at`.
     pub fn sign<T: serde::Serialize>(
         &self,
         claims: T,
+        issued_at: chrono::DateTime<chrono::Utc>,
         expires_at: chrono::DateTime<chrono::Utc>,
     ) -> String {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use hmac::Mac;
-        let body = serde_json::to_vec(&Signed {
-            expires_at: expires_at.timestamp(),
-            claims,
-        })
-        .expect("claims serialise");
-        let body = URL_SAFE_NO_PAD.encode(body);
-        let mut mac = self.mac.clone();
-        mac.update(body.as_bytes());
-        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{body}.{tag}")
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &Signed {
+                iss: crate::auth::jwt::ISSUER.into(),
+                aud: UNSUBSCRIBE_AUDIENCE.into(),
+                iat: issued_at.timestamp(),
+                exp: expires_at.timestamp(),
+                claims,
+            },
+            &self.encoding,
+        )
+        .expect("HS256 signing of serialisable claims cannot fail")
     }
 
-    /// The claims of a token this server signed that has not expired at `now`.
-    pub fn verify<T: serde::de::DeserializeOwned>(
-        &self,
-        token: &str,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<T, TokenRefused> {
-        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        use hmac::Mac;
-        let (body, tag) = token.split_once('.').ok_or(TokenRefused::Invalid)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| TokenRefused::Invalid)?;
-        let mut mac = self.mac.clone();
-        mac.update(body.as_bytes());
-        // Constant time: the comparison tells nothing about how much of a forgery was right.
-        mac.verify_slice(&tag).map_err(|_| TokenRefused::Invalid)?;
-        let body = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| TokenRefused::Invalid)?;
-        let signed: Signed<T> = serde_json::from_slice(&body).map_err(|_| TokenRefused::Invalid)?;
-        if signed.expires_at <= now.timestamp() {
-            return Err(TokenRefused::Expired);
+    /// The claims of an unexpired unsubscribe token this server signed.
+    pub fn verify<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenRefused> {
+        match jsonwebtoken::decode::<Signed<T>>(token, &self.decoding, &self.validation) {
+            Ok(data) => Ok(data.claims.claims),
+            Err(error) => match error.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(TokenRefused::Expired),
+                _ => Err(TokenRefused::Invalid),
+            },
         }
-        Ok(signed.claims)
     }
 }
 
 #[cfg(test)]
-mod signed_token_tests {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+mod unsubscribe_token_tests {
     use chrono::{Duration, Utc};
 
-    use super::{SignedTokens, TokenRefused};
-    use crate::configuration::Secret;
+    use super::{TokenRefused, UnsubscribeTokens};
+    use crate::{auth::jwt::JwtKeys, configuration::Secret};
 
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     struct Claims {
         subject: String,
     }
 
-    fn tokens(secret: &str) -> SignedTokens {
-        SignedTokens::new(&Secret::new(secret.to_string()))
+    const SECRET: &str = "a secret of the server, long enough to sign";
+
+    fn tokens(secret: &str) -> UnsubscribeTokens {
+        UnsubscribeTokens::new(&Secret::new(secret.to_string()))
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            subject: "customer".into(),
+        }
     }
 
     #[test]
     fn a_signed_token_verifies_until_it_expires() {
-        let tokens = tokens("a secret of the server, long enough to sign");
+        let tokens = tokens(SECRET);
         let now = Utc::now();
-        let claims = Claims {
-            subject: "customer".into(),
-        };
-        let token = tokens.sign(&claims, now + Duration::days(30));
-        assert_eq!(tokens.verify::<Claims>(&token, now), Ok(claims));
+        let token = tokens.sign(claims(), now, now + Duration::days(30));
+        assert_eq!(tokens.verify::<Claims>(&token), Ok(claims()));
+        let expired = tokens.sign(claims(), now - Duration::days(31), now - Duration::days(1));
         assert_eq!(
-            tokens.verify::<Claims>(&token, now + Duration::days(31)),
+            tokens.verify::<Claims>(&expired),
             Err(TokenRefused::Expired)
         );
     }
 
     #[test]
     fn tampered_or_foreign_tokens_are_refused() {
-        let tokens = self::tokens("a secret of the server, long enough to sign");
+        let tokens = tokens(SECRET);
         let now = Utc::now();
-        let token = tokens.sign(
+        let token = tokens.sign(claims(), now, now + Duration::days(1));
+        let other = tokens.sign(
             Claims {
-                subject: "customer".into(),
+                subject: "someone else".into(),
             },
+            now,
             now + Duration::days(1),
         );
-        let (body, tag) = token.split_once('.').unwrap();
-        let forged_body =
-            URL_SAFE_NO_PAD.encode(br#"{"exp":99999999999,"subject":"someone else"}"#);
+        let parts: Vec<&str> = token.split('.').collect();
+        let other_parts: Vec<&str> = other.split('.').collect();
         for tampered in [
-            format!("{forged_body}.{tag}"),
-            format!("{body}.{}", &tag[1..]),
-            body.to_string(),
+            format!("{}.{}.{}", parts[0], other_parts[1], parts[2]),
+            format!("{}.{}.{}", parts[0], parts[1], &parts[2][1..]),
+            format!("{}.{}", parts[0], parts[1]),
             String::new(),
         ] {
             assert_eq!(
-                tokens.verify::<Claims>(&tampered, now),
+                tokens.verify::<Claims>(&tampered),
                 Err(TokenRefused::Invalid),
                 "{tampered}"
             );
         }
-        let other = self::tokens("another server's secret, just as long....");
         assert_eq!(
-            other.verify::<Claims>(&token, now),
+            self::tokens("another server's secret, just as long....").verify::<Claims>(&token),
             Err(TokenRefused::Invalid)
         );
+    }
+
+    /// With one secret configured for both, the derived key and the audience still keep the
+    /// two kinds of token apart.
+    #[test]
+    fn access_and_unsubscribe_tokens_are_never_taken_for_each_other() {
+        let tokens = tokens(SECRET);
+        let access = JwtKeys::new(&Secret::new(SECRET.to_string()));
+        let access_token = access
+            .issue(uuid::Uuid::new_v4(), Some(uuid::Uuid::new_v4()))
+            .expect("issues");
+        assert_eq!(
+            tokens.verify::<serde_json::Value>(&access_token),
+            Err(TokenRefused::Invalid)
+        );
+        let now = Utc::now();
+        let unsubscribe = tokens.sign(claims(), now, now + Duration::days(1));
+        assert!(access.verify(&unsubscribe).is_none());
     }
 }

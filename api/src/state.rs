@@ -7,7 +7,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
 
 use crate::{
-    crypto::{SecretBox, SignedTokens},
+    crypto::{SecretBox, UnsubscribeTokens},
     events::EventBus,
     payments::stripe::{PaymentProvider, StripeClient},
     webhooks::sender::Sender,
@@ -66,7 +66,7 @@ pub struct AppState {
     /// with `PLATFORM_NOTIFICATION_PROVIDER_TIMEOUT_SECS` as its deadline.
     pub notification_http: reqwest::Client,
     /// Signs and checks the unsubscribe links of notifications.
-    pub unsubscribe_tokens: SignedTokens,
+    pub unsubscribe_tokens: UnsubscribeTokens,
 }
 
 impl AppState {
@@ -141,7 +141,7 @@ impl AppState {
         // Resolved up front so a missing production secret stops the start, not the first login.
         let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
         let secrets = settings.resolve_encryption_key()?;
-        let unsubscribe_tokens = SignedTokens::new(&settings.resolve_unsubscribe_secret()?);
+        let unsubscribe_tokens = UnsubscribeTokens::new(&settings.resolve_unsubscribe_secret()?);
         let webhook_sender = Sender::new(&settings)?;
         let payment_provider = Arc::new(
             StripeClient::new(

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use api::{
-    crypto::SignedTokens,
+    crypto::UnsubscribeTokens,
     db::tenant::CompanyId,
     domain::notification_rules::Category,
     notifications::Channel,
@@ -425,11 +425,19 @@ async fn rules_are_validated_created_changed_and_deleted() {
         "name": "Big order to the kitchen", "eventType": "order.created",
         "conditions": [{ "field": "totalMinor", "op": "GTE", "value": 10000 }],
         "recipient": { "kind": "ROLE", "roleName": "KITCHEN" },
-        "channels": ["IN_APP", "EMAIL"], "templateName": "big_order", "category": "ORDERS",
+        "channels": ["IN_APP", "EMAIL"], "templateName": "order_status_changed", "category": "ORDERS",
         "delaySeconds": 60 });
 
     let invalid = [
         ("eventType", json!("order.teleported"), "input.eventType"),
+        // Each notification a rule on these sent would fire the rule again.
+        ("eventType", json!("notification.sent"), "input.eventType"),
+        ("eventType", json!("notification.failed"), "input.eventType"),
+        (
+            "eventType",
+            json!("notification.delivered"),
+            "input.eventType",
+        ),
         (
             "conditions",
             json!([{ "field": "totalMinor", "op": "GT", "value": "lots" }]),
@@ -438,6 +446,7 @@ async fn rules_are_validated_created_changed_and_deleted() {
         ("channels", json!([]), "input.channels"),
         ("channels", json!(["EMAIL", "EMAIL"]), "input.channels"),
         ("templateName", json!("Order Ready!"), "input.templateName"),
+        ("templateName", json!("big_order"), "input.templateName"),
         ("delaySeconds", json!(-1), "input.delaySeconds"),
         (
             "recipient",
@@ -489,7 +498,28 @@ async fn rules_are_validated_created_changed_and_deleted() {
         rule["conditions"][0]["value"],
         json!(["READY", "DELIVERED"])
     );
-    assert_eq!(rule["templateName"], "big_order");
+    assert_eq!(rule["templateName"], "order_status_changed");
+    for (change, reported) in [
+        ("eventType: \"notification.sent\"", "input.eventType"),
+        ("templateName: \"big_order\"", "input.templateName"),
+    ] {
+        let refused = app
+            .graphql_as(
+                &shop.token,
+                &format!("mutation U($id: ID!) {{ updateNotificationRule(id: $id, input: {{ {change} }}) {{ id }} }}"),
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(
+            first_error_code(&refused),
+            "VALIDATION",
+            "{change}: {refused}"
+        );
+        assert_eq!(
+            refused["errors"][0]["extensions"]["field"], reported,
+            "{refused}"
+        );
+    }
 
     let delete = "mutation D($id: ID!) { deleteNotificationRule(id: $id) }";
     let deleted = app
@@ -527,8 +557,8 @@ async fn a_member_without_notifications_manage_cannot_touch_rules() {
     );
 }
 
-fn link_tokens(app: &TestApp) -> SignedTokens {
-    SignedTokens::new(
+fn link_tokens(app: &TestApp) -> UnsubscribeTokens {
+    UnsubscribeTokens::new(
         &app.settings
             .unsubscribe_secret
             .clone()
@@ -591,7 +621,11 @@ async fn an_unsubscribe_link_opts_out_at_once_and_a_tampered_or_expired_one_is_r
     assert_eq!(email_orders["optedIn"], false, "{listed}");
     assert_eq!(email_orders["source"], "UNSUBSCRIBE_LINK");
 
-    let (body, tag) = token.split_once('.').expect("a signed token");
+    let [header, body, signature]: [&str; 3] = token
+        .split('.')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("a JWT");
     let other_customer = unsubscribe_token(
         &tokens,
         company,
@@ -600,7 +634,7 @@ async fn an_unsubscribe_link_opts_out_at_once_and_a_tampered_or_expired_one_is_r
         Channel::Email,
         Utc::now(),
     );
-    let (other_body, _) = other_customer.split_once('.').expect("a signed token");
+    let other_body = other_customer.split('.').nth(1).expect("a JWT");
     let expired = unsubscribe_token(
         &tokens,
         company,
@@ -610,7 +644,7 @@ async fn an_unsubscribe_link_opts_out_at_once_and_a_tampered_or_expired_one_is_r
         Utc::now() - chrono::Duration::days(61),
     );
     let foreign = unsubscribe_token(
-        &SignedTokens::new(&api::configuration::Secret::new("x".repeat(48))),
+        &UnsubscribeTokens::new(&api::configuration::Secret::new("x".repeat(48))),
         company,
         subject,
         Category::Orders,
@@ -618,8 +652,8 @@ async fn an_unsubscribe_link_opts_out_at_once_and_a_tampered_or_expired_one_is_r
         Utc::now(),
     );
     for refused in [
-        format!("{other_body}.{tag}"),
-        format!("{body}.{}", &tag[2..]),
+        format!("{header}.{other_body}.{signature}"),
+        format!("{header}.{body}.{}", &signature[2..]),
         expired,
         foreign,
     ] {
@@ -925,4 +959,188 @@ async fn an_order_made_ready_reaches_the_customer_on_whatsapp_and_by_email() {
     }
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent.iter().all(|row| row.status == "SENT"), "{sent:?}");
+}
+
+const RECORD_CONSENT: &str = "mutation R($input: RecordCustomerConsentInput!) {
+    recordCustomerConsent(input: $input) { id source recordedBy } }";
+
+/// Calls `recordCustomerConsent` to marketing on WhatsApp with `source`; returns the response.
+async fn record_consent(app: &TestApp, token: &str, customer: &str, source: &str) -> Value {
+    app.graphql_as(
+        token,
+        RECORD_CONSENT,
+        json!({ "input": { "customerId": customer, "purpose": "MARKETING", "channel": "WHATSAPP",
+                "source": source, "textVersion": "2026-11" } }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_consents_source_longer_than_its_column_is_refused() {
+    let app = spawn_app().await;
+    let shop = restaurant(&app, "consent-source").await;
+
+    let refused = record_consent(&app, &shop.token, &shop.customer, &"W".repeat(33)).await;
+    assert_eq!(first_error_code(&refused), "VALIDATION", "{refused}");
+    assert_eq!(
+        refused["errors"][0]["extensions"]["field"], "input.source",
+        "{refused}"
+    );
+    let longest = "W".repeat(32);
+    let recorded = record_consent(&app, &shop.token, &shop.customer, &longest).await;
+    assert_eq!(
+        recorded["data"]["recordCustomerConsent"]["source"],
+        longest.as_str(),
+        "{recorded}"
+    );
+}
+
+/// Writes of one person's choice at once: each succeeds (none trips the unique index), one
+/// row stays; consents recorded at once leave one active.
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL"]
+async fn concurrent_preference_and_consent_writes_all_succeed_and_leave_one_row() {
+    crate::helpers::require_postgres();
+    let app = spawn_app().await;
+    let shop = restaurant(&app, "prefs-race").await;
+
+    let writes = (0..8).map(|attempt| {
+        app.graphql_as(
+            &shop.token,
+            "mutation S($optedIn: Boolean!) { setMyNotificationPreference(category: ORDERS,
+                channel: EMAIL, optedIn: $optedIn) { optedIn } }",
+            json!({ "optedIn": attempt % 2 == 0 }),
+        )
+    });
+    for answer in futures_util::future::join_all(writes).await {
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let rows = notification_preference::Entity::find()
+        .filter(notification_preference::Column::Category.eq("orders"))
+        .filter(notification_preference::Column::Channel.eq("EMAIL"))
+        .count(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1);
+
+    let consents = (0..6).map(|_| record_consent(&app, &shop.token, &shop.customer, "COUNTER"));
+    for answer in futures_util::future::join_all(consents).await {
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let active = entity::notification_consent::Entity::find()
+        .filter(entity::notification_consent::Column::SubjectId.eq(uuid(&shop.customer)))
+        .filter(entity::notification_consent::Column::RevokedAt.is_null())
+        .count(&app.db)
+        .await
+        .expect("count");
+    assert_eq!(active, 1);
+}
+
+/// Consent is the customer's statement, taken down by a person: an API key whose role may
+/// update customers still cannot record or revoke it; a member's recording names them.
+#[tokio::test]
+async fn an_api_key_cannot_record_or_revoke_a_customers_consent() {
+    let app = spawn_app().await;
+    let shop = restaurant(&app, "consent-keys").await;
+    let created = app
+        .graphql_as(
+            &shop.token,
+            "mutation { createApiKey(name: \"crm\", role: \"STAFF\") { secret } }",
+            json!({}),
+        )
+        .await;
+    let key = text(&created["data"]["createApiKey"]["secret"]);
+    // The key may update customers, so only the consent rule stands in its way.
+    let preference =
+        set_customer_preference(&app, &key, &shop.customer, "ORDERS", "SMS", false).await;
+    assert!(preference["errors"].is_null(), "{preference}");
+
+    let by_key = record_consent(&app, &key, &shop.customer, "CRM_IMPORT").await;
+    assert_eq!(first_error_code(&by_key), "FORBIDDEN", "{by_key}");
+    let by_member = record_consent(&app, &shop.token, &shop.customer, "COUNTER").await;
+    let admin = app
+        .graphql_as(&shop.token, "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(
+        by_member["data"]["recordCustomerConsent"]["recordedBy"], admin["data"]["me"]["id"],
+        "{by_member} {admin}"
+    );
+    let revoke = "mutation V($customer: ID!) { revokeCustomerConsent(customerId: $customer,
+        purpose: MARKETING, channel: WHATSAPP) }";
+    let revoked_by_key = app
+        .graphql_as(&key, revoke, json!({ "customer": shop.customer }))
+        .await;
+    assert_eq!(
+        first_error_code(&revoked_by_key),
+        "FORBIDDEN",
+        "{revoked_by_key}"
+    );
+    let active = entity::notification_consent::Entity::find()
+        .filter(entity::notification_consent::Column::SubjectId.eq(uuid(&shop.customer)))
+        .filter(entity::notification_consent::Column::RevokedAt.is_null())
+        .all(&app.db)
+        .await
+        .expect("consents");
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0].source, "COUNTER");
+}
+
+/// An access token opens no unsubscribe link and an unsubscribe link's token is no bearer
+/// token, even with one secret configured for both.
+#[tokio::test]
+async fn access_and_unsubscribe_tokens_are_refused_in_each_others_place() {
+    let app = crate::helpers::spawn_app_with(|settings| {
+        settings.unsubscribe_secret = settings.jwt_secret.clone();
+    })
+    .await;
+    let shop = restaurant(&app, "tokens-apart").await;
+    let unsubscribe = unsubscribe_token(
+        &link_tokens(&app),
+        CompanyId::from_row(uuid(&shop.company_id)),
+        Subject::Customer(uuid(&shop.customer)),
+        Category::Orders,
+        Channel::Email,
+        Utc::now(),
+    );
+
+    for response in [
+        app.client
+            .get(format!(
+                "{}/notifications/unsubscribe?token={}",
+                app.address, shop.token
+            ))
+            .send()
+            .await
+            .expect("GET"),
+        app.client
+            .post(format!(
+                "{}/notifications/unsubscribe?token={}",
+                app.address, shop.token
+            ))
+            .send()
+            .await
+            .expect("POST"),
+    ] {
+        assert_eq!(response.status(), 403);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(first_error_code(&body), "FORBIDDEN", "{body}");
+    }
+    let as_bearer = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .bearer_auth(&unsubscribe)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(as_bearer.status(), 401);
+    let body: Value = as_bearer.json().await.expect("json");
+    assert_eq!(first_error_code(&body), "UNAUTHENTICATED", "{body}");
+    assert_eq!(
+        notification_preference::Entity::find()
+            .count(&app.db)
+            .await
+            .expect("count"),
+        0
+    );
 }

@@ -26,7 +26,8 @@ use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, ExecResult, IntoActiveModel,
     QueryFilter, QueryResult, Select, SqliteTransactionMode, Statement, TransactionOptions,
-    TransactionTrait, UpdateMany, sea_query::Expr,
+    TransactionTrait, UpdateMany,
+    sea_query::{Expr, OnConflict},
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -283,6 +284,24 @@ impl TenantTxn {
         self.writable()?;
         row.set(A::Entity::company_column(), self.company.get().into());
         row.insert(&self.txn).await
+    }
+
+    /// Inserts `row` as a row of the company or, where it collides on `on_conflict`'s unique
+    /// columns (which start with `company_id`, so only the company's own row is met), does what
+    /// `on_conflict` says instead. One statement: a concurrent writer of the same row waits on
+    /// the unique index and then updates, instead of failing as read-then-insert does.
+    pub async fn upsert<A>(&self, mut row: A, on_conflict: OnConflict) -> Result<(), DbErr>
+    where
+        A: ActiveModelTrait + Send,
+        A::Entity: TenantEntity,
+    {
+        self.writable()?;
+        row.set(A::Entity::company_column(), self.company.get().into());
+        A::Entity::insert(row)
+            .on_conflict(on_conflict)
+            .exec_without_returning(&self.txn)
+            .await?;
+        Ok(())
     }
 
     /// Inserts `rows` as rows of the company, in one statement.

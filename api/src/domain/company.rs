@@ -13,6 +13,14 @@ pub enum BusinessType {
 }
 
 impl BusinessType {
+    pub const ALL: [Self; 5] = [
+        Self::Restaurant,
+        Self::BikeShop,
+        Self::Clinic,
+        Self::PetStore,
+        Self::Generic,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Restaurant => "RESTAURANT",
@@ -28,16 +36,10 @@ impl FromStr for BusinessType {
     type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Restaurant,
-            Self::BikeShop,
-            Self::Clinic,
-            Self::PetStore,
-            Self::Generic,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == value)
-        .ok_or_else(|| format!("unknown business type `{value}`"))
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+            .ok_or_else(|| format!("unknown business type `{value}`"))
     }
 }
 

@@ -10,11 +10,40 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelec
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::BusEvent;
+use super::{BusEvent, EventType};
 use crate::{
     domain::notification_rules::{Condition, all_hold},
     jobs::{Enqueue, Job, Jobs},
 };
+
+/// Whether a rule may listen to `event_type`. Not to events about notifications: every
+/// notification a rule on `notification.sent` sent would be sent again, without end. Nor to
+/// `webhook.test`, which is never relayed. A match, so a new event type has to be decided here.
+pub const fn can_trigger_rules(event_type: EventType) -> bool {
+    match event_type {
+        EventType::OrderCreated
+        | EventType::OrderStatusChanged
+        | EventType::PaymentCreated
+        | EventType::PaymentPaid
+        | EventType::PaymentFailed
+        | EventType::PaymentRefunded
+        | EventType::PaymentCancelled
+        | EventType::PaymentExpired
+        | EventType::WebhookEndpointDisabled => true,
+        EventType::WebhookTest
+        | EventType::NotificationCreated
+        | EventType::NotificationSent
+        | EventType::NotificationFailed
+        | EventType::NotificationDelivered => false,
+    }
+}
+
+/// Every event type a rule may listen to, in [`EventType::ALL`]'s order.
+pub fn rule_triggers() -> impl Iterator<Item = EventType> {
+    EventType::ALL
+        .into_iter()
+        .filter(|event_type| can_trigger_rules(*event_type))
+}
 
 /// Evaluate the company's rules for one event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,8 +60,8 @@ impl Job for EvaluateRules {
 }
 
 /// Enqueues the evaluation of every event in `events` that some enabled rule of its company
-/// listens to and whose conditions hold for it; returns how many. A republished event is enqueued once (its id is the job's
-/// idempotency key).
+/// listens to and whose conditions hold for it; returns how many. A republished event is
+/// enqueued once (its id is the job's idempotency key).
 pub async fn enqueue(
     db: &impl ConnectionTrait,
     jobs: &Jobs,
@@ -63,6 +92,10 @@ pub async fn enqueue(
         let Ok(event) = &published.event else {
             continue;
         };
+        // A rule stored before its event type was refused must not start a loop either.
+        if !can_trigger_rules(event.event_type()) {
+            continue;
+        }
         let event_type = event.event_type().name();
         let payload = event.payload();
         // Only events some rule's conditions hold for: most status changes notify no one.

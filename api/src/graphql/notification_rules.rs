@@ -189,12 +189,15 @@ impl NotificationRuleRecipientInput {
 #[derive(InputObject)]
 pub struct CreateNotificationRuleInput {
     name: String,
+    /// The event it listens to, e.g. `order.status_changed`; not a `notification.*` event,
+    /// which the rule's own notifications would fire.
     event_type: String,
     #[graphql(default)]
     conditions: Vec<NotificationCondition>,
     recipient: NotificationRuleRecipientInput,
     /// In fallback order, e.g. `[WHATSAPP, SMS, EMAIL]`.
     channels: Vec<Channel>,
+    /// The purpose whose template writes the message, e.g. `order_ready`.
     template_name: String,
     category: Category,
     #[graphql(default)]
@@ -462,7 +465,8 @@ impl NotificationRuleMutation {
         .try_into()?)
     }
 
-    /// Records a customer's consent, e.g. to marketing on WhatsApp (`customers:update`).
+    /// Records a customer's consent, e.g. to marketing on WhatsApp (`customers:update`); a
+    /// member takes it down, an API key is refused with `FORBIDDEN`.
     async fn record_customer_consent(
         &self,
         ctx: &Context<'_>,
@@ -482,7 +486,8 @@ impl NotificationRuleMutation {
         )
     }
 
-    /// Revokes a customer's active consent; true when there was one (`customers:update`).
+    /// Revokes a customer's active consent; true when there was one (`customers:update`, a
+    /// member; an API key is refused with `FORBIDDEN`).
     async fn revoke_customer_consent(
         &self,
         ctx: &Context<'_>,

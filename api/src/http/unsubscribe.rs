@@ -9,7 +9,6 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -35,7 +34,7 @@ fn checked(state: &HttpState, link: &Link) -> Result<UnsubscribeRequest, Refused
             "the link has no token",
         ));
     };
-    preferences::read_unsubscribe(&state.app, token, Utc::now()).map_err(|refused| {
+    preferences::read_unsubscribe(&state.app, token).map_err(|refused| {
         metrics::counter!("notification_unsubscribe_refused_total").increment(1);
         let message = match refused {
             TokenRefused::Invalid => "the unsubscribe link is not valid",

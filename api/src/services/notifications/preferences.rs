@@ -10,15 +10,16 @@
 use chrono::{DateTime, Duration, Utc};
 use entity::{customer, notification_consent, notification_preference};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, IntoActiveModel, QueryFilter,
-    QueryOrder, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, DbErr, QueryFilter, QueryOrder,
+    sea_query::{Expr, OnConflict},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
     auth::Actor,
-    crypto::{SignedTokens, TokenRefused},
+    crypto::{TokenRefused, UnsubscribeTokens},
     db::tenant::{CompanyId, Intent, TenantTxn},
     domain::notification_rules::Category,
     error::{ApiError, ApiResult},
@@ -100,7 +101,7 @@ impl Suppression {
 }
 
 /// Whether `subject` may be sent a notification of `category` on `channel`, in `txn`'s
-/// company.
+/// company: [`standing`] on what is stored for them.
 pub async fn decide(
     txn: &TenantTxn,
     subject: Subject,
@@ -110,25 +111,34 @@ pub async fn decide(
     if category.is_critical() {
         return Ok(Decision::Send);
     }
-    if category.needs_consent()
+    let consented = category.needs_consent()
         && active_consent(txn, subject, category, channel)
             .await?
-            .is_none()
-    {
-        return Ok(Decision::Suppressed {
+            .is_some();
+    let preference = stored_preference(txn, subject, category, channel).await?;
+    Ok(standing(
+        category,
+        preference.map(|preference| preference.opted_in),
+        consented,
+    ))
+}
+
+/// The one rule: critical categories always go; marketing needs a recorded consent
+/// (`consented`); everything else goes unless the person's stored choice (`opted_in`) says no.
+fn standing(category: Category, opted_in: Option<bool>, consented: bool) -> Decision {
+    if category.is_critical() {
+        Decision::Send
+    } else if category.needs_consent() && !consented {
+        Decision::Suppressed {
             reason: Suppression::NoConsent,
-        });
-    }
-    let opted_out = stored_preference(txn, subject, category, channel)
-        .await?
-        .is_some_and(|preference| !preference.opted_in);
-    Ok(if opted_out {
+        }
+    } else if opted_in == Some(false) {
         Decision::Suppressed {
             reason: Suppression::OptedOut,
         }
     } else {
         Decision::Send
-    })
+    }
 }
 
 async fn stored_preference(
@@ -182,30 +192,38 @@ pub async fn record_preference(
             ),
         ));
     }
-    let now = Utc::now();
-    let stored = match stored_preference(txn, subject, category, channel).await? {
-        Some(existing) => {
-            let mut row = existing.into_active_model();
-            row.opted_in = Set(opted_in);
-            row.source = Set(source.as_str().to_string());
-            row.updated_at = Set(now);
-            row.update(txn).await?
-        }
-        None => {
-            txn.insert(notification_preference::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                subject_kind: Set(subject.kind().to_string()),
-                subject_id: Set(subject.id()),
-                category: Set(category.as_str().to_string()),
-                channel: Set(channel.as_str().to_string()),
-                opted_in: Set(opted_in),
-                source: Set(source.as_str().to_string()),
-                updated_at: Set(now),
-                ..Default::default()
-            })
-            .await?
-        }
-    };
+    txn.upsert(
+        notification_preference::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            subject_kind: Set(subject.kind().to_string()),
+            subject_id: Set(subject.id()),
+            category: Set(category.as_str().to_string()),
+            channel: Set(channel.as_str().to_string()),
+            opted_in: Set(opted_in),
+            source: Set(source.as_str().to_string()),
+            updated_at: Set(Utc::now()),
+            ..Default::default()
+        },
+        OnConflict::columns([
+            notification_preference::Column::CompanyId,
+            notification_preference::Column::SubjectKind,
+            notification_preference::Column::SubjectId,
+            notification_preference::Column::Category,
+            notification_preference::Column::Channel,
+        ])
+        .update_columns([
+            notification_preference::Column::OptedIn,
+            notification_preference::Column::Source,
+            notification_preference::Column::UpdatedAt,
+        ])
+        .to_owned(),
+    )
+    .await?;
+    let stored = stored_preference(txn, subject, category, channel)
+        .await?
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("the upserted preference is not there"))
+        })?;
     tracing::info!(
         company = %txn.company(),
         subject = subject.kind(),
@@ -232,12 +250,20 @@ pub struct Preference {
 }
 
 /// Every category on every channel for `subject`, stored choices over defaults (critical and
-/// transactional on, marketing on only where consented).
+/// transactional on, marketing on only where consented), each decided by [`standing`] on the
+/// subject's rows read once.
 async fn effective_preferences(txn: &TenantTxn, subject: Subject) -> ApiResult<Vec<Preference>> {
     let stored = txn
         .find::<notification_preference::Entity>()
         .filter(notification_preference::Column::SubjectKind.eq(subject.kind()))
         .filter(notification_preference::Column::SubjectId.eq(subject.id()))
+        .all(txn)
+        .await?;
+    let consents = txn
+        .find::<notification_consent::Entity>()
+        .filter(notification_consent::Column::SubjectKind.eq(subject.kind()))
+        .filter(notification_consent::Column::SubjectId.eq(subject.id()))
+        .filter(notification_consent::Column::RevokedAt.is_null())
         .all(txn)
         .await?;
     let mut preferences = Vec::with_capacity(Category::ALL.len() * Channel::ALL.len());
@@ -246,14 +272,14 @@ async fn effective_preferences(txn: &TenantTxn, subject: Subject) -> ApiResult<V
             let row = stored
                 .iter()
                 .find(|row| row.category == category.as_str() && row.channel == channel.as_str());
-            let opted_in = matches!(
-                decide(txn, subject, category, channel).await?,
-                Decision::Send
-            );
+            let consented = consents.iter().any(|consent| {
+                consent.purpose == category.as_str() && consent.channel == channel.as_str()
+            });
+            let decision = standing(category, row.map(|row| row.opted_in), consented);
             preferences.push(Preference {
                 category,
                 channel,
-                opted_in,
+                opted_in: decision == Decision::Send,
                 critical: category.is_critical(),
                 source: row.map(|row| row.source.clone()),
                 updated_at: row.map(|row| row.updated_at),
@@ -353,8 +379,19 @@ pub struct NewConsent {
     pub text_version: String,
 }
 
-/// Records a customer's consent (`customers:update`); an earlier active consent for the same
-/// purpose and channel is superseded (revoked now), so one is active at a time.
+/// The member taking down a customer's consent or its revocation. Consent is the customer's
+/// own statement, heard by a person: an API key (an integration) may not record or revoke
+/// it, whatever its role allows.
+fn consent_recorder(actor: &Actor) -> ApiResult<Uuid> {
+    actor.user_id().ok_or_else(|| {
+        ApiError::forbidden(
+            "an API key cannot record or revoke a customer's consent; a member takes it down",
+        )
+    })
+}
+
+/// Records a customer's consent (`customers:update`, by a member); an earlier active consent
+/// for the same purpose and channel is superseded (revoked now), so one is active at a time.
 pub async fn record_customer_consent(
     state: &AppState,
     actor: &Actor,
@@ -362,9 +399,16 @@ pub async fn record_customer_consent(
     consent: NewConsent,
 ) -> ApiResult<notification_consent::Model> {
     authorize(state, actor, "customers", "update").await?;
-    let source = consent_label("input.source", &consent.source)?;
-    let text_version = consent_label("input.textVersion", &consent.text_version)?;
-    let txn = state.begin_for(actor, Intent::Write).await?;
+    let recorded_by = consent_recorder(actor)?;
+    let source = consent_label("input.source", &consent.source, MAX_CONSENT_SOURCE_CHARS)?;
+    let text_version = consent_label(
+        "input.textVersion",
+        &consent.text_version,
+        MAX_CONSENT_TEXT_VERSION_CHARS,
+    )?;
+    // Serialized: two recordings for one customer at once would each find no active consent
+    // to supersede and leave two active.
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
     let subject = existing_customer(&txn, customer_id).await?;
     let now = Utc::now();
     revoke_active(&txn, subject, consent.purpose, consent.channel, now).await?;
@@ -379,18 +423,19 @@ pub async fn record_customer_consent(
             revoked_at: Set(None),
             source: Set(source),
             text_version: Set(text_version),
-            recorded_by: Set(actor.user_id()),
+            recorded_by: Set(Some(recorded_by)),
             ..Default::default()
         })
         .await?;
     txn.commit().await?;
-    tracing::info!(company = %actor.company(), consent = %recorded.id, purpose = consent.purpose.as_str(),
-        channel = consent.channel.as_str(), "customer consent recorded");
+    tracing::info!(company = %actor.company(), consent = %recorded.id, %recorded_by,
+        purpose = consent.purpose.as_str(), channel = consent.channel.as_str(),
+        "customer consent recorded");
     Ok(recorded)
 }
 
-/// Revokes a customer's active consent (`customers:update`); returns whether there was one.
-/// The record stays, with when it was revoked.
+/// Revokes a customer's active consent (`customers:update`, by a member); returns whether
+/// there was one. The record stays, with when it was revoked.
 pub async fn revoke_customer_consent(
     state: &AppState,
     actor: &Actor,
@@ -399,10 +444,15 @@ pub async fn revoke_customer_consent(
     channel: Channel,
 ) -> ApiResult<bool> {
     authorize(state, actor, "customers", "update").await?;
-    let txn = state.begin_for(actor, Intent::Write).await?;
+    let revoked_by = consent_recorder(actor)?;
+    let txn = state.begin_for(actor, Intent::Serialized).await?;
     let subject = existing_customer(&txn, customer_id).await?;
     let revoked = revoke_active(&txn, subject, purpose, channel, Utc::now()).await?;
     txn.commit().await?;
+    if revoked > 0 {
+        tracing::info!(company = %actor.company(), customer = %customer_id, %revoked_by,
+            purpose = purpose.as_str(), channel = channel.as_str(), "customer consent revoked");
+    }
     Ok(revoked > 0)
 }
 
@@ -426,8 +476,17 @@ async fn revoke_active(
         .rows_affected)
 }
 
-fn consent_label(field: &str, value: &str) -> ApiResult<String> {
-    let value = text(field, value, crate::domain::TextRule::single_line(64))?;
+/// The longest a consent's source may be (its column's width).
+pub const MAX_CONSENT_SOURCE_CHARS: usize = 32;
+/// The longest a consent text's version may be (its column's width).
+pub const MAX_CONSENT_TEXT_VERSION_CHARS: usize = 64;
+
+fn consent_label(field: &str, value: &str, max_chars: usize) -> ApiResult<String> {
+    let value = text(
+        field,
+        value,
+        crate::domain::TextRule::single_line(max_chars),
+    )?;
     if value.is_empty() {
         return Err(ApiError::validation(field, "must not be empty"));
     }
@@ -450,7 +509,7 @@ struct UnsubscribeClaims {
 /// `subject`: put `/notifications/unsubscribe?token=…` in the message. `tokens` is
 /// [`AppState::unsubscribe_tokens`].
 pub fn unsubscribe_token(
-    tokens: &SignedTokens,
+    tokens: &UnsubscribeTokens,
     company: CompanyId,
     subject: Subject,
     category: Category,
@@ -464,6 +523,7 @@ pub fn unsubscribe_token(
             category: category.as_str().to_string(),
             channel: channel.as_str().to_string(),
         },
+        now,
         now + UNSUBSCRIBE_LINK_VALIDITY,
     )
 }
@@ -480,12 +540,8 @@ pub struct UnsubscribeRequest {
 }
 
 /// Checks an unsubscribe link's token without changing anything (what `GET` shows).
-pub fn read_unsubscribe(
-    state: &AppState,
-    token: &str,
-    now: DateTime<Utc>,
-) -> Result<UnsubscribeRequest, TokenRefused> {
-    let claims: UnsubscribeClaims = state.unsubscribe_tokens.verify(token, now)?;
+pub fn read_unsubscribe(state: &AppState, token: &str) -> Result<UnsubscribeRequest, TokenRefused> {
+    let claims: UnsubscribeClaims = state.unsubscribe_tokens.verify(token)?;
     let (Some(category), Some(channel)) = (
         Category::parse(&claims.category),
         Channel::parse(&claims.channel),

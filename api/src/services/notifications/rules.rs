@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     auth::Actor,
-    crypto::SignedTokens,
+    crypto::UnsubscribeTokens,
     db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{
         BusinessType, Email,
@@ -33,9 +33,15 @@ use crate::{
         phone::Phone,
     },
     error::{ApiError, ApiResult, UniqueKey},
-    events::{EventType, automation::EvaluateRules},
+    events::{
+        EventType,
+        automation::{self, EvaluateRules},
+    },
     jobs::{JobContext, RetryPolicy, Runtime},
-    notifications::Channel,
+    notifications::{
+        Channel,
+        templates::{PURPOSES, Purpose},
+    },
     services::{authorize, valid_name},
     state::AppState,
 };
@@ -161,19 +167,20 @@ struct ValidRule {
 
 async fn validate(txn: &TenantTxn, rule: RuleDefinition) -> ApiResult<ValidRule> {
     let name = valid_name("input.name", &rule.name, 200)?;
-    let event_type = EventType::WEBHOOK_CATALOGUE
-        .into_iter()
-        .find(|name| *name == rule.event_type.trim())
+    let event_type = EventType::parse(rule.event_type.trim())
+        .filter(|event_type| automation::can_trigger_rules(*event_type))
         .ok_or_else(|| {
+            let triggers: Vec<&str> = automation::rule_triggers().map(EventType::name).collect();
             ApiError::validation(
                 "input.eventType",
                 format!(
-                    "`{}` is not an event type; one of: {}",
+                    "`{}` cannot start a rule; one of: {}",
                     rule.event_type,
-                    EventType::WEBHOOK_CATALOGUE.join(", ")
+                    triggers.join(", ")
                 ),
             )
-        })?;
+        })?
+        .name();
     if rule.conditions.len() > MAX_CONDITIONS {
         return Err(ApiError::validation(
             "input.conditions",
@@ -208,18 +215,21 @@ async fn validate(txn: &TenantTxn, rule: RuleDefinition) -> ApiResult<ValidRule>
         ));
     }
     check_recipient(txn, &rule.recipient).await?;
-    let template_name = rule.template_name.trim().to_string();
-    let valid_template = !template_name.is_empty()
-        && template_name.len() <= 100
-        && template_name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-    if !valid_template {
-        return Err(ApiError::validation(
-            "input.templateName",
-            "a template name has 1 to 100 characters of a-z, 0-9, `_`, `.` and `-`",
-        ));
-    }
+    // The template is rendered by purpose name: any other name could never be sent.
+    let template_name = Purpose::find(rule.template_name.trim())
+        .ok_or_else(|| {
+            let purposes: Vec<&str> = PURPOSES.iter().map(|purpose| purpose.name).collect();
+            ApiError::validation(
+                "input.templateName",
+                format!(
+                    "`{}` is no notification purpose; one of: {}",
+                    rule.template_name,
+                    purposes.join(", ")
+                ),
+            )
+        })?
+        .name
+        .to_string();
     if !(0..=MAX_DELAY_SECONDS).contains(&rule.delay_seconds) {
         return Err(ApiError::validation(
             "input.delaySeconds",
@@ -428,19 +438,27 @@ pub fn default_rules(business_type: BusinessType) -> Vec<RuleDefinition> {
                 Category::Orders,
             )]
         }
+        // An order's status change carries the order, not a quote, an appointment or the
+        // shop's address: the `quote_sent`, `ready_for_pickup` and `appointment_confirmation`
+        // purposes read those, so these rules write with the purposes an order supplies.
         BusinessType::BikeShop => vec![
-            to_customer("Quote sent", "QUOTE_SENT", "quote_sent", Category::Orders),
+            to_customer(
+                "Quote sent",
+                "QUOTE_SENT",
+                "order_status_changed",
+                Category::Orders,
+            ),
             to_customer(
                 "Ready for pickup",
                 "READY_FOR_PICKUP",
-                "ready_for_pickup",
+                "order_ready",
                 Category::Orders,
             ),
         ],
         BusinessType::Clinic => vec![to_customer(
             "Appointment confirmed",
             "CONFIRMED",
-            "appointment_confirmation",
+            "order_status_changed",
             Category::Appointments,
         )],
         BusinessType::PetStore => {
@@ -623,7 +641,7 @@ pub async fn outcomes(
         .order_by_asc(notification_rule::Column::Id)
         .all(txn)
         .await?;
-    let variables = event_variables(txn, event).await?;
+    let variables = load_event_variables(txn, event).await?;
     let mut outcomes = Vec::new();
     for rule in rules {
         let rule = Rule::from_row(rule)?;
@@ -659,7 +677,7 @@ struct Planning<'a> {
 
 /// How unsubscribe links are made: signed with the server's secret, under its public URL.
 pub struct Links<'a> {
-    pub tokens: &'a SignedTokens,
+    pub tokens: &'a UnsubscribeTokens,
     pub public_url: &'a str,
 }
 
@@ -727,30 +745,38 @@ async fn choose_channel(
     })
 }
 
-/// What the templates of an event's notifications read: the company, the event's order and
-/// payment as the built-in purposes name them, and the payload itself as `event`.
-async fn event_variables(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Value> {
-    let payload = &event.payload;
+/// Reads what [`event_variables`] needs: the company, and the event's order when it names one.
+async fn load_event_variables(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Value> {
     let company = txn
         .find_company()
         .one(txn)
         .await?
         .ok_or(ApiError::NotFound("company"))?;
+    let order = match uuid_at(&event.payload, "orderId") {
+        Some(order_id) => {
+            txn.find::<order::Entity>()
+                .filter(order::Column::Id.eq(order_id))
+                .one(txn)
+                .await?
+        }
+        None => None,
+    };
+    Ok(event_variables(event, &company.name, order.as_ref()))
+}
+
+/// What the templates of an event's notifications read: the company, the event's order and
+/// payment as the built-in purposes name them, and the payload itself as `event`.
+fn event_variables(
+    event: &EvaluateRules,
+    company_name: &str,
+    order: Option<&order::Model>,
+) -> Value {
+    let payload = &event.payload;
     let mut variables = json!({
         "event": payload,
-        "company": { "name": company.name },
+        "company": { "name": company_name },
     });
-    let order_id = payload
-        .get("orderId")
-        .and_then(Value::as_str)
-        .and_then(|id| Uuid::parse_str(id).ok());
-    if let Some(order_id) = order_id
-        && let Some(order) = txn
-            .find::<order::Entity>()
-            .filter(order::Column::Id.eq(order_id))
-            .one(txn)
-            .await?
-    {
+    if let Some(order) = order {
         variables["order"] = json!({
             "number": order.number.to_string(),
             "total": { "minor": order.total_minor, "currency": order.currency },
@@ -769,7 +795,15 @@ async fn event_variables(txn: &TenantTxn, event: &EvaluateRules) -> ApiResult<Va
             "paid_at": event.occurred_at,
         });
     }
-    Ok(variables)
+    variables
+}
+
+/// The id at `field` of an event's payload.
+fn uuid_at(payload: &Value, field: &str) -> Option<Uuid> {
+    payload
+        .get(field)
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// Who `recipient` is for an event with `payload`.
@@ -778,17 +812,11 @@ async fn addressees(
     recipient: &Recipient,
     payload: &Value,
 ) -> ApiResult<Vec<Addressee>> {
-    let uuid_at = |field: &str| {
-        payload
-            .get(field)
-            .and_then(Value::as_str)
-            .and_then(|id| Uuid::parse_str(id).ok())
-    };
     let users = match recipient {
         Recipient::Customer => {
-            let customer_id = match uuid_at("customerId") {
+            let customer_id = match uuid_at(payload, "customerId") {
                 Some(id) => Some(id),
-                None => match uuid_at("orderId") {
+                None => match uuid_at(payload, "orderId") {
                     Some(order_id) => txn
                         .find::<order::Entity>()
                         .filter(order::Column::Id.eq(order_id))
@@ -948,4 +976,129 @@ pub async fn evaluate(
     metrics::histogram!("notification_rules_evaluation_seconds")
         .record(started.elapsed().as_secs_f64());
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::{
+        domain::Locale,
+        events::{
+            DomainEvent,
+            domain::{OrderStatusChanged, PaymentState},
+        },
+        notifications::templates::{RenderContext, system_default},
+    };
+
+    /// An event of `event_type` for which `rule`'s conditions hold, and the order it is about.
+    fn sample_event(rule: &RuleDefinition) -> (EvaluateRules, order::Model) {
+        let occurred_at = Utc.with_ymd_and_hms(2026, 12, 2, 15, 30, 0).unwrap();
+        let order = order::Model {
+            id: Uuid::now_v7(),
+            company_id: Uuid::now_v7(),
+            number: 1042,
+            customer_id: Uuid::now_v7(),
+            workflow_id: Uuid::now_v7(),
+            status: "PENDING".into(),
+            version: 3,
+            subtotal_minor: 15990,
+            total_minor: 15990,
+            currency: "BRL".into(),
+            notes: None,
+            created_at: occurred_at,
+            updated_at: occurred_at,
+        };
+        let event = match EventType::parse(&rule.event_type) {
+            Some(EventType::OrderStatusChanged) => {
+                DomainEvent::OrderStatusChanged(OrderStatusChanged {
+                    order_id: order.id,
+                    number: order.number,
+                    from: "PENDING".into(),
+                    to: "PENDING".into(),
+                    version: order.version,
+                    actor: crate::auth::user_subject(Uuid::now_v7()),
+                })
+            }
+            Some(EventType::PaymentPaid) => DomainEvent::PaymentPaid(PaymentState {
+                payment_id: Uuid::now_v7(),
+                order_id: order.id,
+                method: "PIX".into(),
+                status: "PAID".into(),
+                amount_minor: order.total_minor,
+                refunded_minor: 0,
+                currency: order.currency.clone(),
+            }),
+            other => panic!("a default rule listens to {other:?}: add a sample of it here"),
+        };
+        let mut payload = event.payload();
+        // What the rule waits for: `to = READY` makes the sample a change to READY.
+        for condition in &rule.conditions {
+            if condition.op == Operator::Eq {
+                payload[condition.field.as_str()] = condition.value.clone();
+            }
+        }
+        assert!(
+            domain::all_hold(&rule.conditions, &payload),
+            "{}: the sample does not trigger it",
+            rule.name
+        );
+        let order = order::Model {
+            status: payload
+                .get("to")
+                .and_then(Value::as_str)
+                .unwrap_or("PAID")
+                .to_string(),
+            ..order
+        };
+        let event = EvaluateRules {
+            event_id: Uuid::now_v7(),
+            event_type: rule.event_type.clone(),
+            occurred_at,
+            payload,
+        };
+        (event, order)
+    }
+
+    #[test]
+    fn every_default_rule_renders_with_its_events_variables() {
+        let customer = Addressee {
+            subject: Subject::Customer(Uuid::now_v7()),
+            name: "Maria Souza".into(),
+            email: None,
+            phone: None,
+        };
+        for business_type in BusinessType::ALL {
+            for rule in default_rules(business_type) {
+                let (event, order) = sample_event(&rule);
+                let variables = customer.variables(
+                    &event_variables(&event, "Bicicletaria Aro 29", Some(&order)),
+                    "https://app.example.com/notifications/unsubscribe?token=t".into(),
+                );
+                for &channel in &rule.channels {
+                    for code in Locale::SUPPORTED {
+                        let locale = Locale::parse(code).expect("a supported locale");
+                        let template = system_default(&rule.template_name, channel, locale)
+                            .unwrap_or_else(|| {
+                                panic!("{}: no template {}", rule.name, rule.template_name)
+                            });
+                        let rendered = template.render(&RenderContext {
+                            locale,
+                            timezone: chrono_tz::America::Sao_Paulo,
+                            variables: variables.clone(),
+                        });
+                        assert!(
+                            rendered.is_ok(),
+                            "{business_type:?} rule `{}` ({}, {}, {code}): {:?}",
+                            rule.name,
+                            rule.template_name,
+                            channel.as_str(),
+                            rendered.err()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
