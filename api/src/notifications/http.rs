@@ -1,32 +1,73 @@
 //! What the HTTP providers (Evolution API, the WhatsApp Cloud API, Twilio) share: one client
-//! with a deadline and no redirects, URLs built from a configured base by pushing
-//! escaped path segments, and the classes of failure every one of them documents alike.
+//! with a deadline, no redirects, no proxy and the address guard, URLs built from a configured
+//! base by pushing escaped path segments, and the classes of failure every one of them
+//! documents alike.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::SendError;
+use crate::webhooks::address::{GuardError, GuardedResolver, refused_by_guard};
 
+/// The code of a send refused because the provider's host is an address the guard forbids.
+pub const ADDRESS_NOT_ALLOWED: &str = "ADDRESS_NOT_ALLOWED";
 /// The most of an error answer kept in a message, so a provider echoing a huge page cannot
 /// bloat the delivery log.
 const MAX_MESSAGE_CHARS: usize = 500;
 
 /// The HTTP client every provider call goes through: one connection pool for every company
 /// and provider, a deadline on connecting and on each whole request, no redirects (one would
-/// carry the credentials to wherever it points; no provider sends one).
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .user_agent(concat!(
-            "Platform-Notifications/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()
-        .map_err(|error| format!("failed to build the notifications HTTP client: {error}"))
+/// carry the credentials to wherever it points; no provider sends one), no proxy, and the
+/// address guard: a company chooses the base URL, so it must not reach inside our network.
+#[derive(Clone)]
+pub struct ProviderHttp {
+    client: reqwest::Client,
+    guard: Arc<GuardedResolver>,
+}
+
+impl ProviderHttp {
+    /// Names resolve through `guard` as the client connects; literal addresses are checked in
+    /// [`Self::base_url`], since no resolver sees them.
+    pub(crate) fn new(timeout: Duration, guard: Arc<GuardedResolver>) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .dns_resolver(guard.clone())
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .user_agent(concat!(
+                "Platform-Notifications/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|error| format!("failed to build the notifications HTTP client: {error}"))?;
+        Ok(Self { client, guard })
+    }
+
+    /// The guard this client connects through, for the providers that connect on their own
+    /// (SMTP) and for checking a URL when it is saved.
+    pub(crate) fn guard(&self) -> &GuardedResolver {
+        &self.guard
+    }
+
+    /// A provider's base URL, refused when its host is a literal address the guard forbids.
+    pub(super) fn base_url(&self, provider: &str, base_url: &str) -> Result<BaseUrl, String> {
+        let base = BaseUrl::parse(provider, base_url)?;
+        self.guard
+            .check_literal_host(&base.0)
+            .map_err(|refused| format!("the {provider} URL cannot be used: {refused}"))?;
+        Ok(base)
+    }
+
+    pub(super) fn get(&self, url: Url) -> RequestBuilder {
+        self.client.get(url)
+    }
+
+    pub(super) fn post(&self, url: Url) -> RequestBuilder {
+        self.client.post(url)
+    }
 }
 
 /// A provider's configured base URL.
@@ -36,7 +77,7 @@ pub(super) struct BaseUrl(Url);
 impl BaseUrl {
     /// `base_url` is the provider's documented origin, optionally with a path prefix (a
     /// self-hosted Evolution behind a reverse proxy); `http://` is accepted for local servers.
-    pub(super) fn parse(provider: &str, base_url: &str) -> Result<Self, String> {
+    fn parse(provider: &str, base_url: &str) -> Result<Self, String> {
         let url = Url::parse(base_url)
             .map_err(|error| format!("the {provider} URL `{base_url}` is not valid: {error}"))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
@@ -59,8 +100,25 @@ impl BaseUrl {
     }
 }
 
-/// A request that got no answer: a timeout or an unreachable provider is worth retrying.
+/// A provider's host the guard would not hand out: refused for good, or not resolving for now.
+impl From<GuardError> for SendError {
+    fn from(error: GuardError) -> Self {
+        match error {
+            GuardError::NotAllowed(message) => Self::permanent(ADDRESS_NOT_ALLOWED, message),
+            GuardError::Unresolved(message) => Self::retryable("connect", message),
+        }
+    }
+}
+
+/// A request that got no answer: a timeout or an unreachable provider is worth retrying; a
+/// provider the address guard refuses stays refused.
 pub(super) fn transport_error(provider: &str, error: reqwest::Error) -> SendError {
+    if refused_by_guard(&error) {
+        return SendError::permanent(
+            ADDRESS_NOT_ALLOWED,
+            format!("{provider} cannot be reached: its address is not allowed"),
+        );
+    }
     let code = if error.is_timeout() {
         "timeout"
     } else if error.is_connect() {
@@ -137,6 +195,16 @@ pub(super) async fn exchange<T: DeserializeOwned>(
             ),
         )
     })
+}
+
+/// A client that may reach loopback, where the tests' local providers listen.
+#[cfg(test)]
+pub(super) fn loopback_http(timeout: Duration) -> ProviderHttp {
+    let policy = crate::webhooks::address::AddressPolicy::new(vec![
+        "127.0.0.0/8".parse().expect("a network"),
+        "::1/128".parse().expect("a network"),
+    ]);
+    ProviderHttp::new(timeout, Arc::new(GuardedResolver::new(policy))).expect("the client builds")
 }
 
 /// A local server answering the next POST, and only one, with `response`: the provider in a
