@@ -13,6 +13,9 @@ use crate::webhooks::address::{GuardError, GuardedResolver, refused_by_guard};
 
 /// The code of a send refused because the provider's host is an address the guard forbids.
 pub const ADDRESS_NOT_ALLOWED: &str = "ADDRESS_NOT_ALLOWED";
+/// The most of an answer read: the documented answers are a few KiB, and a provider answering
+/// more must not make us buffer it.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The most of an error answer kept in a message, so a provider echoing a huge page cannot
 /// bloat the delivery log.
 const MAX_MESSAGE_CHARS: usize = 500;
@@ -164,8 +167,8 @@ pub(super) fn by_status(status: StatusCode, code: String, message: String) -> Se
 }
 
 /// Sends `request` and reads a 2xx answer as `T`; an error answer goes through `classify`. A
-/// 2xx that is not the documented answer is permanent: the provider took the message, and
-/// sending again could deliver it twice.
+/// 2xx that is not the documented answer, or whose body cannot be read whole, is permanent:
+/// the provider took the message, and sending again could deliver it twice.
 pub(super) async fn exchange<T: DeserializeOwned>(
     provider: &str,
     action: &str,
@@ -177,15 +180,20 @@ pub(super) async fn exchange<T: DeserializeOwned>(
         .await
         .map_err(|error| transport_error(provider, error))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| transport_error(provider, error))?;
+    let body = read_capped(response).await;
     if !status.is_success() {
+        // Sorted by its status; what could be read of it is enough for the message.
+        let body = body.unwrap_or_else(|(read, _)| read);
         let error = classify(status, &body);
         tracing::warn!(provider, action, %status, code = error.code(), "the provider refused the request");
         return Err(error);
     }
+    let body = body.map_err(|(_, reason)| {
+        SendError::permanent(
+            "unreadable_answer",
+            format!("{provider} answered {action} with HTTP {status} but {reason}"),
+        )
+    })?;
     serde_json::from_slice(&body).map_err(|error| {
         SendError::permanent(
             "unreadable_answer",
@@ -195,6 +203,27 @@ pub(super) async fn exchange<T: DeserializeOwned>(
             ),
         )
     })
+}
+
+/// The whole body when it is at most [`MAX_ANSWER_BYTES`]; otherwise what was read (never more
+/// than that) and why the rest is missing. The rest is never read.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, (Vec<u8>, String)> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER_BYTES => {
+                body.extend_from_slice(&chunk[..MAX_ANSWER_BYTES - body.len()]);
+                let reason = format!("its answer is over {} KiB", MAX_ANSWER_BYTES / 1024);
+                return Err((body, reason));
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body),
+            Err(error) => {
+                let reason = format!("its answer could not be read: {}", error.without_url());
+                return Err((body, reason));
+            }
+        }
+    }
 }
 
 /// A client that may reach loopback, where the tests' local providers listen.
@@ -220,4 +249,72 @@ pub(super) async fn answering_one_post(
         .mount(&server)
         .await;
     server
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use wiremock::ResponseTemplate;
+
+    use super::*;
+
+    fn classify(status: StatusCode, body: &[u8]) -> SendError {
+        by_status(status, status.as_u16().to_string(), body_text(body))
+    }
+
+    async fn exchange_with(url: String) -> Result<Value, SendError> {
+        let http = loopback_http(Duration::from_secs(5));
+        let url = Url::parse(&url).expect("a URL");
+        exchange("Provider", "send", http.post(url), classify).await
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_not_taken_and_a_2xx_one_is_not_retried() {
+        let padding = "x".repeat(MAX_ANSWER_BYTES);
+        let accepted = answering_one_post(
+            ResponseTemplate::new(201).set_body_json(json!({"id": "1", "padding": padding})),
+        )
+        .await;
+        let huge_error = answering_one_post(
+            ResponseTemplate::new(503).set_body_string("e".repeat(10 * MAX_ANSWER_BYTES)),
+        )
+        .await;
+
+        let too_long = exchange_with(accepted.uri())
+            .await
+            .expect_err("over the cap");
+        let refused = exchange_with(huge_error.uri()).await.expect_err("refused");
+
+        assert_eq!(too_long.code(), "unreadable_answer", "{too_long}");
+        assert!(!too_long.is_retryable(), "{too_long}");
+        assert!(too_long.to_string().contains("over 64 KiB"), "{too_long}");
+        assert_eq!(refused.code(), "503");
+        assert!(refused.is_retryable());
+        assert!(refused.to_string().len() < 1000, "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_2xx_whose_body_breaks_off_is_permanent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("a connection");
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            // Promises 1000 bytes, sends 8, hangs up.
+            let _ = stream
+                .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 1000\r\n\r\n{\"id\": \"")
+                .await;
+        });
+
+        let error = exchange_with(format!("http://{address}/"))
+            .await
+            .expect_err("broken off");
+
+        assert_eq!(error.code(), "unreadable_answer", "{error}");
+        assert!(!error.is_retryable(), "{error}");
+    }
 }
