@@ -15,7 +15,7 @@ database_url="${DATABASE_URL:-sqlite://$data/platform.db?mode=rwc}"
 port=$((20000 + RANDOM % 20000))
 PLATFORM_DATA_DIR="$data" DATABASE_URL="$database_url" PLATFORM_BIND="127.0.0.1:$port" \
   PLATFORM_LOG_FORMAT=json RUST_LOG=warn PLATFORM_API_RATE_LIMIT=1000000000 \
-  target/dist/platform serve >"$data/server.log" 2>&1 &
+  PLATFORM_WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8 target/dist/platform serve >"$data/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done

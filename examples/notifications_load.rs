@@ -6,7 +6,8 @@
 //!
 //! It signs up its own company and points the company's WhatsApp channel at a fake Evolution
 //! API it runs itself (answering `201` with a message id, as Evolution does), so the server
-//! needs sign-up enabled and a high `PLATFORM_API_RATE_LIMIT`.
+//! needs sign-up enabled, a high `PLATFORM_API_RATE_LIMIT` and
+//! `PLATFORM_WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8` (the fake provider listens on loopback).
 //! 1. Idle latency: 200 notifications one after another, each timed from the mutation being
 //!    sent to its text arriving at the fake provider.
 //! 2. Sustained sends: the channel's job key is paused while the backlog is queued through the

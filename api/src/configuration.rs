@@ -136,8 +136,9 @@ pub struct WebhookSettings {
     /// dead-lettered. `PLATFORM_WEBHOOK_RETRY_SCHEDULE=0s,5s,5m,30m,2h,5h,10h,10h`.
     #[serde(with = "duration_list")]
     pub retry_schedule: Vec<Duration>,
-    /// Networks (CIDRs) endpoints may resolve to although they are not public, for local
-    /// development and tests; nothing else is exempt from the guard.
+    /// Networks (CIDRs) webhook endpoints and a company's notification providers may resolve
+    /// to although they are not public, for local development and tests; nothing else is
+    /// exempt from the guard.
     pub allowed_networks: Vec<String>,
     /// Connect and response deadline of one attempt.
     pub timeout_secs: u64,

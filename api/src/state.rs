@@ -10,7 +10,10 @@ use crate::{
     crypto::{SecretBox, UnsubscribeTokens},
     events::EventBus,
     payments::stripe::{PaymentProvider, StripeClient},
-    webhooks::sender::Sender,
+    webhooks::{
+        address::{AddressPolicy, GuardedResolver},
+        sender::Sender,
+    },
 };
 
 use crate::{
@@ -63,8 +66,9 @@ pub struct AppState {
     /// Card payments (Stripe, at `PLATFORM_STRIPE_API_BASE`).
     pub payment_provider: Arc<dyn PaymentProvider>,
     /// The one HTTP client of the notification providers (Evolution, the Cloud API, Twilio),
-    /// with `PLATFORM_NOTIFICATION_PROVIDER_TIMEOUT_SECS` as its deadline.
-    pub notification_http: reqwest::Client,
+    /// with `PLATFORM_NOTIFICATION_PROVIDER_TIMEOUT_SECS` as its deadline and the webhooks'
+    /// address guard (`PLATFORM_WEBHOOK_ALLOWED_NETWORKS`).
+    pub notification_http: crate::notifications::ProviderHttp,
     /// Signs and checks the unsubscribe links of notifications.
     pub unsubscribe_tokens: UnsubscribeTokens,
 }
@@ -142,7 +146,11 @@ impl AppState {
         let jwt = JwtKeys::new(&settings.resolve_jwt_secret()?);
         let secrets = settings.resolve_encryption_key()?;
         let unsubscribe_tokens = UnsubscribeTokens::new(&settings.resolve_unsubscribe_secret()?);
-        let webhook_sender = Sender::new(&settings)?;
+        // One guard for every client that connects where a tenant points it.
+        let address_guard = Arc::new(GuardedResolver::new(AddressPolicy::new(
+            settings.webhooks.allowed_networks()?,
+        )));
+        let webhook_sender = Sender::new(&settings, address_guard.clone())?;
         let payment_provider = Arc::new(
             StripeClient::new(
                 &settings.stripe_api_base,
@@ -150,9 +158,10 @@ impl AppState {
             )
             .map_err(anyhow::Error::msg)?,
         );
-        let notification_http = crate::notifications::http_client(std::time::Duration::from_secs(
-            settings.notifications.provider_timeout_secs,
-        ))
+        let notification_http = crate::notifications::ProviderHttp::new(
+            std::time::Duration::from_secs(settings.notifications.provider_timeout_secs),
+            address_guard,
+        )
         .map_err(anyhow::Error::msg)?;
         db::migrate_as_owner(&settings).await?;
         let mut db = db::connect(&settings, Role::Tenant).await?;

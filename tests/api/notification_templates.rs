@@ -226,7 +226,14 @@ async fn a_bad_template_is_refused_at_save_with_its_field_and_line() {
                     "body": "{% for i in range(100000) %}{{ i }}{% endfor %}" }),
             "input.body",
             Some(1),
-            "too much work",
+            "unknown variable `range`",
+        ),
+        (
+            json!({ "name": "order_ready", "channel": "SMS", "locale": "pt-BR",
+                    "body": "Oi {{ customer.name }}\n{% set x = customer.name * 100000000 %}{{ x }}" }),
+            "input.body",
+            Some(2),
+            "`{% set %}` statement is not available",
         ),
         (
             json!({ "name": "no_such_purpose", "channel": "SMS", "locale": "pt-BR", "body": "Oi" }),

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Tenant, TestApp, first_error_code, next_event, spawn_app, subscribe, text};
+use crate::helpers::{
+    Tenant, TestApp, first_error_code, next_event, spawn_app, spawn_app_with,
+    spawn_second_instance, subscribe, text,
+};
 
 pub const SEND: &str =
     "mutation S($input: SendNotificationInput!) { sendNotification(input: $input) {
@@ -639,7 +642,10 @@ async fn credentials_are_stored_sealed_and_never_returned() {
         )
         .await;
     assert_eq!(first_error_code(&mismatched), "VALIDATION", "{mismatched}");
-    assert_eq!(mismatched["errors"][0]["extensions"]["field"], "provider");
+    assert_eq!(
+        mismatched["errors"][0]["extensions"]["field"],
+        "input.provider"
+    );
     let bad_url = app
         .graphql_as(
             &shop.access_token,
@@ -649,7 +655,7 @@ async fn credentials_are_stored_sealed_and_never_returned() {
         )
         .await;
     assert_eq!(
-        bad_url["errors"][0]["extensions"]["field"], "settings.baseUrl",
+        bad_url["errors"][0]["extensions"]["field"], "input.settings.baseUrl",
         "{bad_url}"
     );
 }
@@ -1379,7 +1385,10 @@ async fn notifications_queued_when_the_server_is_killed_are_sent_after_it_restar
     let data = tempfile::tempdir().expect("temp dir");
     let start = || {
         let mut command = platform();
-        command.env("PLATFORM_DATA_DIR", data.path());
+        command
+            .env("PLATFORM_DATA_DIR", data.path())
+            // The provider is a local server.
+            .env("PLATFORM_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8");
         serve_with(command)
     };
     let client = reqwest::Client::new();
@@ -1541,4 +1550,124 @@ async fn a_cloud_api_configuration_sends_its_approved_template_with_the_variable
     assert!(parameters[2].contains("45,00"), "{parameters:?}");
     assert_eq!(bodies[1]["type"], "text", "{bodies:?}");
     assert_eq!(bodies[1]["text"]["body"], "Obrigado pela visita");
+}
+
+/// A provider's base URL or SMTP server at an internal address (the cloud metadata endpoint,
+/// loopback, a name resolving to loopback) is refused when it is configured, unless the
+/// operator allowed that network; the refusal does not say what the address is.
+#[tokio::test]
+async fn a_provider_at_an_internal_address_is_refused_when_configured() {
+    let app = spawn_app_with(|settings| settings.webhooks.allowed_networks.clear()).await;
+    let shop = app.sign_up("inward", "RESTAURANT").await;
+    let provider = wiremock::MockServer::start().await;
+    let port = provider.address().port();
+    let configure =
+        |input: Value| app.graphql_as(&shop.access_token, CONFIGURE, json!({ "input": input }));
+
+    for base_url in [
+        "http://169.254.169.254".to_string(),
+        "http://[::ffff:169.254.169.254]/latest".to_string(),
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        "http://10.0.0.8:8080".to_string(),
+    ] {
+        let refused = configure(json!({ "channel": "WHATSAPP", "provider": "EVOLUTION",
+            "settings": { "baseUrl": base_url, "instance": "loja" },
+            "credentials": { "apiKey": "k" } }))
+        .await;
+        assert_eq!(
+            first_error_code(&refused),
+            "VALIDATION",
+            "{base_url}: {refused}"
+        );
+        let extensions = &refused["errors"][0]["extensions"];
+        assert_eq!(extensions["field"], "input.settings.baseUrl", "{refused}");
+        let message = refused["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("not allowed"), "{message}");
+        for revealing in ["127.0.0.1", "169.254", "loopback", "metadata", "private"] {
+            assert!(
+                !message.contains(revealing),
+                "{message} reveals {revealing}"
+            );
+        }
+    }
+    let smtp = configure(json!({ "channel": "EMAIL", "provider": "SMTP",
+        "settings": { "fromAddress": "loja@inward.example.com" },
+        "credentials": { "url": format!("smtp://127.0.0.1:{port}?tls=none") } }))
+    .await;
+    assert_eq!(first_error_code(&smtp), "VALIDATION", "{smtp}");
+    assert_eq!(
+        smtp["errors"][0]["extensions"]["field"], "input.credentials.url",
+        "{smtp}"
+    );
+
+    let channels = app
+        .graphql_as(
+            &shop.access_token,
+            "{ notificationChannels { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        channels["data"]["notificationChannels"],
+        json!([]),
+        "{channels}"
+    );
+    assert!(
+        provider
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+/// A configuration saved while its host was allowed (or resolved elsewhere) is checked again
+/// at each send: a name that now resolves to loopback is never connected to, and the
+/// notification fails for good with the reason in the delivery log.
+#[tokio::test]
+async fn a_provider_whose_name_resolves_to_an_internal_address_is_refused_at_send() {
+    let mut app = spawn_app_with(|settings| {
+        settings.webhooks.allowed_networks = vec!["127.0.0.0/8".into(), "::1/128".into()];
+    })
+    .await;
+    let shop = app.sign_up("rebound", "RESTAURANT").await;
+    let provider = wiremock::MockServer::start().await;
+    let configured = app
+        .graphql_as(
+            &shop.access_token,
+            CONFIGURE,
+            json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+                "settings": { "baseUrl": format!("http://localhost:{}", provider.address().port()),
+                    "instance": "loja" },
+                "credentials": { "apiKey": "k" } } }),
+        )
+        .await;
+    assert!(configured["errors"].is_null(), "{configured}");
+    app.stop();
+    app.settings.webhooks.allowed_networks.clear();
+    let guarded = spawn_second_instance(&app).await;
+
+    let sent = guarded
+        .graphql_as(
+            &shop.access_token,
+            SEND,
+            json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+                "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
+                "idempotencyKey": "rebound-1" } }),
+        )
+        .await;
+    let id = text(&sent["data"]["sendNotification"]["notification"]["id"]);
+    let failed = settled(&guarded, &shop.access_token, &id).await;
+
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(failed["lastErrorCode"], "ADDRESS_NOT_ALLOWED", "{failed}");
+    assert_eq!(failed["attempts"][0]["outcome"], "PERMANENT", "{failed}");
+    assert!(
+        provider
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
 }

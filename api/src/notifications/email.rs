@@ -6,12 +6,16 @@
 //! (STARTTLS when offered) or `?tls=none` (plain text, for a relay on the same host or a test
 //! listener). The user and password are percent-decoded.
 //!
+//! A company's own server is reached only at an address the address guard allows
+//! ([`SmtpSettings::guarded`]): the host is resolved once, every address checked, and lettre
+//! connects to a checked address rather than resolving the name again.
+//!
 //! The Message-ID is ours (`<uuid@sender's domain>`), set before sending, so the delivery log
 //! can name the message whatever the server says. Failures: an SMTP 4xx reply, a timeout or a
 //! connection/TLS failure is retryable (the code is the reply code, `timeout` or `connect`); a
 //! 5xx reply is permanent with its code; a message lettre cannot build is permanent `invalid`.
 
-use std::{fmt, time::Duration};
+use std::{fmt, net::IpAddr, time::Duration};
 
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
@@ -27,7 +31,10 @@ use lettre::{
 use url::Url;
 
 use super::{Accepted, SendError};
-use crate::domain::Email;
+use crate::{
+    domain::Email,
+    webhooks::address::{GuardError, GuardedResolver},
+};
 
 /// The name the delivery log records.
 pub const PROVIDER: &str = "smtp";
@@ -53,6 +60,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     /// User and password, when the server wants them.
     pub credentials: Option<(String, String)>,
+    /// Where to connect instead of resolving `host` as the mail goes out: an address the guard
+    /// checked ([`Self::guarded`]). TLS still verifies the certificate against `host`.
+    connect_to: Option<IpAddr>,
 }
 
 impl fmt::Debug for SmtpSettings {
@@ -129,6 +139,17 @@ impl SmtpSettings {
             port,
             tls,
             credentials,
+            connect_to: None,
+        })
+    }
+
+    /// These settings connecting only to an address of the host that `guard` allows, resolved
+    /// now: a name resolved again as lettre connects could answer differently (rebinding).
+    pub(crate) async fn guarded(self, guard: &GuardedResolver) -> Result<Self, GuardError> {
+        let addresses = guard.lookup(&self.host, self.port).await?;
+        Ok(Self {
+            connect_to: addresses.first().map(|address| address.ip()),
+            ..self
         })
     }
 }
@@ -220,11 +241,13 @@ impl SmtpMailer {
             SmtpTls::Opportunistic => Tls::Opportunistic(tls_parameters()?),
             SmtpTls::None => Tls::None,
         };
-        let mut builder =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.host.clone())
-                .port(settings.port)
-                .tls(tls)
-                .timeout(Some(timeout));
+        let server = settings
+            .connect_to
+            .map_or_else(|| settings.host.clone(), |address| address.to_string());
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server)
+            .port(settings.port)
+            .tls(tls)
+            .timeout(Some(timeout));
         if let Some((user, password)) = &settings.credentials {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
@@ -365,6 +388,38 @@ mod tests {
                 credentials.map(|(user, password)| (user.to_owned(), password.to_owned())),
                 "{url}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guarded_server_connects_only_to_an_address_the_guard_allows() {
+        let loopback = GuardedResolver::new(crate::webhooks::address::AddressPolicy::new(vec![
+            "127.0.0.0/8".parse().expect("a network"),
+        ]));
+        let pinned = SmtpSettings::parse("smtp://127.0.0.1:2525?tls=none")
+            .expect("valid")
+            .guarded(&loopback)
+            .await
+            .expect("allowed");
+        assert_eq!(pinned.connect_to, Some(IpAddr::from([127, 0, 0, 1])));
+
+        let guard = GuardedResolver::default();
+        for url in [
+            "smtp://127.0.0.1:25?tls=none",
+            "smtp://localhost:25?tls=none",
+            "smtps://169.254.169.254",
+            "smtp://[::1]:25?tls=none",
+        ] {
+            let refused = SmtpSettings::parse(url)
+                .expect(url)
+                .guarded(&guard)
+                .await
+                .expect_err(url);
+            assert!(
+                matches!(refused, GuardError::NotAllowed(_)),
+                "{url}: {refused:?}"
+            );
+            assert!(!SendError::from(refused).is_retryable(), "{url}");
         }
     }
 

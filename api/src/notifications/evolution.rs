@@ -38,7 +38,7 @@ use serde_json::Value;
 
 use super::{
     Accepted, DeliveryStatus, SendError, WebhookEvent,
-    http::{BaseUrl, body_text, bounded, by_status, exchange},
+    http::{BaseUrl, ProviderHttp, body_text, bounded, by_status, exchange},
     whatsapp::{ConnectionState, WhatsappProvider},
 };
 use crate::domain::phone::Phone;
@@ -81,7 +81,7 @@ pub struct TextOptions {
 /// [`WhatsappProvider`] over one Evolution instance.
 #[derive(Clone)]
 pub struct EvolutionClient {
-    http: reqwest::Client,
+    http: ProviderHttp,
     base: BaseUrl,
     instance: String,
     api_key: HeaderValue,
@@ -98,11 +98,11 @@ impl fmt::Debug for EvolutionClient {
 }
 
 impl EvolutionClient {
-    /// A client of `config`'s instance over `http` (see [`super::http_client`]; one is shared by
+    /// A client of `config`'s instance over `http` (see [`ProviderHttp`]; one is shared by
     /// every company). Refuses a URL that is not http(s), an empty instance, a key a header
     /// cannot carry.
-    pub fn new(http: reqwest::Client, config: &EvolutionConfig) -> Result<Self, String> {
-        let base = BaseUrl::parse("Evolution API", &config.base_url)?;
+    pub fn new(http: ProviderHttp, config: &EvolutionConfig) -> Result<Self, String> {
+        let base = http.base_url("Evolution API", &config.base_url)?;
         let instance = config.instance.trim();
         if instance.is_empty() {
             return Err("the Evolution instance name is empty".into());
@@ -343,7 +343,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::notifications::{http::answering_one_post, http_client};
+    use crate::notifications::http::{answering_one_post, loopback_http};
 
     const KEY: &str = "evo-key-123";
 
@@ -356,7 +356,7 @@ mod tests {
     }
 
     fn client(server: &MockServer) -> EvolutionClient {
-        let http = http_client(Duration::from_secs(5)).expect("client builds");
+        let http = loopback_http(Duration::from_secs(5));
         EvolutionClient::new(http, &config(server)).expect("valid config")
     }
 
@@ -437,7 +437,7 @@ mod tests {
             .expect(1)
             .mount(&server)
             .await;
-        let http = http_client(Duration::from_secs(5)).expect("client builds");
+        let http = loopback_http(Duration::from_secs(5));
         let prefixed = EvolutionConfig {
             base_url: format!("{}/evolution/", server.uri()),
             ..config(&server)
@@ -538,7 +538,7 @@ mod tests {
             )
             .mount(&server)
             .await;
-        let http = http_client(Duration::from_millis(200)).expect("client builds");
+        let http = loopback_http(Duration::from_millis(200));
         let impatient = EvolutionClient::new(http.clone(), &config(&server)).expect("valid config");
         let timeout = impatient
             .send_text(&phone(), "oi")
@@ -608,9 +608,59 @@ mod tests {
         assert!(!error.is_retryable());
     }
 
+    #[tokio::test]
+    async fn an_internal_provider_is_refused_as_a_literal_and_as_a_name_for_good() {
+        let server = MockServer::start().await;
+        let guarded = ProviderHttp::new(
+            Duration::from_secs(5),
+            std::sync::Arc::new(crate::webhooks::address::GuardedResolver::default()),
+        )
+        .expect("client builds");
+        let port = server.address().port();
+        for literal in [
+            format!("http://127.0.0.1:{port}"),
+            "http://169.254.169.254".to_string(),
+            "http://[::ffff:10.0.0.1]".to_string(),
+        ] {
+            let refused = EvolutionClient::new(
+                guarded.clone(),
+                &EvolutionConfig {
+                    base_url: literal.clone(),
+                    ..config(&server)
+                },
+            )
+            .expect_err("refused");
+            assert!(refused.contains("not allowed"), "{literal}: {refused}");
+        }
+
+        let named = EvolutionClient::new(
+            guarded,
+            &EvolutionConfig {
+                base_url: format!("http://localhost:{port}"),
+                ..config(&server)
+            },
+        )
+        .expect("a name is checked as the client connects");
+        let error = named.send_text(&phone(), "oi").await.expect_err("refused");
+
+        assert_eq!(
+            error.code(),
+            crate::notifications::ADDRESS_NOT_ALLOWED,
+            "{error}"
+        );
+        assert!(!error.is_retryable(), "{error}");
+        assert!(
+            server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .is_empty()
+        );
+    }
+
     #[test]
     fn a_config_that_cannot_work_is_refused_without_repeating_the_key() {
-        let http = http_client(Duration::from_secs(1)).expect("client builds");
+        let http = loopback_http(Duration::from_secs(1));
         let good = EvolutionConfig {
             base_url: "https://evolution.example.com".into(),
             instance: "main".into(),

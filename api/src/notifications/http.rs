@@ -1,32 +1,76 @@
 //! What the HTTP providers (Evolution API, the WhatsApp Cloud API, Twilio) share: one client
-//! with a deadline and no redirects, URLs built from a configured base by pushing
-//! escaped path segments, and the classes of failure every one of them documents alike.
+//! with a deadline, no redirects, no proxy and the address guard, URLs built from a configured
+//! base by pushing escaped path segments, and the classes of failure every one of them
+//! documents alike.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::SendError;
+use crate::webhooks::address::{GuardError, GuardedResolver, refused_by_guard};
 
+/// The code of a send refused because the provider's host is an address the guard forbids.
+pub const ADDRESS_NOT_ALLOWED: &str = "ADDRESS_NOT_ALLOWED";
+/// The most of an answer read: the documented answers are a few KiB, and a provider answering
+/// more must not make us buffer it.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The most of an error answer kept in a message, so a provider echoing a huge page cannot
 /// bloat the delivery log.
 const MAX_MESSAGE_CHARS: usize = 500;
 
 /// The HTTP client every provider call goes through: one connection pool for every company
 /// and provider, a deadline on connecting and on each whole request, no redirects (one would
-/// carry the credentials to wherever it points; no provider sends one).
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .user_agent(concat!(
-            "Platform-Notifications/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()
-        .map_err(|error| format!("failed to build the notifications HTTP client: {error}"))
+/// carry the credentials to wherever it points; no provider sends one), no proxy, and the
+/// address guard: a company chooses the base URL, so it must not reach inside our network.
+#[derive(Clone)]
+pub struct ProviderHttp {
+    client: reqwest::Client,
+    guard: Arc<GuardedResolver>,
+}
+
+impl ProviderHttp {
+    /// Names resolve through `guard` as the client connects; literal addresses are checked in
+    /// [`Self::base_url`], since no resolver sees them.
+    pub(crate) fn new(timeout: Duration, guard: Arc<GuardedResolver>) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .dns_resolver(guard.clone())
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .user_agent(concat!(
+                "Platform-Notifications/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|error| format!("failed to build the notifications HTTP client: {error}"))?;
+        Ok(Self { client, guard })
+    }
+
+    /// The guard this client connects through, for the providers that connect on their own
+    /// (SMTP) and for checking a URL when it is saved.
+    pub(crate) fn guard(&self) -> &GuardedResolver {
+        &self.guard
+    }
+
+    /// A provider's base URL, refused when its host is a literal address the guard forbids.
+    pub(super) fn base_url(&self, provider: &str, base_url: &str) -> Result<BaseUrl, String> {
+        let base = BaseUrl::parse(provider, base_url)?;
+        self.guard
+            .check_literal_host(&base.0)
+            .map_err(|refused| format!("the {provider} URL cannot be used: {refused}"))?;
+        Ok(base)
+    }
+
+    pub(super) fn get(&self, url: Url) -> RequestBuilder {
+        self.client.get(url)
+    }
+
+    pub(super) fn post(&self, url: Url) -> RequestBuilder {
+        self.client.post(url)
+    }
 }
 
 /// A provider's configured base URL.
@@ -36,7 +80,7 @@ pub(super) struct BaseUrl(Url);
 impl BaseUrl {
     /// `base_url` is the provider's documented origin, optionally with a path prefix (a
     /// self-hosted Evolution behind a reverse proxy); `http://` is accepted for local servers.
-    pub(super) fn parse(provider: &str, base_url: &str) -> Result<Self, String> {
+    fn parse(provider: &str, base_url: &str) -> Result<Self, String> {
         let url = Url::parse(base_url)
             .map_err(|error| format!("the {provider} URL `{base_url}` is not valid: {error}"))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
@@ -59,8 +103,25 @@ impl BaseUrl {
     }
 }
 
-/// A request that got no answer: a timeout or an unreachable provider is worth retrying.
+/// A provider's host the guard would not hand out: refused for good, or not resolving for now.
+impl From<GuardError> for SendError {
+    fn from(error: GuardError) -> Self {
+        match error {
+            GuardError::NotAllowed(message) => Self::permanent(ADDRESS_NOT_ALLOWED, message),
+            GuardError::Unresolved(message) => Self::retryable("connect", message),
+        }
+    }
+}
+
+/// A request that got no answer: a timeout or an unreachable provider is worth retrying; a
+/// provider the address guard refuses stays refused.
 pub(super) fn transport_error(provider: &str, error: reqwest::Error) -> SendError {
+    if refused_by_guard(&error) {
+        return SendError::permanent(
+            ADDRESS_NOT_ALLOWED,
+            format!("{provider} cannot be reached: its address is not allowed"),
+        );
+    }
     let code = if error.is_timeout() {
         "timeout"
     } else if error.is_connect() {
@@ -106,8 +167,8 @@ pub(super) fn by_status(status: StatusCode, code: String, message: String) -> Se
 }
 
 /// Sends `request` and reads a 2xx answer as `T`; an error answer goes through `classify`. A
-/// 2xx that is not the documented answer is permanent: the provider took the message, and
-/// sending again could deliver it twice.
+/// 2xx that is not the documented answer, or whose body cannot be read whole, is permanent:
+/// the provider took the message, and sending again could deliver it twice.
 pub(super) async fn exchange<T: DeserializeOwned>(
     provider: &str,
     action: &str,
@@ -119,15 +180,20 @@ pub(super) async fn exchange<T: DeserializeOwned>(
         .await
         .map_err(|error| transport_error(provider, error))?;
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| transport_error(provider, error))?;
+    let body = read_capped(response).await;
     if !status.is_success() {
+        // Sorted by its status; what could be read of it is enough for the message.
+        let body = body.unwrap_or_else(|(read, _)| read);
         let error = classify(status, &body);
         tracing::warn!(provider, action, %status, code = error.code(), "the provider refused the request");
         return Err(error);
     }
+    let body = body.map_err(|(_, reason)| {
+        SendError::permanent(
+            "unreadable_answer",
+            format!("{provider} answered {action} with HTTP {status} but {reason}"),
+        )
+    })?;
     serde_json::from_slice(&body).map_err(|error| {
         SendError::permanent(
             "unreadable_answer",
@@ -137,6 +203,37 @@ pub(super) async fn exchange<T: DeserializeOwned>(
             ),
         )
     })
+}
+
+/// The whole body when it is at most [`MAX_ANSWER_BYTES`]; otherwise what was read (never more
+/// than that) and why the rest is missing. The rest is never read.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, (Vec<u8>, String)> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER_BYTES => {
+                body.extend_from_slice(&chunk[..MAX_ANSWER_BYTES - body.len()]);
+                let reason = format!("its answer is over {} KiB", MAX_ANSWER_BYTES / 1024);
+                return Err((body, reason));
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body),
+            Err(error) => {
+                let reason = format!("its answer could not be read: {}", error.without_url());
+                return Err((body, reason));
+            }
+        }
+    }
+}
+
+/// A client that may reach loopback, where the tests' local providers listen.
+#[cfg(test)]
+pub(super) fn loopback_http(timeout: Duration) -> ProviderHttp {
+    let policy = crate::webhooks::address::AddressPolicy::new(vec![
+        "127.0.0.0/8".parse().expect("a network"),
+        "::1/128".parse().expect("a network"),
+    ]);
+    ProviderHttp::new(timeout, Arc::new(GuardedResolver::new(policy))).expect("the client builds")
 }
 
 /// A local server answering the next POST, and only one, with `response`: the provider in a
@@ -152,4 +249,72 @@ pub(super) async fn answering_one_post(
         .mount(&server)
         .await;
     server
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use wiremock::ResponseTemplate;
+
+    use super::*;
+
+    fn classify(status: StatusCode, body: &[u8]) -> SendError {
+        by_status(status, status.as_u16().to_string(), body_text(body))
+    }
+
+    async fn exchange_with(url: String) -> Result<Value, SendError> {
+        let http = loopback_http(Duration::from_secs(5));
+        let url = Url::parse(&url).expect("a URL");
+        exchange("Provider", "send", http.post(url), classify).await
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_not_taken_and_a_2xx_one_is_not_retried() {
+        let padding = "x".repeat(MAX_ANSWER_BYTES);
+        let accepted = answering_one_post(
+            ResponseTemplate::new(201).set_body_json(json!({"id": "1", "padding": padding})),
+        )
+        .await;
+        let huge_error = answering_one_post(
+            ResponseTemplate::new(503).set_body_string("e".repeat(10 * MAX_ANSWER_BYTES)),
+        )
+        .await;
+
+        let too_long = exchange_with(accepted.uri())
+            .await
+            .expect_err("over the cap");
+        let refused = exchange_with(huge_error.uri()).await.expect_err("refused");
+
+        assert_eq!(too_long.code(), "unreadable_answer", "{too_long}");
+        assert!(!too_long.is_retryable(), "{too_long}");
+        assert!(too_long.to_string().contains("over 64 KiB"), "{too_long}");
+        assert_eq!(refused.code(), "503");
+        assert!(refused.is_retryable());
+        assert!(refused.to_string().len() < 1000, "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_2xx_whose_body_breaks_off_is_permanent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("a connection");
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            // Promises 1000 bytes, sends 8, hangs up.
+            let _ = stream
+                .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 1000\r\n\r\n{\"id\": \"")
+                .await;
+        });
+
+        let error = exchange_with(format!("http://{address}/"))
+            .await
+            .expect_err("broken off");
+
+        assert_eq!(error.code(), "unreadable_answer", "{error}");
+        assert!(!error.is_retryable(), "{error}");
+    }
 }

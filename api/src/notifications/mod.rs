@@ -21,7 +21,7 @@ pub mod twilio;
 pub mod whatsapp;
 pub mod whatsapp_cloud;
 
-pub use http::http_client;
+pub use http::{ADDRESS_NOT_ALLOWED, ProviderHttp};
 
 /// How a message reaches a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]

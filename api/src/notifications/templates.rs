@@ -1,9 +1,13 @@
 //! The template engine that writes a notification: minijinja, sandboxed.
 //!
-//! A template reads only the variables its purpose lists ([`catalogue`]), runs on a fuel budget
-//! and a recursion limit so a loop cannot hold a worker, and has no loader: `include`,
-//! `import` and `extends` find nothing. Undefined values are errors (strict), never an empty
-//! string in a customer's message. Email bodies are HTML with every value escaped; the other
+//! The sandbox is an allow-list: the environment starts empty and gets back only the filters
+//! and tests a message needs (see [`environment`]); of the statements only `if` and `for` (and
+//! `raw` text) are accepted, and the `*` and `**` operators are refused, because a string or a
+//! list repeated in one step escapes the fuel count (see [`check_constructs`]). A template
+//! reads only the variables its purpose lists ([`catalogue`]), runs on a fuel budget and a
+//! recursion limit so a loop cannot hold a worker, writes at most [`MAX_OUTPUT_BYTES`], and has
+//! no loader and no globals (no `range`, no `debug`). Undefined values are errors (strict),
+//! never an empty string in a customer's message. Email bodies are HTML with every value escaped; the other
 //! channels are plain text within the channel's length.
 //!
 //! Pure: no database. Which template a company uses is `services::notifications::templates`'.
@@ -11,12 +15,17 @@
 pub mod catalogue;
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
+use minijinja::machinery::{Token, tokenize};
+use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Serde, Value};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+use minijinja::{
+    AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, filters, tests as engine_tests,
+};
 
 use crate::domain::money::Money;
 use crate::domain::{Currency, Locale};
@@ -26,8 +35,15 @@ pub use catalogue::{PURPOSES, Purpose, Variable, VariableKind};
 
 /// Roughly the instructions one render may run; a real notification needs a few thousand.
 const FUEL: u64 = 50_000;
-/// How deep macros and nested blocks may go.
+/// How deep nested blocks may go.
 const RECURSION_LIMIT: usize = 32;
+/// The most one render may write: far above any channel's message (an email body is at most
+/// 100 000 characters), far below what would strain a worker's memory.
+const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// The statements a template may use: conditions and loops (`raw` text is read by the lexer
+/// itself). Assignments, macros, calls, scoped blocks, filter and escape blocks, and the
+/// loader's statements are not offered: a message needs none of them.
+const STATEMENTS: [&str; 6] = ["if", "elif", "else", "endif", "for", "endfor"];
 /// An email subject is one line of at most this many characters.
 pub const SUBJECT_MAX_CHARS: usize = 200;
 
@@ -219,16 +235,39 @@ impl Template {
     }
 }
 
-/// The sandboxed environment: strict undefined, fuel, a recursion limit, no loader, the
-/// `money`, `date` and `datetime` filters bound to the context's locale and time zone.
+/// The sandboxed environment: empty but for what a message needs — the `money`, `date` and
+/// `datetime` filters bound to the context's locale and time zone, and the engine's text and
+/// list filters and the tests below. No globals (`range`, `dict`, `debug`), no `safe` (a value
+/// must never reach an email unescaped), strict undefined, fuel, a recursion limit, no loader.
 fn environment(escape: AutoEscape, context: &RenderContext) -> Environment<'static> {
-    let mut env = Environment::new();
+    let mut env = Environment::empty();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(RECURSION_LIMIT);
     env.set_auto_escape_callback(move |_| escape.clone());
-    // `debug()` would print the whole context into a customer's message.
-    env.remove_global("debug");
+
+    for name in ["escape", "e"] {
+        env.add_filter(name, filters::escape);
+    }
+    for name in ["default", "d"] {
+        env.add_filter(name, filters::default);
+    }
+    for name in ["length", "count"] {
+        env.add_filter(name, filters::length);
+    }
+    env.add_filter("upper", filters::upper);
+    env.add_filter("lower", filters::lower);
+    env.add_filter("title", filters::title);
+    env.add_filter("capitalize", filters::capitalize);
+    env.add_filter("trim", filters::trim);
+    env.add_filter("replace", filters::replace);
+    env.add_filter("join", filters::join);
+    env.add_filter("first", filters::first);
+    env.add_filter("last", filters::last);
+    env.add_filter("round", filters::round);
+    env.add_test("defined", engine_tests::is_defined);
+    env.add_test("undefined", engine_tests::is_undefined);
+    env.add_test("none", engine_tests::is_none);
 
     let locale = context.locale;
     env.add_filter(
@@ -247,6 +286,62 @@ fn environment(escape: AutoEscape, context: &RenderContext) -> Environment<'stat
     env
 }
 
+/// Refuses the first statement not in [`STATEMENTS`] and the first `*` or `**`, with its line.
+/// Read with the engine's own lexer, so what is checked is what the engine would run.
+fn check_constructs(field: TemplateField, source: &str) -> Result<(), TemplateError> {
+    let mut starts_statement = false;
+    for token in tokenize(source, false, SyntaxConfig::default()) {
+        // A lexing error is a syntax error, which the parser reports with its line.
+        let Ok((token, span)) = token else {
+            return Ok(());
+        };
+        let line = Some(usize::from(span.start_line));
+        match token {
+            Token::Ident(name) if starts_statement && !STATEMENTS.contains(&name) => {
+                return Err(TemplateError::new(
+                    field,
+                    line,
+                    format!(
+                        "the `{{% {name} %}}` statement is not available in notification templates; use if and for"
+                    ),
+                ));
+            }
+            Token::Mul | Token::Pow => {
+                return Err(TemplateError::new(
+                    field,
+                    line,
+                    "the `*` and `**` operators are not available in notification templates",
+                ));
+            }
+            _ => {}
+        }
+        starts_statement = matches!(token, Token::BlockStart);
+    }
+    Ok(())
+}
+
+/// A render's output, refusing to grow past [`MAX_OUTPUT_BYTES`].
+#[derive(Default)]
+struct CappedOutput {
+    written: Vec<u8>,
+    full: bool,
+}
+
+impl io::Write for CappedOutput {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.written.len() + bytes.len() > MAX_OUTPUT_BYTES {
+            self.full = true;
+            return Err(io::Error::other("the render's output is full"));
+        }
+        self.written.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn render_source(
     source: &str,
     field: TemplateField,
@@ -258,9 +353,20 @@ fn render_source(
     let template = env
         .template_from_str(source)
         .map_err(|error| TemplateError::from_engine(field, &error))?;
-    template
-        .render(variables)
-        .map_err(|error| TemplateError::from_engine(field, &error))
+    check_constructs(field, source)?;
+    let mut output = CappedOutput::default();
+    match template.render_captured_to(variables, &mut output) {
+        Ok(_) => Ok(String::from_utf8_lossy(&output.written).into_owned()),
+        Err(_) if output.full => Err(TemplateError::new(
+            field,
+            None,
+            format!(
+                "the template writes more than {} MiB",
+                MAX_OUTPUT_BYTES / (1024 * 1024)
+            ),
+        )),
+        Err(error) => Err(TemplateError::from_engine(field, &error)),
+    }
 }
 
 /// Refuses the first variable `purpose` does not list, with the line it is first read on.
@@ -274,13 +380,11 @@ fn check_variables(
     let template = env
         .template_from_str(source)
         .map_err(|error| TemplateError::from_engine(field, &error))?;
-    let globals: Vec<&str> = env.globals().map(|(name, _)| name).collect();
+    check_constructs(field, source)?;
     let mut unknown: Vec<String> = template
         .undeclared_variables(true)
         .into_iter()
-        .filter(|path| {
-            !purpose.allows(path) && !globals.contains(&path.split('.').next().unwrap_or_default())
-        })
+        .filter(|path| !purpose.allows(path))
         .collect();
     unknown.sort_by_key(|path| (line_of(source, path), path.clone()));
     match unknown.first() {

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::{
     Accepted, DeliveryStatus, SendError, WebhookEvent,
-    http::{BaseUrl, body_text, bounded, by_status, exchange},
+    http::{BaseUrl, ProviderHttp, body_text, bounded, by_status, exchange},
 };
 use crate::domain::phone::Phone;
 
@@ -70,7 +70,7 @@ impl fmt::Debug for TwilioConfig {
 /// Sends SMS from one Twilio account.
 #[derive(Clone)]
 pub struct TwilioClient {
-    http: reqwest::Client,
+    http: ProviderHttp,
     base: BaseUrl,
     account_sid: String,
     auth_token: String,
@@ -99,10 +99,10 @@ struct TwilioError {
 }
 
 impl TwilioClient {
-    /// A client of `config`'s account over `http` (see [`super::http_client`]). Refuses a URL
+    /// A client of `config`'s account over `http` (see [`ProviderHttp`]). Refuses a URL
     /// that is not http(s), an account sid that is not `AC` and letters/digits, an empty token.
-    pub fn new(http: reqwest::Client, config: &TwilioConfig) -> Result<Self, String> {
-        let base = BaseUrl::parse("Twilio", &config.base_url)?;
+    pub fn new(http: ProviderHttp, config: &TwilioConfig) -> Result<Self, String> {
+        let base = http.base_url("Twilio", &config.base_url)?;
         let sid = config.account_sid.trim();
         if !(sid.starts_with("AC")
             && sid.len() > 2
@@ -223,7 +223,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::notifications::{http::answering_one_post, http_client};
+    use crate::notifications::http::{answering_one_post, loopback_http};
 
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
     const TOKEN: &str = "twilio-token";
@@ -241,8 +241,7 @@ mod tests {
     }
 
     fn client(config: &TwilioConfig) -> TwilioClient {
-        TwilioClient::new(http_client(Duration::from_secs(5)).expect("client"), config)
-            .expect("valid config")
+        TwilioClient::new(loopback_http(Duration::from_secs(5)), config).expect("valid config")
     }
 
     fn phone() -> Phone {
@@ -401,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_config_that_cannot_work_is_refused() {
-        let http = http_client(Duration::from_secs(1)).expect("client");
+        let http = loopback_http(Duration::from_secs(1));
         let good = TwilioConfig {
             base_url: "https://api.twilio.com".into(),
             account_sid: SID.into(),

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::{
     Accepted, SendError,
-    http::{BaseUrl, body_text, bounded, by_status, exchange},
+    http::{BaseUrl, ProviderHttp, body_text, bounded, by_status, exchange},
     whatsapp::{CloudTemplate, ConnectionState, WhatsappProvider},
 };
 use crate::domain::phone::Phone;
@@ -66,7 +66,7 @@ impl fmt::Debug for CloudConfig {
 /// [`WhatsappProvider`] over one Cloud API phone number.
 #[derive(Clone)]
 pub struct CloudClient {
-    http: reqwest::Client,
+    http: ProviderHttp,
     base: BaseUrl,
     version: String,
     phone_number_id: String,
@@ -117,11 +117,11 @@ struct GraphErrorData {
 }
 
 impl CloudClient {
-    /// A client of `config`'s phone number over `http` (see [`super::http_client`]). Refuses a
+    /// A client of `config`'s phone number over `http` (see [`ProviderHttp`]). Refuses a
     /// URL that is not http(s), a version not like `v21.0`, a phone number id that is not
     /// digits, a token a header cannot carry.
-    pub fn new(http: reqwest::Client, config: &CloudConfig) -> Result<Self, String> {
-        let base = BaseUrl::parse("WhatsApp Cloud API", &config.base_url)?;
+    pub fn new(http: ProviderHttp, config: &CloudConfig) -> Result<Self, String> {
+        let base = http.base_url("WhatsApp Cloud API", &config.base_url)?;
         let version = config.version.trim();
         let digits_and_dots =
             |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
@@ -288,7 +288,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::notifications::{http::answering_one_post, http_client};
+    use crate::notifications::http::{answering_one_post, loopback_http};
 
     const TOKEN: &str = "EAAG-test-token";
 
@@ -302,11 +302,8 @@ mod tests {
     }
 
     fn client(server: &MockServer) -> CloudClient {
-        CloudClient::new(
-            http_client(Duration::from_secs(5)).expect("client"),
-            &config(server),
-        )
-        .expect("valid config")
+        CloudClient::new(loopback_http(Duration::from_secs(5)), &config(server))
+            .expect("valid config")
     }
 
     fn phone() -> Phone {
@@ -528,7 +525,7 @@ mod tests {
 
     #[test]
     fn a_config_that_cannot_work_is_refused_without_repeating_the_token() {
-        let http = http_client(Duration::from_secs(1)).expect("client");
+        let http = loopback_http(Duration::from_secs(1));
         let good = CloudConfig {
             base_url: "https://graph.facebook.com".into(),
             version: "v21.0".into(),

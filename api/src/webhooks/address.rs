@@ -1,4 +1,6 @@
-//! The address policy of the SSRF guard: which IP addresses an outgoing webhook may connect to.
+//! The SSRF guard: which IP addresses the server may connect to when a tenant chose where
+//! (a webhook URL, a notification provider's base URL or SMTP server), and the resolver that
+//! enforces it as the clients connect.
 //!
 //! Guarantees: [`AddressPolicy::check`] accepts only public unicast addresses, plus whatever the
 //! operator explicitly allowed. Everything else (loopback, private, link-local and the cloud
@@ -8,11 +10,24 @@
 //! past a rule written for `10.0.0.0/8`.
 //!
 //! The check is on resolved addresses, which is what the connector must call it with: a host name
-//! can resolve to anything, and a second resolution can differ from the first.
+//! can resolve to anything, and a second resolution can differ from the first. [`GuardedResolver`]
+//! is that resolver: an HTTP client built with it as its `dns_resolver` connects only to
+//! addresses that passed, and a client that resolves on its own (lettre) is handed an address
+//! that passed instead of the name.
+//!
+//! A refusal says only that the address is not allowed: naming the address a host resolved to,
+//! or its kind, would let a tenant map our internal network through the error messages. The
+//! detail goes to the log.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use reqwest::dns::{Name, Resolve, Resolving};
+use url::{Host, Url};
 
 const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Ipv4Net {
     Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), prefix)
@@ -108,7 +123,7 @@ const V6_NOT_PUBLIC: &[(Ipv6Net, &str)] = &[
 /// Everything public in IPv6 is allocated from here; what lies outside is reserved or special.
 const V6_GLOBAL_UNICAST: Ipv6Net = v6([0x2000, 0, 0, 0, 0, 0, 0, 0], 3);
 
-/// The addresses outgoing webhooks may reach.
+/// The addresses the server may reach where a tenant chooses the destination.
 #[derive(Debug, Clone, Default)]
 pub struct AddressPolicy {
     allowed: Vec<IpNet>,
@@ -120,7 +135,7 @@ impl AddressPolicy {
         Self { allowed }
     }
 
-    /// `Ok` when a webhook may connect to `ip`; otherwise says what kind of address it is.
+    /// `Ok` when the server may connect to `ip`; otherwise says what kind of address it is.
     pub fn check(&self, ip: IpAddr) -> Result<(), String> {
         match ip {
             IpAddr::V4(ip) => self.check_v4(ip),
@@ -163,6 +178,128 @@ impl AddressPolicy {
         }
         Ok(())
     }
+}
+
+/// What a refusal of an address says, whatever the address.
+const NOT_ALLOWED: &str = "the address is not allowed";
+
+/// Why [`GuardedResolver`] handed out no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GuardError {
+    /// The name does not resolve, or to nothing: perhaps only for now.
+    Unresolved(String),
+    /// The host is, or resolves to, an address the policy forbids: the same next time.
+    NotAllowed(String),
+}
+
+impl fmt::Display for GuardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unresolved(message) | Self::NotAllowed(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for GuardError {}
+
+/// Resolves host names and refuses any whose addresses include one the [`AddressPolicy`]
+/// forbids. One is built from the settings and shared by every client that connects where a
+/// tenant points it.
+#[derive(Debug, Default)]
+pub(crate) struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl GuardedResolver {
+    pub(crate) fn new(policy: AddressPolicy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// Checks a literal address.
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), GuardError> {
+        self.policy.check(ip).map_err(|reason| {
+            tracing::info!(%reason, "address refused by the guard");
+            GuardError::NotAllowed(NOT_ALLOWED.into())
+        })
+    }
+
+    /// Every address of `host` (a name or a literal address), when all of them pass.
+    pub(crate) async fn lookup(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, GuardError> {
+        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|error| GuardError::Unresolved(format!("`{host}` does not resolve: {error}")))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(GuardError::Unresolved(format!("`{host}` has no addresses")));
+        }
+        for address in &addresses {
+            self.policy.check(address.ip()).map_err(|reason| {
+                tracing::info!(host, %reason, "address refused by the guard");
+                GuardError::NotAllowed(format!(
+                    "`{host}` resolves to an address that is not allowed"
+                ))
+            })?;
+        }
+        Ok(addresses)
+    }
+
+    /// Checks `url`'s host when it is a literal address. A client never resolves a literal,
+    /// so its guarded resolver never sees one: this is the check the connection would miss.
+    pub(crate) fn check_literal_host(&self, url: &Url) -> Result<(), GuardError> {
+        match url.host() {
+            Some(Host::Ipv4(ip)) => self.check(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => self.check(IpAddr::V6(ip)),
+            Some(Host::Domain(_)) => Ok(()),
+            None => Err(GuardError::NotAllowed("the URL has no host".into())),
+        }
+    }
+
+    /// Checks `url`'s host now: a literal address against the policy, a name by resolving it
+    /// and checking every address it has. For refusing a URL when it is saved.
+    pub(crate) async fn check_url(&self, url: &Url) -> Result<(), GuardError> {
+        match url.host() {
+            Some(Host::Domain(domain)) => {
+                let port = url.port_or_known_default().unwrap_or(443);
+                self.lookup(domain, port).await.map(drop)
+            }
+            _ => self.check_literal_host(url),
+        }
+    }
+}
+
+/// An HTTP client's resolver: it connects only to what [`GuardedResolver::lookup`] handed out.
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let resolver = GuardedResolver { policy };
+            // The port is replaced by the connector with the URL's own.
+            let addresses = resolver
+                .lookup(name.as_str(), 0)
+                .await
+                .map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { Box::new(error) })?;
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether `error`, or any error under it, is the guard refusing an address: a client's
+/// connection error carries the resolver's error as its source.
+pub(crate) fn refused_by_guard(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if matches!(error.downcast_ref(), Some(GuardError::NotAllowed(_))) {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// The IPv4 address an IPv6 address stands for, with the name of the form.

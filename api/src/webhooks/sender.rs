@@ -1,17 +1,13 @@
 //! Sends webhook requests to integrators' URLs without letting a URL reach inside our network.
 //!
-//! A URL's host is resolved and every address it resolves to must pass the [`AddressPolicy`],
-//! at registration and again at each send. The HTTP client resolves through the same guard,
-//! so it connects only to an address that passed — a DNS answer that changes between the
-//! check and the connection (rebinding) cannot slip a private address in. No proxy, no
-//! redirects, a deadline on the whole attempt and at most 1 KiB of the answer read.
-//!
-//! A refusal says only that the address is not allowed: naming the address a host resolved to,
-//! or its kind, would let a tenant map our internal network through the error messages. The
-//! detail goes to the log.
+//! A URL's host is resolved and every address it resolves to must pass the
+//! [`super::address::AddressPolicy`], at registration and again at each send. The HTTP client
+//! resolves through the same [`GuardedResolver`], so it connects only to an address that passed
+//! — a DNS answer that changes between the check and the connection (rebinding) cannot slip a
+//! private address in. No proxy, no redirects, a deadline on the whole attempt and at most
+//! 1 KiB of the answer read.
 
 use std::{
-    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -19,17 +15,14 @@ use std::{
 use anyhow::Context;
 use reqwest::{
     Url,
-    dns::{Name, Resolve, Resolving},
     header::{HeaderMap, HeaderName, HeaderValue},
 };
 
-use super::address::AddressPolicy;
+use super::address::GuardedResolver;
 use crate::configuration::Settings;
 
 /// How much of a response body an attempt keeps.
 pub const RESPONSE_CAPTURE: usize = 1024;
-/// What a refusal of a literal address says, whatever the address.
-const NOT_ALLOWED: &str = "the address is not allowed";
 /// Longest `Retry-After` honoured; a longer one waits this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -60,9 +53,9 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let policy = Arc::new(AddressPolicy::new(settings.webhooks.allowed_networks()?));
-        let resolver = Arc::new(GuardedResolver { policy });
+    /// A sender that connects only where `resolver` allows (the guard the notification
+    /// providers share).
+    pub(crate) fn new(settings: &Settings, resolver: Arc<GuardedResolver>) -> anyhow::Result<Self> {
         let timeout = settings.webhooks.timeout();
         let client = reqwest::Client::builder()
             .dns_resolver(resolver.clone())
@@ -98,27 +91,11 @@ impl Sender {
         if parsed.fragment().is_some() {
             return Err("a webhook URL cannot have a #fragment".into());
         }
-        self.check_host(&parsed, true).await?;
+        self.resolver
+            .check_url(&parsed)
+            .await
+            .map_err(|refused| refused.to_string())?;
         Ok(parsed)
-    }
-
-    /// Checks the URL's host: a literal address against the policy; a name, when `resolve`,
-    /// by resolving it and checking every address it has.
-    async fn check_host(&self, url: &Url, resolve: bool) -> Result<(), String> {
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-            Some(url::Host::Domain(_)) if !resolve => return Ok(()),
-            Some(url::Host::Domain(domain)) => {
-                let port = url.port_or_known_default().unwrap_or(443);
-                return self.resolver.lookup(domain, port).await.map(drop);
-            }
-            None => return Err("the URL has no host".into()),
-        };
-        self.resolver.policy.check(literal).map_err(|reason| {
-            tracing::info!(%reason, "webhook address refused");
-            NOT_ALLOWED.to_string()
-        })
     }
 
     /// POSTs `body` with `headers`; never fails, the outcome says what happened.
@@ -149,7 +126,7 @@ impl Sender {
         };
         // Names are resolved (and checked) by the client's guarded resolver as it connects;
         // literal addresses never reach a resolver, so they are checked here.
-        if let Err(refused) = self.check_host(&url, false).await {
+        if let Err(refused) = self.resolver.check_literal_host(&url) {
             return failure(format!("refused by the address guard: {refused}"));
         }
         let response = match self
@@ -259,47 +236,10 @@ pub fn signed_headers(message_id: &str, timestamp: i64, signature: &str) -> Head
     headers
 }
 
-/// Resolves host names and refuses any whose addresses include one the policy forbids.
-struct GuardedResolver {
-    policy: Arc<AddressPolicy>,
-}
-
-impl GuardedResolver {
-    async fn lookup(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|error| format!("`{host}` does not resolve: {error}"))?
-            .collect();
-        if addresses.is_empty() {
-            return Err(format!("`{host}` has no addresses"));
-        }
-        for address in &addresses {
-            self.policy.check(address.ip()).map_err(|reason| {
-                tracing::info!(host, %reason, "webhook address refused");
-                format!("`{host}` resolves to an address that is not allowed")
-            })?;
-        }
-        Ok(addresses)
-    }
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let resolver = GuardedResolver { policy };
-            // The port is replaced by the connector with the URL's own.
-            let addresses = resolver.lookup(name.as_str(), 0).await.map_err(
-                |message| -> Box<dyn std::error::Error + Send + Sync> { message.into() },
-            )?;
-            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::address::AddressPolicy;
 
     fn sender(allowed: &[&str], production: bool) -> Sender {
         let mut settings = Settings::default();
@@ -307,7 +247,8 @@ mod tests {
         if production {
             settings.environment = crate::configuration::Environment::Production;
         }
-        Sender::new(&settings).expect("builds")
+        let policy = AddressPolicy::new(settings.webhooks.allowed_networks().expect("valid"));
+        Sender::new(&settings, Arc::new(GuardedResolver::new(policy))).expect("builds")
     }
 
     #[tokio::test]

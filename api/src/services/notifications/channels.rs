@@ -256,7 +256,8 @@ pub async fn send(
         Channel::Email => {
             let to = Email::parse(address)
                 .map_err(|reason| SendError::permanent("INVALID_ADDRESS", reason))?;
-            mailer(state, configuration)?
+            mailer(state, configuration)
+                .await?
                 .send(&EmailMessage {
                     to,
                     to_name: None,
@@ -340,11 +341,17 @@ fn parameter_text(value: &Value, locale: &str) -> String {
 }
 
 /// The SMTP mailer of `configuration`: the server at `credentials.url` (it carries the
-/// password), sending as `settings.fromName <settings.fromAddress>`.
-fn mailer(state: &AppState, configuration: &Configuration) -> Result<SmtpMailer, SendError> {
+/// password), sending as `settings.fromName <settings.fromAddress>`. A company's server is
+/// reached only at an address the guard allows; the server's default is the operator's choice
+/// (a relay on the same host is usual) and is not checked.
+async fn mailer(state: &AppState, configuration: &Configuration) -> Result<SmtpMailer, SendError> {
     let misconfigured = |message: String| SendError::permanent("CHANNEL_MISCONFIGURED", message);
     let smtp = SmtpSettings::parse(field(&configuration.credentials, "url"))
         .map_err(|reason| misconfigured(format!("`url`: {reason}")))?;
+    let smtp = match configuration.id {
+        Some(_) => smtp.guarded(state.notification_http.guard()).await?,
+        None => smtp,
+    };
     let from = Email::parse(field(&configuration.settings, "fromAddress"))
         .map_err(|reason| misconfigured(format!("`fromAddress`: {reason}")))?;
     let from_name =
@@ -407,13 +414,13 @@ pub async fn configure(
     super::manage(state, actor).await?;
     if input.channel == Channel::InApp {
         return Err(ApiError::validation(
-            "channel",
+            "input.channel",
             "in-app notifications need no provider",
         ));
     }
     if input.provider.channel() != input.channel {
         return Err(ApiError::validation(
-            "provider",
+            "input.provider",
             format!(
                 "{} carries {}, not {}",
                 input.provider.as_str(),
@@ -422,20 +429,11 @@ pub async fn configure(
             ),
         ));
     }
-    let settings = valid_settings(&input.settings)?;
-    let credentials = input
-        .credentials
-        .map(|credentials| {
-            if credentials.is_object() {
-                Ok(credentials.to_string())
-            } else {
-                Err(ApiError::validation(
-                    "credentials",
-                    "the credentials must be a JSON object",
-                ))
-            }
-        })
-        .transpose()?;
+    let settings = valid_settings(state, &input.settings).await?;
+    let credentials = match input.credentials {
+        Some(credentials) => Some(valid_credentials(state, input.provider, &credentials).await?),
+        None => None,
+    };
     let now = Utc::now();
     // Serialized: two administrators configuring at once both see one row, not two inserts.
     let txn = state.begin_for(actor, Intent::Serialized).await?;
@@ -491,26 +489,61 @@ pub async fn configure(
     Ok(saved)
 }
 
-fn valid_settings(settings: &Value) -> ApiResult<String> {
+/// The settings as stored, when they are a JSON object whose `baseUrl`, if any, is an http(s)
+/// URL at an address the guard allows (resolved now; checked again at each send).
+async fn valid_settings(state: &AppState, settings: &Value) -> ApiResult<String> {
     let Some(fields) = settings.as_object() else {
         return Err(ApiError::validation(
-            "settings",
+            "input.settings",
             "the settings must be a JSON object",
         ));
     };
     if let Some(base_url) = fields.get("baseUrl") {
-        let valid = base_url
+        let url = base_url
             .as_str()
             .and_then(|text| url::Url::parse(text).ok())
-            .is_some_and(|url| matches!(url.scheme(), "http" | "https"));
-        if !valid {
-            return Err(ApiError::validation(
-                "settings.baseUrl",
-                "the base URL must be an http(s) URL",
-            ));
-        }
+            .filter(|url| matches!(url.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "input.settings.baseUrl",
+                    "the base URL must be an http(s) URL",
+                )
+            })?;
+        state
+            .notification_http
+            .guard()
+            .check_url(&url)
+            .await
+            .map_err(|refused| {
+                ApiError::validation("input.settings.baseUrl", refused.to_string())
+            })?;
     }
     Ok(settings.to_string())
+}
+
+/// The credentials as stored, when they are a JSON object; an SMTP server's `url` must parse
+/// and be at an address the guard allows (resolved now; checked again at each send).
+async fn valid_credentials(
+    state: &AppState,
+    provider: ProviderKind,
+    credentials: &Value,
+) -> ApiResult<String> {
+    if !credentials.is_object() {
+        return Err(ApiError::validation(
+            "input.credentials",
+            "the credentials must be a JSON object",
+        ));
+    }
+    if provider == ProviderKind::Smtp {
+        SmtpSettings::parse(field(credentials, "url"))
+            .map_err(|reason| ApiError::validation("input.credentials.url", reason))?
+            .guarded(state.notification_http.guard())
+            .await
+            .map_err(|refused| {
+                ApiError::validation("input.credentials.url", refused.to_string())
+            })?;
+    }
+    Ok(credentials.to_string())
 }
 
 /// The company's channel configurations (`notifications:manage`).
