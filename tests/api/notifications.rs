@@ -1652,7 +1652,7 @@ async fn a_provider_whose_name_resolves_to_an_internal_address_is_refused_at_sen
         .graphql_as(
             &shop.access_token,
             SEND,
-            json!({ "input": { "channel": "WHATSAPP", "category": "orders",
+            json!({ "input": { "channel": "WHATSAPP", "category": "ORDERS",
                 "recipient": { "phone": "+5584999990000" }, "body": "Pronto!",
                 "idempotencyKey": "rebound-1" } }),
         )
@@ -1669,5 +1669,80 @@ async fn a_provider_whose_name_resolves_to_an_internal_address_is_refused_at_sen
             .await
             .unwrap_or_default()
             .is_empty()
+    );
+}
+
+/// One WhatsApp configuration is given at most `whatsapp_concurrency` messages at once by an
+/// instance, however many are queued: a provider holding each message a while sees that many
+/// requests in flight, never more.
+#[tokio::test]
+async fn a_whatsapp_configuration_is_given_its_concurrency_of_messages_at_once() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use axum::{Json, Router, extract::State, routing::post};
+
+    #[derive(Clone, Default)]
+    struct InFlight {
+        now: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+        received: Arc<AtomicUsize>,
+    }
+    async fn hold(State(flight): State<InFlight>) -> (axum::http::StatusCode, Json<Value>) {
+        let now = flight.now.fetch_add(1, Ordering::SeqCst) + 1;
+        flight.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        flight.now.fetch_sub(1, Ordering::SeqCst);
+        let n = flight.received.fetch_add(1, Ordering::SeqCst);
+        (
+            axum::http::StatusCode::CREATED,
+            Json(
+                json!({ "key": { "remoteJid": "5584999990000@s.whatsapp.net", "fromMe": true,
+                "id": format!("BAE5HOLD{n}") } }),
+            ),
+        )
+    }
+
+    let app = spawn_app_with(|settings| settings.notifications.whatsapp_concurrency = 3).await;
+    let shop = app.sign_up("held", "RESTAURANT").await;
+    let flight = InFlight::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base_url = format!("http://{}", listener.local_addr().expect("an address"));
+    let router = Router::new()
+        .route("/message/sendText/{instance}", post(hold))
+        .with_state(flight.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let configured = app
+        .graphql_as(
+            &shop.access_token,
+            CONFIGURE,
+            json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+                "settings": { "baseUrl": base_url, "instance": "held" },
+                "credentials": { "apiKey": "held-key" } } }),
+        )
+        .await;
+    assert!(configured["errors"].is_null(), "{configured}");
+
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(
+            whatsapp::send_whatsapp(&app, &shop, &format!("held {n}"), &format!("held-{n}")).await,
+        );
+    }
+    for id in &ids {
+        assert_eq!(
+            settled(&app, &shop.access_token, id).await["status"],
+            "SENT"
+        );
+    }
+    assert_eq!(flight.received.load(Ordering::SeqCst), 12);
+    assert_eq!(
+        flight.most.load(Ordering::SeqCst),
+        3,
+        "the most in flight at once"
     );
 }

@@ -437,7 +437,7 @@ async fn a_change_of_company_that_fails_leaves_the_connection_remembered_as_it_i
         .await
         .expect("a reader");
     let failed = reader
-        .all(customer::Entity::find().filter(Expr::cust("1 / 0 = 1")))
+        .all::<customer::Model>(customer::Entity::find().filter(Expr::cust("1 / 0 = 1")))
         .await;
     assert!(failed.is_err(), "division by zero fails the read");
     drop(reader);

@@ -372,10 +372,7 @@ impl Drop for Reader<'_> {
 /// Ends the change of company on `client` and reads which one its session is set to:
 /// `Some(None)` for none, `None` when the server did not say.
 async fn set_to(client: &ReadConnection) -> Option<Option<CompanyId>> {
-    let messages = client
-        .simple_query(&super::rls::end_switch())
-        .await
-        .ok()?;
+    let messages = client.simple_query(&super::rls::end_switch()).await.ok()?;
     let setting = messages.iter().find_map(|message| match message {
         tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
         _ => None,
