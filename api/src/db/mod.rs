@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use migration::{Migrator, MigratorTrait};
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -106,24 +106,15 @@ pub async fn connect_with(
     Ok(db)
 }
 
-/// The list reads' pool ([`postgres_read_pool`]).
-pub type ReadPostgresPool = deadpool::managed::Pool<ReadManager>;
-
 /// A pool of tokio-postgres connections for the reads [`rows`] pipelines, which sqlx cannot. It
-/// connects as `db`'s pool does, in the same role (see [`read_connection`]), and read-only: its
-/// reads need no transaction of their own to be held to reading.
+/// connects as `db`'s pool does, in the same role (see [`read_connection`]).
 pub fn postgres_read_pool(
     db: &DatabaseConnection,
     url: &str,
     max_connections: usize,
-) -> anyhow::Result<ReadPostgresPool> {
+) -> anyhow::Result<Pool> {
     let options = db.get_postgres_connection_pool().connect_options();
-    let (mut config, server_check) = read_connection(&options, url)?;
-    let session = config
-        .get_options()
-        .map(|options| format!("{options} "))
-        .unwrap_or_default();
-    config.options(format!("{session}-c default_transaction_read_only=on"));
+    let (config, server_check) = read_connection(&options, url)?;
     let manager = Manager::from_config(
         config,
         MakeRustlsConnect::new(tls_config(server_check)?),
@@ -133,39 +124,13 @@ pub fn postgres_read_pool(
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    deadpool::managed::Pool::builder(ReadManager(manager))
+    Pool::builder(manager)
         .max_size(max_connections)
         .runtime(Runtime::Tokio1)
         .create_timeout(Some(Duration::from_secs(5)))
         .wait_timeout(Some(Duration::from_secs(10)))
         .build()
         .context("Failed to build the PostgreSQL read pool")
-}
-
-/// deadpool-postgres's manager, its connections wrapped with the company each is set to.
-pub struct ReadManager(Manager);
-
-impl deadpool::managed::Manager for ReadManager {
-    type Type = rows::ReadConnection;
-    type Error = tokio_postgres::Error;
-
-    async fn create(&self) -> Result<rows::ReadConnection, tokio_postgres::Error> {
-        Ok(rows::ReadConnection::new(
-            deadpool::managed::Manager::create(&self.0).await?,
-        ))
-    }
-
-    async fn recycle(
-        &self,
-        connection: &mut rows::ReadConnection,
-        metrics: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<tokio_postgres::Error> {
-        deadpool::managed::Manager::recycle(&self.0, connection.client_mut(), metrics).await
-    }
-
-    fn detach(&self, connection: &mut rows::ReadConnection) {
-        deadpool::managed::Manager::detach(&self.0, connection.client_mut());
-    }
 }
 
 /// How TLS checks the server, from `sslmode`.

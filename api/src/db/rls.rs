@@ -39,17 +39,11 @@ impl Role {
 /// The setting the policies compare `company_id` with.
 pub const COMPANY_SETTING: &str = "app.company_id";
 
-/// Sets a list-read connection's session to `company`'s rows, in a transaction (its `COMMIT`
-/// keeps the setting, a rollback undoes it), as one simple-protocol message: it needs no
-/// statement prepared first, so nothing can overtake it on the connection.
-pub(super) fn switch_reads_to(company: CompanyId) -> String {
+/// Opens a read-only transaction for `company`'s rows, as one simple-protocol message: it needs
+/// no statement prepared first, so nothing can overtake it on the connection.
+pub(super) fn begin_reads(company: CompanyId) -> String {
     // A uuid's text is hex digits and dashes: nothing to quote.
-    format!("BEGIN READ ONLY; SELECT set_config('{COMPANY_SETTING}', '{company}', false)")
-}
-
-/// Ends [`switch_reads_to`]'s transaction and asks which company the session is set to now.
-pub(super) fn end_switch() -> String {
-    format!("COMMIT; SELECT coalesce(current_setting('{COMPANY_SETTING}', true), '')")
+    format!("BEGIN READ ONLY; SELECT set_config('{COMPANY_SETTING}', '{company}', true)")
 }
 
 /// Refuses a request pool the policies would not hold: one acting as a superuser, a role with

@@ -150,7 +150,7 @@ positional!(order_status_history {
 #[derive(Clone)]
 pub enum ReadPool {
     /// tokio-postgres connections ([`db::postgres_read_pool`]).
-    Postgres(db::ReadPostgresPool),
+    Postgres(deadpool_postgres::Pool),
     /// The application's own SQLite pool: SQLite answers in-process, nothing to pipeline.
     Sqlite(SqlitePool),
 }
@@ -168,49 +168,6 @@ impl ReadPool {
     }
 }
 
-/// A list-read connection on PostgreSQL and the company its session is set to.
-///
-/// A page's reads need their company set for the policies, and setting it in a transaction of
-/// each page's own (`BEGIN`, `set_config`, `COMMIT`) is three statements more per page than its
-/// reads. Instead the session keeps the company from one page to the next, and only a reader of
-/// another company changes it, in a transaction. What the connection remembers is what the
-/// server answered after that transaction ended, never what was asked for: a change rolled back
-/// (a read failed in it) or never sent leaves the memory true, so a reader can only skip the
-/// change on a connection that really is set to its company.
-pub struct ReadConnection {
-    client: deadpool_postgres::ClientWrapper,
-    /// As the server last said; `None` for no company, or not known.
-    company: Option<CompanyId>,
-}
-
-impl ReadConnection {
-    pub(super) fn new(client: deadpool_postgres::ClientWrapper) -> Self {
-        Self {
-            client,
-            company: None,
-        }
-    }
-
-    pub(super) fn client_mut(&mut self) -> &mut deadpool_postgres::ClientWrapper {
-        &mut self.client
-    }
-
-    /// The company the connection's session is set to, as the server last said.
-    pub fn company(&self) -> Option<CompanyId> {
-        self.company
-    }
-}
-
-impl std::ops::Deref for ReadConnection {
-    type Target = deadpool_postgres::ClientWrapper;
-
-    fn deref(&self) -> &Self::Target {
-        &self.client
-    }
-}
-
-type ReadObject = deadpool::managed::Object<db::ReadManager>;
-
 /// One pooled connection that several reads share, for one company; it goes back to the pool
 /// when dropped.
 pub struct Reader<'a> {
@@ -221,37 +178,29 @@ pub struct Reader<'a> {
 
 enum Connection {
     Postgres {
-        /// Taken when the reader is dropped, to end the change of company.
-        client: Option<ReadObject>,
-        /// What sets the connection to the reader's company, until the first read sends it;
-        /// `None` from the start when it is set to it already.
-        switch: std::sync::Mutex<Option<String>>,
-        /// Whether the reader changes the connection's company.
-        switching: bool,
+        /// Taken when the reader is dropped, to end its transaction.
+        client: Option<deadpool_postgres::Object>,
+        /// What opens the reads' transaction, until the first read sends it.
+        begin: std::sync::Mutex<Option<String>>,
     },
     /// Reads awaited together take turns.
     Sqlite(Mutex<PoolConnection<Sqlite>>),
 }
 
 impl<'a> Reader<'a> {
-    /// A reader of `company`'s rows. On PostgreSQL, a connection set to another company is set
-    /// to this one by the first read, in the same message (see [`ReadConnection`]).
+    /// A reader of `company`'s rows. On PostgreSQL its reads run in one read-only transaction
+    /// whose first statement sets the company the policies compare with; it leaves with the
+    /// first read, so it costs no round trip of its own.
     pub async fn acquire(
         pool: &ReadPool,
         company: CompanyId,
         statements: &'a AtomicU64,
     ) -> ApiResult<Self> {
         let connection = match pool {
-            ReadPool::Postgres(pool) => {
-                let client = pool.get().await.map_err(ApiError::internal)?;
-                let switch =
-                    (client.company != Some(company)).then(|| super::rls::switch_reads_to(company));
-                Connection::Postgres {
-                    client: Some(client),
-                    switching: switch.is_some(),
-                    switch: std::sync::Mutex::new(switch),
-                }
-            }
+            ReadPool::Postgres(pool) => Connection::Postgres {
+                client: Some(pool.get().await.map_err(ApiError::internal)?),
+                begin: std::sync::Mutex::new(Some(super::rls::begin_reads(company))),
+            },
             ReadPool::Sqlite(pool) => Connection::Sqlite(Mutex::new(
                 pool.acquire().await.map_err(ApiError::internal)?,
             )),
@@ -279,7 +228,7 @@ impl<'a> Reader<'a> {
         let query = select.select_only().columns(M::columns()).into_query();
         let started = Instant::now();
         let rows = match &self.connection {
-            Connection::Postgres { client, switch, .. } => {
+            Connection::Postgres { client, begin } => {
                 let client = client.as_ref().ok_or_else(|| {
                     ApiError::internal(anyhow::anyhow!("the reader's connection is gone"))
                 })?;
@@ -288,15 +237,15 @@ impl<'a> Reader<'a> {
                     .into_iter()
                     .map(parameter)
                     .collect::<ApiResult<Vec<_>>>()?;
-                let switch = switch
+                let begin = begin
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take();
                 // A future sends its first message when first polled, and the join polls in
-                // order: the change of company is on the wire before this read (and before any
-                // read awaited with this one), prepared or not.
+                // order: the transaction's opening is on the wire before this read (and before
+                // any read awaited with this one), prepared or not.
                 let opened = async {
-                    match &switch {
+                    match &begin {
                         Some(sql) => client.batch_execute(sql).await,
                         None => Ok(()),
                     }
@@ -332,56 +281,33 @@ impl<'a> Reader<'a> {
 }
 
 impl Drop for Reader<'_> {
-    /// Ends a change of company off the request's path: the page is answered without waiting
-    /// for the `COMMIT`, and the connection returns to the pool once the server has said which
-    /// company it is set to. A connection that cannot say is closed instead, never reused.
+    /// Ends the transaction off the request's path: the page is answered without waiting for
+    /// the `COMMIT`, and the connection returns to the pool only once it is out of the
+    /// transaction. A connection that cannot be brought back is closed instead, never reused
+    /// with another company's setting.
     fn drop(&mut self) {
-        let Connection::Postgres {
-            client,
-            switch,
-            switching,
-        } = &mut self.connection
-        else {
+        let Connection::Postgres { client, begin } = &mut self.connection else {
             return;
         };
-        let Some(mut client) = client.take() else {
-            return;
-        };
-        let sent = switch
+        let Some(client) = client.take() else { return };
+        let begun = begin
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_none();
-        if !(*switching && sent) {
+        if !begun {
             return;
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    // After a failed read the transaction is aborted: this rolls it back.
-                    match set_to(&client).await {
-                        Some(company) => client.company = company,
-                        None => drop(ReadObject::take(client)),
+                    // After a failed read the transaction is aborted and this rolls it back.
+                    if client.batch_execute("COMMIT").await.is_err() {
+                        drop(deadpool_postgres::Object::take(client));
                     }
                 });
             }
-            Err(_) => drop(ReadObject::take(client)),
+            Err(_) => drop(deadpool_postgres::Object::take(client)),
         }
-    }
-}
-
-/// Ends the change of company on `client` and reads which one its session is set to:
-/// `Some(None)` for none, `None` when the server did not say.
-async fn set_to(client: &ReadConnection) -> Option<Option<CompanyId>> {
-    let messages = client.simple_query(&super::rls::end_switch()).await.ok()?;
-    let setting = messages.iter().find_map(|message| match message {
-        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-        _ => None,
-    })?;
-    match setting.as_str() {
-        "" => Some(None),
-        company => Uuid::parse_str(company)
-            .ok()
-            .map(|company| Some(CompanyId::from_row(company))),
     }
 }
 
