@@ -929,29 +929,24 @@ mod whatsapp {
         assert_eq!(payload["errorCode"], "400", "{events}");
     }
 
-    #[tokio::test]
-    async fn the_last_retryable_failure_is_a_dead_letter_with_its_reason() {
-        let app = app_with_quick_retries(3).await;
-        let shop = app.sign_up("dead", "RESTAURANT").await;
+    /// A provider answering 503 to every one of a channel's `attempts`: the notification fails
+    /// after the last with the provider's code, and its job is a dead letter with the reason.
+    async fn every_attempt_fails_with_503(attempts: u32, slug: &str) {
+        let app = app_with_quick_retries(attempts).await;
+        let shop = app.sign_up(slug, "RESTAURANT").await;
         let server = MockServer::start().await;
         send_text_to_the_customer("Oi")
             .respond_with(ResponseTemplate::new(503))
-            .expect(3)
+            .expect(u64::from(attempts))
             .mount(&server)
             .await;
         configure_evolution(&app, &shop, &server).await;
-        let id = send_whatsapp(&app, &shop, "Oi", "dead-1").await;
+        let id = send_whatsapp(&app, &shop, "Oi", &format!("{slug}-1")).await;
         let failed = settled(&app, &shop.access_token, &id).await;
         assert_eq!(failed["status"], "FAILED", "{failed}");
-        assert_eq!(failed["attemptCount"], 3, "{failed}");
+        assert_eq!(failed["attemptCount"], attempts, "{failed}");
         assert_eq!(failed["lastErrorCode"], "503", "{failed}");
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        let job = entity::job::Entity::find()
-            .filter(entity::job::Column::Queue.eq("notifications.send"))
-            .one(&app.db)
-            .await
-            .expect("reads")
-            .expect("the job");
+        let job = super::send_job(&app).await;
         assert_eq!(job.status, "DEAD", "{job:?}");
         assert!(
             job.last_error
@@ -962,23 +957,14 @@ mod whatsapp {
     }
 
     #[tokio::test]
+    async fn the_last_retryable_failure_is_a_dead_letter_with_its_reason() {
+        every_attempt_fails_with_503(3, "dead").await;
+    }
+
+    #[tokio::test]
     async fn a_channel_allowing_more_attempts_than_the_queue_default_uses_them_all() {
         // The queue's default policy allowed 8 attempts: the 9th was killed on claim.
-        let app = app_with_quick_retries(12).await;
-        let shop = app.sign_up("patient", "RESTAURANT").await;
-        let server = MockServer::start().await;
-        send_text_to_the_customer("Oi")
-            .respond_with(ResponseTemplate::new(503))
-            .expect(12)
-            .mount(&server)
-            .await;
-        configure_evolution(&app, &shop, &server).await;
-        let id = send_whatsapp(&app, &shop, "Oi", "patient-1").await;
-        let failed = settled(&app, &shop.access_token, &id).await;
-        assert_eq!(failed["status"], "FAILED", "{failed}");
-        assert_eq!(failed["attemptCount"], 12, "{failed}");
-        assert_eq!(failed["lastErrorCode"], "503", "{failed}");
-        assert_eq!(super::send_job(&app).await.status, "DEAD");
+        every_attempt_fails_with_503(12, "patient").await;
     }
 
     #[tokio::test]
