@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Notification delivery: idle sendNotification → provider latency, then the sustained rate at
-# which a backlog of WhatsApp notifications reaches a local Evolution-compatible server — on
-# SQLite, and on PostgreSQL when DATABASE_URL is set.
+# which a backlog of WhatsApp notifications reaches a local Evolution-compatible server, spread
+# over several companies' numbers (8 unless told) and through one number alone — on SQLite,
+# and on PostgreSQL when DATABASE_URL is set.
 #
-#   bench/notifications-load.sh [notifications]
+#   bench/notifications-load.sh [notifications] [companies]
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench bench/notifications-load.sh 10000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL="${1:-10000}"
+COMPANIES="${2:-8}"
 
 cargo build --profile dist --quiet --bin platform --example notifications_load
 data=$(mktemp -d)
@@ -21,4 +23,4 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 
 echo "database: ${database_url%%\?*}"
-target/dist/examples/notifications_load "http://127.0.0.1:$port" "$database_url" "$TOTAL"
+target/dist/examples/notifications_load "http://127.0.0.1:$port" "$database_url" "$TOTAL" "$COMPANIES"

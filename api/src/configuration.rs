@@ -185,6 +185,14 @@ impl WebhookSettings {
     }
 }
 
+/// A count of at least 1 from the variable `name`.
+fn parse_count(name: &str, value: &str) -> anyhow::Result<usize> {
+    match value.parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => anyhow::bail!("{name} must be a whole number of at least 1, not `{value}`"),
+    }
+}
+
 /// How often a notification is handed to its provider after retryable failures: exponential
 /// backoff from `first_delay` up to `max_delay`, `max_attempts` in all
 /// ([`NOTIFICATION_ATTEMPTS`]), then dead-lettered.
@@ -317,6 +325,9 @@ pub struct Settings {
     /// Base URL of Stripe's API; a local server in tests.
     pub stripe_api_base: String,
     pub notifications: NotificationSettings,
+    /// Jobs the background runtime of each instance runs at once (notifications, automation
+    /// rules, sweeps; webhooks have their own, `webhooks.max_in_flight`).
+    pub jobs_max_in_flight: usize,
 }
 
 impl Default for Settings {
@@ -349,6 +360,7 @@ impl Default for Settings {
             webhooks: WebhookSettings::default(),
             stripe_api_base: "https://api.stripe.com".into(),
             notifications: NotificationSettings::default(),
+            jobs_max_in_flight: 64,
         }
     }
 }
@@ -518,6 +530,13 @@ impl Settings {
         }
         if let Some(value) = env.get("PLATFORM_SMTP_FROM") {
             self.notifications.smtp_from = Some(value);
+        }
+        if let Some(value) = env.get("PLATFORM_JOBS_MAX_IN_FLIGHT") {
+            self.jobs_max_in_flight = parse_count("PLATFORM_JOBS_MAX_IN_FLIGHT", &value)?;
+        }
+        if let Some(value) = env.get("PLATFORM_WHATSAPP_CONCURRENCY") {
+            self.notifications.whatsapp_concurrency =
+                parse_count("PLATFORM_WHATSAPP_CONCURRENCY", &value)?;
         }
         if let Some(value) = env.get("PLATFORM_NOTIFICATION_PROVIDER_TIMEOUT_SECS") {
             self.notifications.provider_timeout_secs = value.parse().with_context(|| {

@@ -261,7 +261,14 @@ impl jobs::Job for ExpireOverduePayments {
 /// This instance's job runtime, on its own pool, with the server's handlers and schedules.
 async fn background_jobs(state: &AppState) -> anyhow::Result<jobs::Runtime> {
     let pool = db::connect_with(&state.settings, db::Role::CrossTenant, 4).await?;
-    let mut runtime = jobs::Runtime::sharing(pool, jobs::RuntimeSettings::default(), &state.jobs);
+    let settings = jobs::RuntimeSettings {
+        max_in_flight: state.settings.jobs_max_in_flight,
+        // Its jobs are short (a notification's send): claiming for a few freed slots at once
+        // spares a claim per job.
+        claim_batch: 4.min(state.settings.jobs_max_in_flight),
+        ..jobs::RuntimeSettings::default()
+    };
+    let mut runtime = jobs::Runtime::sharing(pool, settings, &state.jobs);
     let sweeping = state.clone();
     runtime
         // A failed sweep is not retried: the next tick is a minute away.

@@ -10,7 +10,7 @@
 //! allow the lint one by one, each saying why.
 
 use std::sync::{
-    Arc,
+    Arc, Mutex, PoisonError,
     atomic::{AtomicBool, Ordering},
 };
 
@@ -169,6 +169,8 @@ pub struct TenantTxn {
     relay_wake: Option<Arc<Notify>>,
     /// Only for [`Intent::ChangeAccess`], which announces through it.
     rbac: Option<Rbac>,
+    /// Run once the transaction committed ([`TenantTxn::after_commit`]).
+    committed: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 /// What [`TenantTxn::open`] needs of the application.
@@ -244,6 +246,7 @@ impl TenantTxn {
             recorded: AtomicBool::new(false),
             relay_wake: None,
             rbac: None,
+            committed: Mutex::default(),
         })
     }
 
@@ -333,10 +336,28 @@ impl TenantTxn {
         Ok(())
     }
 
-    /// Commits; then wakes the relay when events were recorded and, for
-    /// [`Intent::ChangeAccess`], reloads and announces the company's access.
+    /// Runs `then` once this transaction has committed, never if it rolls back: for what
+    /// others may only see after the commit, such as waking the job runtimes for jobs it wrote
+    /// (woken before, a runtime on PostgreSQL finds nothing and waits for its next poll).
+    pub fn after_commit(&self, then: impl FnOnce() + Send + 'static) {
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(then));
+    }
+
+    /// Commits; then wakes the relay when events were recorded, runs what waited for the
+    /// commit ([`TenantTxn::after_commit`]) and, for [`Intent::ChangeAccess`], reloads and
+    /// announces the company's access.
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await?;
+        for then in self
+            .committed
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            then();
+        }
         if self.recorded.load(Ordering::Relaxed)
             && let Some(relay_wake) = &self.relay_wake
         {

@@ -281,6 +281,9 @@ impl Jobs {
 
     /// Writes `job` on `conn` (a caller's transaction, so it commits with the caller's data)
     /// and returns its id — the first job's id when its idempotency key was used before.
+    /// It wakes the runtimes, which is enough on a connection that commits each statement; in
+    /// a transaction they must be woken again after the commit ([`Jobs::wake`]), or a
+    /// runtime that looked meanwhile waits for its next poll.
     pub async fn enqueue<J: Job>(
         &self,
         conn: &impl ConnectionTrait,

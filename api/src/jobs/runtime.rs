@@ -66,6 +66,9 @@ const REFILL_DELAY: Duration = Duration::from_millis(5);
 /// Candidates read beyond the free slots, so jobs held back by a key's limits do not starve
 /// the ones behind them.
 const LOOKAHEAD: usize = 32;
+/// The most candidates one claim reads: on PostgreSQL each is locked until the claim commits,
+/// and a runtime with many free slots claims again at once for the rest.
+const MAX_CANDIDATES: usize = 64;
 
 /// At most `count` starts within any `per`.
 #[derive(Clone, Copy, Debug)]
@@ -226,7 +229,8 @@ impl Runtime {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let runtime = Arc::new(self);
         let mut tasks: JoinSet<()> = JoinSet::new();
-        let (mut schedules_fired, mut gauges_read, mut pruned) = (None, None, None);
+        let (mut schedules_fired, mut gauges_read, mut pruned, mut leases_checked) =
+            (None, None, None, None);
         let mut freed = 0;
         let mut claim_now = true;
         loop {
@@ -237,9 +241,12 @@ impl Runtime {
             {
                 tracing::warn!(error = ?error, "firing job schedules failed; retrying");
             }
+            // A killed instance's leases expire a lease after its last renewal: looking once
+            // per poll is soon enough, and spares each claim a write over the running jobs.
+            let mut requeue_expired = claim_now && elapsed(&mut leases_checked, runtime.settings.poll);
             while claim_now && tasks.len() < runtime.settings.max_in_flight {
                 let free = runtime.settings.max_in_flight - tasks.len();
-                match runtime.claim(free).await {
+                match runtime.claim(free, std::mem::take(&mut requeue_expired)).await {
                     Ok(claimed) if claimed.is_empty() => break,
                     Ok(claimed) => {
                         for job in claimed {
@@ -333,14 +340,16 @@ impl Runtime {
     }
 
     /// Leases up to `free` due jobs of this runtime's queues, best first, within their keys'
-    /// limits, in one transaction.
-    async fn claim(&self, free: usize) -> anyhow::Result<Vec<job::Model>> {
+    /// limits, in one transaction; first puts back the jobs whose lease expired, when asked.
+    async fn claim(&self, free: usize, requeue_expired: bool) -> anyhow::Result<Vec<job::Model>> {
         let queues: Vec<&str> = self.queues.keys().copied().collect();
         let txn = self.db.begin().await?;
         take_write_lock(&txn).await?;
         // Read after waiting for the lock: rate windows count the time a job really starts.
         let now = self.jobs.now();
-        requeue_expired_leases(&txn, &queues, now).await?;
+        if requeue_expired {
+            requeue_expired_leases(&txn, &queues, now).await?;
+        }
         let saturated = self.saturated_keys(&txn).await?;
         let paused_keys = Query::select()
             .column(job_key::Column::Key)
@@ -370,7 +379,7 @@ impl Runtime {
             .order_by_desc(job::Column::Priority)
             .order_by_asc(job::Column::RunAt)
             .order_by_asc(job::Column::Id)
-            .limit((free + LOOKAHEAD) as u64);
+            .limit((free + LOOKAHEAD).min(MAX_CANDIDATES) as u64);
         if txn.get_database_backend() == DatabaseBackend::Postgres {
             due = due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }

@@ -298,6 +298,8 @@ pub async fn queue(jobs: &Jobs, txn: &TenantTxn, new: NewNotification) -> ApiRes
     )
     .await
     .map_err(ApiError::Internal)?;
+    let waking = jobs.clone();
+    txn.after_commit(move || waking.wake());
     tracing::info!(
         notification = %id,
         company = %txn.company(),
