@@ -83,7 +83,11 @@ struct Company {
     key: String,
 }
 
-async fn sign_up(client: &reqwest::Client, base: &str, provider_url: &str) -> anyhow::Result<Company> {
+async fn sign_up(
+    client: &reqwest::Client,
+    base: &str,
+    provider_url: &str,
+) -> anyhow::Result<Company> {
     let slug = format!("notify-{}", &Uuid::new_v4().simple().to_string()[..8]);
     let signed_up = call(client, base, None,
         "mutation S($input: SignUpInput!) { signUp(input: $input) { accessToken } }",
@@ -124,7 +128,14 @@ async fn sustained(
         .map(|n| {
             let token = &companies[n % companies.len()].token;
             async move {
-                call(client, base, Some(token), SEND, notification(&format!("{label} {n}"))).await
+                call(
+                    client,
+                    base,
+                    Some(token),
+                    SEND,
+                    notification(&format!("{label} {n}")),
+                )
+                .await
             }
         })
         .buffer_unordered(32)
@@ -177,14 +188,21 @@ async fn main() -> anyhow::Result<()> {
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let database_url = args.next().ok_or_else(|| {
-        anyhow::anyhow!("usage: notifications_load <server> <database-url> [notifications] [companies]")
+        anyhow::anyhow!(
+            "usage: notifications_load <server> <database-url> [notifications] [companies]"
+        )
     })?;
     let total: usize = args
         .next()
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(10_000);
-    let company_count: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(8).max(1);
+    let company_count: usize = args
+        .next()
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(8)
+        .max(1);
 
     let provider = Provider::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -210,7 +228,14 @@ async fn main() -> anyhow::Result<()> {
             .expect("lock")
             .insert(body.clone(), arrived);
         let sent = Instant::now();
-        call(&client, &base, Some(&companies[0].token), SEND, notification(&body)).await?;
+        call(
+            &client,
+            &base,
+            Some(&companies[0].token),
+            SEND,
+            notification(&body),
+        )
+        .await?;
         let at = tokio::time::timeout(Duration::from_secs(30), arrival).await??;
         latencies.push(at.duration_since(sent));
     }
@@ -224,7 +249,19 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let db = Database::connect(database_url.as_str()).await?;
-    sustained("platform", &client, &base, &db, &provider, &companies, total).await?;
-    sustained("one number", &client, &base, &db, &provider, &companies[..1], (total / 10).max(1)).await?;
+    sustained(
+        "platform", &client, &base, &db, &provider, &companies, total,
+    )
+    .await?;
+    sustained(
+        "one number",
+        &client,
+        &base,
+        &db,
+        &provider,
+        &companies[..1],
+        (total / 10).max(1),
+    )
+    .await?;
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod notification;
 pub mod notification_attempt;
 pub mod notification_channel;
 pub mod notification_consent;
+pub mod notification_early_status;
 pub mod notification_preference;
 pub mod notification_rule;
 pub mod notification_template;

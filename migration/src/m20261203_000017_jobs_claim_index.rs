@@ -13,7 +13,12 @@ pub struct Migration;
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name("jobs_due_idx").table(Jobs::Table).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("jobs_due_idx")
+                    .table(Jobs::Table)
+                    .to_owned(),
+            )
             .await?;
         manager
             .create_index(
@@ -31,7 +36,12 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name("jobs_claim_idx").table(Jobs::Table).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("jobs_claim_idx")
+                    .table(Jobs::Table)
+                    .to_owned(),
+            )
             .await?;
         manager
             .create_index(

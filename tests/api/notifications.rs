@@ -1007,6 +1007,111 @@ mod whatsapp {
         );
     }
 
+    /// Evolution reports a message delivered and read before it answers the send: the statuses
+    /// wait for the send's record and are applied with it.
+    #[tokio::test]
+    async fn statuses_called_back_before_the_send_answers_are_applied_when_it_is_recorded() {
+        use axum::{Json, Router, extract::State, routing::post};
+
+        #[derive(Clone)]
+        struct Evolution {
+            client: reqwest::Client,
+            callback_url: String,
+        }
+        async fn call_back_then_answer(
+            State(evolution): State<Evolution>,
+        ) -> (axum::http::StatusCode, Json<Value>) {
+            for status in ["DELIVERY_ACK", "READ"] {
+                let answer = evolution
+                    .client
+                    .post(&evolution.callback_url)
+                    .header("x-webhook-secret", "evo-hook-secret-0123456789")
+                    .json(&json!({ "event": "messages.update", "instance": "loja",
+                        "data": { "keyId": "BAE5EARLY", "fromMe": true, "status": status,
+                            "remoteJid": "5584999990000@s.whatsapp.net" } }))
+                    .send()
+                    .await
+                    .expect("calls back");
+                assert!(answer.status().is_success(), "{}", answer.status());
+            }
+            (
+                axum::http::StatusCode::CREATED,
+                Json(
+                    json!({ "key": { "remoteJid": "5584999990000@s.whatsapp.net",
+                    "fromMe": true, "id": "BAE5EARLY" }, "status": "PENDING" }),
+                ),
+            )
+        }
+
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("early", "RESTAURANT").await;
+        let secret = app
+            .graphql_as(
+                &shop.access_token,
+                "mutation { setWebhookProviderSecret(provider: EVOLUTION, secret: \"evo-hook-secret-0123456789\") }",
+                json!({}),
+            )
+            .await;
+        assert!(secret["errors"].is_null(), "{secret}");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let base_url = format!("http://{}", listener.local_addr().expect("an address"));
+        let router = Router::new()
+            .route("/message/sendText/{instance}", post(call_back_then_answer))
+            .with_state(Evolution {
+                client: app.client.clone(),
+                callback_url: format!("{}/webhooks/in/evolution/{}", app.address, shop.company_id),
+            });
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let configured = app
+            .graphql_as(
+                &shop.access_token,
+                CONFIGURE,
+                json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+                    "settings": { "baseUrl": base_url, "instance": "loja" },
+                    "credentials": { "apiKey": API_KEY } } }),
+            )
+            .await;
+        assert!(configured["errors"].is_null(), "{configured}");
+
+        let id = send_whatsapp(&app, &shop, "Oi", "early-1").await;
+        let done = settled(&app, &shop.access_token, &id).await;
+        assert_eq!(done["status"], "READ", "{done}");
+        assert_eq!(done["providerMessageId"], "BAE5EARLY", "{done}");
+        // Events reach the log once the relay numbered them.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let events = app
+                .graphql_as(
+                    &shop.access_token,
+                    "{ events(types: [\"notification.sent\", \"notification.delivered\"]) { edges { node { type } } } }",
+                    json!({}),
+                )
+                .await;
+            let mut kinds: Vec<String> = events["data"]["events"]["edges"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{events}"))
+                .iter()
+                .map(|edge| text(&edge["node"]["type"]))
+                .collect();
+            kinds.sort();
+            if kinds.len() >= 2 {
+                assert_eq!(
+                    kinds,
+                    ["notification.delivered", "notification.sent"],
+                    "sent once, delivered once: {events}"
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the events are missing: {events}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     #[tokio::test]
     async fn status_callbacks_move_a_message_to_delivered_then_read_once() {
         let app = app_with_quick_retries(3).await;

@@ -18,9 +18,10 @@ use chrono::Utc;
 use entity::{
     api_key, casbin_rule, company, customer, financial_transaction, incoming_webhook, invitation,
     membership, notification, notification_attempt, notification_channel, notification_consent,
-    notification_preference, notification_rule, notification_template, order, order_counter,
-    order_item, order_status_history, outbox, payment, payment_settings, product, provider_secret,
-    refresh_token, refund, role, webhook_attempt, webhook_delivery, webhook_endpoint, workflow,
+    notification_early_status, notification_preference, notification_rule, notification_template,
+    order, order_counter, order_item, order_status_history, outbox, payment, payment_settings,
+    product, provider_secret, refresh_token, refund, role, webhook_attempt, webhook_delivery,
+    webhook_endpoint, workflow,
 };
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection,
@@ -148,6 +149,7 @@ tenant_entities!(
     notification_template,
     notification_preference,
     notification_consent,
+    notification_early_status,
     notification_rule,
 );
 

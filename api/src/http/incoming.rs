@@ -1,10 +1,12 @@
 //! `POST /webhooks/in/{provider}/{companyId}`: providers' webhooks, verified before anything
 //! is read from them.
 //!
-//! The URL a provider called is rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host` (set by
-//! the proxy in front of us) or `Host`, as Twilio's own middleware does: Twilio signs that URL.
-//! A forged header only changes which URL's signature would be accepted, and a signature for
-//! it exists only if the provider really called it.
+//! Twilio signs the URL it called. That URL is the server's public address
+//! (`PLATFORM_PUBLIC_URL`, the one the status callbacks were given) with the request's path;
+//! without one configured it is rebuilt from `X-Forwarded-Proto`/`X-Forwarded-Host` (set by
+//! the proxy in front of us) or `Host`, as Twilio's own middleware does. A forged header only
+//! changes which URL's signature would be accepted, and a signature for it exists only if the
+//! provider really called it.
 
 use axum::{
     Json,
@@ -45,7 +47,7 @@ pub async fn receive(
             &format!("the body is over {BODY_LIMIT} bytes"),
         );
     };
-    let Some(url) = called_url(&headers, &uri) else {
+    let Some(url) = called_url(state.app.settings.public_url.as_deref(), &headers, &uri) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "the request has no usable Host header",
@@ -74,8 +76,16 @@ pub async fn receive(
     }
 }
 
-/// The absolute URL the provider called.
-fn called_url(headers: &HeaderMap, uri: &Uri) -> Option<Url> {
+/// The absolute URL the provider called: on the public address when there is one.
+fn called_url(public_url: Option<&str>, headers: &HeaderMap, uri: &Uri) -> Option<Url> {
+    let path_and_query = uri.path_and_query().map_or("/", |path| path.as_str());
+    if let Some(public_url) = public_url {
+        return Url::parse(&format!(
+            "{}{path_and_query}",
+            public_url.trim_end_matches('/')
+        ))
+        .ok();
+    }
     let header = |name: &str| {
         headers
             .get(name)
@@ -89,10 +99,51 @@ fn called_url(headers: &HeaderMap, uri: &Uri) -> Option<Url> {
         _ => "http",
     };
     let host = header("x-forwarded-host").or_else(|| header("host"))?;
-    let path_and_query = uri.path_and_query().map_or("/", |path| path.as_str());
     Url::parse(&format!("{scheme}://{host}{path_and_query}")).ok()
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "received": false, "error": message }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("10.0.0.7:8080"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("edge.example.com"),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_called_url_is_on_the_public_address_when_one_is_configured() {
+        let uri: Uri = "/webhooks/in/twilio/c?x=1".parse().expect("uri");
+        let url = called_url(Some("https://api.example.com/"), &headers(), &uri).expect("url");
+        assert_eq!(
+            url.as_str(),
+            "https://api.example.com/webhooks/in/twilio/c?x=1"
+        );
+    }
+
+    #[test]
+    fn without_a_public_address_the_called_url_comes_from_the_proxy_headers() {
+        let uri: Uri = "/webhooks/in/twilio/c".parse().expect("uri");
+        let url = called_url(None, &headers(), &uri).expect("url");
+        assert_eq!(
+            url.as_str(),
+            "https://edge.example.com/webhooks/in/twilio/c"
+        );
+        let mut direct = HeaderMap::new();
+        direct.insert("host", HeaderValue::from_static("10.0.0.7:8080"));
+        let url = called_url(None, &direct, &uri).expect("url");
+        assert_eq!(url.as_str(), "http://10.0.0.7:8080/webhooks/in/twilio/c");
+    }
 }

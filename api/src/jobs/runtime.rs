@@ -243,10 +243,14 @@ impl Runtime {
             }
             // A killed instance's leases expire a lease after its last renewal: looking once
             // per poll is soon enough, and spares each claim a write over the running jobs.
-            let mut requeue_expired = claim_now && elapsed(&mut leases_checked, runtime.settings.poll);
+            let mut requeue_expired =
+                claim_now && elapsed(&mut leases_checked, runtime.settings.poll);
             while claim_now && tasks.len() < runtime.settings.max_in_flight {
                 let free = runtime.settings.max_in_flight - tasks.len();
-                match runtime.claim(free, std::mem::take(&mut requeue_expired)).await {
+                match runtime
+                    .claim(free, std::mem::take(&mut requeue_expired))
+                    .await
+                {
                     Ok(claimed) if claimed.is_empty() => break,
                     Ok(claimed) => {
                         for job in claimed {

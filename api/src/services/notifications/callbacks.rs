@@ -4,11 +4,17 @@
 //! found by its provider's message id within that company, and never back. A repeated
 //! callback is acknowledged by the incoming-webhook path before it reaches here; a status that
 //! says nothing new (a late `DELIVERED` after `READ`) changes nothing.
+//!
+//! A provider may call back before its send's outcome is recorded (it answers the send and
+//! reports the message delivered in the same second, while the outcome waits for its batch):
+//! such a status is kept (`notification_early_statuses`) and applied by [`apply_early`] when
+//! the send records the message id.
 
 use chrono::Utc;
-use entity::notification;
-use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
+use entity::{notification, notification_early_status};
+use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder, sea_query::Expr};
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::Status;
 use crate::{
@@ -82,7 +88,13 @@ pub async fn apply(
     Ok(format!("{applied} notification status(es) applied"))
 }
 
-/// Moves one notification forward; returns whether it moved.
+/// How long a status callback waits for the send it names to be recorded. The wait is the
+/// moment between the provider's answer and the batch that records it; a status older than
+/// this names a message no notification sent.
+const EARLY_STATUS_KEPT: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// Moves one notification forward; returns whether it moved. A status for a message id no
+/// notification has yet is kept for [`apply_early`].
 async fn update(
     txn: &TenantTxn,
     provider: &str,
@@ -90,6 +102,13 @@ async fn update(
     status: DeliveryStatus,
     error_code: Option<&str>,
 ) -> anyhow::Result<bool> {
+    let to = match status {
+        // The provider took it: it is `SENT` already.
+        DeliveryStatus::Sent => return Ok(false),
+        DeliveryStatus::Delivered => Status::Delivered,
+        DeliveryStatus::Read => Status::Read,
+        DeliveryStatus::Failed => Status::Failed,
+    };
     let found = txn
         .find::<notification::Entity>()
         .filter(notification::Column::Provider.eq(provider))
@@ -97,19 +116,96 @@ async fn update(
         .one(txn)
         .await?;
     let Some(found) = found else {
-        tracing::info!(
-            provider,
-            provider_message_id,
-            "a status callback for no notification of the company"
-        );
+        keep_early(txn, provider, provider_message_id, to, error_code).await?;
         return Ok(false);
     };
-    let (to, from): (Status, &[Status]) = match status {
-        // The provider took it: it is `SENT` already.
-        DeliveryStatus::Sent => return Ok(false),
-        DeliveryStatus::Delivered => (Status::Delivered, &[Status::Sent]),
-        DeliveryStatus::Read => (Status::Read, &[Status::Sent, Status::Delivered]),
-        DeliveryStatus::Failed => (Status::Failed, &[Status::Sent]),
+    advance(txn, &found, to, error_code).await
+}
+
+/// Keeps a status whose message id is not recorded yet, and prunes the company's statuses
+/// that waited longer than [`EARLY_STATUS_KEPT`].
+async fn keep_early(
+    txn: &TenantTxn,
+    provider: &str,
+    provider_message_id: &str,
+    to: Status,
+    error_code: Option<&str>,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    txn.delete::<notification_early_status::Entity>()
+        .filter(notification_early_status::Column::ReceivedAt.lt(now - EARLY_STATUS_KEPT))
+        .exec(txn)
+        .await?;
+    txn.insert(notification_early_status::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        company_id: Set(txn.company().get()),
+        provider: Set(provider.to_string()),
+        provider_message_id: Set(provider_message_id.to_string()),
+        status: Set(to.as_str().to_string()),
+        error_code: Set(error_code.map(str::to_string)),
+        received_at: Set(now),
+    })
+    .await?;
+    tracing::info!(
+        provider,
+        provider_message_id,
+        status = to.as_str(),
+        "a status callback for no notification yet; kept for its send's record"
+    );
+    Ok(())
+}
+
+/// Applies to `sent`, whose provider message id `txn` has just recorded, the statuses that
+/// arrived for it before (in the order they arrived).
+pub async fn apply_early(txn: &TenantTxn, sent: &notification::Model) -> anyhow::Result<()> {
+    let (Some(provider), Some(provider_message_id)) = (
+        sent.provider.as_deref(),
+        sent.provider_message_id.as_deref(),
+    ) else {
+        return Ok(());
+    };
+    let waiting = txn
+        .find::<notification_early_status::Entity>()
+        .filter(notification_early_status::Column::Provider.eq(provider))
+        .filter(notification_early_status::Column::ProviderMessageId.eq(provider_message_id))
+        .order_by_asc(notification_early_status::Column::ReceivedAt)
+        .order_by_asc(notification_early_status::Column::Id)
+        .all(txn)
+        .await?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    txn.delete::<notification_early_status::Entity>()
+        .filter(notification_early_status::Column::Id.is_in(waiting.iter().map(|early| early.id)))
+        .exec(txn)
+        .await?;
+    let mut current = sent.clone();
+    for early in waiting {
+        let Some(to) = Status::parse(&early.status) else {
+            continue;
+        };
+        if advance(txn, &current, to, early.error_code.as_deref()).await? {
+            current.status = to.as_str().to_string();
+            if matches!(to, Status::Delivered | Status::Read) && current.delivered_at.is_none() {
+                current.delivered_at = Some(early.received_at);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves `found` to `to` if it stands where `to` may follow; returns whether it moved.
+async fn advance(
+    txn: &TenantTxn,
+    found: &notification::Model,
+    to: Status,
+    error_code: Option<&str>,
+) -> anyhow::Result<bool> {
+    let from: &[Status] = match to {
+        Status::Delivered => &[Status::Sent],
+        Status::Read => &[Status::Sent, Status::Delivered],
+        Status::Failed => &[Status::Sent],
+        Status::Queued | Status::Sent | Status::Cancelled => return Ok(false),
     };
     let now = Utc::now();
     let mut change = txn
@@ -168,6 +264,6 @@ async fn update(
         txn.record(DomainEvent::NotificationFailed(state(to)))
             .await?;
     }
-    tracing::info!(notification = %found.id, provider, status = to.as_str(), "notification status from the provider");
+    tracing::info!(notification = %found.id, provider = found.provider.as_deref().unwrap_or_default(), status = to.as_str(), "notification status from the provider");
     Ok(true)
 }

@@ -2,6 +2,12 @@
 //! for its channel (in the app: stores and pushes it), and records the attempt, the
 //! notification's new status, its event and the job's end in one transaction.
 //!
+//! The outcomes are recorded by one recorder per instance, in batches: one transaction per
+//! company for every attempt of that company that ended meanwhile, so that the database's
+//! commit rate does not cap the sending rate. Until its outcome is committed a job stays
+//! leased; a batch that fails is recorded again one outcome per transaction, so that one
+//! notification's fault costs no other its record.
+//!
 //! The job's retries are decided here rather than by the runtime's queue policy, because the
 //! schedule is the channel's (`PLATFORM_NOTIFICATION_RETRY_*`) and a permanent refusal must not
 //! be tried again at all: a retryable failure ends the attempt with [`Finish::Again`] after the
@@ -11,12 +17,15 @@
 //! when the handler fails on the queue's last attempt the notification ends `FAILED` with
 //! `INTERNAL`, never `QUEUED` behind a dead job.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use entity::{notification, notification_attempt};
 use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter, sea_query::Expr};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
@@ -51,14 +60,19 @@ const NO_PROVIDER: &str = "none";
 
 /// Registers the handler and the per-configuration limits on `runtime`.
 pub fn register(runtime: &mut Runtime, state: &AppState) {
-    let sending = state.clone();
+    let (recordings, recorded) = mpsc::channel(RECORD_BATCH * 4);
+    tokio::spawn(record_outcomes(state.clone(), recorded));
+    let sending = Sender {
+        state: state.clone(),
+        recorder: recordings,
+    };
     // The handler's own errors (the database failing) are retried by this policy; provider
-    // failures are decided by the channel's schedule in [`record`], within its attempts.
+    // failures are decided by the channel's schedule in [`write`], within its attempts.
     runtime.handle(
         queue_policy(&state.settings.notifications),
         move |context, job: SendNotification| {
-            let state = sending.clone();
-            async move { send(&state, &context, &job).await }
+            let sending = sending.clone();
+            async move { send(&sending, &context, &job).await }
         },
     );
     // One WhatsApp number is given a few messages at a time: more looks like spam to WhatsApp.
@@ -74,12 +88,30 @@ pub fn register(runtime: &mut Runtime, state: &AppState) {
     );
 }
 
+/// What a send job's handler works with: the application, and the recorder of outcomes.
+#[derive(Clone)]
+struct Sender {
+    state: AppState,
+    recorder: mpsc::Sender<Recording>,
+}
+
+/// One attempt's outcome on its way to the recorder; `answer` ends the job's handler.
+struct Recording {
+    company: CompanyId,
+    context: JobContext,
+    outcome: Outcome,
+    answer: oneshot::Sender<anyhow::Result<()>>,
+}
+
+/// Most outcomes recorded in one round of the recorder.
+const RECORD_BATCH: usize = 128;
+
 /// Attempts the handler's own failures (the database) and lost leases may take beyond the
 /// longest channel schedule, so that they do not cut the provider's attempts short.
 const SPARE_ATTEMPTS: u32 = 3;
 
 /// The send job's queue policy: attempts enough for the longest channel schedule and the
-/// spares; its waits follow the handler's own failures. On its last attempt [`record`] retries
+/// spares; its waits follow the handler's own failures. On its last attempt [`write`] retries
 /// nothing and [`send`] fails the notification, since the runtime runs no further attempt.
 fn queue_policy(settings: &crate::configuration::NotificationSettings) -> RetryPolicy {
     let longest = [
@@ -104,16 +136,17 @@ fn last_attempt(state: &AppState, context: &JobContext) -> bool {
 }
 
 async fn send(
-    state: &AppState,
+    sending: &Sender,
     context: &JobContext,
     job: &SendNotification,
 ) -> anyhow::Result<()> {
+    let state = &sending.state;
     let company = CompanyId::from_row(
         context
             .company_id
             .context("a notifications.send job without a company")?,
     );
-    let error = match attempt(state, company, context, job).await {
+    let error = match attempt(sending, company, context, job).await {
         Err(error) if last_attempt(state, context) => error,
         attempted => return attempted,
     };
@@ -176,13 +209,15 @@ async fn give_up(
     Ok(())
 }
 
-/// One attempt: reads the notification, hands it over and [`record`]s the outcome.
+/// One attempt: reads the notification, hands it over and has the recorder [`write`] the
+/// outcome.
 async fn attempt(
-    state: &AppState,
+    sending: &Sender,
     company: CompanyId,
     context: &JobContext,
     job: &SendNotification,
 ) -> anyhow::Result<()> {
+    let state = &sending.state;
     let txn = state
         .begin_for_company(company, "notifications.send job", Intent::Read)
         .await?;
@@ -211,21 +246,28 @@ async fn attempt(
     };
     context.release_key();
     let finished_at = Utc::now();
-    record(
-        state,
-        company,
-        context,
-        Outcome {
-            notification: &found,
-            channel,
-            provider,
-            rendered: rendered.ok(),
-            result: outcome,
-            started_at,
-            finished_at,
-        },
-    )
-    .await
+    let (answer, answered) = oneshot::channel();
+    sending
+        .recorder
+        .send(Recording {
+            company,
+            context: context.clone(),
+            outcome: Outcome {
+                notification: found,
+                channel,
+                provider,
+                rendered: rendered.ok(),
+                result: outcome,
+                started_at,
+                finished_at,
+            },
+            answer,
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the notification recorder stopped"))?;
+    answered
+        .await
+        .map_err(|_| anyhow::anyhow!("the notification's outcome was never recorded"))?
 }
 
 async fn find(txn: &TenantTxn, id: Uuid) -> Result<Option<notification::Model>, sea_orm::DbErr> {
@@ -337,8 +379,8 @@ async fn hand_over(
 }
 
 /// What one attempt came to.
-struct Outcome<'a> {
-    notification: &'a notification::Model,
+struct Outcome {
+    notification: notification::Model,
     channel: Channel,
     provider: &'static str,
     /// The text given to the provider, stored on the notification when a template wrote it.
@@ -348,19 +390,98 @@ struct Outcome<'a> {
     finished_at: DateTime<Utc>,
 }
 
-/// Writes the attempt, the notification's status, its event and the job's end together.
-async fn record(
-    state: &AppState,
-    company: CompanyId,
-    context: &JobContext,
-    outcome: Outcome<'_>,
-) -> anyhow::Result<()> {
-    let found = outcome.notification;
-    let attempt = found.attempt_count + 1;
-    let channel = outcome.channel;
+/// Records outcomes as they come, in batches, until every handler is gone.
+async fn record_outcomes(state: AppState, mut recordings: mpsc::Receiver<Recording>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while recordings.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut by_company: BTreeMap<Uuid, Vec<Recording>> = BTreeMap::new();
+        for recording in batch.drain(..) {
+            by_company
+                .entry(recording.company.get())
+                .or_default()
+                .push(recording);
+        }
+        // Each company's transaction on its own: on PostgreSQL they commit side by side.
+        futures_util::future::join_all(
+            by_company
+                .into_values()
+                .map(|recordings| record_for_company(&state, recordings)),
+        )
+        .await;
+    }
+}
+
+/// Records one company's outcomes in one transaction; when it fails, each in its own, so that
+/// the outcome at fault fails its job alone (which then runs again, as after a lost lease).
+async fn record_for_company(state: &AppState, recordings: Vec<Recording>) {
+    if recordings.len() > 1 {
+        match record(state, &recordings).await {
+            Ok(finishes) => return answer(recordings, finishes),
+            Err(error) => tracing::warn!(
+                error = ?error,
+                outcomes = recordings.len(),
+                "recording a batch of notification outcomes failed; recording each alone"
+            ),
+        }
+    }
+    for recording in recordings {
+        let recordings = [recording];
+        match record(state, &recordings).await {
+            Ok(finishes) => answer(recordings, finishes),
+            Err(error) => {
+                let [recording] = recordings;
+                let _ = recording.answer.send(Err(error));
+            }
+        }
+    }
+}
+
+/// Ends the handlers of `recordings`, whose outcomes committed with `finishes`.
+fn answer(recordings: impl IntoIterator<Item = Recording>, finishes: Vec<Option<Finish>>) {
+    for (recording, finish) in recordings.into_iter().zip(finishes) {
+        if let Some(finish) = finish {
+            recording.context.finished(&finish);
+            observe(&recording.outcome, &finish);
+        }
+        let _ = recording.answer.send(Ok(()));
+    }
+}
+
+/// Writes `recordings`, outcomes of one company, and their jobs' ends in one transaction;
+/// returns each job's end (`None`: cancelled meanwhile, the runtime ends the job).
+async fn record(state: &AppState, recordings: &[Recording]) -> anyhow::Result<Vec<Option<Finish>>> {
+    let Some(company) = recordings.first().map(|recording| recording.company) else {
+        return Ok(Vec::new());
+    };
     let txn = state
         .begin_for_company(company, "notifications.send job", Intent::Write)
         .await?;
+    let mut finishes = Vec::with_capacity(recordings.len());
+    for recording in recordings {
+        finishes.push(write(state, &txn, &recording.context, &recording.outcome).await?);
+    }
+    let ends: Vec<(&JobContext, Finish)> = recordings
+        .iter()
+        .zip(&finishes)
+        .filter_map(|(recording, finish)| Some((&recording.context, finish.clone()?)))
+        .collect();
+    state.jobs.finish_within(&txn, &ends).await?;
+    txn.commit().await?;
+    Ok(finishes)
+}
+
+/// Writes the attempt, the notification's status and its event on `txn`; returns how the
+/// job ends, or `None` when the notification was cancelled while the provider had it.
+async fn write(
+    state: &AppState,
+    txn: &TenantTxn,
+    context: &JobContext,
+    outcome: &Outcome,
+) -> anyhow::Result<Option<Finish>> {
+    let company = txn.company();
+    let found = &outcome.notification;
+    let attempt = found.attempt_count + 1;
+    let channel = outcome.channel;
     let (provider_message_id, error) = match &outcome.result {
         Ok(accepted) => (Some(accepted.provider_message_id.clone()), None),
         Err(error) => (None, Some(error)),
@@ -450,13 +571,12 @@ async fn record(
     let updated = update
         .filter(notification::Column::Id.eq(found.id))
         .filter(notification::Column::Status.eq(Status::Queued.as_str()))
-        .exec(&txn)
+        .exec(txn)
         .await?;
     if updated.rows_affected == 0 {
         // Cancelled while the provider had it: the provider's answer is in the log, the
         // cancellation stands.
-        txn.commit().await?;
-        return Ok(());
+        return Ok(None);
     }
 
     let state_of = |status: Status| {
@@ -484,6 +604,13 @@ async fn record(
             }
             txn.record(DomainEvent::NotificationSent(state_of(Status::Sent)))
                 .await?;
+            let sent = notification::Model {
+                status: Status::Sent.as_str().to_string(),
+                provider: Some(provider.to_string()),
+                provider_message_id: provider_message_id.clone(),
+                ..found.clone()
+            };
+            super::callbacks::apply_early(txn, &sent).await?;
         }
         Status::Failed => {
             txn.record(DomainEvent::NotificationFailed(state_of(Status::Failed)))
@@ -491,21 +618,26 @@ async fn record(
         }
         _ => {}
     }
-    let finish = match (error, retry_at) {
+    Ok(Some(match (error, retry_at) {
         (None, _) => Finish::Done,
         (Some(error), Some(at)) => Finish::Again {
             at,
             error: Some(error.to_string()),
         },
         (Some(error), None) => Finish::Dead(error.to_string()),
-    };
-    state
-        .jobs
-        .finish_within(&txn, &[(context, finish.clone())])
-        .await?;
-    txn.commit().await?;
-    context.finished(&finish);
+    }))
+}
 
+/// The metrics and the log line of a recorded outcome.
+fn observe(outcome: &Outcome, finish: &Finish) {
+    let found = &outcome.notification;
+    let attempt = found.attempt_count + 1;
+    let channel = outcome.channel;
+    let error = outcome.result.as_ref().err();
+    let provider = match &outcome.result {
+        Ok(accepted) => accepted.provider,
+        Err(_) => outcome.provider,
+    };
     let labels = [
         ("channel", channel.as_str().to_string()),
         ("provider", provider.to_string()),
@@ -535,12 +667,11 @@ async fn record(
                 provider,
                 attempt,
                 code = error.code(),
-                retry = retry_at.is_some(),
+                retry = matches!(finish, Finish::Again { .. }),
                 "notification not sent"
             );
         }
     }
-    Ok(())
 }
 
 fn error_message(error: &SendError) -> String {
