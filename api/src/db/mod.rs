@@ -281,6 +281,16 @@ impl ServerCertVerifier for UncheckedCertificate {
     }
 }
 
+/// How many write transactions on `db` are worth running at once. SQLite has one writer: a
+/// second concurrent write only waits for the lock, in the busy handler's sleeps (1, 2, 5, 10…
+/// ms), so writes there go one after another.
+pub fn concurrent_writes(db: &DatabaseConnection) -> usize {
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Sqlite => 1,
+        _ => 8,
+    }
+}
+
 /// Counts the SQL statements a connection runs (exported on `/metrics`) and records their
 /// durations, so a resolver that starts issuing one query per row shows up at once.
 pub fn instrument(db: &mut DatabaseConnection) -> Arc<AtomicU64> {

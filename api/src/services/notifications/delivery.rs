@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use entity::{notification, notification_attempt};
+use futures_util::StreamExt;
 use sea_orm::{ActiveValue::Set, ColumnTrait, QueryFilter, sea_query::Expr};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -401,12 +402,14 @@ async fn record_outcomes(state: AppState, mut recordings: mpsc::Receiver<Recordi
                 .or_default()
                 .push(recording);
         }
-        // Each company's transaction on its own: on PostgreSQL they commit side by side.
-        futures_util::future::join_all(
+        // Each company's transaction on its own; side by side where the database allows.
+        futures_util::stream::iter(
             by_company
                 .into_values()
                 .map(|recordings| record_for_company(&state, recordings)),
         )
+        .buffer_unordered(crate::db::concurrent_writes(&state.db))
+        .collect::<()>()
         .await;
     }
 }
