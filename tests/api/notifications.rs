@@ -967,6 +967,64 @@ mod whatsapp {
         every_attempt_fails_with_503(12, "patient").await;
     }
 
+    /// An Evolution configuration's typing delay and link preview go with every text; options
+    /// Evolution could not take are refused when configured.
+    #[tokio::test]
+    async fn the_configured_typing_delay_and_link_preview_go_with_each_text() {
+        let app = app_with_quick_retries(3).await;
+        let shop = app.sign_up("typing", "RESTAURANT").await;
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/message/sendText/loja"))
+            .and(body_json(json!({ "number": "5584999990000", "text": "Oi",
+                "delay": 1200, "linkPreview": false })))
+            .respond_with(sent("BAE5TYPING"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let configure = |settings: Value| {
+            app.graphql_as(
+                &shop.access_token,
+                CONFIGURE,
+                json!({ "input": { "channel": "WHATSAPP", "provider": "EVOLUTION",
+                    "settings": settings, "credentials": { "apiKey": API_KEY } } }),
+            )
+        };
+        for (options, reason) in [
+            (json!({ "delayMs": -5 }), "delayMs"),
+            (json!({ "delayMs": 600000 }), "delayMs"),
+            (json!({ "linkPreview": "no" }), "linkPreview"),
+        ] {
+            let mut settings = json!({ "baseUrl": server.uri(), "instance": "loja" });
+            settings
+                .as_object_mut()
+                .expect("an object")
+                .extend(options.as_object().expect("an object").clone());
+            let refused = configure(settings).await;
+            assert_eq!(
+                refused["errors"][0]["extensions"]["code"], "VALIDATION",
+                "{refused}"
+            );
+            assert_eq!(
+                refused["errors"][0]["extensions"]["field"], "input.settings",
+                "{refused}"
+            );
+            assert!(
+                text(&refused["errors"][0]["message"]).contains(reason),
+                "{refused}"
+            );
+        }
+        let configured = configure(json!({ "baseUrl": server.uri(), "instance": "loja",
+            "delayMs": 1200, "linkPreview": false }))
+        .await;
+        assert!(configured["errors"].is_null(), "{configured}");
+        let id = send_whatsapp(&app, &shop, "Oi", "typing-1").await;
+        assert_eq!(
+            settled(&app, &shop.access_token, &id).await["status"],
+            "SENT"
+        );
+    }
+
     #[tokio::test]
     async fn a_test_message_reports_the_sessions_state() {
         let app = app_with_quick_retries(3).await;
@@ -1307,7 +1365,8 @@ async fn two_instances_send_each_notification_exactly_once() {
     second.stop();
 }
 
-/// SMS through Twilio's Messages API, and its signed status callback marking it delivered.
+/// SMS through Twilio's Messages API with this server's callback URL on its public address, and
+/// the signed status callback Twilio sends there marking it delivered.
 #[tokio::test]
 async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered() {
     use wiremock::{
@@ -1315,7 +1374,8 @@ async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered()
         matchers::{body_string_contains, header_exists, method, path},
     };
 
-    let app = spawn_app().await;
+    const PUBLIC_URL: &str = "https://api.platform.test";
+    let app = spawn_app_with(|settings| settings.public_url = Some(format!("{PUBLIC_URL}/"))).await;
     let shop = app.sign_up("sms", "RESTAURANT").await;
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -1323,6 +1383,10 @@ async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered()
         .and(header_exists("authorization"))
         .and(body_string_contains("To=%2B5584999990000"))
         .and(body_string_contains("Body=Pronto%21"))
+        .and(body_string_contains(format!(
+            "StatusCallback=https%3A%2F%2Fapi.platform.test%2Fwebhooks%2Fin%2Ftwilio%2F{}",
+            shop.company_id
+        )))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({
             "sid": "SM42", "status": "queued", "to": "+5584999990000", "from": "+15005550006"
         })))
@@ -1361,6 +1425,8 @@ async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered()
     assert_eq!(done["status"], "SENT", "{done}");
     assert_eq!(done["providerMessageId"], "SM42", "{done}");
 
+    // Twilio signs the URL it called: the public one, whatever address the request reached.
+    let signed_url = format!("{PUBLIC_URL}/webhooks/in/twilio/{}", shop.company_id);
     let url = format!("{}/webhooks/in/twilio/{}", app.address, shop.company_id);
     let params: Vec<(String, String)> = [
         ("MessageSid", "SM42"),
@@ -1371,7 +1437,8 @@ async fn an_sms_goes_through_twilio_and_its_status_callback_marks_it_delivered()
     .into_iter()
     .map(|(name, value)| (name.to_string(), value.to_string()))
     .collect();
-    let signature = api::webhooks::signature::twilio_signature("twilio-auth-token", &url, &params);
+    let signature =
+        api::webhooks::signature::twilio_signature("twilio-auth-token", &signed_url, &params);
     for _ in 0..2 {
         let answer = app
             .client

@@ -90,8 +90,18 @@ impl Actor {
     }
 }
 
+/// How a user's casbin subject begins.
+pub const USER_SUBJECT_PREFIX: &str = "u:";
+
 pub fn user_subject(id: Uuid) -> String {
-    format!("u:{id}")
+    format!("{USER_SUBJECT_PREFIX}{id}")
+}
+
+/// The user a casbin subject (or an event's `actor`) names; `None` for an API key's.
+pub fn user_of_subject(subject: &str) -> Option<Uuid> {
+    subject
+        .strip_prefix(USER_SUBJECT_PREFIX)
+        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 pub fn api_key_subject(id: Uuid) -> String {

@@ -5,7 +5,9 @@ mod actor;
 pub mod jwt;
 pub mod password;
 
-pub use actor::{Actor, Principal, Viewer, api_key_subject, user_subject};
+pub use actor::{
+    Actor, Principal, USER_SUBJECT_PREFIX, Viewer, api_key_subject, user_of_subject, user_subject,
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;

@@ -216,7 +216,10 @@ pub struct NotificationLogFilter {
 pub struct ConfigureNotificationChannelInput {
     channel: Channel,
     provider: ProviderKind,
-    /// Non-secret settings, e.g. `{"baseUrl": "https://evo.example", "instance": "shop"}`.
+    /// Non-secret settings, e.g. `{"baseUrl": "https://evo.example", "instance": "shop"}`;
+    /// Evolution also takes `delayMs` (typing shown before each message, at most 30000) and
+    /// `linkPreview`; Twilio `from` or `messagingServiceSid`, and `statusCallback` (by default
+    /// this server's own callback URL when `PLATFORM_PUBLIC_URL` is set).
     settings: Json<Value>,
     /// Credentials, e.g. `{"apiKey": "…"}`; stored encrypted and never returned. Omitted: the
     /// stored ones are kept (unless the provider changes).

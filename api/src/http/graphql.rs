@@ -21,7 +21,7 @@ use axum::{
 };
 use ipnet::IpNet;
 
-use super::{HttpState, error_response};
+use super::{HttpState, api_error_response, error_response};
 use crate::{
     auth::Viewer,
     error::{ApiError, ApiResult},
@@ -279,33 +279,6 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     peer
-}
-
-/// An error that stops the request before GraphQL runs, in the GraphQL error shape.
-fn api_error_response(error: &ApiError, request_id: &RequestId) -> Response {
-    let status = match error {
-        ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-        ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    let mut graphql = error.extend();
-    graphql
-        .extensions
-        .get_or_insert_with(Default::default)
-        .set("requestId", request_id.0.as_str());
-    let body = serde_json::json!({ "errors": [{
-        "message": graphql.message,
-        "extensions": graphql.extensions,
-    }]});
-    let mut response = (status, Json(body)).into_response();
-    if let ApiError::RateLimited { retry_after_secs } = error
-        && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -29,7 +29,7 @@ use tower_http::{
 
 pub use graphql::RequestId;
 
-use crate::{configuration::Settings, graphql::AppSchema, state::AppState};
+use crate::{configuration::Settings, error::ApiError, graphql::AppSchema, state::AppState};
 
 /// Content-Security-Policy of API responses: they are JSON and load nothing.
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
@@ -155,6 +155,39 @@ fn cors(settings: &Settings) -> anyhow::Result<CorsLayer> {
         ])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(Duration::from_secs(3600)))
+}
+
+/// An [`ApiError`] outside GraphQL (a request stopped before GraphQL runs, a REST endpoint),
+/// in the GraphQL error shape with its code, fields and the request's id.
+fn api_error_response(error: &ApiError, request_id: &RequestId) -> Response {
+    let status = match error {
+        ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApiError::Conflict(_) => StatusCode::CONFLICT,
+        ApiError::RateLimited { .. } | ApiError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::Provider { .. } => StatusCode::BAD_GATEWAY,
+        ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ApiError::Validation { .. }
+        | ApiError::InvalidTemplate { .. }
+        | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+    };
+    let mut graphql = async_graphql::ErrorExtensions::extend(error);
+    graphql
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("requestId", request_id.0.as_str());
+    let body = serde_json::json!({ "errors": [{
+        "message": graphql.message,
+        "extensions": graphql.extensions,
+    }]});
+    let mut response = (status, Json(body)).into_response();
+    if let ApiError::RateLimited { retry_after_secs } = error
+        && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// A JSON body in the GraphQL error shape, for failures outside GraphQL execution.

@@ -4,7 +4,7 @@
 //! one-click `List-Unsubscribe-Post`) records the opt-out, honoured by the next send.
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -12,7 +12,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{HttpState, error_response};
+use super::{HttpState, RequestId, api_error_response, error_response};
 use crate::{
     crypto::TokenRefused,
     services::notifications::preferences::{self, UnsubscribeRequest},
@@ -67,7 +67,11 @@ pub async fn show(State(state): State<HttpState>, Query(link): Query<Link>) -> R
     }
 }
 
-pub async fn confirm(State(state): State<HttpState>, Query(link): Query<Link>) -> Response {
+pub async fn confirm(
+    State(state): State<HttpState>,
+    Extension(request_id): Extension<RequestId>,
+    Query(link): Query<Link>,
+) -> Response {
     let request = match checked(&state, &link) {
         Ok(request) => request,
         Err(refused) => return refusal(refused),
@@ -78,13 +82,6 @@ pub async fn confirm(State(state): State<HttpState>, Query(link): Query<Link>) -
                 .increment(1);
             described(&request, true)
         }
-        Err(error) => {
-            let message = error.reported_message();
-            let status = match error.code() {
-                "VALIDATION" => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            error_response(status, error.code(), &message)
-        }
+        Err(error) => api_error_response(&error, &request_id),
     }
 }

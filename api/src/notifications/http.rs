@@ -9,7 +9,10 @@ use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::SendError;
-use crate::webhooks::address::{GuardError, GuardedResolver, refused_by_guard};
+use crate::webhooks::{
+    address::{GuardError, GuardedResolver, refused_by_guard},
+    sender::{self, BodyEnd},
+};
 
 /// The code of a send refused because the provider's host is an address the guard forbids.
 pub const ADDRESS_NOT_ALLOWED: &str = "ADDRESS_NOT_ALLOWED";
@@ -207,22 +210,18 @@ pub(super) async fn exchange<T: DeserializeOwned>(
 
 /// The whole body when it is at most [`MAX_ANSWER_BYTES`]; otherwise what was read (never more
 /// than that) and why the rest is missing. The rest is never read.
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, (Vec<u8>, String)> {
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER_BYTES => {
-                body.extend_from_slice(&chunk[..MAX_ANSWER_BYTES - body.len()]);
-                let reason = format!("its answer is over {} KiB", MAX_ANSWER_BYTES / 1024);
-                return Err((body, reason));
-            }
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) => return Ok(body),
-            Err(error) => {
-                let reason = format!("its answer could not be read: {}", error.without_url());
-                return Err((body, reason));
-            }
-        }
+async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, (Vec<u8>, String)> {
+    let body = sender::read_capped(response, MAX_ANSWER_BYTES).await;
+    match body.end {
+        BodyEnd::Whole => Ok(body.bytes),
+        BodyEnd::OverCap => Err((
+            body.bytes,
+            format!("its answer is over {} KiB", MAX_ANSWER_BYTES / 1024),
+        )),
+        BodyEnd::Broken(error) => Err((
+            body.bytes,
+            format!("its answer could not be read: {}", error.without_url()),
+        )),
     }
 }
 

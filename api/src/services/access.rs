@@ -18,7 +18,10 @@ use uuid::Uuid;
 
 use super::authorize;
 use crate::{
-    auth::{self, Actor, api_key_subject, secret_hash, user_subject},
+    auth::{
+        self, Actor, USER_SUBJECT_PREFIX, api_key_subject, secret_hash, user_of_subject,
+        user_subject,
+    },
     db::tenant::{Intent, TenantTxn, global},
     domain::workflow::Definition,
     error::{ApiError, ApiResult, UniqueKey},
@@ -195,7 +198,7 @@ pub(super) async fn find_role(txn: &TenantTxn, name: &str) -> ApiResult<role::Mo
         .ok_or(ApiError::NotFound("role"))
 }
 
-async fn find_member(txn: &TenantTxn, user_id: Uuid) -> ApiResult<membership::Model> {
+pub(super) async fn find_member(txn: &TenantTxn, user_id: Uuid) -> ApiResult<membership::Model> {
     txn.find::<membership::Entity>()
         .filter(membership::Column::UserId.eq(user_id))
         .one(txn)
@@ -212,9 +215,20 @@ fn grouping_rules(txn: &TenantTxn) -> sea_orm::Select<casbin_rule::Entity> {
 async fn admin_count(txn: &TenantTxn) -> ApiResult<u64> {
     Ok(grouping_rules(txn)
         .filter(casbin_rule::Column::V1.eq(ADMIN))
-        .filter(casbin_rule::Column::V0.starts_with("u:"))
+        .filter(casbin_rule::Column::V0.starts_with(USER_SUBJECT_PREFIX))
         .count(txn)
         .await?)
+}
+
+/// Users (not keys) holding `role` in the transaction's company.
+pub(super) async fn role_holders(txn: &TenantTxn, role: &str) -> ApiResult<Vec<Uuid>> {
+    Ok(grouping_rules(txn)
+        .filter(casbin_rule::Column::V1.eq(role))
+        .all(txn)
+        .await?
+        .into_iter()
+        .filter_map(|grant| user_of_subject(&grant.v0))
+        .collect())
 }
 
 // ---- roles ----

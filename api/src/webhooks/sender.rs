@@ -147,11 +147,15 @@ impl Sender {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(parse_retry_after);
-        let (body, error) = read_capped(response).await;
+        // The first KiB of the body; the rest is not read.
+        let body = read_capped(response, RESPONSE_CAPTURE).await;
         Outcome {
             status: Some(status),
-            body: Some(body),
-            error,
+            body: Some(String::from_utf8_lossy(&body.bytes).into_owned()),
+            error: match &body.end {
+                BodyEnd::Broken(error) => Some(describe(error)),
+                BodyEnd::Whole | BodyEnd::OverCap => None,
+            },
             retry_after,
             latency: Duration::ZERO,
         }
@@ -177,22 +181,39 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-/// The first KiB of the body; the rest is not read.
-async fn read_capped(mut response: reqwest::Response) -> (String, Option<String>) {
-    let mut captured = Vec::new();
-    while captured.len() < RESPONSE_CAPTURE {
-        match response.chunk().await {
-            Ok(Some(chunk)) => captured.extend_from_slice(&chunk),
-            Ok(None) => break,
-            Err(error) => return (lossy(captured), Some(describe(&error))),
-        }
-    }
-    (lossy(captured), None)
+/// A response body read up to a cap ([`read_capped`]).
+pub struct CappedBody {
+    /// What was read, never more than the cap.
+    pub bytes: Vec<u8>,
+    pub end: BodyEnd,
 }
 
-fn lossy(mut bytes: Vec<u8>) -> String {
-    bytes.truncate(RESPONSE_CAPTURE);
-    String::from_utf8_lossy(&bytes).into_owned()
+/// Why reading a [`CappedBody`] stopped.
+pub enum BodyEnd {
+    /// The whole body is in.
+    Whole,
+    /// The body is longer than the cap; the rest was not read.
+    OverCap,
+    /// The body broke off.
+    Broken(reqwest::Error),
+}
+
+/// At most `cap` bytes of `response`'s body: an answer is never buffered whole, whatever its
+/// sender makes it. Shared by every client of an address someone else configured.
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> CappedBody {
+    let mut bytes = Vec::new();
+    let end = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if bytes.len() + chunk.len() > cap => {
+                bytes.extend_from_slice(&chunk[..cap - bytes.len()]);
+                break BodyEnd::OverCap;
+            }
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) => break BodyEnd::Whole,
+            Err(error) => break BodyEnd::Broken(error),
+        }
+    };
+    CappedBody { bytes, end }
 }
 
 /// `text` with NUL and every other control character but newline, carriage return and tab

@@ -2,6 +2,8 @@
 //! with which settings, and its credentials sealed with [`Purpose::NotificationCredential`]
 //! (written, never read back out).
 
+use std::time::Duration;
+
 use chrono::Utc;
 use entity::notification_channel;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, QueryFilter, QueryOrder};
@@ -17,7 +19,7 @@ use crate::{
     notifications::{
         Accepted, Channel, SendError,
         email::{EmailMessage, SmtpMailer, SmtpSettings},
-        evolution::{EvolutionClient, EvolutionConfig},
+        evolution::{EvolutionClient, EvolutionConfig, TextOptions},
         twilio::{TwilioClient, TwilioConfig, TwilioSender},
         whatsapp::{CloudTemplate, ConnectionState, WhatsappProvider},
         whatsapp_cloud::{CloudClient, CloudConfig},
@@ -76,6 +78,8 @@ impl ProviderKind {
 pub struct Configuration {
     /// The company's configuration row; `None` for the server's default.
     pub id: Option<Uuid>,
+    /// The company sending with it.
+    pub company_id: Uuid,
     pub provider: ProviderKind,
     /// Non-secret settings (base URL, instance, sender).
     pub settings: Value,
@@ -109,6 +113,7 @@ pub async fn configuration(
         };
         return Ok(Some(Configuration {
             id: Some(row.id),
+            company_id: txn.company().get(),
             provider,
             settings: serde_json::from_str(&row.settings)?,
             credentials,
@@ -118,6 +123,7 @@ pub async fn configuration(
     Ok(match (channel, &defaults.smtp_url, &defaults.smtp_from) {
         (Channel::Email, Some(url), Some(from)) => Some(Configuration {
             id: None,
+            company_id: txn.company().get(),
             provider: ProviderKind::Smtp,
             settings: sender_settings(from),
             credentials: serde_json::json!({ "url": url.expose() }),
@@ -148,7 +154,8 @@ fn whatsapp(
                     api_key: field(&configuration.credentials, "apiKey").to_string(),
                 },
             )
-            .map_err(misconfigured)?;
+            .map_err(misconfigured)?
+            .with_options(text_options(&configuration.settings).map_err(misconfigured)?);
             Ok(Box::new(client))
         }
         ProviderKind::WhatsappCloud => {
@@ -168,8 +175,37 @@ fn whatsapp(
     }
 }
 
+/// Longest "typing…" an Evolution configuration may show before each message.
+const MAX_TYPING_DELAY_MS: u64 = 30_000;
+
+/// An Evolution configuration's optional `delayMs` (how long the session shows "typing…"
+/// first, as a person would) and `linkPreview` (whether a link gets a preview card).
+fn text_options(settings: &Value) -> Result<TextOptions, String> {
+    let delay = match settings.get("delayMs") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(Duration::from_millis(
+            value
+                .as_u64()
+                .filter(|ms| *ms <= MAX_TYPING_DELAY_MS)
+                .ok_or_else(|| {
+                    format!("`delayMs`: whole milliseconds, at most {MAX_TYPING_DELAY_MS}")
+                })?,
+        )),
+    };
+    let link_preview = match settings.get("linkPreview") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(shown)) => Some(*shown),
+        Some(_) => return Err("`linkPreview`: true or false".into()),
+    };
+    Ok(TextOptions {
+        delay,
+        link_preview,
+    })
+}
+
 /// The Twilio client of `configuration`: sending from `settings.from` (a phone) or
-/// `settings.messagingServiceSid`, with status callbacks to `settings.statusCallback`.
+/// `settings.messagingServiceSid`, with status callbacks to `settings.statusCallback` or else
+/// this server's incoming-webhook URL for the company.
 fn twilio(state: &AppState, configuration: &Configuration) -> Result<TwilioClient, SendError> {
     let misconfigured = |message: String| SendError::permanent("CHANNEL_MISCONFIGURED", message);
     let settings = &configuration.settings;
@@ -187,9 +223,21 @@ fn twilio(state: &AppState, configuration: &Configuration) -> Result<TwilioClien
             Phone::parse(from).map_err(|reason| misconfigured(format!("`from`: {reason}")))?,
         ),
     };
-    let status_callback = match field(settings, "statusCallback") {
-        "" => None,
-        url => Some(
+    // By default the statuses come back to this server, when it knows its public address.
+    let status_callback = match (
+        field(settings, "statusCallback"),
+        &state.settings.public_url,
+    ) {
+        ("", None) => None,
+        ("", Some(public_url)) => Some(
+            url::Url::parse(&format!(
+                "{}/webhooks/in/twilio/{}",
+                public_url.trim_end_matches('/'),
+                configuration.company_id
+            ))
+            .map_err(|error| misconfigured(format!("PLATFORM_PUBLIC_URL: {error}")))?,
+        ),
+        (url, _) => Some(
             url::Url::parse(url)
                 .map_err(|error| misconfigured(format!("`statusCallback`: {error}")))?,
         ),
@@ -429,7 +477,7 @@ pub async fn configure(
             ),
         ));
     }
-    let settings = valid_settings(state, &input.settings).await?;
+    let settings = valid_settings(state, input.provider, &input.settings).await?;
     let credentials = match input.credentials {
         Some(credentials) => Some(valid_credentials(state, input.provider, &credentials).await?),
         None => None,
@@ -490,14 +538,22 @@ pub async fn configure(
 }
 
 /// The settings as stored, when they are a JSON object whose `baseUrl`, if any, is an http(s)
-/// URL at an address the guard allows (resolved now; checked again at each send).
-async fn valid_settings(state: &AppState, settings: &Value) -> ApiResult<String> {
+/// URL at an address the guard allows (resolved now; checked again at each send), and whose
+/// Evolution options are ones [`text_options`] takes.
+async fn valid_settings(
+    state: &AppState,
+    provider: ProviderKind,
+    settings: &Value,
+) -> ApiResult<String> {
     let Some(fields) = settings.as_object() else {
         return Err(ApiError::validation(
             "input.settings",
             "the settings must be a JSON object",
         ));
     };
+    if provider == ProviderKind::Evolution {
+        text_options(settings).map_err(|reason| ApiError::validation("input.settings", reason))?;
+    }
     if let Some(base_url) = fields.get("baseUrl") {
         let url = base_url
             .as_str()

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
-use entity::{casbin_rule, customer, membership, notification_rule, order, role, user};
+use entity::{customer, membership, notification_rule, order, user};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, IntoActiveModel, QueryFilter, QueryOrder,
 };
@@ -24,7 +24,7 @@ use super::{
     queue,
 };
 use crate::{
-    auth::Actor,
+    auth::{Actor, user_of_subject},
     crypto::UnsubscribeTokens,
     db::tenant::{CompanyId, Intent, TenantTxn, global},
     domain::{
@@ -42,7 +42,7 @@ use crate::{
         Channel,
         templates::{PURPOSES, Purpose},
     },
-    services::{authorize, valid_name},
+    services::{access, authorize, valid_name},
     state::AppState,
 };
 
@@ -252,28 +252,17 @@ async fn validate(txn: &TenantTxn, rule: RuleDefinition) -> ApiResult<ValidRule>
 
 /// A member or role a rule names must be the company's.
 async fn check_recipient(txn: &TenantTxn, recipient: &Recipient) -> ApiResult<()> {
-    let exists = match recipient {
-        Recipient::Customer | Recipient::Actor => true,
-        Recipient::Member { user_id } => txn
-            .find::<membership::Entity>()
-            .filter(membership::Column::UserId.eq(*user_id))
-            .one(txn)
-            .await?
-            .is_some(),
-        Recipient::Role { name } => txn
-            .find::<role::Entity>()
-            .filter(role::Column::Name.eq(name.as_str()))
-            .one(txn)
-            .await?
-            .is_some(),
+    let found = match recipient {
+        Recipient::Customer | Recipient::Actor => Ok(()),
+        Recipient::Member { user_id } => access::find_member(txn, *user_id).await.map(drop),
+        Recipient::Role { name } => access::find_role(txn, name).await.map(drop),
     };
-    if exists {
-        Ok(())
-    } else {
-        Err(ApiError::validation(
+    match found {
+        Err(ApiError::NotFound(_)) => Err(ApiError::validation(
             "input.recipient",
             "the member or role is not the company's",
-        ))
+        )),
+        other => other,
     }
 }
 
@@ -842,24 +831,10 @@ async fn addressees(
         Recipient::Actor => payload
             .get("actor")
             .and_then(Value::as_str)
-            .and_then(|subject| subject.strip_prefix("u:"))
-            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(user_of_subject)
             .into_iter()
             .collect(),
-        Recipient::Role { name } => txn
-            .find::<casbin_rule::Entity>()
-            .filter(casbin_rule::Column::Ptype.eq("g"))
-            .filter(casbin_rule::Column::V1.eq(name.as_str()))
-            .all(txn)
-            .await?
-            .into_iter()
-            .filter_map(|grant| {
-                grant
-                    .v0
-                    .strip_prefix("u:")
-                    .and_then(|id| Uuid::parse_str(id).ok())
-            })
-            .collect(),
+        Recipient::Role { name } => access::role_holders(txn, name).await?,
     };
     // Only members of this company: a rule naming someone who left notifies no one.
     let members: Vec<Uuid> = txn
