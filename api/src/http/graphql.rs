@@ -10,10 +10,10 @@ use std::{
 };
 
 use async_graphql::{
-    BatchRequest, BatchResponse, ErrorExtensions, Request, Response as GraphqlResponse, ServerError,
+    BatchRequest, BatchResponse, Request, Response as GraphqlResponse, ServerError,
 };
 use axum::{
-    Extension, Json,
+    Extension,
     body::Bytes,
     extract::{ConnectInfo, State, WebSocketUpgrade, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use super::{HttpState, api_error_response, error_response};
 use crate::{
     auth::Viewer,
-    error::{ApiError, ApiResult},
+    error::ApiResult,
     graphql::{
         MAX_NAME_CHARS, Operation, VALIDATION_FAILED, code_request_error,
         context::{RequestData, credentials},

@@ -248,7 +248,7 @@ async fn advance(
     });
     let state = |status: Status| {
         super::event_state(
-            &found,
+            found,
             status,
             found.provider.clone(),
             found.provider_message_id.clone(),
