@@ -406,6 +406,46 @@ impl Drop for TestApp {
     }
 }
 
+/// Serves `router` on a free loopback port, for as long as the test runs: a provider or a
+/// receiver the test plays. Returns its base URL (`http://127.0.0.1:port`).
+pub async fn serve_router(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let base_url = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base_url
+}
+
+/// The company's events of `types` once there are at least `count` of them (the relay numbers
+/// them a moment after their transaction), within 5 s.
+pub async fn events_of(app: &TestApp, token: &str, types: &[&str], count: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = app
+            .graphql_as(
+                token,
+                "query E($types: [String!]) { events(types: $types) { edges { node { type payload } } } }",
+                json!({ "types": types }),
+            )
+            .await;
+        let nodes: Vec<Value> = events["data"]["events"]["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{events}"))
+            .iter()
+            .map(|edge| edge["node"].clone())
+            .collect();
+        if nodes.len() >= count {
+            return nodes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {count} events of {types:?}: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn text(value: &Value) -> String {
     value
         .as_str()

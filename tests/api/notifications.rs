@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Tenant, TestApp, first_error_code, next_event, spawn_app, spawn_app_with,
+    Tenant, TestApp, first_error_code, next_event, serve_router, spawn_app, spawn_app_with,
     spawn_second_instance, subscribe, text,
 };
 
@@ -752,7 +752,7 @@ mod whatsapp {
     };
 
     use super::{CONFIGURE, LOG, SEND, settled};
-    use crate::helpers::{Tenant, TestApp, spawn_app_with, text};
+    use crate::helpers::{Tenant, TestApp, events_of, serve_router, spawn_app_with, text};
 
     const API_KEY: &str = "evo-key-123";
     const PHONE: &str = "+55 84 99999-0000";
@@ -1111,17 +1111,18 @@ mod whatsapp {
             )
             .await;
         assert!(secret["errors"].is_null(), "{secret}");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let base_url = format!("http://{}", listener.local_addr().expect("an address"));
-        let router = Router::new()
-            .route("/message/sendText/{instance}", post(call_back_then_answer))
-            .with_state(Evolution {
-                client: app.client.clone(),
-                callback_url: format!("{}/webhooks/in/evolution/{}", app.address, shop.company_id),
-            });
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let base_url = serve_router(
+            Router::new()
+                .route("/message/sendText/{instance}", post(call_back_then_answer))
+                .with_state(Evolution {
+                    client: app.client.clone(),
+                    callback_url: format!(
+                        "{}/webhooks/in/evolution/{}",
+                        app.address, shop.company_id
+                    ),
+                }),
+        )
+        .await;
         let configured = app
             .graphql_as(
                 &shop.access_token,
@@ -1137,37 +1138,20 @@ mod whatsapp {
         let done = settled(&app, &shop.access_token, &id).await;
         assert_eq!(done["status"], "READ", "{done}");
         assert_eq!(done["providerMessageId"], "BAE5EARLY", "{done}");
-        // Events reach the log once the relay numbered them.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let events = app
-                .graphql_as(
-                    &shop.access_token,
-                    "{ events(types: [\"notification.sent\", \"notification.delivered\"]) { edges { node { type } } } }",
-                    json!({}),
-                )
-                .await;
-            let mut kinds: Vec<String> = events["data"]["events"]["edges"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{events}"))
-                .iter()
-                .map(|edge| text(&edge["node"]["type"]))
-                .collect();
-            kinds.sort();
-            if kinds.len() >= 2 {
-                assert_eq!(
-                    kinds,
-                    ["notification.delivered", "notification.sent"],
-                    "sent once, delivered once: {events}"
-                );
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the events are missing: {events}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let events = events_of(
+            &app,
+            &shop.access_token,
+            &["notification.sent", "notification.delivered"],
+            2,
+        )
+        .await;
+        let mut kinds: Vec<String> = events.iter().map(|event| text(&event["type"])).collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            ["notification.delivered", "notification.sent"],
+            "sent once, delivered once: {events:?}"
+        );
     }
 
     #[tokio::test]
@@ -1242,37 +1226,16 @@ mod whatsapp {
         assert!(unsigned.status().is_client_error(), "{}", unsigned.status());
         assert_eq!(status_of().await, "READ");
 
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let events = app
-                .graphql_as(
-                    &shop.access_token,
-                    "{ events(types: [\"notification.delivered\"]) { edges { node { payload } } } }",
-                    json!({}),
-                )
-                .await;
-            let edges = events["data"]["events"]["edges"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if !edges.is_empty() {
-                assert_eq!(edges.len(), 1, "delivered once: {events}");
-                assert_eq!(
-                    edges[0]["node"]["payload"]["notificationId"], id,
-                    "{events}"
-                );
-                assert_eq!(
-                    edges[0]["node"]["payload"]["status"], "DELIVERED",
-                    "{events}"
-                );
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no notification.delivered: {events}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let delivered = events_of(&app, &shop.access_token, &["notification.delivered"], 1).await;
+        assert_eq!(delivered.len(), 1, "delivered once: {delivered:?}");
+        assert_eq!(
+            delivered[0]["payload"]["notificationId"], id,
+            "{delivered:?}"
+        );
+        assert_eq!(
+            delivered[0]["payload"]["status"], "DELIVERED",
+            "{delivered:?}"
+        );
     }
 }
 
@@ -1866,14 +1829,12 @@ async fn a_whatsapp_configuration_is_given_its_concurrency_of_messages_at_once()
     let app = spawn_app_with(|settings| settings.notifications.whatsapp_concurrency = 3).await;
     let shop = app.sign_up("held", "RESTAURANT").await;
     let flight = InFlight::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let base_url = format!("http://{}", listener.local_addr().expect("an address"));
-    let router = Router::new()
-        .route("/message/sendText/{instance}", post(hold))
-        .with_state(flight.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base_url = serve_router(
+        Router::new()
+            .route("/message/sendText/{instance}", post(hold))
+            .with_state(flight.clone()),
+    )
+    .await;
     let configured = app
         .graphql_as(
             &shop.access_token,

@@ -65,11 +65,7 @@ impl Receiver {
         let router = Router::new()
             .route("/hook", post(receive))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let url = format!("{}/hook", crate::helpers::serve_router(router).await);
         Self { url, state }
     }
 
