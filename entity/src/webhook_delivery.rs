@@ -21,9 +21,6 @@ pub struct Model {
     /// Attempts since the delivery was created or last redelivered.
     pub attempt_count: i32,
     pub next_attempt_at: DateTimeUtc,
-    /// Set while a worker sends it; a crashed worker's claim expires and the delivery is sent
-    /// again with the same id.
-    pub leased_until: Option<DateTimeUtc>,
     pub last_status_code: Option<i32>,
     #[sea_orm(column_type = "Text", nullable)]
     pub last_error: Option<String>,

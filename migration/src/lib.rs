@@ -19,6 +19,7 @@ mod m20261202_000015_create_notification_templates;
 mod m20261202_000016_create_notification_preferences;
 mod m20261203_000017_jobs_claim_index;
 mod m20261204_000018_notification_early_statuses;
+mod m20261204_000019_webhook_delivery_lease;
 
 pub use m20261202_000013_row_level_security::{
     APP_ROLE, CROSS_TENANT_ROLE, enable_row_level_security,
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000016_create_notification_preferences::Migration),
             Box::new(m20261203_000017_jobs_claim_index::Migration),
             Box::new(m20261204_000018_notification_early_statuses::Migration),
+            Box::new(m20261204_000019_webhook_delivery_lease::Migration),
         ]
     }
 }

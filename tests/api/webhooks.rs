@@ -323,6 +323,43 @@ async fn failed_attempts_are_retried_on_the_schedule_until_the_receiver_recovers
     assert_eq!(delivered["attemptCount"], 3);
 }
 
+/// A delivery whose attempt is at the receiver cannot be redelivered until that attempt is
+/// recorded; then it can, and goes out again with the same `webhook-id`.
+#[tokio::test]
+async fn a_delivery_in_flight_is_redelivered_only_once_its_attempt_is_recorded() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "in-flight").await;
+    let token = shop.tenant.access_token.clone();
+    let receiver = Receiver::start().await;
+    receiver.script(&[Reply::Delay(Duration::from_secs(2))]);
+    let (endpoint, _) = register(&app, &token, &receiver.url, &["order.created"]).await;
+    order(&app, &shop).await;
+    let held = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(held.len(), 1, "the attempt is at the receiver");
+    let pending = deliveries(&app, &token, &endpoint).await;
+    let redeliver = || {
+        app.graphql_as(
+            &token,
+            "mutation R($id: ID!) { redeliverWebhook(deliveryId: $id) { status attemptCount } }",
+            json!({ "id": pending[0]["id"] }),
+        )
+    };
+    let refused = redeliver().await;
+    assert_eq!(first_error_code(&refused), "CONFLICT", "{refused}");
+
+    let delivered = wait_for_status(&app, &token, &endpoint, "DELIVERED").await;
+    assert_eq!(delivered["attemptCount"], 1, "{delivered}");
+    let redelivered = redeliver().await;
+    assert_eq!(
+        redelivered["data"]["redeliverWebhook"],
+        json!({ "status": "PENDING", "attemptCount": 0 }),
+        "{redelivered}"
+    );
+    let received = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received[0].id, received[1].id, "the same webhook-id");
+}
+
 #[tokio::test]
 async fn a_dead_lettered_delivery_is_delivered_by_redeliver_with_its_webhook_id() {
     let app = spawn_app_with(with_schedule("0s,1s")).await;

@@ -470,6 +470,13 @@ impl Jobs {
         Ok(())
     }
 
+    /// Whether job `id` exists (it may have been pruned since it finished).
+    pub async fn exists(&self, conn: &impl ConnectionTrait, id: Uuid) -> anyhow::Result<bool> {
+        #[allow(clippy::disallowed_methods)] // cross-tenant: the runtime's own table
+        let found = job::Entity::find_by_id(id).one(conn).await?;
+        Ok(found.is_some())
+    }
+
     /// Withdraws a job that has not finished; returns whether it did. A running job's handler
     /// is not interrupted, but its outcome is ignored and it does not run again.
     pub async fn cancel(&self, conn: &impl ConnectionTrait, id: Uuid) -> anyhow::Result<bool> {

@@ -399,35 +399,40 @@ pub async fn redeliver(
     manage(state, actor).await?;
     let now = Utc::now();
     let txn = state.begin_for(actor, Intent::Write).await?;
-    let restarted = txn
-        .update::<webhook_delivery::Entity>()
+    let found = txn
+        .find::<webhook_delivery::Entity>()
+        .filter(webhook_delivery::Column::Id.eq(id))
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("webhook delivery"))?;
+    let restarted = webhook_delivery::Model {
+        status: DeliveryStatus::Pending.as_str().to_string(),
+        attempt_count: 0,
+        next_attempt_at: now,
+        updated_at: now,
+        ..found
+    };
+    // One being sent right now records its attempt first; redelivering it meanwhile would
+    // race it. Its job and the delivery change together.
+    if !webhooks::worker::rearm(&state.jobs, &txn, &restarted).await? {
+        return Err(ApiError::Conflict(
+            "this delivery is being sent right now; try again when the attempt is recorded".into(),
+        ));
+    }
+    txn.update::<webhook_delivery::Entity>()
         .col_expr(
             webhook_delivery::Column::Status,
-            Expr::value(DeliveryStatus::Pending.as_str()),
+            Expr::value(restarted.status.clone()),
         )
         .col_expr(webhook_delivery::Column::AttemptCount, Expr::value(0))
         .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(now))
         .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
         .filter(webhook_delivery::Column::Id.eq(id))
-        // One being sent right now finishes first; redelivering it again would race it.
-        .filter(
-            sea_orm::Condition::any()
-                .add(webhook_delivery::Column::LeasedUntil.is_null())
-                .add(webhook_delivery::Column::LeasedUntil.lt(now)),
-        )
         .exec(&txn)
         .await?;
     txn.commit().await?;
-    if restarted.rows_affected == 0 {
-        // Either not ours (or unknown), or in flight.
-        delivery(state, actor, id).await?;
-        return Err(ApiError::Conflict(
-            "this delivery is being sent right now; try again when the attempt is recorded".into(),
-        ));
-    }
-    let restarted = delivery(state, actor, id).await?;
-    webhooks::worker::rearm(&state.jobs, &state.db, &restarted.delivery).await?;
-    Ok(restarted)
+    state.jobs.wake();
+    delivery(state, actor, id).await
 }
 
 /// Queues a `webhook.test` delivery to the endpoint.
@@ -469,7 +474,7 @@ pub async fn send_test(
         .await?;
     // The delivery and its job commit together; the wake after the commit lets this
     // instance's runtime claim it at once.
-    webhooks::worker::rearm(&state.jobs, &txn, &created).await?;
+    webhooks::worker::schedule(&state.jobs, &txn, std::slice::from_ref(&created)).await?;
     txn.commit().await?;
     state.jobs.wake();
     Ok(DeliveryWithAttempts {

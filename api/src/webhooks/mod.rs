@@ -174,7 +174,6 @@ pub fn new_delivery(
         status: Set(DeliveryStatus::Pending.as_str().to_string()),
         attempt_count: Set(0),
         next_attempt_at: Set(now),
-        leased_until: Set(None),
         last_status_code: Set(None),
         last_error: Set(None),
         created_at: Set(now),

@@ -108,21 +108,26 @@ pub async fn schedule(
     jobs.enqueue_many(conn, deliveries.iter().map(job_of)).await
 }
 
-/// Sends `delivery` at its next attempt, whatever its job did before: one that finished runs
-/// again, one pruned since is written anew; one running records its attempt first.
+/// Sends `delivery` at its next attempt on `conn`, whatever its job did before: one that
+/// finished runs again, one pruned since is written anew. Returns `false`, changing nothing,
+/// when the job is running: its attempt is recorded first. Call [`Jobs::wake`] once `conn`
+/// committed.
 pub async fn rearm(
     jobs: &Jobs,
     conn: &impl ConnectionTrait,
     delivery: &webhook_delivery::Model,
-) -> anyhow::Result<()> {
-    if !jobs
+) -> anyhow::Result<bool> {
+    if jobs
         .rerun(conn, delivery.id, delivery.next_attempt_at)
         .await?
     {
-        schedule(jobs, conn, std::slice::from_ref(delivery)).await?;
+        return Ok(true);
     }
-    jobs.wake();
-    Ok(())
+    if jobs.exists(conn, delivery.id).await? {
+        return Ok(false);
+    }
+    schedule(jobs, conn, std::slice::from_ref(delivery)).await?;
+    Ok(true)
 }
 
 /// What the worker needs; cheap to clone into each attempt's task.
@@ -268,8 +273,8 @@ async fn start(worker: &Worker, batch: Vec<Claimed>, outcomes: &mpsc::Sender<(At
     }
 }
 
-/// The pending deliveries among `ids` with where they go; those whose endpoint is enabled are
-/// leased on their row for as long as their job is, so `redeliverWebhook` leaves them be.
+/// The pending deliveries among `ids` with where they go. Nothing is written: their jobs'
+/// leases are what `redeliverWebhook` waits for.
 async fn load(
     worker: &Worker,
     ids: &[Uuid],
@@ -310,26 +315,6 @@ async fn load(
             Some((delivery.id, (delivery, target)))
         })
         .collect();
-    let sending: Vec<Uuid> = found
-        .values()
-        .filter(|(_, target)| target.endpoint.enabled)
-        .map(|(delivery, _)| delivery.id)
-        .collect();
-    if !sending.is_empty() {
-        let now = Utc::now();
-        let lease_until = now
-            + chrono::Duration::from_std(worker.settings.lease()).unwrap_or(chrono::Duration::MAX);
-        #[allow(clippy::disallowed_methods)] // cross-tenant: the claimed deliveries, any company's
-        webhook_delivery::Entity::update_many()
-            .col_expr(
-                webhook_delivery::Column::LeasedUntil,
-                Expr::value(lease_until),
-            )
-            .col_expr(webhook_delivery::Column::UpdatedAt, Expr::value(now))
-            .filter(webhook_delivery::Column::Id.is_in(sending))
-            .exec(&worker.db)
-            .await?;
-    }
     Ok(found)
 }
 
@@ -646,10 +631,6 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
                 Expr::col(webhook_delivery::Column::AttemptCount).add(1),
             )
             .col_expr(
-                webhook_delivery::Column::LeasedUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(
                 webhook_delivery::Column::LastStatusCode,
                 Expr::value(code.map(i32::from)),
             )
@@ -691,10 +672,6 @@ async fn record(worker: &Worker, batch: &[Attempted]) -> anyhow::Result<bool> {
             .col_expr(
                 webhook_delivery::Column::AttemptCount,
                 Expr::value(attempts),
-            )
-            .col_expr(
-                webhook_delivery::Column::LeasedUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
             )
             .col_expr(
                 webhook_delivery::Column::LastStatusCode,
