@@ -205,12 +205,12 @@ async fn main() -> anyhow::Result<()> {
         .max(1);
 
     let provider = Provider::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let provider_url = format!("http://{}", listener.local_addr()?);
-    let router = Router::new()
-        .route("/message/sendText/{instance}", post(send_text))
-        .with_state(provider.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let provider_url = graphql::serve(
+        Router::new()
+            .route("/message/sendText/{instance}", post(send_text))
+            .with_state(provider.clone()),
+    )
+    .await?;
 
     let client = reqwest::Client::new();
     let mut companies = Vec::new();

@@ -50,12 +50,15 @@ async fn main() -> anyhow::Result<()> {
     let total: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(5000);
 
     let arrivals = Arrivals::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let receiver_url = format!("http://{}/hook", listener.local_addr()?);
-    let router = Router::new()
-        .route("/hook", post(receive))
-        .with_state(arrivals.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let receiver_url = format!(
+        "{}/hook",
+        graphql::serve(
+            Router::new()
+                .route("/hook", post(receive))
+                .with_state(arrivals.clone()),
+        )
+        .await?
+    );
 
     let client = reqwest::Client::new();
     let slug = format!("hooks-{}", &Uuid::new_v4().simple().to_string()[..8]);

@@ -1,4 +1,5 @@
-//! What the load examples share: GraphQL calls to the server under test.
+//! What the load examples share: GraphQL calls to the server under test, and the local
+//! server that plays the provider or receiver it calls.
 
 use serde_json::{Value, json};
 
@@ -28,4 +29,12 @@ pub fn text(value: &Value) -> anyhow::Result<String> {
         .as_str()
         .map(String::from)
         .ok_or_else(|| anyhow::anyhow!("expected a string, got {value}"))
+}
+
+/// Serves `router` on a free loopback port for as long as the example runs; its base URL.
+pub async fn serve(router: axum::Router) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(base_url)
 }

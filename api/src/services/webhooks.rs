@@ -374,14 +374,17 @@ async fn with_attempts(
         .collect())
 }
 
+async fn find_delivery(txn: &TenantTxn, id: Uuid) -> ApiResult<webhook_delivery::Model> {
+    txn.find::<webhook_delivery::Entity>()
+        .filter(webhook_delivery::Column::Id.eq(id))
+        .one(txn)
+        .await?
+        .ok_or(ApiError::NotFound("webhook delivery"))
+}
+
 async fn delivery(state: &AppState, actor: &Actor, id: Uuid) -> ApiResult<DeliveryWithAttempts> {
     let txn = state.begin_for(actor, Intent::Read).await?;
-    let found = txn
-        .find::<webhook_delivery::Entity>()
-        .filter(webhook_delivery::Column::Id.eq(id))
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("webhook delivery"))?;
+    let found = find_delivery(&txn, id).await?;
     let found = with_attempts(&txn, vec![found])
         .await?
         .pop()
@@ -399,12 +402,7 @@ pub async fn redeliver(
     manage(state, actor).await?;
     let now = Utc::now();
     let txn = state.begin_for(actor, Intent::Write).await?;
-    let found = txn
-        .find::<webhook_delivery::Entity>()
-        .filter(webhook_delivery::Column::Id.eq(id))
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("webhook delivery"))?;
+    let found = find_delivery(&txn, id).await?;
     let restarted = webhook_delivery::Model {
         status: DeliveryStatus::Pending.as_str().to_string(),
         attempt_count: 0,
