@@ -992,7 +992,7 @@ mod whatsapp {
         };
         for (options, reason) in [
             (json!({ "delayMs": -5 }), "delayMs"),
-            (json!({ "delayMs": 600000 }), "delayMs"),
+            (json!({ "delayMs": 5001 }), "delayMs"),
             (json!({ "linkPreview": "no" }), "linkPreview"),
         ] {
             let mut settings = json!({ "baseUrl": server.uri(), "instance": "loja" });
@@ -1066,7 +1066,8 @@ mod whatsapp {
     }
 
     /// Evolution reports a message delivered and read before it answers the send: the statuses
-    /// wait for the send's record and are applied with it.
+    /// wait for the send's record and are applied with it — the company's own, never those
+    /// another company's verified webhook reported for the same message id.
     #[tokio::test]
     async fn statuses_called_back_before_the_send_answers_are_applied_when_it_is_recorded() {
         use axum::{Json, Router, extract::State, routing::post};
@@ -1103,14 +1104,32 @@ mod whatsapp {
 
         let app = app_with_quick_retries(3).await;
         let shop = app.sign_up("early", "RESTAURANT").await;
-        let secret = app
-            .graphql_as(
-                &shop.access_token,
-                "mutation { setWebhookProviderSecret(provider: EVOLUTION, secret: \"evo-hook-secret-0123456789\") }",
-                json!({}),
-            )
-            .await;
-        assert!(secret["errors"].is_null(), "{secret}");
+        let other = app.sign_up("early-other", "RESTAURANT").await;
+        for tenant in [&shop, &other] {
+            let secret = app
+                .graphql_as(
+                    &tenant.access_token,
+                    "mutation { setWebhookProviderSecret(provider: EVOLUTION, secret: \"evo-hook-secret-0123456789\") }",
+                    json!({}),
+                )
+                .await;
+            assert!(secret["errors"].is_null(), "{secret}");
+        }
+        // Kept under the other company: were it applied here, the message would be FAILED.
+        let foreign = app
+            .client
+            .post(format!(
+                "{}/webhooks/in/evolution/{}",
+                app.address, other.company_id
+            ))
+            .header("x-webhook-secret", "evo-hook-secret-0123456789")
+            .json(&json!({ "event": "messages.update", "instance": "loja",
+                "data": { "keyId": "BAE5EARLY", "fromMe": true, "status": "ERROR",
+                    "remoteJid": "5584999990000@s.whatsapp.net" } }))
+            .send()
+            .await
+            .expect("calls back");
+        assert!(foreign.status().is_success(), "{}", foreign.status());
         let base_url = serve_router(
             Router::new()
                 .route("/message/sendText/{instance}", post(call_back_then_answer))

@@ -217,7 +217,7 @@ pub struct ConfigureNotificationChannelInput {
     channel: Channel,
     provider: ProviderKind,
     /// Non-secret settings, e.g. `{"baseUrl": "https://evo.example", "instance": "shop"}`;
-    /// Evolution also takes `delayMs` (typing shown before each message, at most 30000) and
+    /// Evolution also takes `delayMs` (typing shown before each message, at most 5000) and
     /// `linkPreview`; Twilio `from` or `messagingServiceSid`, and `statusCallback` (by default
     /// this server's own callback URL when `PLATFORM_PUBLIC_URL` is set).
     settings: Json<Value>,

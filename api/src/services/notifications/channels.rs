@@ -155,7 +155,10 @@ fn whatsapp(
                 },
             )
             .map_err(misconfigured)?
-            .with_options(text_options(&configuration.settings).map_err(misconfigured)?);
+            .with_options(
+                text_options(&configuration.settings, provider_timeout(state))
+                    .map_err(misconfigured)?,
+            );
             Ok(Box::new(client))
         }
         ProviderKind::WhatsappCloud => {
@@ -175,21 +178,26 @@ fn whatsapp(
     }
 }
 
-/// Longest "typing…" an Evolution configuration may show before each message.
-const MAX_TYPING_DELAY_MS: u64 = 30_000;
+/// Longest "typing…" an Evolution configuration may show before each message: it holds one of
+/// the number's few slots for as long.
+const MAX_TYPING_DELAY_MS: u64 = 5_000;
 
 /// An Evolution configuration's optional `delayMs` (how long the session shows "typing…"
-/// first, as a person would) and `linkPreview` (whether a link gets a preview card).
-fn text_options(settings: &Value) -> Result<TextOptions, String> {
+/// first, as a person would) and `linkPreview` (whether a link gets a preview card). Evolution
+/// answers the send only after the delay, so it must end well within `provider_timeout`: a
+/// send that timed out is retried, and the message would arrive twice.
+fn text_options(settings: &Value, provider_timeout: Duration) -> Result<TextOptions, String> {
+    let longest = MAX_TYPING_DELAY_MS
+        .min(u64::try_from(provider_timeout.as_millis() / 2).unwrap_or(u64::MAX));
     let delay = match settings.get("delayMs") {
         None | Some(Value::Null) => None,
         Some(value) => Some(Duration::from_millis(
-            value
-                .as_u64()
-                .filter(|ms| *ms <= MAX_TYPING_DELAY_MS)
-                .ok_or_else(|| {
-                    format!("`delayMs`: whole milliseconds, at most {MAX_TYPING_DELAY_MS}")
-                })?,
+            value.as_u64().filter(|ms| *ms <= longest).ok_or_else(|| {
+                format!(
+                    "`delayMs`: whole milliseconds, at most {longest} (and under half the \
+                         provider timeout)"
+                )
+            })?,
         )),
     };
     let link_preview = match settings.get("linkPreview") {
@@ -201,6 +209,11 @@ fn text_options(settings: &Value) -> Result<TextOptions, String> {
         delay,
         link_preview,
     })
+}
+
+/// How long a provider is given to answer a request.
+fn provider_timeout(state: &AppState) -> Duration {
+    Duration::from_secs(state.settings.notifications.provider_timeout_secs)
 }
 
 /// The Twilio client of `configuration`: sending from `settings.from` (a phone) or
@@ -404,13 +417,7 @@ async fn mailer(state: &AppState, configuration: &Configuration) -> Result<SmtpM
         .map_err(|reason| misconfigured(format!("`fromAddress`: {reason}")))?;
     let from_name =
         Some(field(&configuration.settings, "fromName")).filter(|name| !name.is_empty());
-    SmtpMailer::new(
-        &smtp,
-        from_name,
-        &from,
-        std::time::Duration::from_secs(state.settings.notifications.provider_timeout_secs),
-    )
-    .map_err(misconfigured)
+    SmtpMailer::new(&smtp, from_name, &from, provider_timeout(state)).map_err(misconfigured)
 }
 
 /// `Name <address>` or a bare address (`PLATFORM_SMTP_FROM`) as the settings of a channel.
@@ -552,7 +559,8 @@ async fn valid_settings(
         ));
     };
     if provider == ProviderKind::Evolution {
-        text_options(settings).map_err(|reason| ApiError::validation("input.settings", reason))?;
+        text_options(settings, provider_timeout(state))
+            .map_err(|reason| ApiError::validation("input.settings", reason))?;
     }
     if let Some(base_url) = fields.get("baseUrl") {
         let url = base_url
